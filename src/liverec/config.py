@@ -1,0 +1,136 @@
+"""One settings object for the whole server.
+
+Owns: every tunable limit and timeout, its unit, its default, its documentation,
+and how it is read from `LIVEREC_*` environment variables and `liverec serve` flags.
+No I/O beyond reading the environment mapping it is given.
+
+Each field's metadata carries `help` (shown in `--help` and docs/configuration.md).
+A value of `None` on an optional limit means "off".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+from .errors import ConfigError
+
+
+def _s(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- network
+    host: str = _s("127.0.0.1", "address to bind")
+    port: int = _s(8000, "TCP port to bind")
+    # --- storage and model
+    store_url: str = _s(
+        "embedded://./data/liverec.db",
+        "profile store: embedded://PATH (SQLite file), memory:// (tests only), "
+        "redis://HOST:PORT/DB",
+    )
+    model_path: str | None = _s(
+        None, "GRU4Rec checkpoint directory (or a models/ registry); none = online recommender"
+    )
+    model_poll_s: float = _s(2.0, "seconds between checks of model_path for a new checkpoint")
+    # --- protocol limits
+    max_frame_bytes: int = _s(16384, "largest client frame accepted, bytes (close 1009 above)")
+    max_id_chars: int = _s(128, "longest session, event or item id, characters")
+    default_k: int = _s(10, "recommendations per list when hello gives no k")
+    max_k: int = _s(100, "largest k a client may ask for")
+    hello_timeout_s: float = _s(10.0, "time allowed between connect and hello, seconds (1008)")
+    # --- flow control
+    events_per_s: float = _s(50.0, "sustained events per second per connection (token bucket)")
+    events_burst: int = _s(100, "token bucket size: events a connection may send at once")
+    outbound_queue: int = _s(32, "frames queued per connection before the slow-client policy")
+    max_connections: int = _s(10000, "open WebSocket connections in total (1013 above)")
+    # --- liveness
+    ping_interval_s: float | None = _s(20.0, "server heartbeat ping interval, seconds")
+    ping_timeout_s: float | None = _s(20.0, "close a connection whose ping is unanswered, seconds")
+    idle_timeout_s: float | None = _s(1800.0, "close a connection with no client frame, seconds")
+    shutdown_grace_s: float = _s(5.0, "time to drain sockets and flush the store on SIGTERM")
+    # --- store contents
+    session_max_items: int = _s(200, "items kept per session sequence")
+    recent_max_items: int = _s(100, "recent interactions kept per user profile")
+    session_ttl_s: float | None = _s(7 * 86400.0, "expire a session this long after last use")
+    profile_ttl_s: float | None = _s(180 * 86400.0, "expire a profile this long after last use")
+    dedup_ttl_s: float = _s(86400.0, "remember event ids for duplicate detection this long")
+    event_log_max: int | None = _s(None, "approximate cap on event log entries (None = keep all)")
+    # --- online recommender
+    popularity_half_life_s: float = _s(3600.0, "half-life of the time-decayed popularity")
+    cooc_window: int = _s(5, "co-occurrence: link each item to this many previous ones")
+    cooc_max_neighbours: int = _s(200, "co-occurrence: neighbours kept per item")
+    max_items: int = _s(1_000_000, "items the online recommender tracks (oldest dropped)")
+    # --- security
+    allowed_origins: tuple[str, ...] = _s((), "extra origins allowed to open sockets (comma list)")
+    jwt_secret: str | None = _s(None, "HS256 secret for user tokens; none = anonymous only")
+    # --- web
+    web_dir: str | None = _s(None, "directory with the web/ assets (default: the bundled one)")
+    log_level: str = _s("info", "log level: debug, info, warning, error")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.max_k <= 1000:
+            problems.append("max_k must be in 1..1000")
+        if not 1 <= self.default_k <= self.max_k:
+            problems.append("default_k must be in 1..max_k")
+        if self.max_frame_bytes < 256:
+            problems.append("max_frame_bytes must be at least 256")
+        if self.outbound_queue < 2:
+            problems.append("outbound_queue must be at least 2")
+        if self.events_per_s <= 0 or self.events_burst < 1:
+            problems.append("events_per_s must be > 0 and events_burst >= 1")
+        if not 0 < self.port < 65536 and self.port != 0:
+            problems.append("port must be in 0..65535")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then `LIVEREC_<NAME>` variables, then explicit overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            raw = env.get("LIVEREC_" + f.name.upper())
+            if raw is not None:
+                values[f.name] = parse_value(f.name, hints[f.name], raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def parse_value(name: str, hint: Any, raw: str) -> Any:
+    """Parse one setting from its string form (environment or CLI)."""
+    text = raw.strip()
+    optional = "None" in str(hint)
+    if optional and text.lower() in ("", "none", "off"):
+        return None
+    kind = str(hint)
+    try:
+        if "tuple" in kind:
+            return tuple(p.strip() for p in text.split(",") if p.strip())
+        if "float" in kind:
+            return float(text)
+        if "int" in kind:
+            return int(text.replace("_", ""))
+        if "bool" in kind:
+            return text.lower() in ("1", "true", "yes", "on")
+    except ValueError as exc:
+        raise ConfigError(f"{name}: cannot parse {raw!r} as {kind}") from exc
+    return text
+
+
+def setting_docs() -> list[tuple[str, str, str, str]]:
+    """(name, env var, default, help) for every setting, for --help and docs."""
+    return [
+        (f.name, "LIVEREC_" + f.name.upper(), repr(f.default), f.metadata.get("help", ""))
+        for f in fields(Settings)
+    ]

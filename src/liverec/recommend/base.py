@@ -1,0 +1,85 @@
+"""The recommender interface and the business rules every list obeys.
+
+Owns: what the session manager asks of any recommender (online popularity and
+co-occurrence, GRU4Rec serving) and the rules applied to every list: never the
+item just interacted with, never already purchased items, only known (and
+available) items, k unique items.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..types import Event, Rec
+
+
+@dataclass(slots=True)
+class RecContext:
+    """Everything a recommender may use for one list."""
+
+    session_id: str
+    items: Sequence[str]  # the session's item sequence so far, oldest first (incl. newest)
+    k: int
+    current_item: str | None = None  # the item just interacted with (never recommended)
+    exclude: set[str] = field(default_factory=set)  # e.g. purchased items
+    ratings: dict[str, float] = field(default_factory=dict)  # the user's ratings, if any
+    placement: str | None = None
+
+
+class Recommender(abc.ABC):
+    """Scores items for a session. Implementations must be cheap per call."""
+
+    @property
+    @abc.abstractmethod
+    def version(self) -> str:
+        """Names the model that made a list, e.g. "online" or "gru4rec-20261129-1".
+
+        Sent in every recs frame."""
+
+    @abc.abstractmethod
+    def observe(self, event: Event) -> None:
+        """Learn from one accepted event (online update). Must not block for long."""
+
+    @abc.abstractmethod
+    async def recommend(self, ctx: RecContext) -> list[Rec]:
+        """Up to ctx.k recommendations obeying the rules (see `apply_rules`)."""
+
+    def forget(self, session_id: str) -> None:  # noqa: B027 - optional hook
+        """The session's connection closed; drop per-session caches if any."""
+
+    def is_ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (threads, files)."""
+
+
+def blocked_items(ctx: RecContext) -> set[str]:
+    """Items no list may contain for this context."""
+    blocked = set(ctx.exclude)
+    if ctx.current_item is not None:
+        blocked.add(ctx.current_item)
+    return blocked
+
+
+def apply_rules(
+    scored: Iterable[tuple[str, float]],
+    ctx: RecContext,
+    is_known: Callable[[str], bool] | None = None,
+) -> list[Rec]:
+    """Filter candidates (best first) to k unique, allowed, known items."""
+    blocked = blocked_items(ctx)
+    out: list[Rec] = []
+    seen: set[str] = set()
+    for item, score in scored:
+        if item in blocked or item in seen:
+            continue
+        if is_known is not None and not is_known(item):
+            continue
+        seen.add(item)
+        out.append(Rec(item, float(score)))
+        if len(out) >= ctx.k:
+            break
+    return out

@@ -1,0 +1,101 @@
+"""The profile-store and event-log interface that every backend implements.
+
+Owns: the contract between the server and storage. One backend per file
+(`embedded.py`, `redis.py`), chosen by URL in `open_store` (store/__init__.py).
+The contract test suite (tests/test_store_contract.py) runs against every backend.
+
+Durability rule: when `record_event` returns, the event is in the event log and
+applied to the session and profile, durably enough to survive a restart of the
+liverec process. Only then may the server ack it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..types import Event, Profile, SessionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """Bounds and expiry the store applies; copied from Settings by open_store."""
+
+    session_max_items: int = 200
+    recent_max_items: int = 100
+    session_ttl_s: float | None = 7 * 86400.0
+    profile_ttl_s: float | None = 180 * 86400.0
+    dedup_ttl_s: float = 86400.0
+    event_log_max: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """An event read back from the append-only log, with its log position."""
+
+    position: str  # opaque, increasing; pass to read_events(after=...)
+    event: Event
+
+
+class Store(abc.ABC):
+    """Profiles, sessions and the event log. All methods are coroutine-safe."""
+
+    url: str
+
+    def __init__(self, limits: StoreLimits) -> None:
+        self.limits = limits
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect / create schema. Raises StoreUnavailable if unreachable."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush everything pending and release resources. Idempotent."""
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """True when the store is reachable and writable right now."""
+
+    @abc.abstractmethod
+    async def open_session(
+        self, session_id: str, user_id: str | None, now: float
+    ) -> tuple[SessionRecord, bool]:
+        """Load the session or create it owned by `user_id`.
+
+        Returns (record, existed). Never changes the owner of an existing session;
+        the caller checks `record.user_id` against the caller's identity.
+        """
+
+    @abc.abstractmethod
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        """The stored session, or None when unknown or expired."""
+
+    @abc.abstractmethod
+    async def record_event(self, event: Event) -> bool:
+        """Durably append and apply one event, in one round trip where possible.
+
+        Returns True when the event was new, False when its id was already
+        recorded for this session (then nothing is changed). Applying means:
+        append to the event log; append item to the session sequence (bounded);
+        for a user: counters[action] += 1, recent (bounded), purchases on
+        "purchase", ratings on "rate"; refresh expiry.
+        Raises StoreUnavailable when it cannot be recorded (then it was not).
+        """
+
+    @abc.abstractmethod
+    async def get_profile(self, user_id: str) -> Profile:
+        """The user's profile (empty when unknown)."""
+
+    @abc.abstractmethod
+    async def read_events(self, after: str | None = None, limit: int = 1000) -> list[LoggedEvent]:
+        """Events in log order strictly after `after` (from the start when None)."""
+
+    @abc.abstractmethod
+    async def count_events(self) -> int:
+        """Number of entries in the event log."""
+
+    async def record_events(self, events: Sequence[Event]) -> list[bool]:
+        """Record several events; backends may override with one round trip."""
+        return [await self.record_event(e) for e in events]
