@@ -55,3 +55,30 @@ class StoreUnavailable(StoreError):
 
 class ModelError(LiverecError):
     """A model checkpoint is missing, malformed or incompatible."""
+
+
+class Abuse(LiverecError):
+    """A client broke a limit badly enough that its connection is closed.
+
+    The server edge maps each subclass to a WebSocket close code.
+    """
+
+
+class HelloTimeout(Abuse):
+    """No valid hello frame within the allowed time."""
+
+
+class RateLimited(Abuse):
+    """The client kept sending past its event rate limit."""
+
+
+class SlowConsumer(Abuse):
+    """The client stopped reading and its bounded outbound queue is full."""
+
+
+class IdleTimeout(LiverecError):
+    """The client sent nothing for longer than the idle timeout (a normal close)."""
+
+
+class ServerBusy(LiverecError):
+    """The server is at its connection limit or shutting down."""

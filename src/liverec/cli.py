@@ -1,0 +1,138 @@
+"""The `liverec` command.
+
+Owns: argument parsing and dispatch for every subcommand. `serve` maps each
+Settings field to a flag (and its `LIVEREC_*` variable); the model commands
+(train, evaluate, split) are registered by liverec.model.commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any, get_type_hints
+
+from .config import Settings, parse_value, setting_docs
+from .errors import LiverecError
+
+
+def _serve_parser(sub: Any) -> None:
+    env_help = "\n".join(f"  {env:32} {doc}" for _, env, _, doc in setting_docs())
+    p = sub.add_parser(
+        "serve",
+        help="run the recommendation server",
+        description="Run the liverec server (WebSocket /v1/ws, HTTP API, web pages).",
+        epilog="Every flag is also read from its environment variable:\n" + env_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hints = get_type_hints(Settings)
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        p.add_argument(
+            flag,
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper().split("_")[-1],
+            help=f"{f.metadata.get('help', '')} [default: {default!r}; env "
+            f"LIVEREC_{f.name.upper()}]",
+            type=lambda raw, n=f.name, h=hints[f.name]: parse_value(n, h, raw),
+        )
+    # Shorter aliases matching the issue's contract: --model, --store.
+    p.add_argument("--model", dest="model_path", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--store", dest="store_url", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .server.app import create_app
+
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+    settings = Settings.from_env(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame_bytes,
+        ws_per_message_deflate=False,
+        ws_ping_interval=settings.ping_interval_s,
+        ws_ping_timeout=settings.ping_timeout_s,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1,
+        log_level=settings.log_level,
+        lifespan="on",
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    asyncio.run(server.serve())
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .identity import mint_token
+
+    settings = Settings.from_env()
+    secret = args.secret or settings.jwt_secret
+    if not secret:
+        raise LiverecError("no secret: set LIVEREC_JWT_SECRET or pass --secret")
+    print(mint_token(args.user_id, secret, ttl_s=args.ttl))
+    return 0
+
+
+def _export_events(args: argparse.Namespace) -> int:
+    from .store import limits_from, open_store
+    from .store.export import export_events
+
+    settings = Settings.from_env(store_url=args.store)
+    store = open_store(settings.store_url, limits_from(settings))
+    count = asyncio.run(export_events(store, args.out))
+    print(f"exported {count} events to {args.out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liverec", description="Real-time recommendations.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    t = sub.add_parser("token", help="print a signed user token (development)")
+    t.add_argument("user_id")
+    t.add_argument("--secret", default=None, help="HS256 secret (default LIVEREC_JWT_SECRET)")
+    t.add_argument("--ttl", type=float, default=3600.0, help="lifetime, seconds")
+    t.set_defaults(func=_token)
+    e = sub.add_parser("export-events", help="write the event log as JSONL")
+    e.add_argument("--store", default=None, help="store URL (default LIVEREC_STORE_URL)")
+    e.add_argument("--out", required=True, help="output file (.jsonl or .jsonl.gz)")
+    e.set_defaults(func=_export_events)
+    try:
+        from .model import commands
+    except ImportError:  # pragma: no cover - model extras missing
+        commands = None  # type: ignore[assignment]
+    if commands is not None:
+        commands.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except LiverecError as exc:
+        print(f"liverec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

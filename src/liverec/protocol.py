@@ -1,0 +1,254 @@
+"""Wire protocol v1: decode and validate client frames, encode server frames.
+
+Owns: the schema of every frame on /v1/ws (and the bodies of the HTTP event API),
+both encodings (JSON text frames, MessagePack binary frames), and the limits on
+sizes and fields. Sans-I/O: bytes or str in, typed messages out, no asyncio.
+Errors are raised as `ProtocolError` with a stable `code`; the server edge decides
+what to do with them (an error frame, or a close code for abuse).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgpack
+
+from .errors import FrameTooLarge, ProtocolError
+from .types import ACTIONS, Rec
+
+Encoding = Literal["json", "msgpack"]
+
+PROTOCOL_VERSION = 1
+# Ids are short opaque tokens. Printable ASCII without spaces, quotes, angle brackets
+# or backslashes: safe to log, to use in Redis keys and to render in HTML.
+_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=#~$!*()\[\],;|^{}-]+")
+_MAX_PLACEMENT = 64
+_MAX_TOKEN = 4096
+# Earliest and latest accepted client timestamps (epoch s): 2000-01-01 .. 2100-01-01.
+_TS_MIN, _TS_MAX = 946684800.0, 4102444800.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_frame_bytes: int = 16384
+    max_id_chars: int = 128
+    default_k: int = 10
+    max_k: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    session_id: str | None
+    user_token: str | None
+    k: int
+    placement: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventMsg:
+    id: str
+    action: str
+    item_id: str
+    ts: float | None
+    rating: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+ClientMessage = Hello | EventMsg | Ping
+
+
+def decode(data: str | bytes, limits: Limits) -> tuple[ClientMessage, Encoding]:
+    """Parse one WebSocket frame: str is JSON, bytes is MessagePack.
+
+    Raises FrameTooLarge (abuse) or ProtocolError (bad frame, connection stays).
+    """
+    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+    if size > limits.max_frame_bytes:
+        raise FrameTooLarge(size, limits.max_frame_bytes)
+    obj: Any
+    if isinstance(data, str):
+        encoding: Encoding = "json"
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
+    else:
+        encoding = "msgpack"
+        try:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=size)
+        except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, ...)
+            raise ProtocolError("bad_msgpack", f"frame is not valid MessagePack: {exc}") from None
+    return parse_message(obj, limits), encoding
+
+
+def parse_message(obj: Any, limits: Limits) -> ClientMessage:
+    """Validate a decoded frame object into a typed message."""
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_frame", "a frame must be an object")
+    kind = obj.get("type")
+    if kind == "event":
+        return parse_event(obj, limits)
+    if kind == "hello":
+        return _parse_hello(obj, limits)
+    if kind == "ping":
+        return Ping()
+    if kind is None:
+        raise ProtocolError("missing_field", "frame has no 'type'")
+    if not isinstance(kind, str):
+        raise ProtocolError("bad_type", "'type' must be a string")
+    raise ProtocolError("unknown_type", f"unknown frame type {kind[:32]!r}")
+
+
+def _parse_hello(obj: dict[Any, Any], limits: Limits) -> Hello:
+    session_id = _opt_id(obj, "session_id", limits)
+    token = obj.get("user_token")
+    if token is not None and (not isinstance(token, str) or len(token) > _MAX_TOKEN):
+        raise ProtocolError("bad_field", f"'user_token' must be a string of <= {_MAX_TOKEN} chars")
+    k = obj.get("k", limits.default_k)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ProtocolError("bad_field", "'k' must be an integer")
+    if not 1 <= k <= limits.max_k:
+        raise ProtocolError("bad_field", f"'k' must be in 1..{limits.max_k}")
+    placement = obj.get("placement")
+    if placement is not None:
+        if not isinstance(placement, str) or not 0 < len(placement) <= _MAX_PLACEMENT:
+            raise ProtocolError("bad_field", f"'placement' must be a string of 1..{_MAX_PLACEMENT}")
+        if not _ID_RE.fullmatch(placement):
+            raise ProtocolError("bad_field", "'placement' has characters outside the id set")
+    return Hello(session_id, token or None, k, placement)
+
+
+def parse_event(obj: dict[Any, Any], limits: Limits) -> EventMsg:
+    """Validate an event object (a WebSocket frame or one item of POST /v1/events)."""
+    raw_id = obj.get("id")
+    ref = raw_id[: limits.max_id_chars] if isinstance(raw_id, str) else None
+    try:
+        event_id = _req_id(obj, "id", limits)
+        action = obj.get("action")
+        if action is None:
+            raise ProtocolError("missing_field", "event has no 'action'")
+        if action not in ACTIONS:
+            shown = action[:32] if isinstance(action, str) else type(action).__name__
+            raise ProtocolError(
+                "bad_action", f"unknown action {shown!r}; expected one of {', '.join(ACTIONS)}"
+            )
+        item_id = _req_id(obj, "item_id", limits)
+        ts = _opt_number(obj, "ts")
+        if ts is not None and not _TS_MIN <= ts <= _TS_MAX:
+            raise ProtocolError("bad_field", "'ts' must be epoch seconds between 2000 and 2100")
+        rating = _opt_number(obj, "rating")
+        if action == "rate":
+            if rating is None:
+                raise ProtocolError("missing_field", "a 'rate' event needs 'rating'")
+            if not -1e6 <= rating <= 1e6:
+                raise ProtocolError("bad_field", "'rating' is out of range")
+        elif rating is not None:
+            rating = None  # only meaningful for "rate"; ignored elsewhere
+    except ProtocolError as exc:
+        exc.ref = exc.ref or ref
+        raise
+    return EventMsg(event_id, action, item_id, ts, rating)
+
+
+def check_id(value: Any, name: str, limits: Limits) -> str:
+    """Validate one id (session, event or item) and return it."""
+    if not isinstance(value, str):
+        raise ProtocolError("bad_field", f"{name!r} must be a string")
+    if not value:
+        raise ProtocolError("bad_field", f"{name!r} must not be empty")
+    if len(value) > limits.max_id_chars:
+        raise ProtocolError(
+            "id_too_long", f"{name!r} is longer than {limits.max_id_chars} characters"
+        )
+    if not _ID_RE.fullmatch(value):
+        raise ProtocolError("bad_id", f"{name!r} has characters outside [A-Za-z0-9._:@/+=#~-...]")
+    return value
+
+
+def _req_id(obj: dict[Any, Any], name: str, limits: Limits) -> str:
+    if name not in obj or obj[name] is None:
+        raise ProtocolError("missing_field", f"missing {name!r}")
+    return check_id(obj[name], name, limits)
+
+
+def _opt_id(obj: dict[Any, Any], name: str, limits: Limits) -> str | None:
+    value = obj.get(name)
+    return None if value is None else check_id(value, name, limits)
+
+
+def _opt_number(obj: dict[Any, Any], name: str) -> float | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError("bad_field", f"{name!r} must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ProtocolError("bad_field", f"{name!r} must be finite")
+    return number
+
+
+# --- server frames --------------------------------------------------------------
+
+
+def welcome(session_id: str, resumed: bool, model: str) -> dict[str, Any]:
+    return {
+        "type": "welcome",
+        "session_id": session_id,
+        "resumed": resumed,
+        "model": model,
+        "protocol": PROTOCOL_VERSION,
+    }
+
+
+def ack(event_id: str, duplicate: bool = False) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "ack", "id": event_id}
+    if duplicate:
+        frame["duplicate"] = True
+    return frame
+
+
+def recs(
+    session_id: str,
+    for_event: str | None,
+    items: list[Rec],
+    model: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": "recs",
+        "session_id": session_id,
+        "for_event": for_event,
+        "items": [{"item_id": r.item_id, "score": round(r.score, 6)} for r in items],
+        "model": model,
+    }
+    if extra:
+        frame.update(extra)
+    return frame
+
+
+def error(code: str, message: str, ref: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
+def pong() -> dict[str, Any]:
+    return {"type": "pong"}
+
+
+def encode(frame: dict[str, Any], encoding: Encoding) -> str | bytes:
+    """Serialise a server frame in the client's encoding."""
+    if encoding == "json":
+        return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    packed: bytes = msgpack.packb(frame, use_bin_type=True)
+    return packed

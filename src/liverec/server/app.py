@@ -1,0 +1,79 @@
+"""The Starlette application: lifespan, routes, static web assets.
+
+Owns: building the app from Settings, opening the store and the recommender in the
+lifespan (passed explicitly, no module globals), and closing them in order on
+shutdown: stop accepting, let uvicorn close sockets with 1012, flush the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from ..config import Settings
+from ..metrics import Metrics
+from ..recommend import build_recommender
+from ..recommend.base import Recommender
+from ..sessions import SessionManager
+from ..store import limits_from, open_store
+from ..store.base import Store
+from . import http
+from .ws import websocket_endpoint
+
+log = logging.getLogger("liverec.server")
+
+
+def default_web_dir() -> Path | None:
+    """web/ of a source checkout (the package lives in src/liverec)."""
+    candidate = Path(__file__).resolve().parents[3] / "web"
+    return candidate if candidate.is_dir() else None
+
+
+def create_app(
+    settings: Settings,
+    store: Store | None = None,
+    recommender: Recommender | None = None,
+) -> Starlette:
+    """The liverec ASGI app. `store`/`recommender` override what settings would open."""
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        the_store = store or open_store(settings.store_url, limits_from(settings))
+        await the_store.open()
+        the_recommender = recommender or build_recommender(settings)
+        manager = SessionManager(settings, the_store, the_recommender, metrics)
+        app.state.manager = manager
+        log.info("liverec ready: store=%s model=%s", the_store.url, the_recommender.version)
+        try:
+            yield
+        finally:
+            manager.accepting = False
+            await manager.recommender.close()
+            await the_store.close()
+            log.info("liverec stopped; store flushed")
+
+    routes: list[Route | WebSocketRoute | Mount] = [
+        WebSocketRoute("/v1/ws", websocket_endpoint),
+        Route("/healthz", http.healthz),
+        Route("/readyz", http.readyz),
+        Route("/metrics", http.metrics),
+        Route("/v1/events", http.post_events, methods=["POST"]),
+        Route("/v1/recommendations", http.get_recommendations),
+    ]
+    web_dir = Path(settings.web_dir) if settings.web_dir else default_web_dir()
+    if web_dir is not None and web_dir.is_dir():
+        routes.append(Route("/", _home))
+        routes.append(Mount("/web", StaticFiles(directory=web_dir, html=True), name="web"))
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _home(request: object) -> Response:
+    return RedirectResponse("/web/", status_code=307)

@@ -1,0 +1,168 @@
+"""HTTP routes: health, readiness, metrics, and the event API for socket-less clients.
+
+Owns: `GET /healthz`, `GET /readyz`, `GET /metrics`, `POST /v1/events`,
+`GET /v1/recommendations`, and mapping errors to HTTP statuses (the edge).
+Validation is the wire protocol's (`protocol.parse_event`, `protocol.check_id`).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from .. import protocol
+from ..errors import Forbidden, ProtocolError, StoreUnavailable
+from ..identity import verify_token
+from ..sessions import LiveSession, SessionManager
+
+MAX_EVENTS_PER_REQUEST = 100
+
+
+def _manager(request: Request) -> SessionManager:
+    manager: SessionManager = request.app.state.manager
+    return manager
+
+
+def error_response(status: int, code: str, message: str, ref: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": protocol.error(code, message, ref)}, status_code=status)
+
+
+def _status_for(exc: Exception) -> JSONResponse:
+    if isinstance(exc, ProtocolError):
+        status = 413 if exc.code == "frame_too_large" else 400
+        return error_response(status, exc.code, exc.message, exc.ref)
+    if isinstance(exc, Forbidden):
+        return error_response(403, exc.code, exc.message)
+    if isinstance(exc, StoreUnavailable):
+        return error_response(503, "store_unavailable", "the profile store is unreachable")
+    raise exc
+
+
+def _user_id(request: Request, manager: SessionManager) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Forbidden("bad_token", "Authorization must be 'Bearer <token>'")
+    return verify_token(token.strip(), manager.settings.jwt_secret)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    manager = _manager(request)
+    store_ok = await manager.store.ping()
+    model_ok = manager.recommender.is_ready()
+    ready = store_ok and model_ok and manager.accepting
+    body = {
+        "ready": ready,
+        "store": store_ok,
+        "model": manager.recommender.version if model_ok else None,
+        "accepting": manager.accepting,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    text = _manager(request).metrics.render()
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+async def post_events(request: Request) -> Response:
+    """Body: {"session_id"?: str, "events": [event, ...]} (or one event with session_id)."""
+    manager = _manager(request)
+    limits = manager.limits
+    body = await request.body()
+    limit = limits.max_frame_bytes * 4
+    if len(body) > limit:
+        return error_response(413, "body_too_large", f"request body over {limit} bytes")
+    try:
+        user_id = _user_id(request, manager)
+        try:
+            obj = json.loads(body)
+        except ValueError as exc:
+            raise ProtocolError("bad_json", f"body is not valid JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise ProtocolError("bad_frame", "body must be a JSON object")
+        raw = obj.get("events")
+        if raw is None:
+            raw = [obj] if obj.get("type", "event") == "event" and "action" in obj else None
+        if not isinstance(raw, list) or not raw:
+            raise ProtocolError("missing_field", "body needs a non-empty 'events' list")
+        if len(raw) > MAX_EVENTS_PER_REQUEST:
+            raise ProtocolError("too_many_events", f"at most {MAX_EVENTS_PER_REQUEST} per request")
+        events = []
+        for item in raw:
+            if not isinstance(item, dict):
+                raise ProtocolError("bad_frame", "every event must be an object")
+            events.append(protocol.parse_event(item, limits))
+        raw_sid = obj.get("session_id")
+        session_id = (
+            secrets.token_urlsafe(16)
+            if raw_sid is None
+            else protocol.check_id(raw_sid, "session_id", limits)
+        )
+        k = _k(obj.get("k"), limits)
+        live = await manager.open_transient(session_id, user_id, create=True)
+        assert live is not None
+        acks: list[str] = []
+        failed: list[str] = []
+        duplicates: list[str] = []
+        for msg in events:
+            acked, duplicate = await manager.apply_event(live, msg, user_id)
+            (acks if acked else failed).append(msg.id)
+            if duplicate:
+                duplicates.append(msg.id)
+        recs = await manager.recommend_for(live, k)
+    except (ProtocolError, Forbidden, StoreUnavailable) as exc:
+        return _status_for(exc)
+    body_out: dict[str, Any] = {
+        "session_id": session_id,
+        "acked": acks,
+        "duplicates": duplicates,
+        "not_recorded": failed,
+        "recs": protocol.recs(session_id, events[-1].id, recs, manager.recommender.version),
+    }
+    return JSONResponse(body_out, status_code=503 if failed else 200)
+
+
+async def get_recommendations(request: Request) -> Response:
+    manager = _manager(request)
+    limits = manager.limits
+    try:
+        user_id = _user_id(request, manager)
+        k = _k(request.query_params.get("k"), limits)
+        raw_sid = request.query_params.get("session_id")
+        if raw_sid is None:
+            live = None
+        else:
+            session_id = protocol.check_id(raw_sid, "session_id", limits)
+            live = await manager.open_transient(session_id, user_id, create=False)
+            if live is None:
+                return error_response(404, "unknown_session", "no such session")
+        if live is None:
+            live = LiveSession("-", user_id, [])  # cold start: no session yet
+        recs = await manager.recommend_for(live, k)
+    except (ProtocolError, Forbidden, StoreUnavailable) as exc:
+        return _status_for(exc)
+    frame = protocol.recs(live.session_id, None, recs, manager.recommender.version)
+    return JSONResponse(frame)
+
+
+def _k(raw: Any, limits: protocol.Limits) -> int:
+    if raw is None:
+        return limits.default_k
+    try:
+        k = int(raw)
+    except (TypeError, ValueError):
+        raise ProtocolError("bad_field", "'k' must be an integer") from None
+    if isinstance(raw, bool) or not 1 <= k <= limits.max_k:
+        raise ProtocolError("bad_field", f"'k' must be in 1..{limits.max_k}")
+    return k

@@ -1,0 +1,104 @@
+"""The /v1/ws endpoint: origin check, connection limit, close codes.
+
+Owns: adapting Starlette's WebSocket to the session manager's `Transport`, and
+mapping errors to WebSocket close codes — the only place that knows them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from ..errors import (
+    FrameTooLarge,
+    HelloTimeout,
+    IdleTimeout,
+    ProtocolError,
+    RateLimited,
+    SlowConsumer,
+)
+from ..sessions import SessionManager
+from .origins import origin_allowed
+
+log = logging.getLogger("liverec.server")
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008  # no hello in time, foreign origin
+CLOSE_TOO_BIG = 1009  # frame over max_frame_bytes
+CLOSE_RESTART = 1012  # server shutting down
+CLOSE_TRY_LATER = 1013  # connection limit, flooding, client not reading
+
+
+class StarletteTransport:
+    """The session manager's view of a Starlette WebSocket."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+
+    async def receive(self) -> str | bytes | None:
+        message = await self.ws.receive()
+        kind = message["type"]
+        if kind == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        data = message.get("bytes")
+        return bytes(data) if data is not None else b""
+
+    async def send(self, data: str | bytes) -> None:
+        if isinstance(data, str):
+            await self.ws.send_text(data)
+        else:
+            await self.ws.send_bytes(data)
+
+
+def close_code_for(exc: BaseException) -> tuple[int, str]:
+    """The close code and reason for an error that ends a connection."""
+    if isinstance(exc, FrameTooLarge):
+        return CLOSE_TOO_BIG, "frame too large"
+    if isinstance(exc, HelloTimeout):
+        return CLOSE_POLICY, "no hello in time"
+    if isinstance(exc, RateLimited):
+        return CLOSE_TRY_LATER, "rate limit exceeded"
+    if isinstance(exc, SlowConsumer):
+        return CLOSE_TRY_LATER, "client not reading"
+    if isinstance(exc, IdleTimeout):
+        return CLOSE_NORMAL, "idle timeout"
+    if isinstance(exc, ProtocolError):
+        return CLOSE_POLICY, exc.code
+    return 1011, "internal error"
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    manager: SessionManager = ws.app.state.manager
+    settings = manager.settings
+    if not origin_allowed(ws.headers, settings.allowed_origins):
+        manager.metrics.closes.inc("403")
+        await ws.close(CLOSE_POLICY, "origin not allowed")  # before accept: HTTP 403
+        return
+    await ws.accept()
+    if not manager.has_capacity():
+        manager.metrics.closes.inc(str(CLOSE_TRY_LATER))
+        await ws.close(CLOSE_TRY_LATER, "server at capacity")
+        return
+    code, reason = CLOSE_NORMAL, ""
+    try:
+        await manager.serve(StarletteTransport(ws))
+    except WebSocketDisconnect:
+        return
+    except Exception as exc:
+        code, reason = close_code_for(exc)
+        if code == 1011:
+            log.exception("connection handler failed")
+    manager.metrics.closes.inc(str(code))
+    if ws.application_state == WebSocketState.CONNECTED and (
+        ws.client_state == WebSocketState.CONNECTED
+    ):
+        try:
+            await ws.close(code, reason)
+        except (RuntimeError, OSError, WebSocketDisconnect):
+            pass  # the peer is already gone
