@@ -1,0 +1,258 @@
+"""Tests of the online recommender (popularity + co-occurrence) with an injected clock."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+
+from liverec.config import Settings
+from liverec.errors import ConfigError
+from liverec.recommend.base import RecContext
+from liverec.recommend.online import OnlineRecommender
+from liverec.types import Event
+
+HOUR = 3600.0
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Feed:
+    """Builds events stamped with the clock's time (or an explicit one)."""
+
+    def __init__(self, rec: OnlineRecommender, clock: Clock) -> None:
+        self.rec = rec
+        self.clock = clock
+        self.ids = itertools.count()
+
+    def event(
+        self,
+        session: str,
+        item: str,
+        action: str = "view",
+        ts: float | None = None,
+        rating: float | None = None,
+    ) -> None:
+        ts = self.clock.t if ts is None else ts
+        self.rec.observe(Event(f"e{next(self.ids)}", session, action, item, ts, rating=rating))
+
+    def session(self, session: str, items: list[str]) -> None:
+        for item in items:
+            self.event(session, item)
+
+
+def make(**kwargs: object) -> tuple[OnlineRecommender, Clock, Feed]:
+    clock = Clock()
+    kwargs.setdefault("popular_refresh_s", 0.0)
+    rec = OnlineRecommender(clock=clock, **kwargs)  # type: ignore[arg-type]
+    return rec, clock, Feed(rec, clock)
+
+
+def ids(rec: OnlineRecommender, items: list[str], k: int = 10, **kw: object) -> list[str]:
+    ctx = RecContext(session_id="q", items=items, k=k, **kw)  # type: ignore[arg-type]
+    return [r.item_id for r in rec.recommend_sync(ctx)]
+
+
+def noise(feed: Feed, n_sessions: int, seed: int = 1) -> None:
+    rnd = random.Random(seed)
+    for s in range(n_sessions):
+        feed.session(f"noise{s}", [f"n{rnd.randrange(40)}" for _ in range(rnd.randint(1, 6))])
+
+
+def test_item_followed_by_another_tops_its_list_despite_a_more_popular_one() -> None:
+    rec, _, feed = make()
+    noise(feed, 200)
+    for s in range(10):
+        feed.session(f"ab{s}", ["A", "B"])
+    for s in range(12):  # more co-occurrences with A than B has, but P is everywhere
+        feed.session(f"ap{s}", ["A", "P"])
+    for s in range(200):
+        feed.session(f"xp{s}", [f"n{s % 40}", "P"])
+    assert ids(rec, ["A"], current_item="A")[0] == "B"
+
+
+def test_an_item_first_seen_now_gets_and_gives_recommendations() -> None:
+    rec, clock, feed = make()
+    noise(feed, 100)
+    for s in range(10):
+        feed.session(f"ab{s}", ["A", "B"])
+    clock.t += 60.0
+    feed.session("fresh", ["A", "NEW"])
+    assert "NEW" in ids(rec, ["A"], k=3, current_item="A")
+    assert ids(rec, ["NEW"], current_item="NEW")[0] == "A"
+
+
+def test_popularity_decays_with_the_half_life() -> None:
+    rec, clock, feed = make(half_life_s=HOUR)
+    for s in range(50):
+        feed.event(f"old{s}", "OLD")
+    clock.t += 10 * HOUR
+    for s in range(5):
+        feed.event(f"new{s}", "NEW")
+    assert ids(rec, []) == ["NEW", "OLD"]
+    assert rec.popularity("OLD") == pytest.approx(50 / 1024)
+    assert rec.popularity("NEW") == pytest.approx(5.0)
+    feed.event("late", "LATE", ts=clock.t - HOUR)  # a replayed event decays by its age
+    assert rec.popularity("LATE") == pytest.approx(0.5)
+
+
+def test_decayed_values_survive_many_half_lives_without_overflow() -> None:
+    rec, clock, feed = make(half_life_s=1.0, cooc_half_life_s=1.0)
+    for step in range(300):  # 3000 half-lives: several reference rescales
+        clock.t += 10.0
+        feed.session(f"s{step}", [f"i{step % 7}", f"j{step % 5}"])
+    pops = [rec.popularity(f"i{n}") for n in range(7)]
+    assert all(math.isfinite(p) for p in pops)
+    assert rec.popularity("i5") == pytest.approx(1.0)  # step 299 -> i5, j4, seen now
+    assert set(ids(rec, [], k=2)) == {"i5", "j4"}
+    assert rec.popularity("i4") == pytest.approx(2.0**-10)
+    assert ids(rec, ["i5"], k=1, current_item="i5") == ["j4"]
+    assert all(math.isfinite(s) for _, s in rec.neighbours("i5"))
+
+
+def test_rules_current_excluded_unique_and_catalog_smaller_than_k() -> None:
+    rec, _, feed = make()
+    for s in range(5):
+        feed.session(f"s{s}", ["A", "B", "C", "D", "B"])
+    got = ids(rec, ["A", "B"], k=50, current_item="B", exclude={"C"})
+    assert sorted(got) == ["A", "D"]
+    got = ids(rec, ["A"], k=50, current_item="A")
+    assert sorted(got) == ["B", "C", "D"]
+    assert ids(rec, ["A"], k=0) == []
+
+
+def test_only_known_items_even_when_edges_point_to_dropped_ones() -> None:
+    rec, _, feed = make(max_items=3)
+    feed.session("s", ["A", "GONE"])
+    feed.session("t", ["A", "X", "Y"])  # GONE is the least recently seen: dropped
+    assert not rec.knows("GONE")
+    assert rec.degree("A") == 3  # the edge to GONE is still stored...
+    got = ids(rec, ["A"], k=10, current_item="A")
+    assert "GONE" not in got  # ...but never recommended
+    assert set(got) == {"X", "Y"}
+    assert set(ids(rec, ["UNSEEN", "GONE"], k=10)) == {"A", "X", "Y"}
+
+
+def test_low_rated_items_are_demoted_and_do_not_drive_the_list() -> None:
+    rec, _, feed = make()
+    for s in range(10):
+        feed.session(f"ab{s}", ["A", "B"])
+    for s in range(3):
+        feed.session(f"ac{s}", ["A", "C"])
+    for s in range(20):
+        feed.session(f"xp{s}", ["X", "P"])
+    assert ids(rec, ["A"], current_item="A")[0] == "B"
+    got = ids(rec, ["A"], current_item="A", ratings={"B": 1.0})
+    assert got[0] == "C" and got[-1] == "B"
+    got = ids(rec, [], ratings={"P": 2.0, "X": 5.0})
+    assert got[-1] == "P"
+    # a low-rated session item is not used as a source: only A's neighbours lead
+    got = ids(rec, ["A", "X"], current_item="X", ratings={"X": 1.0})
+    assert got[0] == "B"
+
+
+def test_repeating_the_item_just_seen_counts_only_the_stronger_action() -> None:
+    once, _, feed1 = make()
+    feed1.session("s", ["A", "B"])
+    again, _, feed2 = make()
+    feed2.session("s", ["A", "A", "A", "B"])
+    assert again.neighbours("A") == once.neighbours("A") == [("B", 1.0)]
+    stronger, _, feed3 = make()
+    feed3.session("s", ["A", "B"])
+    feed3.event("s", "B", "add_to_cart")  # the A -> B edge now counts 2, not 3
+    feed3.session("t", ["A", "C"])
+    feed3.event("t", "C", "purchase")  # A -> C counts 3
+    assert ids(stronger, ["A"], k=2, current_item="A") == ["C", "B"]
+
+
+def test_action_and_rating_weights() -> None:
+    rec, _, feed = make()
+    feed.event("s", "R1", "rate", rating=1.0)
+    feed.event("s", "RM", "remove_from_cart")
+    assert not rec.knows("R1") and not rec.knows("RM")
+    feed.event("s", "R5", "rate", rating=5.0)
+    feed.event("t", "P", "purchase")
+    assert rec.popularity("R5") == pytest.approx(3.0)
+    assert rec.popularity("P") == pytest.approx(3.0)
+
+
+def test_bounds_hold_under_a_long_random_stream() -> None:
+    rec, clock, feed = make(max_neighbours=8, max_items=50, max_sessions=20, popular_size=4)
+    rnd = random.Random(7)
+    for _ in range(6000):
+        clock.t += rnd.random()
+        item = f"i{min(int(rnd.paretovariate(1.0)), 300)}"
+        feed.event(f"s{rnd.randrange(100)}", item, rnd.choice(["view", "click", "purchase"]))
+        if rnd.random() < 0.01:
+            rec.forget(f"s{rnd.randrange(100)}")
+    stats = rec.stats()
+    assert stats.items == 50 and 0 < stats.sessions <= 20
+    known = [f"i{n}" for n in range(301) if rec.knows(f"i{n}")]
+    assert len(known) == 50
+    assert all(rec.degree(i) <= 8 for i in known)
+    assert stats.edges == sum(rec.degree(i) for i in known)
+    # the small top set still yields the exact popularity ranking, exclusions included
+    truth = sorted(known, key=rec.popularity, reverse=True)
+    ctx = RecContext(session_id="q", items=[], k=10, exclude=set(truth[:7]))
+    got = rec.recommend_sync(ctx)
+    assert [r.score for r in got] == pytest.approx([rec.popularity(i) for i in truth[7:17]])
+
+
+def test_forget_drops_the_session_window() -> None:
+    rec, _, feed = make()
+    feed.session("s", ["A"])
+    assert rec.stats().sessions == 1
+    rec.forget("s")
+    rec.forget("never-seen")
+    assert rec.stats().sessions == 0
+    feed.session("s", ["B"])
+    assert rec.degree("A") == 0 and rec.degree("B") == 0
+
+
+def test_empty_session_gets_the_popular_items() -> None:
+    rec, _, feed = make()
+    assert ids(rec, []) == []
+    for n, item in enumerate(["A", "B", "C"]):
+        for s in range(3 - n):
+            feed.event(f"{item}{s}", item)
+    assert ids(rec, []) == ["A", "B", "C"]
+    assert ids(rec, ["UNKNOWN"], k=2) == ["A", "B"]
+
+
+async def test_async_recommend_matches_the_sync_path() -> None:
+    rec, _, feed = make()
+    feed.session("s", ["A", "B", "C"])
+    ctx = RecContext(session_id="q", items=["A"], k=5, current_item="A")
+    assert await rec.recommend(ctx) == rec.recommend_sync(ctx)
+    assert rec.version == "online" and rec.is_ready()
+    await rec.close()
+
+
+def test_from_settings_and_validation() -> None:
+    settings = Settings(
+        popularity_half_life_s=60.0, cooc_window=3, cooc_max_neighbours=7, max_items=99
+    )
+    rec = OnlineRecommender.from_settings(settings, clock=Clock())
+    assert (rec.cooc_window, rec.max_neighbours, rec.max_items) == (3, 7, 99)
+    with pytest.raises(ConfigError):
+        OnlineRecommender(half_life_s=0.0)
+    with pytest.raises(ConfigError):
+        OnlineRecommender(max_neighbours=0)
+    with pytest.raises(ConfigError):
+        OnlineRecommender(beta=2.0)
+
+
+def test_window_links_only_the_last_items() -> None:
+    rec, _, feed = make(cooc_window=2, reverse_weight=0.0)
+    feed.session("s", ["A", "B", "C", "D"])
+    assert [b for b, _ in rec.neighbours("A")] == ["B", "C"]
+    assert [b for b, _ in rec.neighbours("B")] == ["C", "D"]
+    assert rec.neighbours("D") == []
