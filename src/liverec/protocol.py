@@ -65,6 +65,11 @@ class Ping:
 ClientMessage = Hello | EventMsg | Ping
 
 
+def encoding_of(data: str | bytes) -> Encoding:
+    """Text frames carry JSON, binary frames MessagePack; replies use the same."""
+    return "json" if isinstance(data, str) else "msgpack"
+
+
 def decode(data: str | bytes, limits: Limits) -> tuple[ClientMessage, Encoding]:
     """Parse one WebSocket frame: str is JSON, bytes is MessagePack.
 
@@ -83,7 +88,7 @@ def decode(data: str | bytes, limits: Limits) -> tuple[ClientMessage, Encoding]:
     else:
         encoding = "msgpack"
         try:
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=size)
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
         except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, ...)
             raise ProtocolError("bad_msgpack", f"frame is not valid MessagePack: {exc}") from None
     return parse_message(obj, limits), encoding

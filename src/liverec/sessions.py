@@ -263,8 +263,9 @@ class SessionManager:
                 raise HelloTimeout("no hello frame in time") from None
             if data is None:
                 return
+            conn.encoding = protocol.encoding_of(data)
             try:
-                msg, conn.encoding = protocol.decode(data, self.limits)
+                msg, _ = protocol.decode(data, self.limits)
                 if isinstance(msg, protocol.Ping):
                     conn.push(protocol.pong())
                 elif isinstance(msg, protocol.EventMsg):
@@ -331,8 +332,9 @@ class SessionManager:
             if data is None:
                 return
             started = time.perf_counter()
+            conn.encoding = protocol.encoding_of(data)
             try:
-                msg, conn.encoding = protocol.decode(data, self.limits)
+                msg, _ = protocol.decode(data, self.limits)
                 if isinstance(msg, protocol.EventMsg):
                     await self._on_event(conn, msg, started)
                 elif isinstance(msg, protocol.Ping):
