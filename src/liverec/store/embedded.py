@@ -1,0 +1,613 @@
+"""The embedded store: one SQLite file (or an in-memory database), no server needed.
+
+Owns: the SQLite schema, the dedicated writer thread and its group commit, expiry
+and purging, and event-log trimming. Table layout and durability are described in
+docs/storage.md.
+
+Every SQLite call runs on one thread that owns the connection, so the event loop
+never blocks on the disk. Callers queue operations; the thread takes everything
+queued (up to `max_batch`), runs it in ONE transaction and commits, then resolves
+each caller's future. A caller's event is durable once its future resolves: in WAL
+mode with synchronous=NORMAL a committed transaction survives a crash of the
+process (not a power loss: use ``?synchronous=FULL`` for that). Group commit makes
+one commit (and, with FULL, one fsync) serve every event queued meanwhile.
+
+Expiry uses the store's own clock at write time ("touched"), not event timestamps,
+so it behaves like Redis key expiry. Expired rows are ignored on read, reset on
+write, and deleted by a purge step that runs on open and every `purge_interval_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl
+
+from ..errors import ConfigError, LiverecError, StoreError, StoreUnavailable
+from ..types import Event, Profile, SessionRecord
+from .base import LoggedEvent, Store, StoreLimits
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection, float], Any]  # (connection, store clock now) -> result
+
+SCHEMA_VERSION: Final = 1
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS events (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL, session_id TEXT NOT NULL, action TEXT NOT NULL, item_id TEXT NOT NULL,
+    ts REAL NOT NULL, user_id TEXT, rating REAL);
+CREATE TABLE IF NOT EXISTS dedup (
+    session_id TEXT NOT NULL, event_id TEXT NOT NULL, touched REAL NOT NULL,
+    PRIMARY KEY (session_id, event_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_touched ON dedup (touched);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY, user_id TEXT, created REAL NOT NULL, last_seen REAL NOT NULL,
+    seq INTEGER NOT NULL, touched REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_touched ON sessions (touched);
+CREATE TABLE IF NOT EXISTS session_items (
+    session_id TEXT NOT NULL, seq INTEGER NOT NULL, item_id TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profiles (
+    user_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, touched REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS profiles_touched ON profiles (touched);
+CREATE TABLE IF NOT EXISTS profile_counters (
+    user_id TEXT NOT NULL, action TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (user_id, action)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profile_recent (
+    user_id TEXT NOT NULL, seq INTEGER NOT NULL, item_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profile_purchases (
+    user_id TEXT NOT NULL, item_id TEXT NOT NULL, PRIMARY KEY (user_id, item_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profile_ratings (
+    user_id TEXT NOT NULL, item_id TEXT NOT NULL, rating REAL NOT NULL,
+    PRIMARY KEY (user_id, item_id)) WITHOUT ROWID;
+"""
+PROFILE_TABLES: Final = (
+    "profile_counters",
+    "profile_recent",
+    "profile_purchases",
+    "profile_ratings",
+)
+SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+PURGE_CHUNK: Final = 2000  # expired sessions/profiles/dedup rows deleted per purge transaction
+
+
+@dataclass(slots=True)
+class _Op:
+    work: Work
+    write: bool
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+_CLOSE: Final = object()  # queue sentinel: finish what is queued, checkpoint, close
+
+
+class EmbeddedStore(Store):
+    """SQLite-backed store. `path=None` is an in-memory database (tests only)."""
+
+    def __init__(
+        self,
+        path: str | None,
+        limits: StoreLimits,
+        *,
+        url: str | None = None,
+        synchronous: str = "NORMAL",
+        purge_interval_s: float = 300.0,
+        max_batch: int = 1000,
+        busy_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(limits)
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
+        if purge_interval_s <= 0 or max_batch < 1:
+            raise ConfigError("purge_interval_s must be > 0 and max_batch >= 1")
+        self.path = path
+        self.url = url or (f"embedded://{path}" if path is not None else "memory://")
+        self.synchronous = synchronous.upper()
+        self.purge_interval_s = purge_interval_s
+        self.max_batch = max_batch
+        self.busy_timeout_s = busy_timeout_s
+        self._clock = clock
+        self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders "closed" against enqueueing
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._logged_since_trim = 0
+
+    @classmethod
+    def from_url(cls, url: str, limits: StoreLimits) -> EmbeddedStore:
+        """``embedded://PATH[?synchronous=FULL&purge_interval_s=300]`` or ``memory://``."""
+        scheme, _, rest = url.partition("://")
+        target, _, query = rest.partition("?")
+        options: dict[str, Any] = {}
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key == "synchronous":
+                options[key] = value
+            elif key == "purge_interval_s":
+                try:
+                    options[key] = float(value)
+                except ValueError:
+                    raise ConfigError(f"purge_interval_s: not a number: {value!r}") from None
+            else:
+                raise ConfigError(
+                    f"unknown option {key!r} in store URL (known: synchronous, purge_interval_s)"
+                )
+        if scheme.lower() == "memory":
+            if target:
+                raise ConfigError("memory:// takes no path (use embedded://PATH for a file)")
+            return cls(None, limits, url=url, **options)
+        if not target:
+            raise ConfigError("embedded:// needs a file path, e.g. embedded://./data/liverec.db")
+        return cls(target, limits, url=url, **options)
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._thread is not None:
+            raise StoreError("store already opened")
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, loop), name="liverec-sqlite-writer", daemon=True
+        )
+        self._thread.start()
+        await ready
+
+    async def close(self) -> None:
+        with self._lock:
+            if self._closed or self._thread is None:
+                self._closed = True
+                return
+            self._closed = True
+            self._queue.put(_CLOSE)
+        await asyncio.to_thread(self._thread.join)
+
+    async def ping(self) -> bool:
+        try:
+            result = await self._submit(lambda c, now: c.execute("SELECT 1").fetchone(), False)
+        except LiverecError:
+            return False
+        return bool(result == (1,))
+
+    # --- the Store interface --------------------------------------------------
+
+    async def open_session(
+        self, session_id: str, user_id: str | None, now: float
+    ) -> tuple[SessionRecord, bool]:
+        user_id = user_id or None
+
+        def work(c: sqlite3.Connection, clock: float) -> tuple[SessionRecord, bool]:
+            row = self._live_session(c, session_id, clock, reset=True)
+            if row is None:
+                c.execute(
+                    "INSERT INTO sessions VALUES (?, ?, ?, ?, 0, ?)",
+                    (session_id, user_id, now, now, clock),
+                )
+                return SessionRecord(session_id, user_id, [], now, now), False
+            owner, created, last_seen = row[0], row[1], row[2]
+            if owner == user_id:  # only the owner's visit keeps the session alive
+                last_seen = max(last_seen, now)
+                c.execute(
+                    "UPDATE sessions SET last_seen = ?, touched = ? WHERE session_id = ?",
+                    (last_seen, clock, session_id),
+                )
+            return SessionRecord(
+                session_id, owner, self._items(c, session_id), created, last_seen
+            ), True
+
+        result: tuple[SessionRecord, bool] = await self._submit(work, True)
+        return result
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        def work(c: sqlite3.Connection, clock: float) -> SessionRecord | None:
+            row = self._live_session(c, session_id, clock, reset=False)
+            if row is None:
+                return None
+            return SessionRecord(session_id, row[0], self._items(c, session_id), row[1], row[2])
+
+        result: SessionRecord | None = await self._submit(work, False)
+        return result
+
+    async def record_event(self, event: Event) -> bool:
+        result: bool = await self._submit(lambda c, now: self._record(c, event, now), True)
+        return result
+
+    async def record_events(self, events: Sequence[Event]) -> list[bool]:
+        def work(c: sqlite3.Connection, now: float) -> list[bool]:
+            return [self._record(c, e, now) for e in events]
+
+        result: list[bool] = await self._submit(work, True)
+        return result
+
+    async def get_profile(self, user_id: str) -> Profile:
+        def work(c: sqlite3.Connection, clock: float) -> Profile:
+            profile = Profile(user_id)
+            row = c.execute("SELECT touched FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
+            if row is None or self._expired(row[0], self.limits.profile_ttl_s, clock):
+                return profile
+            q = (user_id,)
+            profile.counters = dict(
+                c.execute("SELECT action, n FROM profile_counters WHERE user_id = ?", q)
+            )
+            profile.recent = [
+                r[0]
+                for r in c.execute(
+                    "SELECT item_id FROM profile_recent WHERE user_id = ? ORDER BY seq", q
+                )
+            ]
+            profile.purchases = {
+                r[0]
+                for r in c.execute("SELECT item_id FROM profile_purchases WHERE user_id = ?", q)
+            }
+            profile.ratings = dict(
+                c.execute("SELECT item_id, rating FROM profile_ratings WHERE user_id = ?", q)
+            )
+            return profile
+
+        result: Profile = await self._submit(work, False)
+        return result
+
+    async def read_events(self, after: str | None = None, limit: int = 1000) -> list[LoggedEvent]:
+        try:
+            start = 0 if after is None else int(after)
+        except ValueError:
+            raise StoreError(f"not an event log position: {after!r}") from None
+
+        def work(c: sqlite3.Connection, now: float) -> list[LoggedEvent]:
+            rows = c.execute(
+                "SELECT pos, id, session_id, action, item_id, ts, user_id, rating FROM events"
+                " WHERE pos > ? ORDER BY pos LIMIT ?",
+                (start, max(limit, 0)),
+            )
+            return [LoggedEvent(f"{r[0]:020d}", Event(*r[1:])) for r in rows]
+
+        result: list[LoggedEvent] = await self._submit(work, False)
+        return result
+
+    async def count_events(self) -> int:
+        # Exact and O(log n): positions are contiguous because rows are only appended
+        # (AUTOINCREMENT; a rolled-back insert rolls back the sequence too) and only
+        # ever removed from the head by trimming.
+        def work(c: sqlite3.Connection, now: float) -> int:
+            row = c.execute("SELECT max(pos) - min(pos) + 1 FROM events").fetchone()
+            return int(row[0] or 0)
+
+        result: int = await self._submit(work, False)
+        return result
+
+    # --- SQL, run on the writer thread ---------------------------------------
+
+    @staticmethod
+    def _expired(touched: float, ttl: float | None, now: float) -> bool:
+        return ttl is not None and touched <= now - ttl
+
+    def _live_session(
+        self, c: sqlite3.Connection, session_id: str, now: float, *, reset: bool
+    ) -> tuple[Any, ...] | None:
+        """(user_id, created, last_seen, seq) of an unexpired session; `reset` deletes
+        an expired one so that it can be created afresh."""
+        row = c.execute(
+            "SELECT user_id, created, last_seen, seq, touched FROM sessions WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        if row is not None and self._expired(row[4], self.limits.session_ttl_s, now):
+            if reset:
+                c.execute("DELETE FROM session_items WHERE session_id = ?", (session_id,))
+                c.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+            return None
+        return None if row is None else tuple(row[:4])
+
+    @staticmethod
+    def _items(c: sqlite3.Connection, session_id: str) -> list[str]:
+        rows = c.execute(
+            "SELECT item_id FROM session_items WHERE session_id = ? ORDER BY seq", (session_id,)
+        )
+        return [r[0] for r in rows]
+
+    def _record(self, c: sqlite3.Connection, e: Event, now: float) -> bool:
+        lim = self.limits
+        new = c.execute(
+            "INSERT INTO dedup VALUES (?, ?, ?) ON CONFLICT (session_id, event_id)"
+            " DO UPDATE SET touched = excluded.touched WHERE dedup.touched <= ?",
+            (e.session_id, e.id, now, now - lim.dedup_ttl_s),
+        ).rowcount
+        if not new:
+            return False
+        user_id = e.user_id or None
+        c.execute(
+            "INSERT INTO events (id, session_id, action, item_id, ts, user_id, rating)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (e.id, e.session_id, e.action, e.item_id, e.ts, user_id, e.rating),
+        )
+        self._logged_since_trim += 1
+        row = self._live_session(c, e.session_id, now, reset=True)
+        if row is None:
+            seq = 1
+            c.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, 1, ?)",
+                (e.session_id, user_id, e.ts, e.ts, now),
+            )
+        else:
+            seq = row[3] + 1
+            c.execute(
+                "UPDATE sessions SET seq = ?, last_seen = max(last_seen, ?), touched = ?"
+                " WHERE session_id = ?",
+                (seq, e.ts, now, e.session_id),
+            )
+        c.execute("INSERT INTO session_items VALUES (?, ?, ?)", (e.session_id, seq, e.item_id))
+        if seq > lim.session_max_items:
+            c.execute(
+                "DELETE FROM session_items WHERE session_id = ? AND seq <= ?",
+                (e.session_id, seq - lim.session_max_items),
+            )
+        if user_id is not None:
+            self._apply_profile(c, e, user_id, now)
+        return True
+
+    def _apply_profile(self, c: sqlite3.Connection, e: Event, user_id: str, now: float) -> None:
+        lim = self.limits
+        row = c.execute(
+            "SELECT seq, touched FROM profiles WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        if row is not None and self._expired(row[1], lim.profile_ttl_s, now):
+            self._delete_profiles(c, [user_id])
+            row = None
+        if row is None:
+            seq = 1
+            c.execute("INSERT INTO profiles VALUES (?, 1, ?)", (user_id, now))
+        else:
+            seq = row[0] + 1
+            c.execute(
+                "UPDATE profiles SET seq = ?, touched = ? WHERE user_id = ?", (seq, now, user_id)
+            )
+        c.execute(
+            "INSERT INTO profile_counters VALUES (?, ?, 1)"
+            " ON CONFLICT (user_id, action) DO UPDATE SET n = n + 1",
+            (user_id, e.action),
+        )
+        c.execute("INSERT INTO profile_recent VALUES (?, ?, ?)", (user_id, seq, e.item_id))
+        if seq > lim.recent_max_items:
+            c.execute(
+                "DELETE FROM profile_recent WHERE user_id = ? AND seq <= ?",
+                (user_id, seq - lim.recent_max_items),
+            )
+        if e.action == "purchase":
+            c.execute("INSERT OR IGNORE INTO profile_purchases VALUES (?, ?)", (user_id, e.item_id))
+        elif e.action == "rate" and e.rating is not None:
+            c.execute(
+                "INSERT INTO profile_ratings VALUES (?, ?, ?)"
+                " ON CONFLICT (user_id, item_id) DO UPDATE SET rating = excluded.rating",
+                (user_id, e.item_id, e.rating),
+            )
+
+    @staticmethod
+    def _delete_profiles(c: sqlite3.Connection, user_ids: Sequence[str]) -> None:
+        params = [(u,) for u in user_ids]
+        for table in (*PROFILE_TABLES, "profiles"):
+            c.executemany(f"DELETE FROM {table} WHERE user_id = ?", params)
+
+    def _trim_log(self, c: sqlite3.Connection) -> None:
+        cap = self.limits.event_log_max
+        if cap is None or self._logged_since_trim < max(1, min(1000, cap // 10)):
+            return
+        c.execute("DELETE FROM events WHERE pos <= (SELECT max(pos) FROM events) - ?", (cap,))
+        self._logged_since_trim = 0
+
+    def _purge_step(self, c: sqlite3.Connection, now: float) -> bool:
+        """Delete one chunk of expired rows; True when more may remain."""
+        lim, more = self.limits, False
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if lim.session_ttl_s is not None:
+                rows = c.execute(
+                    "SELECT session_id FROM sessions WHERE touched <= ? LIMIT ?",
+                    (now - lim.session_ttl_s, PURGE_CHUNK),
+                ).fetchall()
+                c.executemany("DELETE FROM session_items WHERE session_id = ?", rows)
+                c.executemany("DELETE FROM sessions WHERE session_id = ?", rows)
+                more |= len(rows) == PURGE_CHUNK
+            if lim.profile_ttl_s is not None:
+                rows = c.execute(
+                    "SELECT user_id FROM profiles WHERE touched <= ? LIMIT ?",
+                    (now - lim.profile_ttl_s, PURGE_CHUNK),
+                ).fetchall()
+                self._delete_profiles(c, [r[0] for r in rows])
+                more |= len(rows) == PURGE_CHUNK
+            gone = c.execute(
+                "DELETE FROM dedup WHERE (session_id, event_id) IN (SELECT session_id, event_id"
+                " FROM dedup WHERE touched <= ? LIMIT ?)",
+                (now - lim.dedup_ttl_s, PURGE_CHUNK),
+            ).rowcount
+            more |= gone == PURGE_CHUNK
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return more
+
+    # --- the writer thread ----------------------------------------------------
+
+    async def _submit(self, work: Work, write: bool) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            if self._closed or self._thread is None:
+                raise StoreUnavailable(f"the store {self.url} is not open")
+            self._queue.put(_Op(work, write, future, loop))
+        return await future
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path is None:
+            target = ":memory:"
+        else:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            target = self.path
+        c = sqlite3.connect(target, timeout=self.busy_timeout_s, isolation_level=None)
+        try:
+            if self.path is not None:
+                mode = c.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"cannot use WAL mode on {self.path} (got {mode})")
+            c.execute(f"PRAGMA synchronous={self.synchronous}")
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}; this liverec knows "
+                    f"{SCHEMA_VERSION} (upgrade liverec)"
+                )
+            c.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        except BaseException:
+            c.close()
+            raise
+        return c
+
+    def _run(self, ready: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            c = self._connect()
+        except Exception as exc:
+            with self._lock:
+                self._closed = True
+            failure = _store_error(exc)
+            if isinstance(exc, OSError | sqlite3.OperationalError):
+                failure = StoreUnavailable(f"cannot open {self.url}: {exc}")
+            loop.call_soon_threadsafe(_settle, ready, None, failure)
+            return
+        loop.call_soon_threadsafe(_settle, ready, None, None)
+        try:
+            self._serve(c)
+        except BaseException:
+            log.exception("the SQLite writer thread of %s failed", self.url)
+        finally:
+            with self._lock:
+                self._closed = True
+            self._fail_queued(StoreUnavailable(f"the store {self.url} is closed"))
+            try:
+                if self.path is not None:
+                    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                log.exception("WAL checkpoint of %s failed at close", self.url)
+            finally:
+                c.close()
+
+    def _serve(self, c: sqlite3.Connection) -> None:
+        """Run queued operations until the close sentinel; purge expired rows meanwhile."""
+        next_purge = time.monotonic()  # purge once right after opening
+        while True:
+            if time.monotonic() >= next_purge:
+                try:
+                    more = self._purge_step(c, self._clock())
+                except sqlite3.Error:
+                    log.exception("purging expired rows of %s failed", self.url)
+                    more = False
+                next_purge = time.monotonic() + (0.0 if more else self.purge_interval_s)
+            try:
+                first = self._queue.get(timeout=max(0.0, next_purge - time.monotonic()))
+            except queue.Empty:
+                continue
+            ops: list[_Op] = []
+            closing = first is _CLOSE
+            if isinstance(first, _Op):
+                ops.append(first)
+            while not closing and len(ops) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Op):
+                    ops.append(item)
+                else:
+                    closing = True
+            if ops:
+                self._execute(c, ops)
+            if closing:
+                return
+
+    def _execute(self, c: sqlite3.Connection, ops: list[_Op]) -> None:
+        """Run `ops` in one transaction (group commit), then resolve their futures."""
+        now = self._clock()
+        outcomes: list[tuple[Any, BaseException | None]]
+        try:
+            outcomes = [(r, None) for r in self._transaction(c, ops, now)]
+        except Exception:
+            # One failing operation must not fail the others queued with it: redo
+            # them one per transaction (the batch was rolled back as a whole).
+            outcomes = []
+            for op in ops:
+                try:
+                    outcomes.append((self._transaction(c, [op], now)[0], None))
+                except Exception as exc:
+                    outcomes.append((None, _store_error(exc)))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
+        for op, (result, error) in zip(ops, outcomes, strict=True):
+            by_loop.setdefault(op.loop, []).append((op.future, result, error))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
+
+    def _transaction(self, c: sqlite3.Connection, ops: list[_Op], now: float) -> list[Any]:
+        c.execute("BEGIN IMMEDIATE" if any(op.write for op in ops) else "BEGIN")
+        try:
+            results = [op.work(c, now) for op in ops]
+            self._trim_log(c)
+            c.execute("COMMIT")  # the durability point of every event in `ops`
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        return results
+
+    def _fail_queued(self, exc: StoreError) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Op):
+                try:
+                    item.loop.call_soon_threadsafe(_settle, item.future, None, exc)
+                except RuntimeError:
+                    pass
+
+
+def _store_error(exc: BaseException) -> BaseException:
+    """The liverec error a caller sees for an exception raised on the writer thread."""
+    if isinstance(exc, LiverecError):
+        return exc
+    err: StoreError
+    if isinstance(exc, sqlite3.OperationalError):  # locked, disk full, I/O error, read-only
+        err = StoreUnavailable(f"SQLite: {exc}")
+    elif isinstance(exc, sqlite3.Error):
+        err = StoreError(f"SQLite: {exc}")
+    else:
+        log.error("internal error in the embedded store", exc_info=exc)
+        err = StoreError(f"internal error: {exc!r}")
+    err.__cause__ = exc
+    return err
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if exc is None:
+        future.set_result(result)
+    else:
+        future.set_exception(exc)
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, Any]]) -> None:
+    for future, result, exc in settled:
+        _settle(future, result, exc)
