@@ -1,0 +1,386 @@
+"""The Redis store: profiles, sessions and the event log in one Redis server.
+
+Owns: the Redis key layout, the Lua scripts that record an event and open a
+session atomically in one round trip, URL options, and mapping redis-py errors to
+the liverec error tree. Key layout and durability are described in docs/storage.md.
+
+Single-node Redis only: the record script touches keys of a session, of a user and
+the global event log in one call, which Redis Cluster cannot route to one slot.
+Durability is Redis's own: with ``appendonly yes`` and ``appendfsync everysec`` an
+acked event survives a restart of liverec and of Redis, and at most about one second
+of events is lost if the Redis host itself crashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+
+from ..errors import ConfigError, StoreError, StoreUnavailable
+from ..types import Event, Profile, SessionRecord
+from . import mask_url
+from .base import LoggedEvent, Store, StoreLimits
+
+DEFAULT_PREFIX: Final = "liverec:"
+PIPELINE_CHUNK: Final = 500  # record_events: script calls per round trip
+
+# KEYS: dedup, log, session hash, session items, counters, recent, purchases, ratings
+# ARGV: dedup_ttl_ms, log_max (0 = off), session_max, session_ttl_ms (0 = never),
+#       recent_max, profile_ttl_ms (0 = never), id, session_id, action, item_id, ts,
+#       user_id ('' = anonymous), rating ('' = none)
+RECORD_LUA: Final = """
+local function expire(key, ttl)
+  if ttl == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ttl) end
+end
+if not redis.call('SET', KEYS[1], ARGV[11], 'NX', 'PX', ARGV[1]) then return 0 end
+local fields = {'id', ARGV[7], 'session_id', ARGV[8], 'action', ARGV[9], 'item_id', ARGV[10],
+                'ts', ARGV[11], 'user_id', ARGV[12], 'rating', ARGV[13]}
+if ARGV[2] ~= '0' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+else
+  redis.call('XADD', KEYS[2], '*', unpack(fields))
+end
+if redis.call('HSETNX', KEYS[3], 'user', ARGV[12]) == 1 then
+  redis.call('HSET', KEYS[3], 'created', ARGV[11], 'last_seen', ARGV[11])
+  redis.call('DEL', KEYS[4])
+elseif tonumber(ARGV[11]) > (tonumber(redis.call('HGET', KEYS[3], 'last_seen')) or 0) then
+  redis.call('HSET', KEYS[3], 'last_seen', ARGV[11])
+end
+redis.call('RPUSH', KEYS[4], ARGV[10])
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[3]), -1)
+expire(KEYS[3], ARGV[4])
+expire(KEYS[4], ARGV[4])
+if ARGV[12] ~= '' then
+  redis.call('HINCRBY', KEYS[5], ARGV[9], 1)
+  redis.call('RPUSH', KEYS[6], ARGV[10])
+  redis.call('LTRIM', KEYS[6], -tonumber(ARGV[5]), -1)
+  if ARGV[9] == 'purchase' then
+    redis.call('SADD', KEYS[7], ARGV[10])
+  elseif ARGV[9] == 'rate' and ARGV[13] ~= '' then
+    redis.call('HSET', KEYS[8], ARGV[10], ARGV[13])
+  end
+  for i = 5, 8 do expire(KEYS[i], ARGV[6]) end
+end
+return 1
+"""
+
+# KEYS: session hash, session items.  ARGV: user_id ('' = anonymous), now, session_ttl_ms
+# Returns {existed, owner, created, last_seen, items}.
+OPEN_SESSION_LUA: Final = """
+local function expire(ttl)
+  for i = 1, 2 do
+    if ttl == '0' then redis.call('PERSIST', KEYS[i]) else redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+end
+local existed = 1
+if redis.call('HSETNX', KEYS[1], 'user', ARGV[1]) == 1 then
+  existed = 0
+  redis.call('HSET', KEYS[1], 'created', ARGV[2], 'last_seen', ARGV[2])
+  redis.call('DEL', KEYS[2])
+  expire(ARGV[3])
+elseif redis.call('HGET', KEYS[1], 'user') == ARGV[1] then
+  if tonumber(ARGV[2]) > (tonumber(redis.call('HGET', KEYS[1], 'last_seen')) or 0) then
+    redis.call('HSET', KEYS[1], 'last_seen', ARGV[2])
+  end
+  expire(ARGV[3])
+end
+local h = redis.call('HMGET', KEYS[1], 'user', 'created', 'last_seen')
+return {existed, h[1] or '', h[2] or '0', h[3] or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
+"""
+
+
+class _Script:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+
+class RedisStore(Store):
+    """Redis-backed store (redis.asyncio). See the module docstring for its limits."""
+
+    _record_script = _Script(RECORD_LUA)
+    _open_script = _Script(OPEN_SESSION_LUA)
+
+    def __init__(
+        self,
+        connect_url: str,
+        limits: StoreLimits,
+        *,
+        url: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        socket_timeout_s: float = 2.0,
+        socket_connect_timeout_s: float = 2.0,
+        health_check_interval_s: int = 30,
+        max_connections: int = 64,
+    ) -> None:
+        super().__init__(limits)
+        self.url = mask_url(url or connect_url)
+        self.prefix = prefix
+        self._connect_url = connect_url
+        self._options: dict[str, Any] = {
+            "socket_timeout": socket_timeout_s,
+            "socket_connect_timeout": socket_connect_timeout_s,
+            "health_check_interval": health_check_interval_s,
+            "max_connections": max_connections,
+            "timeout": socket_timeout_s,  # waiting for a free pooled connection
+        }
+        self._client: Redis | None = None
+        self._log_key = f"{prefix}log"
+
+    @classmethod
+    def from_url(cls, url: str, limits: StoreLimits) -> RedisStore:
+        """``redis[s]://[[user]:password@]HOST:PORT/DB[?prefix=P&socket_timeout=2&...]``."""
+        parts = urlsplit(url)
+        options: dict[str, Any] = {}
+        numbers = {
+            "socket_timeout": ("socket_timeout_s", float),
+            "socket_connect_timeout": ("socket_connect_timeout_s", float),
+            "health_check_interval": ("health_check_interval_s", int),
+            "max_connections": ("max_connections", int),
+        }
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key == "prefix":
+                options["prefix"] = value
+            elif key in numbers:
+                name, kind = numbers[key]
+                try:
+                    options[name] = kind(value)
+                except ValueError:
+                    raise ConfigError(f"{key}: not a number: {value!r}") from None
+                if options[name] <= 0 and key != "health_check_interval":
+                    raise ConfigError(f"{key} must be > 0")
+            else:
+                known = ", ".join(["prefix", *numbers])
+                raise ConfigError(f"unknown option {key!r} in store URL (known: {known})")
+        if not parts.hostname:
+            raise ConfigError("redis:// URL needs a host, e.g. redis://127.0.0.1:6379/0")
+        return cls(urlunsplit(parts._replace(query="")), limits, url=url, **options)
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._client is not None:
+            raise StoreError("store already opened")
+        pool = BlockingConnectionPool.from_url(
+            self._connect_url,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 1),  # one reconnect; the record script is idempotent
+            **self._options,
+        )
+        client = Redis.from_pool(pool)
+        try:
+            with self._errors("open"):
+                await client.ping()
+                for script in (self._record_script, self._open_script):
+                    await client.script_load(script.text)
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client = client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            with self._errors("ping"):
+                return bool(await self._redis.set(f"{self.prefix}ping", "1", px=10_000))
+        except StoreError:
+            return False
+
+    # --- the Store interface --------------------------------------------------
+
+    async def open_session(
+        self, session_id: str, user_id: str | None, now: float
+    ) -> tuple[SessionRecord, bool]:
+        keys = [self._key("session", session_id), self._key("items", session_id)]
+        args = [user_id or "", repr(float(now)), _ms(self.limits.session_ttl_s)]
+        with self._errors("open_session"):
+            existed, owner, created, last_seen, items = await self._eval(
+                self._redis, self._open_script, keys, args
+            )
+        record = SessionRecord(session_id, owner or None, list(items), float(created))
+        record.last_seen = float(last_seen)
+        return record, bool(existed)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        with self._errors("get_session"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self._key("session", session_id))
+                pipe.lrange(self._key("items", session_id), 0, -1)
+                fields, items = await pipe.execute()
+        if not fields:
+            return None
+        return SessionRecord(
+            session_id,
+            fields.get("user") or None,
+            list(items),
+            float(fields.get("created", 0.0)),
+            float(fields.get("last_seen", 0.0)),
+        )
+
+    async def record_event(self, event: Event) -> bool:
+        keys, args = self._record_args(event)
+        with self._errors("record_event"):
+            return bool(await self._eval(self._redis, self._record_script, keys, args))
+
+    async def record_events(self, events: Sequence[Event]) -> list[bool]:
+        """Pipelined: PIPELINE_CHUNK script calls per round trip."""
+        results: list[bool] = []
+        with self._errors("record_events"):
+            for start in range(0, len(events), PIPELINE_CHUNK):
+                chunk = [self._record_args(e) for e in events[start : start + PIPELINE_CHUNK]]
+                results.extend(await self._record_chunk(chunk))
+        return results
+
+    async def get_profile(self, user_id: str) -> Profile:
+        with self._errors("get_profile"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self._key("counters", user_id))
+                pipe.lrange(self._key("recent", user_id), 0, -1)
+                pipe.smembers(self._key("purchases", user_id))
+                pipe.hgetall(self._key("ratings", user_id))
+                counters, recent, purchases, ratings = await pipe.execute()
+        return Profile(
+            user_id,
+            purchases=set(purchases),
+            ratings={k: float(v) for k, v in ratings.items()},
+            recent=list(recent),
+            counters={k: int(v) for k, v in counters.items()},
+        )
+
+    async def read_events(self, after: str | None = None, limit: int = 1000) -> list[LoggedEvent]:
+        if limit <= 0:
+            return []
+        start = "-" if after is None else f"({after}"
+        with self._errors("read_events"):
+            entries: Any = await self._redis.xrange(self._log_key, start, "+", count=limit)
+        return [LoggedEvent(str(position), _decode(fields)) for position, fields in entries]
+
+    async def count_events(self) -> int:
+        with self._errors("count_events"):
+            return int(await self._redis.xlen(self._log_key))
+
+    # --- helpers --------------------------------------------------------------
+
+    @property
+    def _redis(self) -> Redis:
+        if self._client is None:
+            raise StoreUnavailable(f"the store {self.url} is not open")
+        return self._client
+
+    def _key(self, kind: str, ident: str) -> str:
+        # Each kind has its own word before the id, so ids containing ':' cannot collide.
+        return f"{self.prefix}{kind}:{ident}"
+
+    def _record_args(self, e: Event) -> tuple[list[str], list[str]]:
+        lim, user = self.limits, e.user_id or ""
+        keys = [
+            # the length makes (session, event) unambiguous whatever ':' the ids hold
+            self._key("dedup", f"{len(e.session_id)}:{e.session_id}:{e.id}"),
+            self._log_key,
+            self._key("session", e.session_id),
+            self._key("items", e.session_id),
+            self._key("counters", user),
+            self._key("recent", user),
+            self._key("purchases", user),
+            self._key("ratings", user),
+        ]
+        args = [
+            _ms(lim.dedup_ttl_s),
+            str(lim.event_log_max or 0),
+            str(lim.session_max_items),
+            _ms(lim.session_ttl_s),
+            str(lim.recent_max_items),
+            _ms(lim.profile_ttl_s),
+            e.id,
+            e.session_id,
+            e.action,
+            e.item_id,
+            repr(float(e.ts)),
+            user,
+            "" if e.rating is None else repr(float(e.rating)),
+        ]
+        return keys, args
+
+    async def _record_chunk(self, chunk: list[tuple[list[str], list[str]]]) -> list[bool]:
+        script = self._record_script
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args in chunk:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        if any(isinstance(r, NoScriptError) for r in replies):
+            # The server lost its script cache (restart, SCRIPT FLUSH): nothing of the
+            # failed calls ran, so load it and run exactly those again, in order.
+            await self._redis.script_load(script.text)
+            for i, (keys, args) in enumerate(chunk):
+                if isinstance(replies[i], NoScriptError):
+                    replies[i] = await self._eval(self._redis, script, keys, args)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [bool(r) for r in replies]
+
+    @staticmethod
+    async def _eval(client: Redis, script: _Script, keys: list[str], args: list[str]) -> Any:
+        try:
+            return await client.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        except NoScriptError:
+            return await client.eval(script.text, len(keys), *keys, *args)  # type: ignore[misc]
+
+    @contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        """Map redis-py errors: unreachable -> StoreUnavailable, the rest -> StoreError."""
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"{operation}: Redis at {self.url} unreachable: {exc}") from exc
+        except (ReadOnlyError, OutOfMemoryError) as exc:
+            raise StoreUnavailable(
+                f"{operation}: Redis at {self.url} refuses writes: {exc}"
+            ) from exc
+        except ResponseError as exc:
+            if str(exc).startswith("MISCONF"):  # persistence failing: writes refused
+                raise StoreUnavailable(f"{operation}: Redis at {self.url}: {exc}") from exc
+            raise StoreError(f"{operation}: Redis at {self.url}: {exc}") from exc
+        except RedisError as exc:
+            raise StoreError(f"{operation}: Redis at {self.url}: {exc}") from exc
+
+
+def _ms(seconds: float | None) -> str:
+    """A TTL as Lua script argument: milliseconds, at least 1; '0' means never expire."""
+    return "0" if seconds is None else str(max(1, round(seconds * 1000)))
+
+
+def _decode(fields: dict[str, str]) -> Event:
+    return Event(
+        id=fields["id"],
+        session_id=fields["session_id"],
+        action=fields["action"],
+        item_id=fields["item_id"],
+        ts=float(fields["ts"]),
+        user_id=fields.get("user_id") or None,
+        rating=float(fields["rating"]) if fields.get("rating") else None,
+    )
