@@ -1,0 +1,362 @@
+"""One contract suite for every store backend: memory://, embedded:// (file) and Redis.
+
+Each test runs against each backend through `open_store(url)`; Redis is the private
+redis-server of tests/conftest.py. Backend-specific behaviour (crash safety, outages,
+URL options) is in tests/test_store_embedded.py, test_store_redis.py, test_store_urls.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from liverec.errors import StoreUnavailable
+from liverec.store import Store, StoreLimits, open_store
+from liverec.types import ACTIONS, Event
+
+OpenStore = Callable[..., Awaitable[Store]]
+
+
+def _url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if kind == "memory":
+        return "memory://"
+    if kind == "embedded":
+        return f"embedded://{tmp_path}/x.db"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+@pytest.fixture(params=["memory", "embedded", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url(request.param, tmp_path, request)
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url(request.param, tmp_path, request)
+
+
+@pytest.fixture
+async def open_(store_url: str) -> AsyncIterator[OpenStore]:
+    """Open stores on this test's URL; all are closed at teardown."""
+    stores: list[Store] = []
+
+    async def make(limits: StoreLimits | None = None, url: str | None = None) -> Store:
+        store = open_store(url or store_url, limits or StoreLimits())
+        await store.open()
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+@pytest.fixture
+async def store(open_: OpenStore) -> Store:
+    return await open_()
+
+
+def ev(
+    eid: str,
+    session: str = "s1",
+    item: str = "i1",
+    action: str = "view",
+    user: str | None = "u1",
+    ts: float = 1000.0,
+    rating: float | None = None,
+) -> Event:
+    return Event(eid, session, action, item, ts, user, rating)
+
+
+async def all_events(store: Store, page: int = 1000) -> list[Event]:
+    out, after = [], None
+    while batch := await store.read_events(after=after, limit=page):
+        out.extend(e.event for e in batch)
+        after = batch[-1].position
+    return out
+
+
+# --- sessions ---------------------------------------------------------------------
+
+
+async def test_open_session_creates_then_resumes(store: Store) -> None:
+    record, existed = await store.open_session("s1", "u1", 10.0)
+    assert existed is False
+    assert (record.session_id, record.user_id, record.items) == ("s1", "u1", [])
+    assert (record.created, record.last_seen) == (10.0, 10.0)
+
+    await store.record_event(ev("e1", item="a", ts=11.0))
+    record, existed = await store.open_session("s1", "u1", 20.0)
+    assert existed is True
+    assert (record.user_id, record.items, record.created, record.last_seen) == (
+        "u1",
+        ["a"],
+        10.0,
+        20.0,
+    )
+    assert await store.get_session("s1") == record
+
+
+async def test_owner_never_changes(store: Store) -> None:
+    await store.open_session("s1", "u1", 10.0)
+    record, existed = await store.open_session("s1", "intruder", 11.0)
+    assert existed is True and record.user_id == "u1"
+    await store.open_session("anon", None, 10.0)
+    record, existed = await store.open_session("anon", "u2", 11.0)
+    assert existed is True and record.user_id is None
+    # an event from another user does not take the session over either
+    await store.record_event(ev("e1", session="s1", user="intruder"))
+    session = await store.get_session("s1")
+    assert session is not None and session.user_id == "u1"
+
+
+async def test_concurrent_open_session_has_one_owner(store: Store) -> None:
+    results = await asyncio.gather(*(store.open_session("s", f"u{i}", 5.0) for i in range(30)))
+    creators = [record.user_id for record, existed in results if not existed]
+    assert len(creators) == 1
+    assert {record.user_id for record, _ in results} == set(creators)
+
+
+async def test_unknown_session_is_none(store: Store) -> None:
+    assert await store.get_session("nope") is None
+
+
+async def test_record_event_creates_missing_session(store: Store) -> None:
+    assert await store.record_event(ev("e1", session="fresh", item="x", user="u9", ts=7.0))
+    session = await store.get_session("fresh")
+    assert session is not None
+    assert (session.user_id, session.items, session.created, session.last_seen) == (
+        "u9",
+        ["x"],
+        7.0,
+        7.0,
+    )
+
+
+async def test_session_items_keep_order_and_bound(open_: OpenStore) -> None:
+    store = await open_(StoreLimits(session_max_items=5))
+    await store.open_session("s1", "u1", 1.0)
+    items = [f"i{n}" for n in range(12)]
+    for n, item in enumerate(items):  # every action goes into the sequence
+        assert await store.record_event(ev(f"e{n}", item=item, action=ACTIONS[n % 5], ts=n))
+    session = await store.get_session("s1")
+    assert session is not None
+    assert session.items == items[-5:]
+    assert session.last_seen == 11.0
+
+
+# --- events and duplicates -----------------------------------------------------------
+
+
+async def test_duplicate_event_is_applied_once(store: Store) -> None:
+    assert await store.record_event(ev("e1", item="a", action="purchase")) is True
+    assert await store.record_event(ev("e1", item="a", action="purchase")) is False
+    # same id with other content: still a duplicate, nothing changes
+    assert await store.record_event(ev("e1", item="b", action="rate", rating=2.0)) is False
+    assert await store.count_events() == 1
+    session = await store.get_session("s1")
+    assert session is not None and session.items == ["a"]
+    profile = await store.get_profile("u1")
+    assert profile.counters == {"purchase": 1}
+    assert (profile.purchases, profile.ratings, profile.recent) == ({"a"}, {}, ["a"])
+
+
+async def test_same_id_in_different_sessions_is_distinct(store: Store) -> None:
+    assert await store.record_event(ev("e1", session="s1"))
+    assert await store.record_event(ev("e1", session="s2"))
+    # ids containing the separator must not collide either
+    assert await store.record_event(ev("c", session="a:b"))
+    assert await store.record_event(ev("b:c", session="a"))
+    assert await store.count_events() == 4
+
+
+async def test_record_events_batch(store: Store) -> None:
+    events = [ev("e1", item="a"), ev("e2", item="b"), ev("e1", item="a"), ev("e3", item="c")]
+    assert await store.record_events(events) == [True, True, False, True]
+    assert await store.record_events([ev("e3", item="c")]) == [False]
+    assert await store.record_events([]) == []
+    assert [e.id for e in await all_events(store)] == ["e1", "e2", "e3"]
+
+
+# --- profiles ----------------------------------------------------------------------
+
+
+async def test_profile_purchases_ratings_recent_counters(open_: OpenStore) -> None:
+    store = await open_(StoreLimits(recent_max_items=4))
+    script = [
+        ("view", "a", None),
+        ("add_to_cart", "a", None),
+        ("purchase", "a", None),
+        ("rate", "a", 4.0),
+        ("purchase", "b", None),
+        ("remove_from_cart", "a", None),
+        ("rate", "a", 2.5),
+        ("click", "c", None),
+        ("purchase", "b", None),
+    ]
+    for n, (action, item, rating) in enumerate(script):
+        await store.record_event(ev(f"e{n}", item=item, action=action, rating=rating, ts=n))
+    profile = await store.get_profile("u1")
+    assert profile.user_id == "u1"
+    assert profile.purchases == {"a", "b"}  # remove_from_cart does not undo a purchase
+    assert profile.ratings == {"a": 2.5}  # the latest rating
+    assert profile.recent == ["a", "a", "c", "b"]  # every action, oldest first, bounded
+    assert profile.counters == {
+        "view": 1,
+        "add_to_cart": 1,
+        "purchase": 3,
+        "rate": 2,
+        "remove_from_cart": 1,
+        "click": 1,
+    }
+
+
+async def test_anonymous_events_change_no_profile(store: Store) -> None:
+    await store.open_session("s1", "u1", 1.0)
+    await store.record_event(ev("e1", item="a", action="purchase", user=None))
+    await store.record_event(ev("e2", item="b", action="rate", rating=5.0, user=None))
+    profile = await store.get_profile("u1")
+    assert (profile.purchases, profile.ratings, profile.recent, profile.counters) == (
+        set(),
+        {},
+        [],
+        {},
+    )
+    empty = await store.get_profile("")
+    assert (empty.purchases, empty.recent, empty.counters) == (set(), [], {})
+    session = await store.get_session("s1")
+    assert session is not None and session.items == ["a", "b"]  # the session still learns
+
+
+async def test_unknown_profile_is_empty(store: Store) -> None:
+    profile = await store.get_profile("nobody")
+    assert profile.user_id == "nobody"
+    assert (profile.purchases, profile.ratings, profile.recent, profile.counters) == (
+        set(),
+        {},
+        [],
+        {},
+    )
+
+
+# --- the event log -----------------------------------------------------------------
+
+
+async def test_read_events_order_cursor_and_limit(store: Store) -> None:
+    recorded = [
+        ev(
+            f"e{n}",
+            session=f"s{n % 3}",
+            item=f"i{n}",
+            action=ACTIONS[n % 6],
+            ts=1.7e9 + n / 7,
+            user=None if n % 4 == 0 else f"u{n % 2}",
+            rating=n / 3 if n % 6 == 5 else None,
+        )
+        for n in range(25)
+    ]
+    for e in recorded:
+        await store.record_event(e)
+    page1 = await store.read_events(limit=10)
+    page2 = await store.read_events(after=page1[-1].position, limit=10)
+    page3 = await store.read_events(after=page2[-1].position, limit=10)
+    assert [len(p) for p in (page1, page2, page3)] == [10, 10, 5]
+    assert [x.event for x in page1 + page2 + page3] == recorded  # exact round trip
+    assert await store.read_events(after=page3[-1].position) == []
+    assert await store.read_events(limit=0) == []
+    assert await store.read_events(after=page1[2].position, limit=1) == [page1[3]]
+    assert len({x.position for x in page1 + page2 + page3}) == 25
+
+
+async def test_count_events(store: Store) -> None:
+    assert await store.count_events() == 0
+    for n in range(7):
+        await store.record_event(ev(f"e{n}"))
+    await store.record_event(ev("e0"))
+    assert await store.count_events() == 7
+
+
+async def test_concurrent_record_events_are_logged_exactly_once(store: Store) -> None:
+    events = [ev(f"e{n}", session=f"s{n % 20}", item=f"i{n}", user=f"u{n % 7}") for n in range(300)]
+    calls = [store.record_event(e) for e in events] + [store.record_event(e) for e in events]
+    results = await asyncio.gather(*calls)
+    # each event is new exactly once, whichever of its two calls won
+    per_event = [results[n] + results[n + 300] for n in range(300)]
+    assert per_event == [1] * 300
+    logged = await all_events(store, page=64)
+    assert sorted(e.id for e in logged) == sorted(e.id for e in events)
+    assert await store.count_events() == 300
+    # each session's sequence follows the log order (one writer / one atomic script)
+    by_session: dict[str, list[str]] = defaultdict(list)
+    for e in logged:
+        by_session[e.session_id].append(e.item_id)
+    for session_id, items in by_session.items():
+        session = await store.get_session(session_id)
+        assert session is not None and session.items == items
+    profile = await store.get_profile("u3")
+    assert profile.counters == {"view": len([e for e in events if e.user_id == "u3"])}
+
+
+async def test_event_log_is_trimmed_approximately(open_: OpenStore) -> None:
+    store = await open_(StoreLimits(event_log_max=50))
+    await store.record_events([ev(f"e{n}", item=f"i{n}") for n in range(300)])
+    count = await store.count_events()
+    assert 50 <= count < 300
+    logged = await all_events(store)
+    assert len(logged) == count
+    assert [e.id for e in logged] == [f"e{n}" for n in range(300 - count, 300)]  # newest kept
+
+
+# --- expiry, persistence, lifecycle ----------------------------------------------------
+
+
+async def test_expired_session_profile_and_dedup(open_: OpenStore) -> None:
+    ttl = 0.3
+    store = await open_(StoreLimits(session_ttl_s=ttl, profile_ttl_s=ttl, dedup_ttl_s=ttl))
+    await store.open_session("s1", "u1", 1.0)
+    assert await store.record_event(ev("e1", item="a", action="purchase"))
+    await asyncio.sleep(2 * ttl)
+    assert await store.get_session("s1") is None
+    assert (await store.get_profile("u1")).purchases == set()
+    # an expired session starts afresh, with a new owner
+    record, existed = await store.open_session("s1", "u2", 2.0)
+    assert existed is False and record.user_id == "u2" and record.items == []
+    # the id is forgotten: recording it again is new
+    assert await store.record_event(ev("e1", item="b", user="u2"))
+    session = await store.get_session("s1")
+    assert session is not None and session.items == ["b"]
+    assert (await store.get_profile("u2")).recent == ["b"]
+
+
+async def test_everything_survives_reopening(durable_url: str) -> None:
+    store = open_store(durable_url, StoreLimits())
+    await store.open()
+    await store.open_session("s1", "u1", 1.0)
+    await asyncio.gather(*(store.record_event(ev(f"e{n}", item=f"i{n}", ts=n)) for n in range(50)))
+    await store.record_event(ev("r", item="i0", action="rate", rating=3.5))
+    before = (await store.get_session("s1"), await all_events(store))
+    await store.close()
+
+    reopened = open_store(durable_url, StoreLimits())
+    await reopened.open()
+    try:
+        assert (await reopened.get_session("s1"), await all_events(reopened)) == before
+        assert await reopened.count_events() == 51
+        assert (await reopened.get_profile("u1")).ratings == {"i0": 3.5}
+        assert await reopened.record_event(ev("e7")) is False  # dedup survived too
+    finally:
+        await reopened.close()
+
+
+async def test_ping_close_and_use_after_close(store: Store) -> None:
+    assert await store.ping() is True
+    await store.close()
+    await store.close()  # idempotent
+    assert await store.ping() is False
+    with pytest.raises(StoreUnavailable):
+        await store.record_event(ev("e1"))
