@@ -1,0 +1,176 @@
+"""The embedded (SQLite) backend beyond the contract: crash safety, purging, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from liverec.errors import StoreError
+from liverec.store import StoreLimits, open_store
+from liverec.store.embedded import EmbeddedStore
+from liverec.types import Event
+
+# Records events from 20 concurrent tasks forever, printing each id once its
+# record_event has returned (= the server would ack it now).
+CHILD = r"""
+import asyncio, sys
+from liverec.store import StoreLimits, open_store
+from liverec.types import Event
+
+async def main(url):
+    store = open_store(url, StoreLimits())
+    await store.open()
+    async def worker(w):
+        n = 0
+        while True:
+            eid = f"w{w}-{n}"
+            await store.record_event(Event(eid, f"s{w}", "view", f"i{n}", float(n), f"u{w}"))
+            sys.stdout.write(eid + "\n")
+            sys.stdout.flush()
+            n += 1
+    await asyncio.gather(*(worker(w) for w in range(20)))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ev(eid: str, session: str = "s1", item: str = "i", user: str | None = "u1") -> Event:
+    return Event(eid, session, "purchase", item, 1.0, user)
+
+
+async def test_acked_events_survive_sigkill(tmp_path: Path) -> None:
+    url = f"embedded://{tmp_path}/crash.db"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, url, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    acked: list[str] = []
+    try:
+        while len(acked) < 600:
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+            assert line, f"the child exited early with {await proc.wait()}"
+            acked.append(line.decode().strip())
+        proc.kill()  # SIGKILL, mid-run: no close, no checkpoint
+        rest = await proc.stdout.read()
+        acked += [x for x in rest.decode().split("\n")[:-1] if x]  # complete lines only
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+    assert proc.returncode == -9
+
+    store = open_store(url, StoreLimits())
+    await store.open()
+    try:
+        logged = []
+        after = None
+        while batch := await store.read_events(after=after):
+            logged += [x.event for x in batch]
+            after = batch[-1].position
+        ids = [e.id for e in logged]
+        assert len(ids) == len(set(ids)) == await store.count_events()
+        assert set(acked) <= set(ids)
+        # sessions agree with the log: nothing half-applied
+        for w in range(20):
+            session = await store.get_session(f"s{w}")
+            assert session is not None
+            assert session.items == [e.item_id for e in logged if e.session_id == f"s{w}"]
+    finally:
+        await store.close()
+
+
+async def test_expired_rows_are_reset_and_purged(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    clock = Clock()
+    limits = StoreLimits(session_ttl_s=60.0, profile_ttl_s=120.0, dedup_ttl_s=30.0)
+    store = EmbeddedStore(str(path), limits, clock=clock)
+    await store.open()
+    await store.record_event(ev("e1", item="old"))
+    clock.now += 61  # session and dedup expired, profile not yet
+    assert await store.get_session("s1") is None
+    assert (await store.get_profile("u1")).purchases == {"old"}
+    assert await store.record_event(ev("e1", item="new", user="u2"))
+    session = await store.get_session("s1")
+    assert session is not None and (session.user_id, session.items) == ("u2", ["new"])
+    clock.now += 121
+    assert (await store.get_profile("u1")).purchases == set()
+    await store.close()
+
+    reopened = EmbeddedStore(str(path), limits, clock=clock)  # purges on open
+    await reopened.open()
+    await reopened.close()
+    with sqlite3.connect(path) as db:
+        counts = {
+            t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("sessions", "session_items", "dedup", "profiles", "profile_purchases")
+        }
+        assert counts == dict.fromkeys(counts, 0)
+        assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 2  # the log stays
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_no_expiry_when_ttl_is_none(tmp_path: Path) -> None:
+    clock = Clock()
+    limits = StoreLimits(session_ttl_s=None, profile_ttl_s=None)
+    store = EmbeddedStore(str(tmp_path / "n.db"), limits, clock=clock)
+    await store.open()
+    try:
+        await store.record_event(ev("e1"))
+        clock.now += 10 * 365 * 86400.0
+        assert await store.get_session("s1") is not None
+        assert (await store.get_profile("u1")).purchases == {"i"}
+    finally:
+        await store.close()
+
+
+async def test_a_failing_event_does_not_fail_its_batch(tmp_path: Path) -> None:
+    store = open_store(f"embedded://{tmp_path}/b.db", StoreLimits())
+    await store.open()
+    try:
+        broken = Event("bad", "s1", "view", None, 1.0)  # type: ignore[arg-type]
+        good = [store.record_event(ev(f"e{n}", item=f"i{n}")) for n in range(50)]
+        results = await asyncio.gather(store.record_event(broken), *good, return_exceptions=True)
+        assert isinstance(results[0], StoreError)
+        assert results[1:] == [True] * 50
+        assert await store.count_events() == 50
+        assert await store.record_event(ev("after")) is True
+    finally:
+        await store.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    store = open_store(f"embedded://{path}", StoreLimits())
+    with pytest.raises(StoreError, match="schema version 99"):
+        await store.open()
+    await store.close()
+
+
+async def test_parent_directories_are_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "c.db"
+    store = open_store(f"embedded://{path}?synchronous=FULL", StoreLimits())
+    await store.open()
+    try:
+        assert await store.record_event(ev("e1"))
+    finally:
+        await store.close()
+    assert wal_bytes(path) == 0  # close checkpointed the WAL
+
+
+def wal_bytes(db: Path) -> int:
+    wal = db.with_name(db.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
