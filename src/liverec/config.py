@@ -134,3 +134,15 @@ def setting_docs() -> list[tuple[str, str, str, str]]:
         (f.name, "LIVEREC_" + f.name.upper(), repr(f.default), f.metadata.get("help", ""))
         for f in fields(Settings)
     ]
+
+
+def markdown_table() -> str:
+    """The settings table of docs/configuration.md (regenerate with `python -m liverec.config`)."""
+    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for name, env, default, doc in setting_docs():
+        rows.append(f"| `{name}` | `{env}` | `{default}` | {doc} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -67,6 +67,7 @@ def create_app(
         Route("/metrics", http.metrics),
         Route("/v1/events", http.post_events, methods=["POST"]),
         Route("/v1/recommendations", http.get_recommendations),
+        Route("/v1/sessions/{session_id}", http.get_session),
     ]
     web_dir = Path(settings.web_dir) if settings.web_dir else default_web_dir()
     if web_dir is not None and web_dir.is_dir():

@@ -156,6 +156,22 @@ async def get_recommendations(request: Request) -> Response:
     return JSONResponse(frame)
 
 
+async def get_session(request: Request) -> Response:
+    """The stored state of one session: its owner check, then its item sequence."""
+    manager = _manager(request)
+    try:
+        user_id = _user_id(request, manager)
+        session_id = protocol.check_id(
+            request.path_params["session_id"], "session_id", manager.limits
+        )
+        live = await manager.open_transient(session_id, user_id, create=False)
+    except (ProtocolError, Forbidden, StoreUnavailable) as exc:
+        return _status_for(exc)
+    if live is None:
+        return error_response(404, "unknown_session", "no such session")
+    return JSONResponse({"session_id": session_id, "items": list(live.items)})
+
+
 def _k(raw: Any, limits: protocol.Limits) -> int:
     if raw is None:
         return limits.default_k
