@@ -507,7 +507,7 @@ def cut_streams(
     first_of_user[1:] = u[1:] != u[:-1]
     counter = np.cumsum(new)
     base = np.maximum.accumulate(np.where(first_of_user, counter, 0))
-    n = (counter - base).astype(np.int64)
+    n = (counter - base + 1).astype(np.int64)
     keys = np.char.add(np.char.add(u, ":"), n.astype(str)) if len(u) else u
     item_arr = np.array(items, dtype=str)[order] if len(u) else np.array([], dtype="<U1")
     return build_sessions(keys.tolist(), item_arr.tolist(), t)
