@@ -38,6 +38,12 @@ class Settings:
         None, "GRU4Rec checkpoint directory (or a models/ registry); none = online recommender"
     )
     model_poll_s: float = _s(2.0, "seconds between checks of model_path for a new checkpoint")
+    model_threads: int = _s(1, "torch threads for serving the session model")
+    model_max_batch: int = _s(256, "most events scored in one micro-batch")
+    model_max_sessions: int = _s(50_000, "session hidden states kept in memory (LRU beyond)")
+    model_rescore: int = _s(64, "candidates re-scored exactly beyond k after int8 scoring")
+    model_quantize: bool = _s(True, "score items with int8 weights, then re-score exactly")
+    model_replay_max: int = _s(50, "items replayed to rebuild a session's hidden state")
     # --- protocol limits
     max_frame_bytes: int = _s(16384, "largest client frame accepted, bytes (close 1009 above)")
     max_id_chars: int = _s(128, "longest session, event or item id, characters")

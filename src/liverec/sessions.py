@@ -38,9 +38,9 @@ from .errors import (
 )
 from .identity import verify_token
 from .metrics import Metrics
-from .recommend.base import RecContext, Recommender
+from .recommend.base import RecContext, RecList, Recommender
 from .store.base import Store
-from .types import Event, Rec
+from .types import Event
 
 log = logging.getLogger("liverec.sessions")
 
@@ -69,6 +69,11 @@ class LiveSession:
     applied: set[str] = field(default_factory=set)
     applied_order: deque[str] = field(default_factory=deque)
     connections: int = 0
+    position: int = -1  # items taken in total; `items` keeps the newest session_max_items
+
+    def __post_init__(self) -> None:
+        if self.position < 0:
+            self.position = len(self.items)
 
     def seen(self, event_id: str) -> bool:
         return event_id in self.applied
@@ -79,6 +84,7 @@ class LiveSession:
         if len(self.applied_order) > APPLIED_IDS_KEPT:
             self.applied.discard(self.applied_order.popleft())
         self.items.append(event.item_id)
+        self.position += 1
         if len(self.items) > max_items:
             del self.items[: len(self.items) - max_items]
         if event.action == "purchase":
@@ -307,11 +313,10 @@ class SessionManager:
         conn.bucket = TokenBucket(
             self.settings.events_per_s, self.settings.events_burst, time.monotonic()
         )
-        model = self.recommender.version
-        conn.push(protocol.welcome(session_id, resumed, model))
+        conn.push(protocol.welcome(session_id, resumed, self.recommender.version))
         current = live.items[-1] if live.items else None
         recs = await self._recommend(live, conn.k, current, conn.placement)
-        conn.push(protocol.recs(session_id, None, recs, model))
+        conn.push(protocol.recs(session_id, None, recs.items, recs.model))
 
     async def _load_profile(self, live: LiveSession, user_id: str) -> None:
         try:
@@ -365,9 +370,8 @@ class SessionManager:
         else:
             self._error(conn, "store_unavailable", "event not recorded; send it again", msg.id)
         recs = await self._recommend(live, conn.k, msg.item_id, conn.placement)
-        model = self.recommender.version
-        conn.push(protocol.recs(live.session_id, msg.id, recs, model))
-        self.metrics.recs_latency.observe(time.perf_counter() - started, model)
+        conn.push(protocol.recs(live.session_id, msg.id, recs.items, recs.model))
+        self.metrics.recs_latency.observe(time.perf_counter() - started, recs.model)
 
     # --- shared with the HTTP API ------------------------------------------------------
 
@@ -430,13 +434,13 @@ class SessionManager:
 
     async def recommend_for(
         self, live: LiveSession, k: int, placement: str | None = None
-    ) -> list[Rec]:
+    ) -> RecList:
         current = live.items[-1] if live.items else None
         return await self._recommend(live, k, current, placement)
 
     async def _recommend(
         self, live: LiveSession, k: int, current: str | None, placement: str | None
-    ) -> list[Rec]:
+    ) -> RecList:
         ctx = RecContext(
             session_id=live.session_id,
             items=live.items,
@@ -445,6 +449,7 @@ class SessionManager:
             exclude=live.purchases,
             ratings=live.ratings,
             placement=placement,
+            position=live.position,
         )
         return await self.recommender.recommend(ctx)
 

@@ -26,6 +26,21 @@ class RecContext:
     exclude: set[str] = field(default_factory=set)  # e.g. purchased items
     ratings: dict[str, float] = field(default_factory=dict)  # the user's ratings, if any
     placement: str | None = None
+    # How many items the session has taken in total (items may be a bounded tail);
+    # lets a stateful recommender tell which items it has not consumed yet.
+    position: int = -1
+
+    def __post_init__(self) -> None:
+        if self.position < 0:
+            self.position = len(self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class RecList:
+    """One list and the model version that made it (named in the recs frame)."""
+
+    items: list[Rec]
+    model: str
 
 
 class Recommender(abc.ABC):
@@ -43,8 +58,11 @@ class Recommender(abc.ABC):
         """Learn from one accepted event (online update). Must not block for long."""
 
     @abc.abstractmethod
-    async def recommend(self, ctx: RecContext) -> list[Rec]:
+    async def recommend(self, ctx: RecContext) -> RecList:
         """Up to ctx.k recommendations obeying the rules (see `apply_rules`)."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Start background work (model watchers); called once the server runs."""
 
     def forget(self, session_id: str) -> None:  # noqa: B027 - optional hook
         """The session's connection closed; drop per-session caches if any."""

@@ -51,7 +51,7 @@ from typing import Final
 from ..config import Settings
 from ..errors import ConfigError
 from ..types import Event, Rec
-from .base import RecContext, Recommender, apply_rules
+from .base import RecContext, RecList, Recommender, apply_rules
 
 DEFAULT_ACTION_WEIGHTS: Final[Mapping[str, float]] = MappingProxyType(
     {
@@ -325,8 +325,8 @@ class OnlineRecommender(Recommender):
 
     # --- serving
 
-    async def recommend(self, ctx: RecContext) -> list[Rec]:
-        return self.recommend_sync(ctx)
+    async def recommend(self, ctx: RecContext) -> RecList:
+        return RecList(self.recommend_sync(ctx), self.version)
 
     def recommend_sync(self, ctx: RecContext) -> list[Rec]:
         """The list for `ctx`, computed inline (no I/O, no awaits)."""

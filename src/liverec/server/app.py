@@ -49,6 +49,7 @@ def create_app(
         the_store = store or open_store(settings.store_url, limits_from(settings))
         await the_store.open()
         the_recommender = recommender or build_recommender(settings)
+        await the_recommender.start()
         manager = SessionManager(settings, the_store, the_recommender, metrics)
         app.state.manager = manager
         log.info("liverec ready: store=%s model=%s", the_store.url, the_recommender.version)

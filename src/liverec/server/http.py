@@ -128,7 +128,7 @@ async def post_events(request: Request) -> Response:
         "acked": acks,
         "duplicates": duplicates,
         "not_recorded": failed,
-        "recs": protocol.recs(session_id, events[-1].id, recs, manager.recommender.version),
+        "recs": protocol.recs(session_id, events[-1].id, recs.items, recs.model),
     }
     return JSONResponse(body_out, status_code=503 if failed else 200)
 
@@ -152,7 +152,7 @@ async def get_recommendations(request: Request) -> Response:
         recs = await manager.recommend_for(live, k)
     except (ProtocolError, Forbidden, StoreUnavailable) as exc:
         return _status_for(exc)
-    frame = protocol.recs(live.session_id, None, recs, manager.recommender.version)
+    frame = protocol.recs(live.session_id, None, recs.items, recs.model)
     return JSONResponse(frame)
 
 
