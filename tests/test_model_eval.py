@@ -1,12 +1,18 @@
-"""Offline evaluation protocol (model/evaluate.py) on hand-made scorers with known ranks."""
+"""Offline evaluation protocol (model/evaluate.py) on hand-made scorers with known ranks,
+and the `evaluate` and `split` commands (model/commands.py) end to end."""
 
 from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from liverec.errors import ModelError
-from liverec.model.data import ItemIndex, Sessions
+from liverec.errors import LiverecError, ModelError
+from liverec.model.commands import register
+from liverec.model.data import ItemIndex, Sessions, fingerprint, load_sessions
 from liverec.model.evaluate import StepScorer, evaluate, format_table, mask_served, ranks
 
 INDEX = ItemIndex(["i0", "i1", "i2", "i3", "i4", "i5"])
@@ -204,3 +210,95 @@ def test_format_table_has_one_row_per_model() -> None:
     assert lines[2].split() == ["gru4rec", "0.5408", "0.1827", "60858", "12.5"]
     assert lines[3].split()[0] == "pop"
     assert format_table({}) == "(no results)"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def run_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="liverec")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+def clickstream(path: Path) -> Path:
+    """Four days of sessions where x is always followed by y, then two late ones."""
+    rows = ["SessionId\tItemId\tTime"]
+    day = 86400.0
+    for s in range(40):
+        t = s * day / 10
+        items = ["x", "y", f"p{s % 5}"] if s % 2 else [f"p{s % 5}", "x", "y"]
+        rows += [f"s{s}\t{item}\t{t + j * 60:.3f}" for j, item in enumerate(items)]
+    rows += ["late\tx\t%.3f" % (5.5 * day), "late\ty\t%.3f" % (5.5 * day + 60)]
+    rows += ["unseen\tnew1\t%.3f" % (5.6 * day), "unseen\tx\t%.3f" % (5.6 * day + 60)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_split_then_evaluate_baselines_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = clickstream(tmp_path / "clicks.tsv")
+    out = tmp_path / "split"
+    assert run_command(["split", "--data", str(data), "--out", str(out), "--days", "1"]) == 0
+    meta = json.loads((out / "split.json").read_text())
+    assert meta["format"] == "sessionrec" and meta["method"] == "time" and meta["days"] == 1.0
+    assert meta["fingerprint"] == fingerprint(data)
+    # test: sessions starting after day 4.6 (s39 at 3.9 is train): late; unseen loses new1
+    assert meta["test"]["sessions"] == 1 and meta["test"]["cases"] == 1
+    assert meta["train"]["sessions"] == 40
+    assert json.loads(capsys.readouterr().out) == meta
+    test = load_sessions(out / "test.tsv")
+    assert [test.session(i).tolist() for i in range(test.n_sessions)] == [["x", "y"]]
+    assert load_sessions(out / "train.tsv").n_events == 120
+
+    argv = ["evaluate", "--train", str(out / "train.tsv"), "--test", str(out / "test.tsv")]
+    assert run_command([*argv, "--json", "--k", "1,20"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert list(res) == ["pop", "iknn", "vsknn", "markov"]
+    for name in ("iknn", "markov"):
+        assert res[name]["recall@1"] == 1.0, name
+    assert res["vsknn"]["mrr@20"] == 0.5  # x (the current item) ties with y: rank 1
+    for key in ("recall@20", "mrr@20", "coverage@20", "cases", "seconds", "fit_seconds"):
+        assert key in res["pop"]
+    assert res["markov"]["cases"] == 1
+
+    assert run_command([*argv, "--baselines", "pop,markov", "--serving-rules"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["model", "recall@5", "mrr@5"]
+    assert [line.split()[0] for line in table[2:]] == ["pop", "markov"]
+
+
+def test_split_by_fraction_for_untimed_data(tmp_path: Path) -> None:
+    data = tmp_path / "s.txt"
+    data.write_text("1 2\n2 3\n1 2 3\n3 1\n", encoding="utf-8")
+    out = tmp_path / "o"
+    with pytest.raises(LiverecError, match="--fraction"):
+        run_command(["split", "--data", str(data), "--out", str(out)])
+    assert run_command(["split", "--data", str(data), "--out", str(out), "--fraction", "0.25"]) == 0
+    assert json.loads((out / "split.json").read_text())["test"]["sessions"] == 1
+    assert (out / "test.tsv").read_text().splitlines()[1:] == ["3\t3\tnan", "3\t1\tnan"]
+
+
+def test_command_errors_exit_with_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from liverec.cli import main
+
+    missing = str(tmp_path / "missing.tsv")
+    assert main(["evaluate", "--train", missing, "--test", missing]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("foo,bar\n1,2\n", encoding="utf-8")
+    assert main(["split", "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "session" in capsys.readouterr().err
+    good = clickstream(tmp_path / "c.tsv")
+    assert main(["evaluate", "--test", str(good)]) == 2
+    assert "--train" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--test", str(good), "--train", str(good), "--baselines", "gru"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        run_command(["evaluate", "--test", str(good), "--k", "0"])

@@ -183,26 +183,33 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return idx
 
 
-def format_table(results: Mapping[str, Mapping[str, float | int]]) -> str:
-    """One row per model: the metrics in the order of the first result's keys."""
+def format_table(results: Mapping[str, Mapping[str, object]]) -> str:
+    """One row per model: its recall@K, mrr@K and coverage@K, cases and seconds."""
     if not results:
         return "(no results)"
-    first = next(iter(results.values()))
-    metrics = [m for m in first if m not in ("cases", "sessions", "seconds")]
+    metrics: list[str] = []
+    for res in results.values():
+        metrics += [m for m in res if m.split("@")[0] in _METRICS and m not in metrics]
     head = ["model", *metrics, "cases", "seconds"]
     rows = [head]
     for name, res in results.items():
         row = [name]
-        row += [f"{float(res[m]):.4f}" if m in res else "-" for m in metrics]
-        row += [str(res.get("cases", "-")), f"{float(res.get('seconds', 0.0)):.1f}"]
+        row += [f"{_num(res[m]):.4f}" if m in res else "-" for m in metrics]
+        row += [str(res.get("cases", "-")), f"{_num(res.get('seconds', 0.0)):.1f}"]
         rows.append(row)
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
     lines = []
     for i, r in enumerate(rows):
-        cells = [r[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
-        ]
+        cells = [r[0].ljust(widths[0])]
+        cells += [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
         lines.append("  ".join(cells))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+_METRICS = ("recall", "mrr", "coverage")
+
+
+def _num(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else float("nan")

@@ -1,0 +1,218 @@
+"""The offline model subcommands of `liverec`: `evaluate` and `split`.
+
+Owns: their flags, what they print and what they write. Other tools script
+against these, so the contract is fixed:
+
+    liverec evaluate [--model DIR] --train FILE --test FILE [--baselines pop,iknn,vsknn,markov]
+                     [--json] [--serving-rules] [--format FMT] [--k 5,10,20]
+    liverec split --data FILE --out DIR [--days 1 | --fraction F] [--format FMT]
+
+`evaluate --json` prints one JSON object: model name -> {recall@K, mrr@K, coverage@K
+(fractions), cases, sessions, seconds, ...}; the checkpoint is reported under
+"gru4rec". All scorers are evaluated on the same cases: items are indexed by the
+model's ItemIndex when a model is given (baselines are fitted with it), else by
+the training file's. `split` writes DIR/train.tsv, DIR/test.tsv
+(`SessionId ItemId Time`) and DIR/split.json.
+
+Commands raise `LiverecError`s; `liverec.cli.main` prints them and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import LiverecError
+from .baselines import BASELINES, make_baseline
+from .data import (
+    FORMATS,
+    ItemIndex,
+    Sessions,
+    detect_format,
+    fingerprint,
+    load_sessions,
+    write_sessions,
+)
+from .evaluate import StepScorer, evaluate, format_table
+from .split import last_fraction, time_split
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `evaluate` and `split` to the `liverec` command."""
+    e = subparsers.add_parser(
+        "evaluate",
+        help="offline next-item evaluation of a model and baselines",
+        description="Recall@K, MRR@K and coverage on a test file, GRU4Rec protocol: every "
+        "event after the first of a session is a target ranked against all items, ties "
+        "count against it, test items unknown to the model are dropped.",
+    )
+    e.add_argument("--model", default=None, help="GRU4Rec checkpoint directory (optional)")
+    e.add_argument("--train", default=None, help="training file (fits the baselines)")
+    e.add_argument("--test", required=True, help="test file")
+    e.add_argument(
+        "--baselines",
+        default=",".join(BASELINES),
+        type=_baselines,
+        help=f"comma-separated baselines to run, or 'none' [default: {','.join(BASELINES)}]",
+    )
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument(
+        "--serving-rules", action="store_true", help="never rank the current item (as served)"
+    )
+    e.add_argument("--format", default="auto", choices=FORMATS, help="layout of both files")
+    e.add_argument("--k", default=(5, 10, 20), type=_ks, help="cut-offs [default: 5,10,20]")
+    e.add_argument("--batch-size", default=512, type=int, help="sessions evaluated in parallel")
+    e.add_argument("--progress", action="store_true", help="report progress on stderr")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = subparsers.add_parser(
+        "split",
+        help="temporal train/test split of a session file",
+        description="Sessions starting in the last DAYS days form the test set; test items "
+        "unseen in training are dropped, then sessions shorter than 2 (both sides).",
+    )
+    s.add_argument("--data", required=True, help="session file")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--days", default=1.0, type=float, help="test window, days [default: 1]")
+    s.add_argument(
+        "--fraction",
+        default=None,
+        type=float,
+        help="instead of --days: the last fraction of the sessions in file order (untimed data)",
+    )
+    s.add_argument("--format", default="auto", choices=FORMATS, help="layout of --data")
+    s.add_argument("--min-length", default=2, type=int, help="shortest training session kept")
+    s.add_argument(
+        "--by",
+        default="start",
+        choices=("start", "end"),
+        help="a session's time for --days: its first or last event [default: start]",
+    )
+    s.set_defaults(func=cmd_split)
+
+
+def _ks(raw: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(x) for x in raw.split(",") if x.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {raw!r}") from None
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError(f"cut-offs must be positive integers: {raw!r}")
+    return ks
+
+
+def _baselines(raw: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in raw.split(",") if x.strip() and x.strip() != "none")
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}"
+        )
+    return names
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    scorers: list[tuple[str, StepScorer]] = []
+    fit_seconds: dict[str, float] = {}
+    item_index: ItemIndex | None = None
+    if args.model is not None:
+        from .checkpoint import load_scorer  # torch model code only when asked for
+
+        model, item_index = load_scorer(args.model)
+        scorers.append(("gru4rec", model))
+    if args.train is None and (args.baselines or item_index is None):
+        raise LiverecError("--train is needed to fit baselines (or pass --baselines none)")
+    if not args.baselines and item_index is None:
+        raise LiverecError("nothing to evaluate: give --model or some --baselines")
+    test = load_sessions(args.test, fmt=args.format)
+    if args.baselines:
+        train = load_sessions(args.train, fmt=args.format)
+        if item_index is None:
+            item_index = ItemIndex.from_sessions(train)
+        for name in args.baselines:
+            started = time.perf_counter()
+            scorers.append((name, make_baseline(name, train, item_index)))
+            fit_seconds[name] = round(time.perf_counter() - started, 3)
+    assert item_index is not None
+    results: dict[str, dict[str, Any]] = {}
+    for name, scorer in scorers:
+        if args.progress:
+            _log(f"evaluating {name} ...")
+        res: dict[str, Any] = dict(
+            evaluate(
+                scorer,
+                item_index,
+                test,
+                ks=args.k,
+                batch_size=args.batch_size,
+                serving_rules=args.serving_rules,
+                progress=args.progress,
+            )
+        )
+        if name in fit_seconds:
+            res["fit_seconds"] = fit_seconds[name]
+        if name == "gru4rec":
+            res["name"] = scorer.name
+        results[name] = res
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(format_table(results))
+    return 0
+
+
+def _stats(s: Sessions) -> dict[str, int]:
+    return {
+        "sessions": s.n_sessions,
+        "events": s.n_events,
+        "items": len(set(s.items.tolist())),
+    }
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    data_path = Path(args.data)
+    fmt = detect_format(data_path) if args.format == "auto" and data_path.is_file() else args.format
+    sessions = load_sessions(data_path, fmt=fmt)
+    params: dict[str, Any]
+    if args.fraction is not None:
+        train, test = last_fraction(sessions, args.fraction, min_length=args.min_length)
+        params = {"method": "last_fraction", "fraction": args.fraction}
+    else:
+        if not sessions.timed:
+            raise LiverecError(
+                f"{data_path} has no timestamps: split it by file order with --fraction"
+            )
+        train, test = time_split(sessions, args.days, min_length=args.min_length, by=args.by)
+        params = {"method": "time", "days": args.days, "by": args.by}
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LiverecError(f"cannot create {out}: {exc.strerror or exc}") from exc
+    write_sessions(train, out / "train.tsv")
+    write_sessions(test, out / "test.tsv")
+    meta = {
+        "data": str(data_path),
+        "format": fmt,
+        "fingerprint": fingerprint(data_path),
+        **params,
+        "min_length": args.min_length,
+        "input": _stats(sessions),
+        "train": {**_stats(train), "fingerprint": fingerprint(out / "train.tsv")},
+        "test": {
+            **_stats(test),
+            "cases": test.n_events - test.n_sessions,
+            "fingerprint": fingerprint(out / "test.tsv"),
+        },
+    }
+    (out / "split.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(meta, indent=2))
+    return 0
