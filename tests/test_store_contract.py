@@ -360,3 +360,19 @@ async def test_ping_close_and_use_after_close(store: Store) -> None:
     assert await store.ping() is False
     with pytest.raises(StoreUnavailable):
         await store.record_event(ev("e1"))
+
+
+async def test_close_finishes_calls_already_made(durable_url: str) -> None:
+    store = open_store(durable_url, StoreLimits())
+    await store.open()
+    tasks = [asyncio.create_task(store.record_event(ev(f"e{n}"))) for n in range(100)]
+    await asyncio.sleep(0)  # every task has made its call
+    await store.close()
+    assert await asyncio.gather(*tasks) == [True] * 100
+
+    reopened = open_store(durable_url, StoreLimits())
+    await reopened.open()
+    try:
+        assert await reopened.count_events() == 100
+    finally:
+        await reopened.close()

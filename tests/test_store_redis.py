@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from redis.asyncio import Redis
 
-from liverec.errors import StoreUnavailable
+from liverec.errors import StoreError, StoreUnavailable
 from liverec.store import Store, StoreLimits, open_store
 from liverec.types import Event
 
@@ -157,3 +157,23 @@ async def test_open_fails_fast_without_a_server() -> None:
     with pytest.raises(StoreUnavailable):
         await asyncio.wait_for(store.open(), GUARD_S)
     await store.close()
+
+
+async def test_a_failing_call_does_not_fail_calls_sent_with_it(
+    redis_url: str, raw: tuple[Redis, str]
+) -> None:
+    client, p = raw
+    await client.set(f"{p}counters:bad", "not a hash")  # the script's HINCRBY fails: WRONGTYPE
+    store = await opened(redis_url)
+    try:
+        good = [store.record_event(ev(f"e{n}", session=f"s{n}")) for n in range(50)]
+        results = await asyncio.gather(
+            store.record_event(ev("x", user="bad")), *good, return_exceptions=True
+        )
+        assert isinstance(results[0], StoreError) and not isinstance(results[0], StoreUnavailable)
+        assert "WRONGTYPE" in str(results[0])
+        assert results[1:] == [True] * 50
+        with pytest.raises(StoreError, match="WRONGTYPE"):
+            await store.record_events([ev("y", user="bad")])
+    finally:
+        await store.close()

@@ -13,9 +13,11 @@ of events is lost if the Redis host itself crashes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -30,7 +32,6 @@ from redis.exceptions import (
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
-    ResponseError,
 )
 from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
@@ -132,6 +133,7 @@ class RedisStore(Store):
         socket_connect_timeout_s: float = 2.0,
         health_check_interval_s: int = 30,
         max_connections: int = 64,
+        pool_timeout_s: float = 5.0,
     ) -> None:
         super().__init__(limits)
         self.url = mask_url(url or connect_url)
@@ -142,9 +144,17 @@ class RedisStore(Store):
             "socket_connect_timeout": socket_connect_timeout_s,
             "health_check_interval": health_check_interval_s,
             "max_connections": max_connections,
-            "timeout": socket_timeout_s,  # waiting for a free pooled connection
+            "timeout": pool_timeout_s,  # waiting for a free pooled connection
         }
+        self._max_connections = max_connections
+        self._pool_timeout_s = pool_timeout_s
+        # A fair (FIFO) gate in front of the pool: redis-py's blocking pool lets a task
+        # that just released a connection take it again ahead of the waiters, which
+        # starves some of them past any timeout under load.
+        self._gate = asyncio.Semaphore(max_connections)
         self._client: Redis | None = None
+        self._waiting: deque[tuple[list[str], list[str], asyncio.Future[bool]]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
         self._log_key = f"{prefix}log"
 
     @classmethod
@@ -157,6 +167,7 @@ class RedisStore(Store):
             "socket_connect_timeout": ("socket_connect_timeout_s", float),
             "health_check_interval": ("health_check_interval_s", int),
             "max_connections": ("max_connections", int),
+            "pool_timeout": ("pool_timeout_s", float),
         }
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key == "prefix":
@@ -199,14 +210,17 @@ class RedisStore(Store):
         self._client = client
 
     async def close(self) -> None:
+        if self._flusher is not None:  # let calls already made finish first
+            await asyncio.wait([self._flusher])
+            self._flusher = None
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
 
     async def ping(self) -> bool:
         try:
-            with self._errors("ping"):
-                return bool(await self._redis.set(f"{self.prefix}ping", "1", px=10_000))
+            async with self._use("ping") as client:
+                return bool(await client.set(f"{self.prefix}ping", "1", px=10_000))
         except StoreError:
             return False
 
@@ -217,17 +231,17 @@ class RedisStore(Store):
     ) -> tuple[SessionRecord, bool]:
         keys = [self._key("session", session_id), self._key("items", session_id)]
         args = [user_id or "", repr(float(now)), _ms(self.limits.session_ttl_s)]
-        with self._errors("open_session"):
+        async with self._use("open_session") as client:
             existed, owner, created, last_seen, items = await self._eval(
-                self._redis, self._open_script, keys, args
+                client, self._open_script, keys, args
             )
         record = SessionRecord(session_id, owner or None, list(items), float(created))
         record.last_seen = float(last_seen)
         return record, bool(existed)
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
-        with self._errors("get_session"):
-            async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._use("get_session") as client:
+            async with client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(self._key("session", session_id))
                 pipe.lrange(self._key("items", session_id), 0, -1)
                 fields, items = await pipe.execute()
@@ -242,22 +256,33 @@ class RedisStore(Store):
         )
 
     async def record_event(self, event: Event) -> bool:
+        """One script call. Calls made while a round trip is in flight are sent
+        together in the next one (one pipeline), like the embedded group commit."""
         keys, args = self._record_args(event)
-        with self._errors("record_event"):
-            return bool(await self._eval(self._redis, self._record_script, keys, args))
+        if self._client is None:
+            raise StoreUnavailable(f"the store {self.url} is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._waiting.append((keys, args, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush(), name="liverec-redis-record")
+        return await future
 
     async def record_events(self, events: Sequence[Event]) -> list[bool]:
         """Pipelined: PIPELINE_CHUNK script calls per round trip."""
         results: list[bool] = []
-        with self._errors("record_events"):
+        async with self._use("record_events") as client:
             for start in range(0, len(events), PIPELINE_CHUNK):
                 chunk = [self._record_args(e) for e in events[start : start + PIPELINE_CHUNK]]
-                results.extend(await self._record_chunk(chunk))
+                for reply in await self._record_chunk(client, chunk):
+                    if isinstance(reply, Exception):
+                        raise reply
+                    results.append(reply)
         return results
 
     async def get_profile(self, user_id: str) -> Profile:
-        with self._errors("get_profile"):
-            async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._use("get_profile") as client:
+            async with client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(self._key("counters", user_id))
                 pipe.lrange(self._key("recent", user_id), 0, -1)
                 pipe.smembers(self._key("purchases", user_id))
@@ -275,13 +300,13 @@ class RedisStore(Store):
         if limit <= 0:
             return []
         start = "-" if after is None else f"({after}"
-        with self._errors("read_events"):
-            entries: Any = await self._redis.xrange(self._log_key, start, "+", count=limit)
+        async with self._use("read_events") as client:
+            entries: Any = await client.xrange(self._log_key, start, "+", count=limit)
         return [LoggedEvent(str(position), _decode(fields)) for position, fields in entries]
 
     async def count_events(self) -> int:
-        with self._errors("count_events"):
-            return int(await self._redis.xlen(self._log_key))
+        async with self._use("count_events") as client:
+            return int(await client.xlen(self._log_key))
 
     # --- helpers --------------------------------------------------------------
 
@@ -325,23 +350,50 @@ class RedisStore(Store):
         ]
         return keys, args
 
-    async def _record_chunk(self, chunk: list[tuple[list[str], list[str]]]) -> list[bool]:
+    async def _flush(self) -> None:
+        """Send waiting record_event calls, PIPELINE_CHUNK per round trip, until none wait."""
+        while self._waiting:
+            count = min(len(self._waiting), PIPELINE_CHUNK)
+            batch = [self._waiting.popleft() for _ in range(count)]
+            outcomes: list[bool | BaseException]
+            try:
+                async with self._use("record_event") as client:
+                    replies = await self._record_chunk(client, [(k, a) for k, a, _ in batch])
+                outcomes = [self._mapped("record_event", r) for r in replies]
+            except StoreError as exc:
+                outcomes = [exc] * count
+            except BaseException:  # cancelled (loop shutting down): nobody is left to wait
+                failure = StoreUnavailable(f"the store {self.url} was closed while recording")
+                for *_, future in (*batch, *self._waiting):
+                    if not future.done():
+                        future.set_exception(failure)
+                self._waiting.clear()
+                raise
+            for (*_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():  # its caller was cancelled
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    async def _record_chunk(
+        self, client: Redis, chunk: list[tuple[list[str], list[str]]]
+    ) -> list[bool | Exception]:
+        """Replies in order: True/False, or the redis-py error of that call."""
         script = self._record_script
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with client.pipeline(transaction=False) as pipe:
             for keys, args in chunk:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             replies = await pipe.execute(raise_on_error=False)
         if any(isinstance(r, NoScriptError) for r in replies):
             # The server lost its script cache (restart, SCRIPT FLUSH): nothing of the
             # failed calls ran, so load it and run exactly those again, in order.
-            await self._redis.script_load(script.text)
+            await client.script_load(script.text)
             for i, (keys, args) in enumerate(chunk):
                 if isinstance(replies[i], NoScriptError):
-                    replies[i] = await self._eval(self._redis, script, keys, args)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return [bool(r) for r in replies]
+                    replies[i] = await self._eval(client, script, keys, args)
+        return [r if isinstance(r, Exception) else bool(r) for r in replies]
 
     @staticmethod
     async def _eval(client: Redis, script: _Script, keys: list[str], args: list[str]) -> Any:
@@ -350,23 +402,49 @@ class RedisStore(Store):
         except NoScriptError:
             return await client.eval(script.text, len(keys), *keys, *args)  # type: ignore[misc]
 
+    @asynccontextmanager
+    async def _use(self, operation: str) -> AsyncIterator[Redis]:
+        """The client, once a connection slot is free, with errors mapped by `_errors`."""
+        client = self._redis
+        with self._errors(operation):
+            try:
+                async with asyncio.timeout(self._pool_timeout_s):
+                    await self._gate.acquire()
+            except TimeoutError:
+                raise StoreUnavailable(
+                    f"{operation}: all {self._max_connections} connections to Redis at "
+                    f"{self.url} stayed busy for {self._pool_timeout_s} s"
+                ) from None
+            try:
+                yield client
+            finally:
+                self._gate.release()
+
     @contextmanager
     def _errors(self, operation: str) -> Iterator[None]:
-        """Map redis-py errors: unreachable -> StoreUnavailable, the rest -> StoreError."""
+        """Raise redis-py and socket errors as liverec errors (see `_mapped`)."""
         try:
             yield
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"{operation}: Redis at {self.url} unreachable: {exc}") from exc
-        except (ReadOnlyError, OutOfMemoryError) as exc:
-            raise StoreUnavailable(
-                f"{operation}: Redis at {self.url} refuses writes: {exc}"
-            ) from exc
-        except ResponseError as exc:
-            if str(exc).startswith("MISCONF"):  # persistence failing: writes refused
-                raise StoreUnavailable(f"{operation}: Redis at {self.url}: {exc}") from exc
-            raise StoreError(f"{operation}: Redis at {self.url}: {exc}") from exc
-        except RedisError as exc:
-            raise StoreError(f"{operation}: Redis at {self.url}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise self._mapped(operation, exc) from exc
+
+    def _mapped(self, operation: str, reply: Any) -> Any:
+        """A redis-py error as a liverec error: unreachable or refusing writes ->
+        StoreUnavailable, anything else -> StoreError. Other values pass through."""
+        if not isinstance(reply, RedisError | OSError):
+            return reply
+        where = f"{operation}: Redis at {self.url}"
+        error: StoreError
+        if isinstance(reply, RedisConnectionError | RedisTimeoutError | OSError):
+            error = StoreUnavailable(f"{where} unreachable: {reply}")
+        elif isinstance(reply, ReadOnlyError | OutOfMemoryError) or str(reply).startswith(
+            "MISCONF"  # persistence is failing: Redis refuses writes
+        ):
+            error = StoreUnavailable(f"{where} refuses writes: {reply}")
+        else:
+            error = StoreError(f"{where}: {reply}")
+        error.__cause__ = reply
+        return error
 
 
 def _ms(seconds: float | None) -> str:
