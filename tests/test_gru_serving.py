@@ -1,0 +1,179 @@
+"""GRU4Rec serving: per-session state, micro-batching, rules, fallback, hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from liverec.model.checkpoint import load_checkpoint
+from liverec.model.data import Sessions
+from liverec.model.gru4rec import GRU4RecConfig
+from liverec.model.train import TrainConfig, train
+from liverec.recommend.base import RecContext
+from liverec.recommend.gru import CURRENT, GRURecommender
+from liverec.recommend.online import OnlineRecommender
+
+from .servers import LiverecServer
+from .wsclient import Client
+
+
+def synthetic_sessions(n_sessions: int = 400, seed: int = 0) -> Sessions:
+    """Sessions that walk chains c0 -> c1 -> ... of 8 related items in 6 families."""
+    rng = random.Random(seed)
+    sessions = []
+    for _ in range(n_sessions):
+        fam = rng.randrange(6)
+        start = rng.randrange(4)
+        length = rng.randint(2, 5)
+        sessions.append([f"f{fam}-{(start + j) % 8}" for j in range(length)])
+    return Sessions.from_lists(sessions)
+
+
+def small_config(seed: int = 1) -> TrainConfig:
+    return TrainConfig(
+        model=GRU4RecConfig(layers=(24,), dropout_p_embed=0.0, dropout_p_hidden=0.0),
+        loss="cross-entropy",
+        n_sample=8,
+        batch_size=16,
+        n_epochs=4,
+        learning_rate=0.1,
+        momentum=0.0,
+        seed=seed,
+        threads=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gru") / "m1"
+    train(synthetic_sessions(), small_config(), out_dir=out, progress=False)
+    return out
+
+
+def exact_top(model_dir: Path, items: list[str], k: int, blocked: set[str]) -> list[str]:
+    model, _, index, _ = load_checkpoint(model_dir)
+    with torch.inference_mode():
+        h = model.init_hidden(1)
+        for it in items:
+            scores, h = model(torch.tensor([index.index[it]]), h)
+    order = torch.argsort(scores[0], descending=True).tolist()
+    return [index.ids[i] for i in order if index.ids[i] not in blocked][:k]
+
+
+def ctx(sid: str, items: list[str], k: int = 5, exclude: set[str] | None = None) -> RecContext:
+    return RecContext(
+        sid, list(items), k, current_item=items[-1] if items else None, exclude=exclude or set()
+    )
+
+
+@pytest.mark.parametrize("quantize", [True, False], ids=["int8+rescore", "fp32"])
+async def test_lists_equal_exact_scoring_and_step_equals_replay(
+    checkpoint: Path, quantize: bool
+) -> None:
+    rec = GRURecommender(checkpoint, OnlineRecommender(), quantize=quantize, poll_s=None)
+    seq = ["f1-0", "f1-1", "f1-2", "f2-5"]
+    try:
+        for n in range(1, len(seq) + 1):  # one event at a time: one GRU step each
+            got = await rec.recommend(ctx("s", seq[:n]))
+            want = exact_top(checkpoint, seq[:n], 5, {seq[n - 1]})
+            assert [r.item_id for r in got.items] == want
+            assert got.model == rec.version and got.model.startswith("gru4rec-")
+        # a fresh recommender (another process) rebuilds the same state from the sequence
+        other = GRURecommender(checkpoint, OnlineRecommender(), quantize=quantize, poll_s=None)
+        again = await other.recommend(ctx("s", seq))
+        assert again.items == got.items
+        await other.close()
+    finally:
+        await rec.close()
+
+
+async def test_rules_and_fallbacks(checkpoint: Path) -> None:
+    online = OnlineRecommender()
+    rec = GRURecommender(checkpoint, online, poll_s=None)
+    try:
+        got = await rec.recommend(ctx("a", ["f3-1"], k=8, exclude={"f3-2", "f3-3"}))
+        ids = [r.item_id for r in got.items]
+        assert len(ids) == len(set(ids)) == 8
+        assert not {"f3-1", "f3-2", "f3-3"} & set(ids)
+        # empty session and unknown current item: the online recommender answers
+        assert (await rec.recommend(ctx("b", []))).model == "online"
+        assert (await rec.recommend(ctx("c", ["f3-1", "brand-new"]))).model == "online"
+        # k larger than the catalog: every allowed item once
+        many = await rec.recommend(ctx("d", ["f0-0"], k=100))
+        assert len({r.item_id for r in many.items}) == len(many.items) >= 47
+    finally:
+        await rec.close()
+
+
+async def test_concurrent_sessions_are_micro_batched(checkpoint: Path) -> None:
+    rec = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None)
+    await rec.start()
+    try:
+        seqs = [[f"f{i % 6}-{j % 8}" for j in range(i % 4 + 1)] for i in range(60)]
+        results = await asyncio.gather(
+            *(rec.recommend(ctx(f"s{i}", s)) for i, s in enumerate(seqs))
+        )
+        assert rec.stats()["mean_batch"] > 1.0
+        for seq, got in zip(seqs[:10], results[:10], strict=False):
+            assert [r.item_id for r in got.items] == exact_top(checkpoint, seq, 5, {seq[-1]})
+    finally:
+        await rec.close()
+
+
+async def test_hot_reload_from_registry_and_broken_checkpoint(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    registry = tmp_path / "models"
+    shutil.copytree(checkpoint, registry / "v1")
+    (registry / CURRENT).write_text("v1\n")
+    rec = GRURecommender(registry, OnlineRecommender(), poll_s=0.05)
+    await rec.start()
+    try:
+        first = rec.version
+        await rec.recommend(ctx("s", ["f1-0", "f1-1"]))
+        train(
+            synthetic_sessions(seed=5),
+            small_config(seed=9),
+            out_dir=registry / "v2",
+            progress=False,
+        )
+        (registry / CURRENT).write_text("v2\n")
+        for _ in range(100):
+            if rec.version != first:
+                break
+            await asyncio.sleep(0.05)
+        assert rec.version != first
+        got = await rec.recommend(ctx("s", ["f1-0", "f1-1", "f1-2"]))
+        assert got.model == rec.version
+        # a broken checkpoint is not loaded; the served model stays
+        (registry / "v3").mkdir()
+        (registry / "v3" / "meta.json").write_text(json.dumps({"format_version": 99}))
+        (registry / "v3" / "model.safetensors").write_bytes(b"junk")
+        (registry / CURRENT).write_text("v3\n")
+        assert await rec.reload() is False
+        assert (await rec.recommend(ctx("s", ["f1-3"]))).model == rec.version
+    finally:
+        await rec.close()
+
+
+async def test_server_serves_the_model_over_the_socket(checkpoint: Path) -> None:
+    server = LiverecServer("memory://", model_path=str(checkpoint)).start()
+    try:
+        async with await Client.open(server.ws_url) as c:
+            welcome, recs = await c.hello(k=4)
+            assert welcome["model"].startswith("gru4rec-")
+            assert recs["model"] == "online"  # empty session: cold start from the fallback
+            _, recs = await c.event("f2-3")
+            assert recs["model"] == welcome["model"]
+            ids = [r["item_id"] for r in recs["items"]]
+            assert ids == exact_top(checkpoint, ["f2-3"], 4, {"f2-3"})
+            assert np.all(np.diff([r["score"] for r in recs["items"]]) <= 1e-6)
+    finally:
+        server.stop()
