@@ -42,7 +42,7 @@ import heapq
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from types import MappingProxyType
@@ -51,7 +51,7 @@ from typing import Final
 from ..config import Settings
 from ..errors import ConfigError
 from ..types import Event, Rec
-from .base import RecContext, RecList, Recommender, apply_rules
+from .base import RecContext, RecList, Recommender, apply_rules, blocked_items
 
 DEFAULT_ACTION_WEIGHTS: Final[Mapping[str, float]] = MappingProxyType(
     {
@@ -66,6 +66,10 @@ DEFAULT_ACTION_WEIGHTS: Final[Mapping[str, float]] = MappingProxyType(
 LOW_RATING: Final = 2.0  # on a 1..5 scale, ratings <= this are "low"
 _MAX_EXPONENT: Final = 300.0  # exp(300) ~ 1e130, far from overflow (exp(709))
 _by_score = itemgetter(1)
+
+
+def _pop_of(kv: tuple[str, _Item]) -> float:
+    return kv[1].pop
 
 
 class _Decay:
@@ -333,10 +337,11 @@ class OnlineRecommender(Recommender):
         if ctx.k <= 0:
             return []
         low = {i for i, r in ctx.ratings.items() if r <= LOW_RATING}
-        blocked = len(ctx.exclude) + 1
-        cooc = self._cooc_candidates(ctx.items, low, ctx.k + blocked + len(low))
-        limit = ctx.k + blocked + len(low) + len(cooc)
-        return apply_rules(self._ranked(cooc, low, limit), ctx, self.knows)
+        blocked = blocked_items(ctx)
+        cooc = self._cooc_candidates(ctx.items, low, ctx.k + len(blocked) + len(low))
+        # enough popular items for k allowed ones, even if every candidate repeats
+        ranked = self._ranked(cooc, low, blocked, ctx.k + len(low) + len(cooc))
+        return apply_rules(ranked, ctx, self.knows)
 
     def knows(self, item_id: str) -> bool:
         return item_id in self._items
@@ -375,7 +380,7 @@ class OnlineRecommender(Recommender):
         return heapq.nlargest(limit, scores.items(), key=_by_score)
 
     def _ranked(
-        self, cooc: list[tuple[str, float]], low: set[str], limit: int
+        self, cooc: list[tuple[str, float]], low: set[str], blocked: set[str], limit: int
     ) -> Iterator[tuple[str, float]]:
         """Co-occurrence candidates, then popular items; low-rated items last."""
         demoted: list[tuple[str, float]] = []
@@ -384,18 +389,19 @@ class OnlineRecommender(Recommender):
                 demoted.append((item, score))
             else:
                 yield item, score
-        for item, score in self.popular_iter(limit):
+        for item, score in self.popular_iter(limit, blocked):
             if item in low:
                 demoted.append((item, score))
             else:
                 yield item, score
         yield from demoted
 
-    def popular_iter(self, limit: int) -> Iterator[tuple[str, float]]:
-        """Known items by decayed popularity, best first (at least `limit` of them).
+    def popular_iter(self, limit: int, skip: Container[str] = ()) -> Iterator[tuple[str, float]]:
+        """Known items by decayed popularity, best first.
 
-        Usually served from the top set; only when a caller reads past it (huge
-        exclusion lists) does this scan every item once."""
+        Yields the top set (hundreds of items, `skip` not applied), then, only if the
+        caller reads past it (huge exclusion lists), the best `limit` items outside
+        it and outside `skip`, found by one scan of every item."""
         now = self._clock()
         f = self._pop.to_now(now)
         ranked = self._top.ranked(now, self.popular_refresh_s)
@@ -404,10 +410,9 @@ class OnlineRecommender(Recommender):
         if len(ranked) >= len(self._items):
             return
         done = {item for item, _ in ranked}
-        rest = heapq.nlargest(limit + len(done), self._items.items(), key=lambda kv: kv[1].pop)
-        for item, state in rest:
-            if item not in done:
-                yield item, state.pop * f
+        rest = (kv for kv in self._items.items() if kv[0] not in done and kv[0] not in skip)
+        for item, state in heapq.nlargest(limit, rest, key=_pop_of):
+            yield item, state.pop * f
 
     # --- introspection
 
