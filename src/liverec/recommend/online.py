@@ -350,9 +350,10 @@ class OnlineRecommender(Recommender):
         self, seq: Sequence[str], low: set[str], limit: int
     ) -> list[tuple[str, float]]:
         """Co-occurrence candidates of the session's recent items, best first."""
-        items = self._items
+        get = self._items.get
         beta = self.beta
         scores: dict[str, float] = {}
+        score_of = scores.get
         seen: set[str] = set()
         j = 0
         for a in reversed(seq):
@@ -363,18 +364,15 @@ class OnlineRecommender(Recommender):
             seen.add(a)
             if a in low:  # a disliked item says nothing about what the user wants
                 continue
-            src = items.get(a)
+            src = get(a)
             j += 1
             if src is None or not src.nbrs or src.occ <= 0.0:
                 continue
             ra = 1.0 / (j * src.occ ** (1.0 - beta))
-            get = items.get
             for b, c in src.nbrs.items():
                 nb = get(b)
-                if nb is None or nb.occ <= 0.0:
-                    continue
-                s = ra * c / nb.occ**beta
-                scores[b] = scores.get(b, 0.0) + s
+                if nb is not None and nb.occ > 0.0:
+                    scores[b] = score_of(b, 0.0) + ra * c / nb.occ**beta
         if len(scores) <= limit:
             return sorted(scores.items(), key=_by_score, reverse=True)
         return heapq.nlargest(limit, scores.items(), key=_by_score)
