@@ -1,8 +1,8 @@
 """The Redis store: profiles, sessions and the event log in one Redis server.
 
 Owns: the Redis key layout, the Lua scripts that record an event and open a
-session atomically in one round trip, URL options, and mapping redis-py errors to
-the liverec error tree. Key layout and durability are described in docs/storage.md.
+session atomically in one round trip, sending concurrent record_event calls in one
+pipeline, URL options, and mapping redis-py errors to the liverec error tree. Key layout and durability are described in docs/storage.md.
 
 Single-node Redis only: the record script touches keys of a session, of a user and
 the global event log in one call, which Redis Cluster cannot route to one slot.
@@ -235,8 +235,9 @@ class RedisStore(Store):
             existed, owner, created, last_seen, items = await self._eval(
                 client, self._open_script, keys, args
             )
-        record = SessionRecord(session_id, owner or None, list(items), float(created))
-        record.last_seen = float(last_seen)
+        record = SessionRecord(
+            session_id, owner or None, list(items), float(created), float(last_seen)
+        )
         return record, bool(existed)
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
