@@ -2,7 +2,8 @@
 
 Owns: the Redis key layout, the Lua scripts that record an event and open a
 session atomically in one round trip, sending concurrent record_event calls in one
-pipeline, URL options, and mapping redis-py errors to the liverec error tree. Key layout and durability are described in docs/storage.md.
+pipeline, URL options, and mapping redis-py errors to the liverec error tree. Key
+layout and durability are described in docs/storage.md.
 
 Single-node Redis only: the record script touches keys of a session, of a user and
 the global event log in one call, which Redis Cluster cannot route to one slot.
