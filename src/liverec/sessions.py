@@ -48,6 +48,34 @@ APPLIED_IDS_KEPT = 512  # event ids remembered per live session for in-memory de
 FLUSH_ON_CLOSE_S = 1.0  # how long queued frames may take to go out before a close
 
 
+class CatalogView(Protocol):
+    """What the session manager needs from the catalog (see catalog.py)."""
+
+    def is_available(self, item_id: str) -> bool:
+        """False for out-of-stock and removed items: they are never recommended."""
+
+    def describe(self, item_ids: list[str]) -> list[dict[str, Any]] | None:
+        """Metadata for the widget, one dict per item (same order), or None."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """What listeners (the live feed, metrics) hear about each handled frame."""
+
+    kind: str  # "open" | "event" | "close"
+    session_id: str
+    at: float  # epoch seconds
+    event: Event | None = None
+    recs: RecList | None = None
+    latency_s: float | None = None
+    placement: str | None = None
+    acked: bool = True
+    duplicate: bool = False
+
+
+Listener = Callable[[FeedEntry], None]
+
+
 class Transport(Protocol):
     """What the session manager needs from a WebSocket."""
 
@@ -202,8 +230,13 @@ class SessionManager:
         recommender: Recommender,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        catalog: CatalogView | None = None,
     ) -> None:
         self.settings = settings
+        self.catalog = catalog
+        # Called synchronously on the event loop after each frame; must be cheap and
+        # must not raise (the feed puts entries on bounded queues).
+        self.listeners: list[Listener] = []
         self.store = store
         self.recommender = recommender
         self.metrics = metrics or Metrics()
@@ -243,6 +276,8 @@ class SessionManager:
 
     def _release(self, conn: Connection) -> None:
         live = conn.session
+        if live is not None and self.listeners:
+            self._notify(FeedEntry("close", live.session_id, self.clock()))
         if live is not None:
             live.connections -= 1
             if live.connections <= 0:
@@ -316,7 +351,8 @@ class SessionManager:
         conn.push(protocol.welcome(session_id, resumed, self.recommender.version))
         current = live.items[-1] if live.items else None
         recs = await self._recommend(live, conn.k, current, conn.placement)
-        conn.push(protocol.recs(session_id, None, recs.items, recs.model))
+        conn.push(self.recs_frame(session_id, None, recs))
+        self._notify(FeedEntry("open", session_id, now, recs=recs, placement=conn.placement))
 
     async def _load_profile(self, live: LiveSession, user_id: str) -> None:
         try:
@@ -364,21 +400,36 @@ class SessionManager:
             )
         conn.limited = 0
         live = conn.session
-        acked, duplicate = await self.apply_event(live, msg, conn.user_id)
+        event, acked, duplicate = await self.apply_event(live, msg, conn.user_id)
         if acked:
             conn.push(protocol.ack(msg.id, duplicate))
         else:
             self._error(conn, "store_unavailable", "event not recorded; send it again", msg.id)
         recs = await self._recommend(live, conn.k, msg.item_id, conn.placement)
-        conn.push(protocol.recs(live.session_id, msg.id, recs.items, recs.model))
-        self.metrics.recs_latency.observe(time.perf_counter() - started, recs.model)
+        conn.push(self.recs_frame(live.session_id, msg.id, recs))
+        latency = time.perf_counter() - started
+        self.metrics.recs_latency.observe(latency, recs.model)
+        if self.listeners:
+            self._notify(
+                FeedEntry(
+                    "event",
+                    live.session_id,
+                    event.ts,
+                    event,
+                    recs,
+                    latency,
+                    conn.placement,
+                    acked,
+                    duplicate,
+                )
+            )
 
     # --- shared with the HTTP API ------------------------------------------------------
 
     async def apply_event(
         self, live: LiveSession, msg: protocol.EventMsg, user_id: str | None
-    ) -> tuple[bool, bool]:
-        """Record and apply one event; returns (acked, duplicate)."""
+    ) -> tuple[Event, bool, bool]:
+        """Record and apply one event; returns (event, acked, duplicate)."""
         event = Event(
             id=msg.id,
             session_id=live.session_id,
@@ -407,7 +458,7 @@ class SessionManager:
             self.metrics.events.inc(event.action)
         elif duplicate:
             self.metrics.duplicates.inc()
-        return stored, duplicate
+        return event, stored, duplicate
 
     async def open_transient(
         self, session_id: str, user_id: str | None, create: bool
@@ -450,10 +501,28 @@ class SessionManager:
             ratings=live.ratings,
             placement=placement,
             position=live.position,
+            available=self.catalog.is_available if self.catalog is not None else None,
         )
         return await self.recommender.recommend(ctx)
 
     # --- helpers ----------------------------------------------------------------------
+
+    def recs_frame(self, session_id: str, for_event: str | None, recs: RecList) -> dict[str, Any]:
+        """A recs frame; with a catalog, each item carries the widget's metadata."""
+        frame = protocol.recs(session_id, for_event, recs.items, recs.model)
+        if self.catalog is not None and recs.items:
+            meta = self.catalog.describe([r.item_id for r in recs.items])
+            if meta is not None:
+                for entry, extra in zip(frame["items"], meta, strict=True):
+                    entry.update(extra)
+        return frame
+
+    def _notify(self, entry: FeedEntry) -> None:
+        for listener in self.listeners:
+            try:
+                listener(entry)
+            except Exception:  # a listener must never break the event path
+                log.exception("feed listener failed")
 
     def _error(self, conn: Connection, code: str, message: str, ref: str | None = None) -> None:
         self.metrics.errors.inc(code)

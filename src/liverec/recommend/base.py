@@ -26,6 +26,8 @@ class RecContext:
     exclude: set[str] = field(default_factory=set)  # e.g. purchased items
     ratings: dict[str, float] = field(default_factory=dict)  # the user's ratings, if any
     placement: str | None = None
+    # Catalog availability (in stock, not removed); None: every known item is available.
+    available: Callable[[str], bool] | None = None
     # How many items the session has taken in total (items may be a bounded tail);
     # lets a stateful recommender tell which items it has not consumed yet.
     position: int = -1
@@ -87,7 +89,7 @@ def apply_rules(
     ctx: RecContext,
     is_known: Callable[[str], bool] | None = None,
 ) -> list[Rec]:
-    """Filter candidates (best first) to k unique, allowed, known items."""
+    """Filter candidates (best first) to k unique, allowed, known, available items."""
     blocked = blocked_items(ctx)
     out: list[Rec] = []
     seen: set[str] = set()
@@ -95,6 +97,8 @@ def apply_rules(
         if item in blocked or item in seen:
             continue
         if is_known is not None and not is_known(item):
+            continue
+        if ctx.available is not None and not ctx.available(item):
             continue
         seen.add(item)
         out.append(Rec(item, float(score)))

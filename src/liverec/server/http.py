@@ -116,7 +116,7 @@ async def post_events(request: Request) -> Response:
         failed: list[str] = []
         duplicates: list[str] = []
         for msg in events:
-            acked, duplicate = await manager.apply_event(live, msg, user_id)
+            _, acked, duplicate = await manager.apply_event(live, msg, user_id)
             (acks if acked else failed).append(msg.id)
             if duplicate:
                 duplicates.append(msg.id)
@@ -128,7 +128,7 @@ async def post_events(request: Request) -> Response:
         "acked": acks,
         "duplicates": duplicates,
         "not_recorded": failed,
-        "recs": protocol.recs(session_id, events[-1].id, recs.items, recs.model),
+        "recs": manager.recs_frame(session_id, events[-1].id, recs),
     }
     return JSONResponse(body_out, status_code=503 if failed else 200)
 
@@ -152,7 +152,7 @@ async def get_recommendations(request: Request) -> Response:
         recs = await manager.recommend_for(live, k)
     except (ProtocolError, Forbidden, StoreUnavailable) as exc:
         return _status_for(exc)
-    frame = protocol.recs(live.session_id, None, recs.items, recs.model)
+    frame = manager.recs_frame(live.session_id, None, recs)
     return JSONResponse(frame)
 
 
