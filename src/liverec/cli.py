@@ -112,12 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--store", default=None, help="store URL (default LIVEREC_STORE_URL)")
     e.add_argument("--out", required=True, help="output file (.jsonl or .jsonl.gz)")
     e.set_defaults(func=_export_events)
-    try:
-        from .model import commands
-    except ImportError:  # pragma: no cover - model extras missing
-        commands = None  # type: ignore[assignment]
-    if commands is not None:
-        commands.register(sub)
+    from .model.commands import register as register_model_commands
+
+    register_model_commands(sub)
     return parser
 
 
