@@ -62,4 +62,4 @@ def _open_text(path: Path, gz: bool) -> IO[str]:
     # Blocking file I/O is fine here: export runs in the CLI, not in the server.
     if gz:
         return gzip.open(path, "wt", encoding="utf-8")
-    return open(path, "w", encoding="utf-8")  # noqa: SIM115 - the caller closes it
+    return open(path, "w", encoding="utf-8")  # the caller closes it
