@@ -1,8 +1,9 @@
-"""The offline model subcommands of `liverec`: `evaluate` and `split`.
+"""The offline model subcommands of `liverec`: `train`, `evaluate` and `split`.
 
 Owns: their flags, what they print and what they write. Other tools script
 against these, so the contract is fixed:
 
+    liverec train --data FILE --out DIR [--format FMT] [--preset NAME] [--set KEY=VALUE ...]
     liverec evaluate [--model DIR] --train FILE --test FILE [--baselines pop,iknn,vsknn,markov]
                      [--json] [--serving-rules] [--format FMT] [--k 5,10,20]
     liverec split --data FILE --out DIR [--days 1 | --fraction F] [--format FMT]
@@ -42,7 +43,33 @@ from .split import last_fraction, time_split
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `evaluate` and `split` to the `liverec` command."""
+    """Add `train`, `evaluate` and `split` to the `liverec` command."""
+    t = subparsers.add_parser(
+        "train",
+        help="train a GRU4Rec session model",
+        description="Train GRU4Rec (session-parallel mini-batches, sampled negatives) on a "
+        "session file and write a checkpoint directory (model.safetensors + meta.json). "
+        "Defaults are the tuned Diginetica parameters; --preset rsc15 gives the "
+        "YooChoose ones; --set overrides single parameters.",
+    )
+    t.add_argument("--data", required=True, help="training session file")
+    t.add_argument("--out", required=True, help="checkpoint directory to write")
+    t.add_argument("--format", default="auto", choices=FORMATS, help="layout of --data")
+    t.add_argument("--preset", default="diginetica", help="parameter preset [diginetica]")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter, e.g. --set n_epochs=3 --set model.layers=100",
+    )
+    t.add_argument("--epochs", type=int, default=None, help="shorthand for --set n_epochs=N")
+    t.add_argument("--parent", default=None, help="version of the model this one refines")
+    t.add_argument("--test", default=None, help="evaluate on this file after each epoch")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
     e = subparsers.add_parser(
         "evaluate",
         help="offline next-item evaluation of a model and baselines",
@@ -93,6 +120,80 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a session's time for --days: its first or last event [default: start]",
     )
     s.set_defaults(func=cmd_split)
+
+
+def _override(config: Any, key: str, raw: str) -> Any:
+    """config with one dotted field replaced by `raw` parsed as that field's type."""
+    import dataclasses
+
+    head, _, rest = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    if head not in fields:
+        raise LiverecError(f"unknown parameter {key!r}; known: {', '.join(sorted(fields))}")
+    current = getattr(config, head)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise LiverecError(f"{head!r} has no sub-parameters")
+        return dataclasses.replace(config, **{head: _override(current, rest, raw)})
+    value: Any
+    try:
+        if isinstance(current, bool):
+            value = raw.lower() in ("1", "true", "yes", "on")
+        elif isinstance(current, int):
+            value = int(raw)
+        elif isinstance(current, float):
+            value = float(raw)
+        elif isinstance(current, tuple):
+            value = tuple(int(x) for x in raw.split(",") if x.strip())
+        else:
+            value = raw
+    except ValueError:
+        raise LiverecError(f"cannot parse {raw!r} for {key!r}") from None
+    return dataclasses.replace(config, **{head: value})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import get_preset, train
+
+    try:
+        config = get_preset(args.preset)
+    except ValueError as exc:
+        raise LiverecError(str(exc)) from None
+    for item in args.overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise LiverecError(f"--set needs KEY=VALUE, got {item!r}")
+        config = _override(config, key.strip(), raw.strip())
+    if args.epochs is not None:
+        config = _override(config, "n_epochs", str(args.epochs))
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise LiverecError(f"invalid parameters: {exc}") from None
+    sessions = load_sessions(args.data, fmt=args.format)
+    _log(f"training on {sessions.n_events} events in {sessions.n_sessions} sessions")
+    item_index = ItemIndex.from_sessions(sessions)
+    eval_fn = None
+    if args.test:
+        from .checkpoint import GRUScorer
+
+        test = load_sessions(args.test, fmt=args.format)
+
+        def eval_fn(model: Any) -> dict[str, float]:
+            res = evaluate(GRUScorer(model), item_index, test, ks=(20,))
+            return {"recall@20": float(res["recall@20"]), "mrr@20": float(res["mrr@20"])}
+
+    result = train(
+        sessions,
+        config,
+        Path(args.out),
+        item_index=item_index,
+        parent=args.parent,
+        progress=not args.quiet,
+        eval_fn=eval_fn,
+    )
+    _log(f"wrote {args.out} ({result.seconds:.1f} s)")
+    return 0
 
 
 def _ks(raw: str) -> tuple[int, ...]:
