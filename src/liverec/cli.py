@@ -70,7 +70,8 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1,
         log_level=settings.log_level,
         lifespan="on",
-        proxy_headers=False,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
     )
     server = uvicorn.Server(config)
     asyncio.run(server.serve())

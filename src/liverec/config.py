@@ -55,6 +55,17 @@ class Settings:
     events_burst: int = _s(100, "token bucket size: events a connection may send at once")
     outbound_queue: int = _s(32, "frames queued per connection before the slow-client policy")
     max_connections: int = _s(10000, "open WebSocket connections in total (1013 above)")
+    max_connections_per_address: int = _s(
+        256, "open WebSocket connections from one client address (1013 above)"
+    )
+    address_events_per_s: float = _s(
+        500.0, "sustained events per second from one client address, all its connections"
+    )
+    address_events_burst: int = _s(1000, "token bucket size per client address")
+    max_tracked_addresses: int = _s(100_000, "client addresses whose rates are tracked (LRU)")
+    trusted_proxies: tuple[str, ...] = _s(
+        (), "proxy addresses whose X-Forwarded-For names the client (comma list)"
+    )
     # --- liveness
     ping_interval_s: float | None = _s(20.0, "server heartbeat ping interval, seconds")
     ping_timeout_s: float | None = _s(20.0, "close a connection whose ping is unanswered, seconds")
@@ -91,6 +102,12 @@ class Settings:
             problems.append("outbound_queue must be at least 2")
         if self.events_per_s <= 0 or self.events_burst < 1:
             problems.append("events_per_s must be > 0 and events_burst >= 1")
+        if self.address_events_per_s <= 0 or self.address_events_burst < 1:
+            problems.append("address_events_per_s must be > 0 and address_events_burst >= 1")
+        if self.max_connections < 1 or self.max_connections_per_address < 1:
+            problems.append("max_connections and max_connections_per_address must be >= 1")
+        if self.max_tracked_addresses < 1:
+            problems.append("max_tracked_addresses must be >= 1")
         if not 0 < self.port < 65536 and self.port != 0:
             problems.append("port must be in 0..65535")
         if problems:

@@ -195,7 +195,10 @@ def _opt_number(obj: dict[Any, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProtocolError("bad_field", f"{name!r} must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        raise ProtocolError("bad_field", f"{name!r} is out of range") from None
     if not math.isfinite(number):
         raise ProtocolError("bad_field", f"{name!r} must be finite")
     return number

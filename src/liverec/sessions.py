@@ -20,7 +20,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -165,6 +165,7 @@ class Connection:
     """One WebSocket after the upgrade."""
 
     __slots__ = (
+        "address",
         "bucket",
         "closing",
         "encoding",
@@ -179,8 +180,11 @@ class Connection:
         "writer",
     )
 
-    def __init__(self, transport: Transport, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, transport: Transport, settings: Settings, metrics: Metrics, address: str
+    ) -> None:
         self.transport = transport
+        self.address = address
         self.encoding: protocol.Encoding = "json"
         self.outbox = Outbox(settings.outbound_queue, lambda: metrics.dropped_frames.inc())
         self.writer: asyncio.Task[None] | None = None
@@ -246,18 +250,43 @@ class SessionManager:
         )
         self.sessions: dict[str, LiveSession] = {}
         self.connections: set[Connection] = set()
+        self.address_connections: dict[str, int] = {}
+        self.address_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.accepting = True
         self.store_ok = True
 
     # --- connection life -----------------------------------------------------------
 
-    def has_capacity(self) -> bool:
-        return self.accepting and len(self.connections) < self.settings.max_connections
+    def refusal(self, address: str) -> str | None:
+        """Why a new connection from `address` is refused now, or None to admit it."""
+        if not self.accepting:
+            return "server shutting down"
+        if len(self.connections) >= self.settings.max_connections:
+            return "server at capacity"
+        if self.address_connections.get(address, 0) >= self.settings.max_connections_per_address:
+            return "too many connections from this address"
+        return None
 
-    async def serve(self, transport: Transport) -> None:
+    def address_allows(self, address: str, events: int = 1) -> bool:
+        """Take `events` tokens from the address's bucket (shared by its connections)."""
+        now = time.monotonic()
+        bucket = self.address_buckets.get(address)
+        if bucket is None:
+            bucket = TokenBucket(
+                self.settings.address_events_per_s, self.settings.address_events_burst, now
+            )
+            self.address_buckets[address] = bucket
+            if len(self.address_buckets) > self.settings.max_tracked_addresses:
+                self.address_buckets.popitem(last=False)
+        else:
+            self.address_buckets.move_to_end(address)
+        return all(bucket.take(now) for _ in range(events))
+
+    async def serve(self, transport: Transport, address: str = "") -> None:
         """Run one connection until the peer leaves; raises Abuse subclasses on abuse."""
-        conn = Connection(transport, self.settings, self.metrics)
+        conn = Connection(transport, self.settings, self.metrics, address)
         self.connections.add(conn)
+        self.address_connections[address] = self.address_connections.get(address, 0) + 1
         self.metrics.connections.inc()
         self.metrics.connections_open += 1
         try:
@@ -271,6 +300,11 @@ class SessionManager:
         finally:
             conn.cancel_writer()
             self.connections.discard(conn)
+            left = self.address_connections.get(address, 1) - 1
+            if left > 0:
+                self.address_connections[address] = left
+            else:
+                self.address_connections.pop(address, None)
             self.metrics.connections_open -= 1
             self._release(conn)
 
@@ -389,7 +423,7 @@ class SessionManager:
 
     async def _on_event(self, conn: Connection, msg: protocol.EventMsg, started: float) -> None:
         assert conn.session is not None and conn.bucket is not None
-        if not conn.bucket.take(time.monotonic()):
+        if not conn.bucket.take(time.monotonic()) or not self.address_allows(conn.address):
             conn.limited += 1
             if conn.limited > self.settings.events_burst:
                 raise RateLimited("event rate limit exceeded repeatedly")

@@ -103,6 +103,12 @@ async def post_events(request: Request) -> Response:
             if not isinstance(item, dict):
                 raise ProtocolError("bad_frame", "every event must be an object")
             events.append(protocol.parse_event(item, limits))
+        address = request.client.host if request.client is not None else ""
+        if not manager.address_allows(address, len(events)):
+            manager.metrics.errors.inc("rate_limited")
+            return error_response(
+                429, "rate_limited", "too many events from this address; send them later"
+            )
         raw_sid = obj.get("session_id")
         session_id = (
             secrets.token_urlsafe(16)

@@ -80,14 +80,16 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         manager.metrics.closes.inc("403")
         await ws.close(CLOSE_POLICY, "origin not allowed")  # before accept: HTTP 403
         return
+    address = ws.client.host if ws.client is not None else ""
     await ws.accept()
-    if not manager.has_capacity():
+    refusal = manager.refusal(address)
+    if refusal is not None:
         manager.metrics.closes.inc(str(CLOSE_TRY_LATER))
-        await ws.close(CLOSE_TRY_LATER, "server at capacity")
+        await ws.close(CLOSE_TRY_LATER, refusal)
         return
     code, reason = CLOSE_NORMAL, ""
     try:
-        await manager.serve(StarletteTransport(ws))
+        await manager.serve(StarletteTransport(ws), address)
     except WebSocketDisconnect:
         return
     except Exception as exc:
