@@ -397,9 +397,10 @@ class OnlineRecommender(Recommender):
     def popular_iter(self, limit: int, skip: Container[str] = ()) -> Iterator[tuple[str, float]]:
         """Known items by decayed popularity, best first.
 
-        Yields the top set (hundreds of items, `skip` not applied), then, only if the
-        caller reads past it (huge exclusion lists), the best `limit` items outside
-        it and outside `skip`, found by one scan of every item."""
+        Yields the top set (`popular_size` to twice that, `skip` not applied), then,
+        only if the caller reads past it, the best `limit` items outside it and
+        outside `skip`, found by one scan of every item: O(items), ~0.1 s at 100k
+        items. Only an exclusion list covering most of the top set gets there."""
         now = self._clock()
         f = self._pop.to_now(now)
         ranked = self._top.ranked(now, self.popular_refresh_s)
