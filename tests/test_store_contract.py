@@ -376,3 +376,59 @@ async def test_close_finishes_calls_already_made(durable_url: str) -> None:
         assert await reopened.count_events() == 100
     finally:
         await reopened.close()
+
+
+# --- the catalog -------------------------------------------------------------------
+
+
+async def test_catalog_upsert_get_all_remove(store: Store) -> None:
+    assert await store.catalog_version() == 0
+    assert await store.all_items() == (0, {})
+    phone = {"title": "Phone", "price": 499.0, "in_stock": True, "tags": ["a", "b"]}
+    case = {"title": "Case", "price": 19.5, "in_stock": False}
+    v1 = await store.upsert_items({"phone": phone, "case": case})
+    assert v1 == 1 == await store.catalog_version()
+    assert await store.get_items(["case", "nope", "phone", "case"]) == {
+        "case": case,
+        "phone": phone,
+    }
+    # an upsert replaces the whole item
+    v2 = await store.upsert_items({"case": {"title": "Case v2"}})
+    assert v2 == 2
+    assert await store.all_items() == (2, {"phone": phone, "case": {"title": "Case v2"}})
+    v3 = await store.remove_items(["phone", "never-there"])
+    assert v3 == 3
+    assert await store.all_items() == (3, {"case": {"title": "Case v2"}})
+    assert await store.get_items([]) == {}
+
+
+async def test_catalog_version_grows_with_every_write(store: Store) -> None:
+    versions = await asyncio.gather(
+        *(store.upsert_items({f"i{n}": {"n": n}}) for n in range(20)),
+        store.remove_items(["i3"]),
+    )
+    assert sorted(versions) == list(range(1, 22))  # each write saw its own version
+    version, items = await store.all_items()
+    assert version == 21 and len(items) in (19, 20)  # the remove may run before i3's upsert
+
+
+async def test_catalog_many_items_round_trip(store: Store) -> None:
+    items = {f"sku-{n:04d}": {"title": f"Item {n} — ü", "price": n / 4} for n in range(1200)}
+    await store.upsert_items(items)
+    assert (await store.all_items())[1] == items
+    some = [f"sku-{n:04d}" for n in range(0, 1200, 7)]
+    assert await store.get_items(some) == {i: items[i] for i in some}
+
+
+async def test_catalog_survives_reopening(durable_url: str) -> None:
+    store = open_store(durable_url, StoreLimits())
+    await store.open()
+    await store.upsert_items({"a": {"title": "A"}, "b": {"title": "B"}})
+    await store.remove_items(["b"])
+    await store.close()
+    reopened = open_store(durable_url, StoreLimits())
+    await reopened.open()
+    try:
+        assert await reopened.all_items() == (2, {"a": {"title": "A"}})
+    finally:
+        await reopened.close()

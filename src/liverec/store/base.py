@@ -12,8 +12,9 @@ liverec process. Only then may the server ack it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..types import Event, Profile, SessionRecord
 
@@ -99,3 +100,31 @@ class Store(abc.ABC):
     async def record_events(self, events: Sequence[Event]) -> list[bool]:
         """Record several events; backends may override with one round trip."""
         return [await self.record_event(e) for e in events]
+
+    # --- the catalog: item metadata, validated by liverec.catalog, opaque here ------
+
+    @abc.abstractmethod
+    async def upsert_items(self, items: Mapping[str, Mapping[str, Any]]) -> int:
+        """Insert or replace items (item_id -> JSON-serialisable dict), all or nothing.
+
+        Returns the catalog version after the write. The version grows by one with
+        every write (upsert or remove), so a process that polls `catalog_version`
+        sees any change made by another; an unchanged version means no change.
+        """
+
+    @abc.abstractmethod
+    async def remove_items(self, item_ids: Sequence[str]) -> int:
+        """Delete items (unknown ids are ignored); returns the catalog version after."""
+
+    @abc.abstractmethod
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored items among `item_ids` (unknown ids are absent)."""
+
+    @abc.abstractmethod
+    async def all_items(self) -> tuple[int, dict[str, dict[str, Any]]]:
+        """(version, every item); the items include every write up to that version
+        (a backend that cannot read both atomically may include later writes too)."""
+
+    @abc.abstractmethod
+    async def catalog_version(self) -> int:
+        """The catalog version: 0 before the first write."""

@@ -20,12 +20,13 @@ write, and deleted by a purge step that runs on open and every `purge_interval_s
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -71,6 +72,8 @@ CREATE TABLE IF NOT EXISTS profile_purchases (
 CREATE TABLE IF NOT EXISTS profile_ratings (
     user_id TEXT NOT NULL, item_id TEXT NOT NULL, rating REAL NOT NULL,
     PRIMARY KEY (user_id, item_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS catalog (item_id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 """
 PROFILE_TABLES: Final = (
     "profile_counters",
@@ -287,7 +290,73 @@ class EmbeddedStore(Store):
         result: int = await self._submit(work, False)
         return result
 
+    async def upsert_items(self, items: Mapping[str, Mapping[str, Any]]) -> int:
+        rows = [(item_id, _dumps(data)) for item_id, data in items.items()]
+
+        def work(c: sqlite3.Connection, now: float) -> int:
+            c.executemany(
+                "INSERT INTO catalog VALUES (?, ?) ON CONFLICT (item_id)"
+                " DO UPDATE SET data = excluded.data",
+                rows,
+            )
+            return self._bump_catalog(c)
+
+        result: int = await self._submit(work, True)
+        return result
+
+    async def remove_items(self, item_ids: Sequence[str]) -> int:
+        params = [(i,) for i in item_ids]
+
+        def work(c: sqlite3.Connection, now: float) -> int:
+            c.executemany("DELETE FROM catalog WHERE item_id = ?", params)
+            return self._bump_catalog(c)
+
+        result: int = await self._submit(work, True)
+        return result
+
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        wanted = list(dict.fromkeys(item_ids))
+
+        def work(c: sqlite3.Connection, now: float) -> dict[str, dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {}
+            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for item_id, data in c.execute(
+                    f"SELECT item_id, data FROM catalog WHERE item_id IN ({marks})", chunk
+                ):
+                    out[item_id] = json.loads(data)
+            return out
+
+        result: dict[str, dict[str, Any]] = await self._submit(work, False)
+        return result
+
+    async def all_items(self) -> tuple[int, dict[str, dict[str, Any]]]:
+        def work(c: sqlite3.Connection, now: float) -> tuple[int, dict[str, dict[str, Any]]]:
+            items = {i: json.loads(d) for i, d in c.execute("SELECT item_id, data FROM catalog")}
+            return self._catalog_version(c), items
+
+        result: tuple[int, dict[str, dict[str, Any]]] = await self._submit(work, False)
+        return result
+
+    async def catalog_version(self) -> int:
+        result: int = await self._submit(lambda c, now: self._catalog_version(c), False)
+        return result
+
     # --- SQL, run on the writer thread ---------------------------------------
+
+    @staticmethod
+    def _catalog_version(c: sqlite3.Connection) -> int:
+        row = c.execute("SELECT value FROM meta WHERE key = 'catalog_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _bump_catalog(c: sqlite3.Connection) -> int:
+        row = c.execute(
+            "INSERT INTO meta VALUES ('catalog_version', 1) ON CONFLICT (key)"
+            " DO UPDATE SET value = value + 1 RETURNING value"
+        ).fetchone()
+        return int(row[0])
 
     @staticmethod
     def _expired(touched: float, ttl: float | None, now: float) -> bool:
@@ -581,6 +650,10 @@ class EmbeddedStore(Store):
                     item.loop.call_soon_threadsafe(_settle, item.future, None, exc)
                 except RuntimeError:
                     pass
+
+
+def _dumps(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
 def _store_error(exc: BaseException) -> BaseException:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -157,6 +158,8 @@ class RedisStore(Store):
         self._waiting: deque[tuple[list[str], list[str], asyncio.Future[bool]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._log_key = f"{prefix}log"
+        self._catalog_key = f"{prefix}catalog:items"
+        self._catalog_version_key = f"{prefix}catalog:version"
 
     @classmethod
     def from_url(cls, url: str, limits: StoreLimits) -> RedisStore:
@@ -310,6 +313,49 @@ class RedisStore(Store):
         async with self._use("count_events") as client:
             return int(await client.xlen(self._log_key))
 
+    async def upsert_items(self, items: Mapping[str, Mapping[str, Any]]) -> int:
+        if not items:
+            return await self.catalog_version()
+        mapping: dict[Any, Any] = {item_id: _dumps(data) for item_id, data in items.items()}
+        async with self._use("upsert_items") as client:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._catalog_key, mapping=mapping)
+                pipe.incr(self._catalog_version_key)
+                _, version = await pipe.execute()
+        return int(version)
+
+    async def remove_items(self, item_ids: Sequence[str]) -> int:
+        async with self._use("remove_items") as client:
+            async with client.pipeline(transaction=True) as pipe:
+                if item_ids:
+                    pipe.hdel(self._catalog_key, *item_ids)
+                pipe.incr(self._catalog_version_key)
+                *_, version = await pipe.execute()
+        return int(version)
+
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        wanted = list(dict.fromkeys(item_ids))
+        if not wanted:
+            return {}
+        async with self._use("get_items") as client:
+            values = await client.hmget(self._catalog_key, wanted)
+        return {i: json.loads(v) for i, v in zip(wanted, values, strict=True) if v is not None}
+
+    async def all_items(self) -> tuple[int, dict[str, dict[str, Any]]]:
+        # HSCAN does not block Redis on a big catalog; the version is read first, so
+        # the items include every write up to it (and maybe later ones).
+        async with self._use("all_items") as client:
+            version = int(await client.get(self._catalog_version_key) or 0)
+            items = {
+                item_id: json.loads(data)
+                async for item_id, data in client.hscan_iter(self._catalog_key, count=1000)
+            }
+        return version, items
+
+    async def catalog_version(self) -> int:
+        async with self._use("catalog_version") as client:
+            return int(await client.get(self._catalog_version_key) or 0)
+
     # --- helpers --------------------------------------------------------------
 
     @property
@@ -452,6 +498,10 @@ class RedisStore(Store):
 def _ms(seconds: float | None) -> str:
     """A TTL as Lua script argument: milliseconds, at least 1; '0' means never expire."""
     return "0" if seconds is None else str(max(1, round(seconds * 1000)))
+
+
+def _dumps(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
 def _decode(fields: dict[str, str]) -> Event:
