@@ -17,8 +17,9 @@ import itertools
 import statistics
 import time
 import tracemalloc
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from liverec.recommend.base import RecContext
 from liverec.recommend.online import OnlineRecommender
 from liverec.types import Event
 
+T = TypeVar("T")
 ACTIONS = ("view", "view", "view", "view", "click", "click", "add_to_cart", "purchase")
 
 
@@ -78,23 +80,43 @@ def events(stream: Stream, fresh_sessions: bool = False) -> Iterator[Event]:
                     yield Event(f"e{n}", sid, action, f"item{seq[pos]}", time.time())
 
 
+@dataclass(slots=True)
+class Timings:
+    """Per-call wall time and thread CPU time, microseconds. CPU time leaves out
+    the time other processes held the core (the machine may be shared)."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def call(self, fn: Callable[[T], object], arg: T) -> None:
+        w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+        fn(arg)
+        c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
+        self.wall.append((w1 - w0) / 1000)
+        self.cpu.append((c1 - c0) / 1000)
+
+    def row(self, name: str) -> str:
+        (wm, w99), (cm, c99) = pct(self.wall), pct(self.cpu)
+        return (
+            f"{name:26s} wall median {wm:8.1f} p99 {w99:8.1f} us | "
+            f"cpu median {cm:8.1f} p99 {c99:8.1f} us  (n={len(self.wall)})"
+        )
+
+
 def pct(values: list[float]) -> tuple[float, float]:
     values = sorted(values)
     return statistics.median(values), values[min(len(values) - 1, int(len(values) * 0.99))]
 
 
-def build(rec: OnlineRecommender, stream: Stream, timed_every: int) -> list[float]:
-    """Feed the whole stream; time every `timed_every`-th observe() (microseconds)."""
-    times: list[float] = []
-    clock = time.perf_counter_ns
+def build(rec: OnlineRecommender, stream: Stream, timed_every: int) -> Timings:
+    """Feed the whole stream; time every `timed_every`-th observe()."""
+    timings = Timings()
     for n, event in enumerate(events(stream)):
         if n % timed_every == 0:
-            t0 = clock()
-            rec.observe(event)
-            times.append((clock() - t0) / 1000)
+            timings.call(rec.observe, event)
         else:
             rec.observe(event)
-    return times
+    return timings
 
 
 def memory(stream: Stream) -> dict[str, float]:
@@ -143,14 +165,11 @@ def contexts(stream: Stream, n: int, seed: int) -> list[RecContext]:
     return out
 
 
-def time_recommend(rec: OnlineRecommender, ctxs: list[RecContext]) -> list[float]:
-    times = []
-    clock = time.perf_counter_ns
+def time_recommend(rec: OnlineRecommender, ctxs: list[RecContext]) -> Timings:
+    timings = Timings()
     for ctx in ctxs:
-        t0 = clock()
-        rec.recommend_sync(ctx)
-        times.append((clock() - t0) / 1000)
-    return times
+        timings.call(rec.recommend_sync, ctx)
+    return timings
 
 
 def run(n_items: int, events_per_item: int, seed: int, with_memory: bool) -> None:
@@ -182,8 +201,7 @@ def run(n_items: int, events_per_item: int, seed: int, with_memory: bool) -> Non
         ("recommend (empty)", cold_us),
         ("recommend (top 2000 excl)", excl_us),
     ):
-        med, p99 = pct(values)
-        print(f"{name:26s} median {med:8.1f} us   p99 {p99:8.1f} us   (n={len(values)})")
+        print(values.row(name))
     if mem is not None:
         print(
             f"memory: {mem['total_mb']:.1f} MiB total; {mem['per_item']:.0f} B/item, "

@@ -373,9 +373,13 @@ class OnlineRecommender(Recommender):
                 nb = get(b)
                 if nb is not None and nb.occ > 0.0:
                     scores[b] = score_of(b, 0.0) + ra * c / nb.occ**beta
+        # rank the keys, not (key, score) tuples: a thousand short-lived tuples per
+        # call would set off the garbage collector every call
         if len(scores) <= limit:
-            return sorted(scores.items(), key=_by_score, reverse=True)
-        return heapq.nlargest(limit, scores.items(), key=_by_score)
+            best = sorted(scores, key=scores.__getitem__, reverse=True)
+        else:
+            best = heapq.nlargest(limit, scores, key=scores.__getitem__)
+        return [(b, scores[b]) for b in best]
 
     def _ranked(
         self, cooc: list[tuple[str, float]], low: set[str], blocked: set[str], limit: int
