@@ -1,0 +1,164 @@
+"""GRU4Rec checkpoints and the evaluation scorer built from one.
+
+Owns: the on-disk layout of a trained model (a directory holding `model.safetensors`
+with the weights and `meta.json` with the format version, the full training config,
+the item id list and provenance), saving, loading with validation (ModelError on any
+problem; no pickle anywhere: the model is rebuilt from its config), and `GRUScorer`,
+the step-wise scorer the evaluation harness drives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..errors import ModelError
+from .data import ItemIndex
+from .gru4rec import GRU4Rec
+from .train import TrainConfig
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+META = "meta.json"
+
+
+def save_checkpoint(
+    out_dir: Path | str,
+    model: GRU4Rec,
+    config: TrainConfig,
+    item_index: ItemIndex,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write weights + metadata into out_dir (created); returns out_dir.
+
+    meta may carry data_fingerprint, evaluation, parent, training; the version string
+    "gru4rec-YYYYMMDD-HHMMSS-<hash8>" hashes the weights.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(item_index) != model.config.n_items:
+        raise ModelError(f"item index has {len(item_index)} items, model {model.config.n_items}")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    digest = hashlib.sha256()
+    for k in sorted(tensors):
+        digest.update(k.encode())
+        digest.update(tensors[k].numpy().tobytes())
+    now = datetime.now(UTC)
+    info: dict[str, Any] = dict(meta or {})
+    info.update(
+        format_version=FORMAT_VERSION,
+        kind="gru4rec",
+        version=f"gru4rec-{now:%Y%m%d-%H%M%S}-{digest.hexdigest()[:8]}",
+        created=now.isoformat(timespec="seconds"),
+        liverec_version=__version__,
+        config=config.to_dict(),
+        items=list(item_index.ids),
+    )
+    info.setdefault("parent", None)
+    # write to temporary names, then rename: a reader never sees half a checkpoint
+    tmp_w, tmp_m = out / (WEIGHTS + ".tmp"), out / (META + ".tmp")
+    save_file(tensors, str(tmp_w), metadata={"format_version": str(FORMAT_VERSION)})
+    tmp_m.write_text(json.dumps(info, indent=1))
+    os.replace(tmp_w, out / WEIGHTS)
+    os.replace(tmp_m, out / META)
+    return out
+
+
+def load_checkpoint(
+    model_dir: Path | str,
+) -> tuple[GRU4Rec, TrainConfig, ItemIndex, dict[str, Any]]:
+    """Rebuild the model from meta.json's config and load the weights (eval mode)."""
+    d = Path(model_dir)
+    wpath, mpath = d / WEIGHTS, d / META
+    for p in (mpath, wpath):
+        if not p.is_file():
+            raise ModelError(f"checkpoint file missing: {p}")
+    try:
+        meta = json.loads(mpath.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"unreadable {mpath}: {e}") from e
+    if not isinstance(meta, dict):
+        raise ModelError(f"{mpath} does not hold an object")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"unsupported checkpoint format {meta.get('format_version')!r} in {mpath} "
+            f"(this liverec reads {FORMAT_VERSION})"
+        )
+    try:
+        config = TrainConfig.from_dict(meta["config"])
+        items = [str(i) for i in meta["items"]]
+        item_index = ItemIndex(items)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"bad metadata in {mpath}: {e}") from e
+    if len(item_index) != config.model.n_items:
+        raise ModelError(f"{mpath}: {len(item_index)} item ids for n_items={config.model.n_items}")
+    try:
+        model = GRU4Rec(config.model)
+    except ValueError as e:
+        raise ModelError(f"bad model config in {mpath}: {e}") from e
+    try:
+        tensors = load_file(str(wpath))
+    except Exception as e:  # safetensors raises its own error types
+        raise ModelError(f"unreadable weights {wpath}: {e}") from e
+    expected = model.state_dict()
+    if set(tensors) != set(expected):
+        missing, extra = set(expected) - set(tensors), set(tensors) - set(expected)
+        raise ModelError(f"{wpath}: missing tensors {sorted(missing)}, unexpected {sorted(extra)}")
+    for k, v in tensors.items():
+        if v.shape != expected[k].shape or v.dtype != expected[k].dtype:
+            raise ModelError(
+                f"{wpath}: tensor {k} is {v.dtype}{tuple(v.shape)}, "
+                f"expected {expected[k].dtype}{tuple(expected[k].shape)}"
+            )
+    model.load_state_dict(tensors)
+    model.eval()
+    return model, config, item_index, meta
+
+
+class GRUScorer:
+    """StepScorer over a GRU4Rec model: one hidden state row per slot, (L, slots, H)."""
+
+    def __init__(self, model: GRU4Rec, name: str = "gru4rec") -> None:
+        self.model = model.eval()
+        self.name = name
+        self.n_items = model.config.n_items
+        self.hidden = model.init_hidden(0)
+
+    def reset(self, n_slots: int) -> None:
+        """Forget every session; slots 0..n_slots-1 start from a zero state."""
+        self.hidden = self.model.init_hidden(n_slots)
+
+    def step(self, slots: np.ndarray, items: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """Consume items[r] in slot slots[r] (zeroing the slot first where new[r]);
+        returns (n, n_items) float32 scores of the next item."""
+        s = torch.as_tensor(np.asarray(slots, dtype=np.int64))
+        x = torch.as_tensor(np.asarray(items, dtype=np.int64))
+        fresh = torch.as_tensor(np.asarray(new, dtype=bool))
+        if not (len(s) == len(x) == len(fresh)):
+            raise ValueError("slots, items and new must have the same length")
+        if len(x) and (int(x.min()) < 0 or int(x.max()) >= self.n_items):
+            raise ValueError("item index out of range (unknown items must be filtered)")
+        if len(s) and (int(s.min()) < 0 or int(s.max()) >= self.hidden.shape[1]):
+            raise ValueError("slot out of range; call reset(n_slots) first")
+        with torch.inference_mode():
+            h = self.hidden.index_select(1, s)  # (L, n, H)
+            h[:, fresh] = 0.0
+            scores, h = self.model(x, h)  # (n, n_items), (L, n, H)
+            self.hidden.index_copy_(1, s, h)
+        out: np.ndarray = scores.numpy()
+        return out
+
+
+def load_scorer(model_dir: Path | str) -> tuple[GRUScorer, ItemIndex]:
+    """The evaluation scorer of a saved model and its item index."""
+    model, _, item_index, meta = load_checkpoint(model_dir)
+    return GRUScorer(model, name=str(meta.get("version", "gru4rec"))), item_index
