@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -74,7 +76,19 @@ def create_app(
     if web_dir is not None and web_dir.is_dir():
         routes.append(Route("/", _home))
         routes.append(Mount("/web", StaticFiles(directory=web_dir, html=True), name="web"))
-    return Starlette(routes=routes, lifespan=lifespan)
+    # CORS for the HTTP API follows the WebSocket origin allowlist; the server's own
+    # origin needs no CORS. Bearer tokens travel in a header, never in cookies.
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["authorization", "content-type"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
 async def _home(request: object) -> Response:
