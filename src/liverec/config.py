@@ -81,12 +81,33 @@ class Settings:
     # --- online recommender
     popularity_half_life_s: float = _s(3600.0, "half-life of the time-decayed popularity")
     cooc_window: int = _s(5, "co-occurrence: link each item to this many previous ones")
-    cooc_max_neighbours: int = _s(200, "co-occurrence: neighbours kept per item")
-    max_items: int = _s(1_000_000, "items the online recommender tracks (oldest dropped)")
+    cooc_max_neighbours: int = _s(100, "co-occurrence: neighbours kept per item (~54 B each)")
+    max_items: int = _s(
+        200_000, "items the online recommender tracks, least recently seen dropped (~250 B each)"
+    )
     # --- security
     allowed_origins: tuple[str, ...] = _s((), "extra origins allowed to open sockets (comma list)")
     jwt_secret: str | None = _s(None, "HS256 secret for user tokens; none = anonymous only")
-    # --- web
+    # --- catalog
+    catalog_poll_s: float | None = _s(
+        2.0, "seconds between checks for catalog changes made by other processes (none = never)"
+    )
+    # --- web: demo store, live feed, operator access
+    demo: bool = _s(
+        False,
+        "serve the demo store at /demo: seed its generated catalog when the store has none "
+        "and warm the online model with simulated shoppers (in memory); not for production",
+    )
+    demo_warmup_sessions: int = _s(
+        2000, "simulated shopper sessions taught to the online model at demo start"
+    )
+    admin_token: str | None = _s(
+        None,
+        "token for the /feed operator page and catalog writes; none = loopback clients only",
+    )
+    feed_queue: int = _s(2000, "feed entries queued per operator page before dropping")
+    feed_max_subscribers: int = _s(16, "operator pages connected to /v1/feed at once")
+    feed_window_s: int = _s(300, "seconds of history in the feed's charts")
     web_dir: str | None = _s(None, "directory with the web/ assets (default: the bundled one)")
     log_level: str = _s("info", "log level: debug, info, warning, error")
 
@@ -108,6 +129,12 @@ class Settings:
             problems.append("max_connections and max_connections_per_address must be >= 1")
         if self.max_tracked_addresses < 1:
             problems.append("max_tracked_addresses must be >= 1")
+        if self.catalog_poll_s is not None and self.catalog_poll_s <= 0:
+            problems.append("catalog_poll_s must be > 0 (or none)")
+        if self.feed_queue < 1 or self.feed_max_subscribers < 1 or self.feed_window_s < 10:
+            problems.append("feed_queue, feed_max_subscribers must be >= 1, feed_window_s >= 10")
+        if self.demo_warmup_sessions < 0:
+            problems.append("demo_warmup_sessions must be >= 0")
         if not 0 < self.port < 65536 and self.port != 0:
             problems.append("port must be in 0..65535")
         if problems:

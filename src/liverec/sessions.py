@@ -45,6 +45,7 @@ from .types import Event
 log = logging.getLogger("liverec.sessions")
 
 APPLIED_IDS_KEPT = 512  # event ids remembered per live session for in-memory dedup
+RATE_ERRORS_SENT = 3  # rate_limited error frames per run of refused events; then silence
 FLUSH_ON_CLOSE_S = 1.0  # how long queued frames may take to go out before a close
 
 
@@ -129,6 +130,9 @@ class TokenBucket:
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate, self.burst = rate, float(burst)
         self.tokens, self.last = float(burst), now
+
+    def peek(self, now: float) -> float:
+        return min(self.burst, self.tokens + (now - self.last) * self.rate)
 
     def take(self, now: float) -> bool:
         self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
@@ -265,6 +269,9 @@ class SessionManager:
             return "server at capacity"
         if self.address_connections.get(address, 0) >= self.settings.max_connections_per_address:
             return "too many connections from this address"
+        bucket = self.address_buckets.get(address)
+        if bucket is not None and bucket.peek(time.monotonic()) < 1.0:
+            return "this address is over its event rate"
         return None
 
     def address_allows(self, address: str, events: int = 1) -> bool:
@@ -427,6 +434,9 @@ class SessionManager:
             conn.limited += 1
             if conn.limited > self.settings.events_burst:
                 raise RateLimited("event rate limit exceeded repeatedly")
+            if conn.limited > RATE_ERRORS_SENT:
+                self.metrics.errors.inc("rate_limited")
+                return  # dropped unanswered: a flood must not cost us a frame per event
             raise ProtocolError(
                 "rate_limited",
                 f"more than {self.settings.events_per_s:g} events/s; event dropped, send it later",
