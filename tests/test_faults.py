@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ class Shopper:
     sent: int = 0
     session_id: str | None = None
     errors: list[str] = field(default_factory=list)
+    started: float = 0.0
 
     async def run(self, stop: asyncio.Event, pace_s: float = 0.005) -> None:
         c = await Client.open(self.url, local_addr=(self.local, 0))
@@ -113,12 +116,37 @@ async def logged(url: str) -> list[str]:
         await store.close()
 
 
-def check(shoppers: list[Shopper], log: list[str]) -> None:
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+def check(shoppers: list[Shopper], log: list[str], scenario: str, seconds: float) -> None:
     assert len(log) == len(set(log)), "an event is in the log twice"
+    lost = 0
     for s in shoppers:
         ids = s.logged_ids(log)
+        lost += len(s.acked - ids)
         assert s.acked <= ids, f"{s.name}: acked but not logged: {sorted(s.acked - ids)[:5]}"
         assert s.sent > 10, f"{s.name} was starved ({s.sent} events)"
+    # figures for docs/reliability.md: the load during the fault and what was lost
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / "faults.jsonl", "a") as fh:
+        fh.write(
+            json.dumps(
+                {
+                    "scenario": scenario,
+                    "shoppers": len(shoppers),
+                    "seconds": round(seconds, 1),
+                    "events_sent": sum(s.sent for s in shoppers),
+                    "events_per_s": round(sum(s.sent for s in shoppers) / seconds),
+                    "acked": sum(len(s.acked) for s in shoppers),
+                    "recs_received": sum(len(s.recs_for) for s in shoppers),
+                    "logged": len(log),
+                    "acked_lost": lost,
+                    "logged_twice": len(log) - len(set(log)),
+                }
+            )
+            + "\n"
+        )
 
 
 @contextlib.asynccontextmanager
@@ -126,6 +154,8 @@ async def crowd(
     server: LiverecServer, n: int, local: str = "127.0.0.1", pace_s: float = 0.005
 ) -> AsyncIterator[tuple[list[Shopper], asyncio.Event]]:
     shoppers = [Shopper(f"ok{i}", server.ws_url, local) for i in range(n)]
+    for s in shoppers:
+        s.started = time.monotonic()
     stop = asyncio.Event()
     tasks = [asyncio.create_task(s.run(stop, pace_s)) for s in shoppers]
     try:
@@ -171,7 +201,7 @@ async def test_redis_killed_and_restarted_under_load(own_redis: RedisServer) -> 
         assert any("store_unavailable" in s.errors for s in shoppers)
     finally:
         server.stop()
-    check(shoppers, await logged(url))
+    check(shoppers, await logged(url), "redis SIGKILL + restart", _age(shoppers))
 
 
 async def test_sigterm_under_load_with_many_clients(tmp_path: Path) -> None:
@@ -183,7 +213,7 @@ async def test_sigterm_under_load_with_many_clients(tmp_path: Path) -> None:
             await asyncio.sleep(1.0)
             await asyncio.to_thread(server.stop)
     assert server.proc is None
-    check(shoppers, await logged(url))
+    check(shoppers, await logged(url), "server SIGTERM", _age(shoppers))
 
 
 async def test_clients_vanishing_mid_frame(tmp_path: Path) -> None:
@@ -206,7 +236,7 @@ async def test_clients_vanishing_mid_frame(tmp_path: Path) -> None:
         assert "liverec_connections_open 0" in metrics
     finally:
         server.stop()
-    check(shoppers, await logged(url))
+    check(shoppers, await logged(url), "30 clients vanish mid-frame", _age(shoppers))
 
 
 async def test_client_that_never_reads_is_cut_off_not_buffered(tmp_path: Path) -> None:
@@ -241,7 +271,7 @@ async def test_client_that_never_reads_is_cut_off_not_buffered(tmp_path: Path) -
         assert rss_kb < 400_000, rss_kb  # bounded, not the whole stream
     finally:
         server.stop()
-    check(shoppers, await logged(url))
+    check(shoppers, await logged(url), "a client that never reads", _age(shoppers))
 
 
 async def test_flood_from_one_address_others_still_served(tmp_path: Path) -> None:
@@ -277,7 +307,7 @@ async def test_flood_from_one_address_others_still_served(tmp_path: Path) -> Non
         assert all(not {"rate_limited"} & set(s.errors) for s in shoppers)
     finally:
         server.stop()
-    check(shoppers, await logged(url))
+    check(shoppers, await logged(url), "one-address flood", _age(shoppers))
 
 
 def _rss_kb(server: LiverecServer) -> int:
@@ -286,3 +316,7 @@ def _rss_kb(server: LiverecServer) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def _age(shoppers: list[Shopper]) -> float:
+    return time.monotonic() - min(s.started for s in shoppers)
