@@ -100,6 +100,52 @@ def _export_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog_import(args: argparse.Namespace) -> int:
+    from .catalog import import_items, read_items
+    from .protocol import Limits
+    from .store import limits_from, mask_url, open_store
+
+    settings = Settings.from_env(store_url=args.store)
+    items = read_items(args.file, Limits(max_id_chars=settings.max_id_chars))
+
+    async def write() -> int:
+        store = open_store(settings.store_url, limits_from(settings))
+        await store.open()
+        try:
+            return await import_items(store, items)
+        finally:
+            await store.close()
+
+    version = asyncio.run(write())
+    print(
+        f"imported {len(items)} items into {mask_url(settings.store_url)} (catalog version "
+        f"{version}); running servers pick them up within catalog_poll_s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from .simulate import SimConfig, run
+
+    config = SimConfig(
+        url=args.url,
+        shoppers=args.shoppers,
+        duration_s=args.duration,
+        think_s=args.think_ms / 1000,
+        seed=args.seed,
+    )
+    print(
+        f"simulating {config.shoppers} shoppers for {config.duration_s:g} s on {config.url}",
+        file=sys.stderr,
+    )
+    report = asyncio.run(run(config))
+    print(json.dumps(report.to_dict(), indent=None if args.json else 2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liverec", description="Real-time recommendations.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +159,29 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--store", default=None, help="store URL (default LIVEREC_STORE_URL)")
     e.add_argument("--out", required=True, help="output file (.jsonl or .jsonl.gz)")
     e.set_defaults(func=_export_events)
+    c = sub.add_parser("catalog", help="manage the item catalog")
+    csub = c.add_subparsers(dest="catalog_command", required=True)
+    ci = csub.add_parser(
+        "import",
+        help="upsert items from a JSONL or CSV file (optionally .gz) into the store",
+        description="Columns/fields: item_id (or id), title, price, currency, image "
+        "(or image_url), url (or link), category, in_stock, description. All lines are "
+        "validated before anything is written.",
+    )
+    ci.add_argument("file", help="items file: .jsonl, .ndjson or .csv (optionally .gz)")
+    ci.add_argument("--store", default=None, help="store URL (default LIVEREC_STORE_URL)")
+    ci.set_defaults(func=_catalog_import)
+    s = sub.add_parser(
+        "simulate",
+        help="drive synthetic shoppers through a local server's socket (demo catalog)",
+    )
+    s.add_argument("--url", default="ws://127.0.0.1:8000/v1/ws", help="server socket (loopback)")
+    s.add_argument("--shoppers", type=int, default=20, help="concurrent shoppers (at most 500)")
+    s.add_argument("--duration", type=float, default=30.0, help="seconds to run (at most 3600)")
+    s.add_argument("--think-ms", type=float, default=500.0, help="mean pause between events")
+    s.add_argument("--seed", type=int, default=1, help="random seed (shoppers are reproducible)")
+    s.add_argument("--json", action="store_true", help="print the summary on one line")
+    s.set_defaults(func=_simulate)
     from .model.commands import register as register_model_commands
 
     register_model_commands(sub)

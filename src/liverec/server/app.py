@@ -15,18 +15,22 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from ..catalog import Catalog
 from ..config import Settings
+from ..demo import start_demo
 from ..metrics import Metrics
 from ..recommend import build_recommender
 from ..recommend.base import Recommender
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
-from . import http
+from . import http, pages
+from .feed import FeedHub
 from .ws import websocket_endpoint
 
 log = logging.getLogger("liverec.server")
@@ -52,18 +56,31 @@ def create_app(
         await the_store.open()
         the_recommender = recommender or build_recommender(settings)
         await the_recommender.start()
-        manager = SessionManager(settings, the_store, the_recommender, metrics)
+        # The catalog is read from the store here and polled for other processes' writes.
+        catalog = Catalog(the_store, settings.catalog_poll_s)
+        await catalog.load()
+        if settings.demo:
+            await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
+        await catalog.start()
+        manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
+        feed = FeedHub(settings, catalog)
+        manager.listeners.append(feed.on_entry)
+        await feed.start()
         app.state.manager = manager
+        app.state.catalog = catalog
+        app.state.feed = feed
         log.info("liverec ready: store=%s model=%s", the_store.url, the_recommender.version)
         try:
             yield
         finally:
             manager.accepting = False
+            await feed.close()
+            await catalog.close()
             await manager.recommender.close()
             await the_store.close()
             log.info("liverec stopped; store flushed")
 
-    routes: list[Route | WebSocketRoute | Mount] = [
+    routes: list[BaseRoute] = [
         WebSocketRoute("/v1/ws", websocket_endpoint),
         Route("/healthz", http.healthz),
         Route("/readyz", http.readyz),
@@ -73,7 +90,10 @@ def create_app(
         Route("/v1/sessions/{session_id}", http.get_session),
     ]
     web_dir = Path(settings.web_dir) if settings.web_dir else default_web_dir()
-    if web_dir is not None and web_dir.is_dir():
+    if web_dir is not None and not web_dir.is_dir():
+        web_dir = None
+    routes.extend(pages.routes(settings, web_dir))
+    if web_dir is not None:
         routes.append(Route("/", _home))
         routes.append(Mount("/web", StaticFiles(directory=web_dir, html=True), name="web"))
     # CORS for the HTTP API follows the WebSocket origin allowlist; the server's own
@@ -91,5 +111,6 @@ def create_app(
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
-async def _home(request: object) -> Response:
-    return RedirectResponse("/web/", status_code=307)
+async def _home(request: Request) -> Response:
+    demo = request.app.state.manager.settings.demo
+    return RedirectResponse("/demo" if demo else "/web/", status_code=307)

@@ -1,0 +1,379 @@
+"""The live feed for operators: the /v1/feed socket behind the /feed page.
+
+Owns: `FeedHub`, a session-manager listener that keeps rolling statistics (events
+per second and latency percentiles per second over the last `window_s` seconds, the
+sessions connected now) and fans every handled event out to the connected operator
+pages; and the endpoint serving those pages. Each page has a bounded queue: a page
+that falls behind loses the oldest entries (it is told how many) and never slows the
+event path, which only appends to the queues.
+
+Frames, all JSON. Page to server: `{"type": "hello", "token"?: str}` first (the
+`admin_token` setting; without one only loopback clients are let in). Server to page:
+`snapshot` once (history, live sessions), then `batch` frames of entries (at most
+about ten a second) and one `tick` a second with the last second's figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..config import Settings
+from ..sessions import CatalogView, FeedEntry
+from .origins import origin_allowed
+
+log = logging.getLogger("liverec.feed")
+
+BUCKETS_PER_OCTAVE: Final = 8  # latency histogram resolution: 2^(1/8) = 9 % per bucket
+MIN_LATENCY_S: Final = 1e-6
+MAX_SESSIONS_TRACKED: Final = 10_000
+SNAPSHOT_SESSIONS: Final = 100
+RECS_SHOWN: Final = 6
+BATCH_MAX: Final = 200  # entries per batch frame
+BATCH_INTERVAL_S: Final = 0.1
+CLOSE_POLICY: Final = 1008
+CLOSE_TRY_LATER: Final = 1013
+
+
+def bucket_of(latency_s: float) -> int:
+    return max(
+        0, int(math.log2(max(latency_s, MIN_LATENCY_S) / MIN_LATENCY_S) * BUCKETS_PER_OCTAVE)
+    )
+
+
+def bucket_value(bucket: int) -> float:
+    """The geometric middle of a bucket, seconds."""
+    return MIN_LATENCY_S * 2 ** ((bucket + 0.5) / BUCKETS_PER_OCTAVE)
+
+
+def percentile(histograms: Iterable[Counter[int]], q: float) -> float | None:
+    """The q-quantile (0..1) of merged latency histograms, seconds; None when empty."""
+    merged: Counter[int] = Counter()
+    for h in histograms:
+        merged.update(h)
+    total = sum(merged.values())
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for bucket in sorted(merged):
+        seen += merged[bucket]
+        if seen >= rank:
+            return bucket_value(bucket)
+    return bucket_value(max(merged))  # pragma: no cover - rank <= total
+
+
+@dataclass(slots=True)
+class _Second:
+    events: int = 0
+    latency: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class LiveInfo:
+    """What the feed knows about one connected session."""
+
+    opened: float
+    last: float
+    connections: int = 0
+    events: int = 0
+    last_item: str | None = None
+    placement: str | None = None
+
+
+@dataclass(slots=True, eq=False)  # kept in a set: hashed by identity
+class Subscriber:
+    """One operator page: a bounded queue of entries and the latest tick."""
+
+    capacity: int
+    entries: deque[dict[str, Any]] = field(default_factory=deque)
+    dropped: int = 0
+    tick: dict[str, Any] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def put(self, entry: dict[str, Any]) -> None:
+        if len(self.entries) >= self.capacity:
+            self.entries.popleft()  # the oldest goes: a live feed wants the newest
+            self.dropped += 1
+        self.entries.append(entry)
+        self.wake.set()
+
+
+class FeedHub:
+    """Listens to the session manager; serves statistics and entries to operator pages."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: CatalogView | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.clock = clock
+        self.window_s = settings.feed_window_s
+        self.seconds: dict[int, _Second] = {}
+        self.live: OrderedDict[str, LiveInfo] = OrderedDict()
+        self.subscribers: set[Subscriber] = set()
+        self.model = ""
+        self._ticker: asyncio.Task[None] | None = None
+
+    # --- the listener (on the event loop, after each handled frame; must be cheap) -----
+
+    def on_entry(self, entry: FeedEntry) -> None:
+        now = self.clock()
+        if entry.kind == "event":
+            second = self._second(int(now))
+            second.events += 1
+            if entry.latency_s is not None:
+                second.latency[bucket_of(entry.latency_s)] += 1
+        self._track(entry, now)
+        if entry.recs is not None:
+            self.model = entry.recs.model
+        if self.subscribers:
+            shown = self.describe(entry)
+            for sub in self.subscribers:
+                sub.put(shown)
+
+    def _second(self, t: int) -> _Second:
+        second = self.seconds.get(t)
+        if second is None:
+            second = self.seconds[t] = _Second()
+            for old in [s for s in self.seconds if s <= t - self.window_s]:
+                del self.seconds[old]
+        return second
+
+    def _track(self, entry: FeedEntry, now: float) -> None:
+        info = self.live.get(entry.session_id)
+        if entry.kind == "close":
+            if info is not None:
+                info.connections -= 1
+                if info.connections <= 0:
+                    del self.live[entry.session_id]
+            return
+        if info is None:
+            info = self.live[entry.session_id] = LiveInfo(opened=now, last=now)
+            if len(self.live) > MAX_SESSIONS_TRACKED:
+                self.live.popitem(last=False)
+        self.live.move_to_end(entry.session_id)
+        info.last = now
+        info.placement = entry.placement or info.placement
+        if entry.kind == "open":
+            info.connections += 1
+        elif entry.event is not None:
+            info.events += 1
+            info.last_item = entry.event.item_id
+
+    def describe(self, entry: FeedEntry) -> dict[str, Any]:
+        """An entry as the page shows it: ids with titles, latency in ms."""
+        out: dict[str, Any] = {"kind": entry.kind, "t": entry.at, "sid": entry.session_id}
+        if entry.placement:
+            out["placement"] = entry.placement
+        if entry.event is not None:
+            out["action"] = entry.event.action
+            out["item"] = entry.event.item_id
+            out["title"] = self._titles([entry.event.item_id])[0]
+            out["acked"] = entry.acked
+            out["dup"] = entry.duplicate
+        if entry.recs is not None:
+            ids = [r.item_id for r in entry.recs.items[:RECS_SHOWN]]
+            out["recs"] = [
+                {"id": i, "title": t} for i, t in zip(ids, self._titles(ids), strict=True)
+            ]
+            out["model"] = entry.recs.model
+        if entry.latency_s is not None:
+            out["latency_ms"] = round(entry.latency_s * 1000, 3)
+        return out
+
+    def _titles(self, ids: list[str]) -> list[str | None]:
+        cards = self.catalog.describe(ids) if self.catalog is not None else None
+        if cards is None:
+            return [None] * len(ids)
+        return [c.get("title") for c in cards]
+
+    # --- statistics --------------------------------------------------------------------
+
+    def tick(self, t: int) -> dict[str, Any]:
+        """The figures of second `t` and of the last minute before it."""
+        second = self.seconds.get(t, _Second())
+        minute = [self.seconds[s] for s in range(t - 59, t + 1) if s in self.seconds]
+        return {
+            "type": "tick",
+            "t": t,
+            "events": second.events,
+            "p50_ms": _ms(percentile([second.latency], 0.5)),
+            "p99_ms": _ms(percentile([second.latency], 0.99)),
+            "sessions": len(self.live),
+            "minute": {
+                "events_per_s": round(sum(s.events for s in minute) / 60, 2),
+                "p50_ms": _ms(percentile((s.latency for s in minute), 0.5)),
+                "p99_ms": _ms(percentile((s.latency for s in minute), 0.99)),
+            },
+            "model": self.model,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        now = int(self.clock())
+        start = now - self.window_s
+        series = [self.tick(t) for t in range(start, now)]
+        sessions = [
+            {
+                "sid": sid,
+                "opened": info.opened,
+                "last": info.last,
+                "events": info.events,
+                "item": info.last_item,
+                "placement": info.placement,
+                "connections": info.connections,
+            }
+            for sid, info in list(reversed(self.live.items()))[:SNAPSHOT_SESSIONS]
+        ]
+        return {
+            "type": "snapshot",
+            "now": now,
+            "window_s": self.window_s,
+            "series": {
+                "t0": start,
+                "events": [s["events"] for s in series],
+                "p50_ms": [s["p50_ms"] for s in series],
+                "p99_ms": [s["p99_ms"] for s in series],
+            },
+            "sessions": sessions,
+            "live_sessions": len(self.live),
+            "model": self.model,
+        }
+
+    # --- subscribers ---------------------------------------------------------------------
+
+    def subscribe(self) -> Subscriber | None:
+        if len(self.subscribers) >= self.settings.feed_max_subscribers:
+            return None
+        sub = Subscriber(self.settings.feed_queue)
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    async def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="liverec-feed")
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    async def _tick(self) -> None:
+        while True:
+            now = self.clock()
+            await asyncio.sleep(math.ceil(now) - now + 0.001)
+            if not self.subscribers:
+                continue
+            try:
+                frame = self.tick(int(self.clock()) - 1)  # the second just completed
+            except Exception:  # never let the ticker die
+                log.exception("feed tick failed")
+                continue
+            for sub in self.subscribers:
+                sub.tick = frame
+                sub.wake.set()
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+# --- operator access and the endpoint --------------------------------------------------------
+
+
+def is_operator(conn: HTTPConnection, settings: Settings, token: str | None) -> bool:
+    """The admin token when one is configured; otherwise only loopback clients."""
+    if settings.admin_token:
+        return token is not None and hmac.compare_digest(
+            token.encode(), settings.admin_token.encode()
+        )
+    host = conn.client.host if conn.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def feed_endpoint(ws: WebSocket) -> None:
+    hub: FeedHub = ws.app.state.feed
+    settings = hub.settings
+    if not origin_allowed(ws.headers, settings.allowed_origins):
+        await ws.close(CLOSE_POLICY, "origin not allowed")
+        return
+    await ws.accept()
+    try:
+        raw = await asyncio.wait_for(ws.receive_text(), settings.hello_timeout_s)
+        hello = json.loads(raw)
+        token = hello.get("token") if isinstance(hello, dict) else None
+        if not isinstance(hello, dict) or hello.get("type") != "hello":
+            await ws.close(CLOSE_POLICY, "send a hello frame first")
+            return
+    except (TimeoutError, ValueError, KeyError, WebSocketDisconnect, RuntimeError):
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await ws.close(CLOSE_POLICY, "send a hello frame first")
+        return
+    if not is_operator(ws, settings, token if isinstance(token, str) else None):
+        await ws.close(CLOSE_POLICY, "operator token required")
+        return
+    sub = hub.subscribe()
+    if sub is None:
+        await ws.close(CLOSE_TRY_LATER, "too many operator pages")
+        return
+    try:
+        await ws.send_text(json.dumps(hub.snapshot()))
+        writer = asyncio.ensure_future(_write(ws, sub))
+        reader = asyncio.ensure_future(_read(ws))
+        _, pending = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in (writer, reader):
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await task
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    finally:
+        hub.unsubscribe(sub)
+
+
+async def _read(ws: WebSocket) -> None:
+    """Wait for the page to leave (pages send nothing after hello but pings)."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+async def _write(ws: WebSocket, sub: Subscriber) -> None:
+    while True:
+        await sub.wake.wait()
+        sub.wake.clear()
+        while sub.entries:
+            count = min(len(sub.entries), BATCH_MAX)
+            entries = [sub.entries.popleft() for _ in range(count)]
+            frame = {"type": "batch", "entries": entries, "dropped": sub.dropped}
+            sub.dropped = 0
+            await ws.send_text(json.dumps(frame))
+        if sub.tick is not None:
+            tick, sub.tick = sub.tick, None
+            await ws.send_text(json.dumps(tick))
+        await asyncio.sleep(BATCH_INTERVAL_S)  # coalesce: at most ~10 frames a second

@@ -1,0 +1,409 @@
+"""Web pages and the catalog API: the demo store, the live feed page, the widget files.
+
+Owns: the routes of /demo (pages rendered on the server from the catalog, templates
+and styles in web/demo), /feed (the operator page; its socket is server/feed.py),
+/widget (static, open to every origin so that any store can load the script),
+`PUT/GET/DELETE /v1/catalog/items`, and the operator check: the `admin_token`
+setting as a bearer token, or, when none is set, a client on the loopback interface.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+from .. import demo as demo_data
+from ..catalog import Catalog, CatalogItem, parse_item
+from ..config import Settings
+from ..errors import ProtocolError, StoreUnavailable
+from ..sessions import SessionManager
+from .feed import feed_endpoint, is_operator
+from .http import error_response
+
+MAX_ITEMS_PER_PUT = 1000
+MAX_PUT_BYTES = 4 * 1024 * 1024
+LIST_LIMIT = 500
+
+
+def routes(settings: Settings, web_dir: Path | None) -> list[BaseRoute]:
+    """The routes this module serves; pages only when the web assets are there."""
+    out: list[BaseRoute] = [
+        Route("/v1/catalog/items", put_items, methods=["PUT"]),
+        Route("/v1/catalog/items", list_items, methods=["GET"]),
+        Route("/v1/catalog/items/{item_id:path}", get_item, methods=["GET"]),
+        Route("/v1/catalog/items/{item_id:path}", delete_item, methods=["DELETE"]),
+        WebSocketRoute("/v1/feed", feed_endpoint),
+    ]
+    if web_dir is None:
+        return out
+    feed_page = web_dir / "feed" / "index.html"
+    out += [
+        Route("/feed", FeedPage(feed_page)),
+        Mount("/feed/static", StaticFiles(directory=web_dir / "feed")),
+        Mount("/widget", OpenStatic(web_dir / "widget")),
+    ]
+    if settings.demo:
+        pages = DemoPages(web_dir)
+        out += [
+            Route("/demo", pages.home),
+            Route("/demo/c/{category}", pages.category),
+            Route("/demo/p/{item_id:path}", pages.product),
+            Route("/demo/cart", pages.cart),
+            Route("/demo/checkout", pages.checkout),
+            Route("/demo/img/{item_id}.svg", pages.image),
+            Mount("/demo/static", StaticFiles(directory=web_dir / "demo")),
+        ]
+    return out
+
+
+NO_STORE = {"cache-control": "no-store"}
+CATEGORY_NAMES = {slug: name for slug, name, _ in demo_data.CATEGORIES}
+
+
+class FeedPage:
+    """GET /feed: the page holds no data; its socket checks the operator."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await FileResponse(self.path, headers=NO_STORE)(scope, receive, send)
+
+
+class OpenStatic:
+    """Static files any origin may load (the widget is an ES module: CORS applies)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.files = StaticFiles(directory=directory)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_open(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"access-control-allow-origin", b"*"))
+                headers.append((b"cache-control", b"public, max-age=300"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.files(scope, receive, send_open)
+
+
+# --- operator access (the check itself is feed.is_operator) --------------------------------
+
+
+def bearer(conn: HTTPConnection) -> str | None:
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+# --- the catalog API ---------------------------------------------------------------------
+
+
+def _state(request: Request) -> tuple[SessionManager, Catalog]:
+    return request.app.state.manager, request.app.state.catalog
+
+
+async def put_items(request: Request) -> Response:
+    """Body: {"items": [item, ...]} or a bare list; upserts all or none."""
+    manager, catalog = _state(request)
+    if not is_operator(request, manager.settings, bearer(request)):
+        return error_response(403, "forbidden", "catalog writes need the admin token")
+    body = await request.body()
+    if len(body) > MAX_PUT_BYTES:
+        return error_response(413, "body_too_large", f"request body over {MAX_PUT_BYTES} bytes")
+    try:
+        try:
+            obj = json.loads(body)
+        except ValueError as exc:
+            raise ProtocolError("bad_json", f"body is not valid JSON: {exc}") from None
+        raw = obj.get("items") if isinstance(obj, dict) else obj
+        if not isinstance(raw, list) or not raw:
+            raise ProtocolError("missing_field", "body needs a non-empty 'items' list")
+        if len(raw) > MAX_ITEMS_PER_PUT:
+            raise ProtocolError("too_many_items", f"at most {MAX_ITEMS_PER_PUT} per request")
+        items: dict[str, CatalogItem] = {}
+        for entry in raw:
+            if not isinstance(entry, dict):
+                raise ProtocolError("bad_frame", "every item must be an object")
+            item = parse_item(entry, manager.limits)
+            items[item.item_id] = item
+        version = await catalog.upsert(list(items.values()))
+    except ProtocolError as exc:
+        return error_response(400, exc.code, exc.message, exc.ref)
+    except StoreUnavailable:
+        return error_response(503, "store_unavailable", "the store is unreachable")
+    return JSONResponse({"upserted": len(items), "version": version})
+
+
+async def get_item(request: Request) -> Response:
+    _, catalog = _state(request)
+    item = catalog.get(request.path_params["item_id"])
+    if item is None:
+        return error_response(404, "unknown_item", "no such item in the catalog")
+    return JSONResponse(item.to_dict())
+
+
+async def list_items(request: Request) -> Response:
+    """?category=&after=&limit= : items in id order, a page at a time."""
+    _, catalog = _state(request)
+    category = request.query_params.get("category")
+    after = request.query_params.get("after", "")
+    try:
+        limit = min(LIST_LIMIT, max(1, int(request.query_params.get("limit", "100"))))
+    except ValueError:
+        return error_response(400, "bad_field", "'limit' must be an integer")
+    chosen = sorted(
+        (i for i in catalog.items() if i.item_id > after and category in (None, i.category)),
+        key=lambda i: i.item_id,
+    )[:limit]
+    return JSONResponse(
+        {"version": catalog.version, "items": [i.to_dict() for i in chosen]},
+    )
+
+
+async def delete_item(request: Request) -> Response:
+    manager, catalog = _state(request)
+    if not is_operator(request, manager.settings, bearer(request)):
+        return error_response(403, "forbidden", "catalog writes need the admin token")
+    item_id = request.path_params["item_id"]
+    if catalog.get(item_id) is None:
+        return error_response(404, "unknown_item", "no such item in the catalog")
+    try:
+        version = await catalog.remove([item_id])
+    except StoreUnavailable:
+        return error_response(503, "store_unavailable", "the store is unreachable")
+    return JSONResponse({"removed": item_id, "version": version})
+
+
+# --- the demo store ------------------------------------------------------------------------
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def money(price: float | None, currency: str) -> str:
+    if price is None:
+        return ""
+    symbols = {"USD": "$", "EUR": "€", "GBP": "£"}
+    if currency in symbols:
+        return f"{symbols[currency]}{price:,.2f}"
+    return f"{price:,.2f} {currency}"
+
+
+def stars(item_id: str) -> str:
+    value, reviews = demo_data.rating(item_id)
+    full = round(value)
+    glyphs = "★" * full + "☆" * (5 - full)
+    return (
+        f'<p class="stars" aria-label="Rated {value} out of 5, {reviews} reviews">'
+        f'<span aria-hidden="true">{glyphs}</span> {value} <span class="muted">({reviews})</span>'
+        "</p>"
+    )
+
+
+class DemoPages:
+    """The Kestrel demo store, rendered from the live catalog."""
+
+    def __init__(self, web_dir: Path) -> None:
+        self.layout = Template((web_dir / "demo" / "layout.html").read_text(encoding="utf-8"))
+        self.shapes = demo_data.load_shapes(web_dir / "demo" / "shapes.svg")
+        self.demo = demo_data.build_catalog()
+
+    def _page(
+        self,
+        title: str,
+        page: str,
+        main: str,
+        *,
+        placement: str,
+        recs_title: str = "Recommended for you",
+        main_attrs: str = "",
+        status: int = 200,
+        active: str | None = None,
+    ) -> HTMLResponse:
+        nav = "".join(
+            f'<a href="/demo/c/{slug}"{" aria-current=page" if slug == active else ""}>'
+            f"{_e(name)}</a>"
+            for slug, name, _ in demo_data.CATEGORIES
+        )
+        body = self.layout.substitute(
+            title=_e(title),
+            page=page,
+            nav=nav,
+            main=main,
+            main_attrs=main_attrs,
+            placement=placement,
+            k=8,
+            recs_title=_e(recs_title),
+        )
+        return HTMLResponse(body, status_code=status, headers=NO_STORE)
+
+    @staticmethod
+    def _card(item: CatalogItem, eager: bool = False) -> str:
+        loading = "eager" if eager else "lazy"
+        stock = "" if item.in_stock else '<span class="badge">Sold out</span>'
+        return (
+            f'<li class="card"><a href="/demo/p/{_e(item.item_id)}" '
+            f'data-liverec-item="{_e(item.item_id)}">'
+            f'<span class="card-img"><img src="{_e(item.image or "")}" alt="" width="400" '
+            f'height="400" loading="{loading}" decoding="async">{stock}</span>'
+            f'<span class="card-title">{_e(item.title)}</span>'
+            f'<span class="card-price">{money(item.price, item.currency)}</span></a></li>'
+        )
+
+    @staticmethod
+    def _recs() -> str:
+        """Where the widget draws its row (it brings its own heading and section)."""
+        return '<div id="recs" class="recs-slot"></div>'
+
+    def _catalog(self, request: Request) -> Catalog:
+        catalog: Catalog = request.app.state.catalog
+        return catalog
+
+    def _mains(self, catalog: Catalog, category: str | None = None) -> list[CatalogItem]:
+        found = (catalog.get(i) for i in self.demo.mains(category))
+        return [i for i in found if i is not None]
+
+    async def home(self, request: Request) -> Response:
+        catalog = self._catalog(request)
+        tiles = []
+        for slug, name, _ in demo_data.CATEGORIES:
+            mains = self._mains(catalog, slug)
+            image = mains[0].image if mains else ""
+            tiles.append(
+                f'<li><a class="tile" href="/demo/c/{slug}"><img src="{_e(image or "")}" alt="" '
+                f'width="400" height="400" loading="lazy"><span>{_e(name)}</span></a></li>'
+            )
+        popular = [m[0] for m in (self._mains(catalog, s) for s, _, _ in demo_data.CATEGORIES) if m]
+        hero_items = [catalog.get(i) for i in ("aurora-15-pro", "echo-anc-700", "kite-m50-ii")]
+        hero_imgs = "".join(
+            f'<img src="{_e(i.image or "")}" alt="" width="400" height="400">'
+            for i in hero_items
+            if i is not None
+        )
+        main = (
+            '<section class="hero"><div class="hero-text"><p class="eyebrow">New season</p>'
+            "<h1>Gear that works together</h1>"
+            "<p>Phones, cameras, coffee and trail kit, with the accessories that fit them. "
+            "The more you browse, the better the picks below get.</p>"
+            '<a class="btn" href="/demo/c/phones">Shop phones</a></div>'
+            f'<div class="hero-art" aria-hidden="true">{hero_imgs}</div></section>'
+            + self._recs()
+            + '<section aria-labelledby="cat-h"><h2 id="cat-h">Shop by category</h2>'
+            f'<ul class="tiles" role="list">{"".join(tiles)}</ul></section>'
+            '<section aria-labelledby="pop-h"><h2 id="pop-h">Popular this week</h2>'
+            f'<ul class="grid" role="list">{"".join(self._card(i) for i in popular)}</ul>'
+            "</section>"
+        )
+        return self._page("Home", "home", main, placement="home")
+
+    async def category(self, request: Request) -> Response:
+        catalog = self._catalog(request)
+        slug = request.path_params["category"]
+        items = catalog.categories().get(slug)
+        if not items:
+            return self._not_found()
+        name = CATEGORY_NAMES.get(slug, slug)
+        cards = "".join(self._card(i, eager=n < 8) for n, i in enumerate(items))
+        main = (
+            f'<nav class="crumbs" aria-label="Breadcrumb"><a href="/demo">Home</a> / '
+            f"<span>{_e(name)}</span></nav>"
+            f'<h1 class="page-title">{_e(name)} <span class="muted">{len(items)} products'
+            f'</span></h1><ul class="grid" role="list">{cards}</ul>' + self._recs()
+        )
+        return self._page(name, "category", main, placement="category", active=slug)
+
+    async def product(self, request: Request) -> Response:
+        catalog = self._catalog(request)
+        item = catalog.get(request.path_params["item_id"])
+        if item is None:
+            return self._not_found()
+        category = item.category or ""
+        cat_name = CATEGORY_NAMES.get(category, category)
+        if item.in_stock:
+            stock = '<p class="stock ok">In stock · ships in 1–2 days</p>'
+            button = (
+                f'<button class="btn btn-wide" type="button" data-add-to-cart="{_e(item.item_id)}" '
+                f'data-title="{_e(item.title)}" data-price="{item.price or 0}" '
+                f'data-currency="{_e(item.currency)}" data-image="{_e(item.image or "")}">'
+                "Add to cart</button>"
+            )
+        else:
+            stock = '<p class="stock out">Sold out · back soon</p>'
+            button = '<button class="btn btn-wide" type="button" disabled>Sold out</button>'
+        main = (
+            f'<nav class="crumbs" aria-label="Breadcrumb"><a href="/demo">Home</a> / '
+            f'<a href="/demo/c/{_e(category)}">{_e(cat_name)}</a> / '
+            f'<span aria-current="page">{_e(item.title)}</span></nav>'
+            '<article class="product">'
+            f'<div class="product-img"><img src="{_e(item.image or "")}" alt="{_e(item.title)}" '
+            'width="400" height="400"></div>'
+            f'<div class="product-info"><h1>{_e(item.title)}</h1>{stars(item.item_id)}'
+            f'<p class="price">{money(item.price, item.currency)}</p>{stock}{button}'
+            '<p class="added" role="status" aria-live="polite"></p>'
+            f'<p class="desc">{_e(item.description or "")}</p>'
+            '<ul class="perks"><li>Free shipping over $50</li><li>30-day returns</li>'
+            "<li>2-year warranty</li></ul></div></article>" + self._recs()
+        )
+        return self._page(
+            item.title,
+            "product",
+            main,
+            placement="product",
+            recs_title="Customers also viewed",
+            main_attrs=f' data-liverec-item="{_e(item.item_id)}"',
+            active=category,
+        )
+
+    async def cart(self, request: Request) -> Response:
+        main = (
+            '<h1 class="page-title">Your cart</h1><div class="cart" data-cart>'
+            '<p class="muted">Loading your cart…</p></div>' + self._recs()
+        )
+        return self._page("Cart", "cart", main, placement="cart", recs_title="You might also like")
+
+    async def checkout(self, request: Request) -> Response:
+        main = (
+            '<h1 class="page-title">Checkout</h1><div class="checkout" data-checkout>'
+            '<form class="form" data-checkout-form><fieldset><legend>Shipping</legend>'
+            '<label>Full name <input name="name" autocomplete="name" value="Alex Doe" required>'
+            '</label><label>Email <input name="email" type="email" autocomplete="email" '
+            'value="alex@example.com" required></label><label>Address <input name="address" '
+            'autocomplete="street-address" value="12 Harbour Road" required></label>'
+            '<label>City <input name="city" autocomplete="address-level2" value="Portsmouth" '
+            'required></label></fieldset><div class="summary" data-summary></div>'
+            '<button class="btn btn-wide" type="submit">Place order</button></form>'
+            '<div class="done" data-done hidden tabindex="-1"><h2>Thank you!</h2>'
+            "<p>Your order <strong data-order></strong> is confirmed. A receipt is on its way."
+            '</p><a class="btn" href="/demo">Keep shopping</a></div></div>'
+        )
+        return self._page("Checkout", "checkout", main, placement="checkout")
+
+    async def image(self, request: Request) -> Response:
+        product = self.demo.products.get(request.path_params["item_id"])
+        if product is None:
+            return Response("no such image", status_code=404, media_type="text/plain")
+        svg = demo_data.image_svg(product, self.shapes)
+        return Response(
+            svg,
+            media_type="image/svg+xml",
+            headers={"cache-control": "public, max-age=86400"},
+        )
+
+    def _not_found(self) -> HTMLResponse:
+        main = (
+            '<div class="empty"><h1>We could not find that page</h1>'
+            '<p>It may have sold out for good.</p><a class="btn" href="/demo">Back to the store'
+            "</a></div>"
+        )
+        return self._page("Not found", "missing", main, placement="missing", status=404)
