@@ -39,6 +39,10 @@ class Settings:
     )
     model_poll_s: float = _s(2.0, "seconds between checks of model_path for a new checkpoint")
     model_threads: int = _s(1, "torch threads for serving the session model")
+    ab_model_path: str | None = _s(
+        None, "A/B test: a second checkpoint (or registry) serving ab_share of the sessions"
+    )
+    ab_share: float = _s(0.0, "A/B test: share of sessions (0..1, stable per session) on B")
     model_max_batch: int = _s(256, "most events scored in one micro-batch")
     model_max_sessions: int = _s(50_000, "session hidden states kept in memory (LRU beyond)")
     model_rescore: int = _s(64, "candidates re-scored exactly beyond k after int8 scoring")
@@ -73,6 +77,9 @@ class Settings:
     shutdown_grace_s: float = _s(5.0, "time to drain sockets and flush the store on SIGTERM")
     # --- store contents
     session_max_items: int = _s(200, "items kept per session sequence")
+    profile_seed_items: int = _s(
+        20, "a returning user's recent items that seed a new session's model state (0: off)"
+    )
     recent_max_items: int = _s(100, "recent interactions kept per user profile")
     session_ttl_s: float | None = _s(7 * 86400.0, "expire a session this long after last use")
     profile_ttl_s: float | None = _s(180 * 86400.0, "expire a profile this long after last use")
@@ -119,6 +126,8 @@ class Settings:
             problems.append("default_k must be in 1..max_k")
         if self.max_frame_bytes < 256:
             problems.append("max_frame_bytes must be at least 256")
+        if not 0.0 <= self.ab_share <= 1.0:
+            problems.append("ab_share must be in 0..1")
         if self.outbound_queue < 2:
             problems.append("outbound_queue must be at least 2")
         if self.events_per_s <= 0 or self.events_burst < 1:

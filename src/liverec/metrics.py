@@ -125,6 +125,16 @@ class Metrics:
         self.dropped_frames = Counter(
             "liverec_replaced_recs_total", "Unsent recs frames replaced by newer ones."
         )
+        self.impressions = Counter(
+            "liverec_rec_impressions_total",
+            "Recs frames the client reported as seen, by model version and placement.",
+            ("model", "placement"),
+        )
+        self.rec_clicks = Counter(
+            "liverec_rec_clicks_total",
+            "Clicks on recommended items, by model version and placement.",
+            ("model", "placement"),
+        )
         self._gauges = [
             Gauge(
                 "liverec_connections_open",
@@ -148,6 +158,8 @@ class Metrics:
             self.store_latency,
             self.store_failures,
             self.dropped_frames,
+            self.impressions,
+            self.rec_clicks,
         ]
         lines = [line for s in series for line in s.render()]
         return "\n".join(lines) + "\n"

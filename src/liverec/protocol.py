@@ -62,7 +62,19 @@ class Ping:
     pass
 
 
-ClientMessage = Hello | EventMsg | Ping
+FEEDBACK_KINDS = ("impression", "click")
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """The shopper saw (impression) or clicked (click) an item of a recs frame."""
+
+    kind: str
+    recs_id: str
+    item_id: str | None  # required for "click"
+
+
+ClientMessage = Hello | EventMsg | Ping | Feedback
 
 
 def encoding_of(data: str | bytes) -> Encoding:
@@ -105,6 +117,8 @@ def parse_message(obj: Any, limits: Limits) -> ClientMessage:
         return _parse_hello(obj, limits)
     if kind == "ping":
         return Ping()
+    if kind == "feedback":
+        return _parse_feedback(obj, limits)
     if kind is None:
         raise ProtocolError("missing_field", "frame has no 'type'")
     if not isinstance(kind, str):
@@ -129,6 +143,17 @@ def _parse_hello(obj: dict[Any, Any], limits: Limits) -> Hello:
         if not _ID_RE.fullmatch(placement):
             raise ProtocolError("bad_field", "'placement' has characters outside the id set")
     return Hello(session_id, token or None, k, placement)
+
+
+def _parse_feedback(obj: dict[Any, Any], limits: Limits) -> Feedback:
+    kind = obj.get("kind")
+    if kind not in FEEDBACK_KINDS:
+        raise ProtocolError("bad_field", "'kind' must be 'impression' or 'click'")
+    recs_id = _req_id(obj, "recs_id", limits)
+    item_id = _opt_id(obj, "item_id", limits)
+    if kind == "click" and item_id is None:
+        raise ProtocolError("missing_field", "a click needs 'item_id'")
+    return Feedback(kind, recs_id, item_id)
 
 
 def parse_event(obj: dict[Any, Any], limits: Limits) -> EventMsg:
@@ -230,6 +255,7 @@ def recs(
     items: list[Rec],
     model: str,
     extra: dict[str, Any] | None = None,
+    recs_id: str | None = None,
 ) -> dict[str, Any]:
     frame: dict[str, Any] = {
         "type": "recs",
@@ -238,6 +264,8 @@ def recs(
         "items": [{"item_id": r.item_id, "score": round(r.score, 6)} for r in items],
         "model": model,
     }
+    if recs_id is not None:
+        frame["recs_id"] = recs_id
     if extra:
         frame.update(extra)
     return frame

@@ -16,14 +16,12 @@ error frame, but never acked: the client sends it again later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from . import protocol
 from .config import Settings
@@ -33,199 +31,29 @@ from .errors import (
     IdleTimeout,
     ProtocolError,
     RateLimited,
-    SlowConsumer,
     StoreUnavailable,
 )
 from .identity import verify_token
+from .live import (
+    CatalogView,
+    Connection,
+    FeedEntry,
+    Listener,
+    LiveSession,
+    TokenBucket,
+    Transport,
+)
 from .metrics import Metrics
 from .recommend.base import RecContext, RecList, Recommender
 from .store.base import Store
 from .types import Event
 
+__all__ = ["CatalogView", "FeedEntry", "LiveSession", "SessionManager", "Transport"]
+
 log = logging.getLogger("liverec.sessions")
 
-APPLIED_IDS_KEPT = 512  # event ids remembered per live session for in-memory dedup
 RATE_ERRORS_SENT = 3  # rate_limited error frames per run of refused events; then silence
 FLUSH_ON_CLOSE_S = 1.0  # how long queued frames may take to go out before a close
-
-
-class CatalogView(Protocol):
-    """What the session manager needs from the catalog (see catalog.py)."""
-
-    def is_available(self, item_id: str) -> bool:
-        """False for out-of-stock and removed items: they are never recommended."""
-
-    def describe(self, item_ids: list[str]) -> list[dict[str, Any]] | None:
-        """Metadata for the widget, one dict per item (same order), or None."""
-
-
-@dataclass(frozen=True, slots=True)
-class FeedEntry:
-    """What listeners (the live feed, metrics) hear about each handled frame."""
-
-    kind: str  # "open" | "event" | "close"
-    session_id: str
-    at: float  # epoch seconds
-    event: Event | None = None
-    recs: RecList | None = None
-    latency_s: float | None = None
-    placement: str | None = None
-    acked: bool = True
-    duplicate: bool = False
-
-
-Listener = Callable[[FeedEntry], None]
-
-
-class Transport(Protocol):
-    """What the session manager needs from a WebSocket."""
-
-    async def receive(self) -> str | bytes | None:
-        """The next message; None once the peer has gone."""
-
-    async def send(self, data: str | bytes) -> None: ...
-
-
-@dataclass(slots=True)
-class LiveSession:
-    """In-process state of one session, shared by all its connections here."""
-
-    session_id: str
-    user_id: str | None
-    items: list[str]
-    purchases: set[str] = field(default_factory=set)
-    ratings: dict[str, float] = field(default_factory=dict)
-    applied: set[str] = field(default_factory=set)
-    applied_order: deque[str] = field(default_factory=deque)
-    connections: int = 0
-    position: int = -1  # items taken in total; `items` keeps the newest session_max_items
-
-    def __post_init__(self) -> None:
-        if self.position < 0:
-            self.position = len(self.items)
-
-    def seen(self, event_id: str) -> bool:
-        return event_id in self.applied
-
-    def apply(self, event: Event, max_items: int) -> None:
-        self.applied.add(event.id)
-        self.applied_order.append(event.id)
-        if len(self.applied_order) > APPLIED_IDS_KEPT:
-            self.applied.discard(self.applied_order.popleft())
-        self.items.append(event.item_id)
-        self.position += 1
-        if len(self.items) > max_items:
-            del self.items[: len(self.items) - max_items]
-        if event.action == "purchase":
-            self.purchases.add(event.item_id)
-        elif event.action == "rate" and event.rating is not None:
-            self.ratings[event.item_id] = event.rating
-
-
-class TokenBucket:
-    """Events per second per connection, with a burst allowance."""
-
-    __slots__ = ("burst", "last", "rate", "tokens")
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens, self.last = float(burst), now
-
-    def peek(self, now: float) -> float:
-        return min(self.burst, self.tokens + (now - self.last) * self.rate)
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
-class Outbox:
-    """A bounded queue of frames; an unsent recs frame is replaced by a newer one."""
-
-    __slots__ = ("capacity", "frames", "on_replace")
-
-    def __init__(self, capacity: int, on_replace: Callable[[], None]) -> None:
-        self.capacity = capacity
-        self.frames: deque[dict[str, Any]] = deque()
-        self.on_replace = on_replace
-
-    def put(self, frame: dict[str, Any]) -> None:
-        if frame["type"] == "recs":
-            for i, queued in enumerate(self.frames):
-                if queued["type"] == "recs":
-                    del self.frames[i]
-                    self.on_replace()
-                    break
-        if len(self.frames) >= self.capacity:
-            raise SlowConsumer(f"outbound queue full ({self.capacity} frames): client not reading")
-        self.frames.append(frame)
-
-
-class Connection:
-    """One WebSocket after the upgrade."""
-
-    __slots__ = (
-        "address",
-        "bucket",
-        "closing",
-        "encoding",
-        "failure",
-        "k",
-        "limited",
-        "outbox",
-        "placement",
-        "session",
-        "transport",
-        "user_id",
-        "writer",
-    )
-
-    def __init__(
-        self, transport: Transport, settings: Settings, metrics: Metrics, address: str
-    ) -> None:
-        self.transport = transport
-        self.address = address
-        self.encoding: protocol.Encoding = "json"
-        self.outbox = Outbox(settings.outbound_queue, lambda: metrics.dropped_frames.inc())
-        self.writer: asyncio.Task[None] | None = None
-        self.failure: BaseException | None = None
-        self.session: LiveSession | None = None
-        self.user_id: str | None = None
-        self.k = settings.default_k
-        self.placement: str | None = None
-        self.bucket: TokenBucket | None = None
-        self.limited = 0  # events refused by the rate limit since the last accepted one
-        self.closing = False
-
-    def push(self, frame: dict[str, Any]) -> None:
-        """Queue a frame and make sure a writer drains the queue."""
-        if self.failure is not None:
-            raise self.failure
-        self.outbox.put(frame)
-        if self.writer is None or self.writer.done():
-            self.writer = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        # Writer tasks exist only while there is something to send: idle sockets cost none.
-        try:
-            while self.outbox.frames:
-                frame = self.outbox.frames.popleft()
-                await self.transport.send(protocol.encode(frame, self.encoding))
-        except Exception as exc:  # the socket is gone; the reader sees it too
-            self.failure = exc
-
-    async def flush(self, timeout: float) -> None:
-        if self.writer is not None and not self.writer.done():
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self.writer), timeout)
-
-    def cancel_writer(self) -> None:
-        if self.writer is not None and not self.writer.done():
-            self.writer.cancel()
 
 
 class SessionManager:
@@ -352,6 +180,8 @@ class SessionManager:
                     conn.push(protocol.pong())
                 elif isinstance(msg, protocol.EventMsg):
                     raise ProtocolError("hello_required", "send a hello frame first", msg.id)
+                elif isinstance(msg, protocol.Feedback):
+                    raise ProtocolError("hello_required", "send a hello frame first")
                 else:
                     await self._start_session(conn, msg)
             except Forbidden as exc:
@@ -379,7 +209,7 @@ class SessionManager:
                 raise Forbidden("session_forbidden", "this session belongs to another user")
             live = LiveSession(session_id, user_id, list(record.items) if record else [])
             if user_id is not None:
-                await self._load_profile(live, user_id)
+                await self._load_profile(live, user_id, seed=True)
             live = self.sessions.setdefault(session_id, live)
         elif live.user_id is not None and live.user_id != user_id:
             raise Forbidden("session_forbidden", "this session belongs to another user")
@@ -389,13 +219,15 @@ class SessionManager:
         conn.bucket = TokenBucket(
             self.settings.events_per_s, self.settings.events_burst, time.monotonic()
         )
-        conn.push(protocol.welcome(session_id, resumed, self.recommender.version))
+        conn.push(protocol.welcome(session_id, resumed, self.recommender.version_for(session_id)))
         current = live.items[-1] if live.items else None
         recs = await self._recommend(live, conn.k, current, conn.placement)
-        conn.push(self.recs_frame(session_id, None, recs))
+        conn.push(self.recs_frame(live, None, recs, conn.placement))
         self._notify(FeedEntry("open", session_id, now, recs=recs, placement=conn.placement))
 
-    async def _load_profile(self, live: LiveSession, user_id: str) -> None:
+    async def _load_profile(self, live: LiveSession, user_id: str, seed: bool = False) -> None:
+        """Purchases and ratings always; with `seed`, a new session of a returning user
+        also starts from the user's recent interactions."""
         try:
             profile = await self.store.get_profile(user_id)
         except StoreUnavailable:
@@ -403,6 +235,9 @@ class SessionManager:
             return
         live.purchases |= profile.purchases
         live.ratings.update(profile.ratings)
+        keep = self.settings.profile_seed_items
+        if seed and keep and not live.items:
+            live.history = profile.recent[-keep:]
 
     async def _event_phase(self, conn: Connection) -> None:
         idle = self.settings.idle_timeout_s
@@ -419,6 +254,8 @@ class SessionManager:
                 msg, _ = protocol.decode(data, self.limits)
                 if isinstance(msg, protocol.EventMsg):
                     await self._on_event(conn, msg, started)
+                elif isinstance(msg, protocol.Feedback):
+                    self._on_feedback(conn, msg)
                 elif isinstance(msg, protocol.Ping):
                     conn.push(protocol.pong())
                 else:
@@ -450,7 +287,7 @@ class SessionManager:
         else:
             self._error(conn, "store_unavailable", "event not recorded; send it again", msg.id)
         recs = await self._recommend(live, conn.k, msg.item_id, conn.placement)
-        conn.push(self.recs_frame(live.session_id, msg.id, recs))
+        conn.push(self.recs_frame(live, msg.id, recs, conn.placement))
         latency = time.perf_counter() - started
         self.metrics.recs_latency.observe(latency, recs.model)
         if self.listeners:
@@ -536,30 +373,70 @@ class SessionManager:
     async def _recommend(
         self, live: LiveSession, k: int, current: str | None, placement: str | None
     ) -> RecList:
+        items, position = live.context()
         ctx = RecContext(
             session_id=live.session_id,
-            items=live.items,
+            items=items,
             k=k,
             current_item=current,
             exclude=live.purchases,
             ratings=live.ratings,
             placement=placement,
-            position=live.position,
+            position=position,
             available=self.catalog.is_available if self.catalog is not None else None,
         )
         return await self.recommender.recommend(ctx)
 
     # --- helpers ----------------------------------------------------------------------
 
-    def recs_frame(self, session_id: str, for_event: str | None, recs: RecList) -> dict[str, Any]:
-        """A recs frame; with a catalog, each item carries the widget's metadata."""
-        frame = protocol.recs(session_id, for_event, recs.items, recs.model)
+    def recs_frame(
+        self, live: LiveSession, for_event: str | None, recs: RecList, placement: str | None = None
+    ) -> dict[str, Any]:
+        """A recs frame with a recs_id for feedback; with a catalog, each item carries
+        the widget's metadata."""
+        recs_id = live.remember(recs, placement)
+        frame = protocol.recs(live.session_id, for_event, recs.items, recs.model, recs_id=recs_id)
         if self.catalog is not None and recs.items:
             meta = self.catalog.describe([r.item_id for r in recs.items])
             if meta is not None:
                 for entry, extra in zip(frame["items"], meta, strict=True):
                     entry.update(extra)
         return frame
+
+    def _on_feedback(self, conn: Connection, msg: protocol.Feedback) -> None:
+        """Count an impression or a click against the model and placement that made
+        the list; each once per recs frame (and item)."""
+        assert conn.session is not None and conn.bucket is not None
+        if not conn.bucket.take(time.monotonic()):
+            raise ProtocolError("rate_limited", "feedback over the event rate; dropped")
+        shown = conn.session.shown.get(msg.recs_id)
+        if shown is None:
+            raise ProtocolError("unknown_recs", "no recent recs frame has this recs_id")
+        labels = (shown.model, shown.placement)
+        if msg.kind == "impression":
+            if shown.impression:
+                return
+            shown.impression = True
+            self.metrics.impressions.inc(*labels)
+        else:
+            assert msg.item_id is not None
+            if msg.item_id not in shown.items:
+                raise ProtocolError("bad_field", "'item_id' was not in that recs frame")
+            if msg.item_id in shown.clicked:
+                return
+            shown.clicked.add(msg.item_id)
+            self.metrics.rec_clicks.inc(*labels)
+        if self.listeners:
+            self._notify(
+                FeedEntry(
+                    msg.kind,
+                    conn.session.session_id,
+                    self.clock(),
+                    placement=shown.placement,
+                    model=shown.model,
+                    item_id=msg.item_id,
+                )
+            )
 
     def _notify(self, entry: FeedEntry) -> None:
         for listener in self.listeners:

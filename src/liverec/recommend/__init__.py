@@ -11,12 +11,22 @@ from .base import Recommender
 
 
 def build_recommender(settings: Settings) -> Recommender:
-    """The online recommender, or GRU4Rec over it when a model path is set."""
+    """The online recommender, or GRU4Rec over it when a model path is set; with an
+    A/B model path and share, that share of sessions goes to the second model."""
     from .online import OnlineRecommender
 
     online = OnlineRecommender.from_settings(settings)
-    if settings.model_path is None:
-        return online
-    from .gru import GRURecommender  # torch is imported only when a model is served
+    live: Recommender = online
+    if settings.model_path is not None:
+        from .gru import GRURecommender  # torch is imported only when a model is served
 
-    return GRURecommender.from_settings(settings, fallback=online)
+        live = GRURecommender.from_settings(settings, fallback=online)
+    if settings.ab_model_path is None or settings.ab_share <= 0.0:
+        return live
+    from .ab import ABRecommender
+    from .gru import GRURecommender
+
+    candidate = GRURecommender.from_settings(
+        settings.replace(model_path=settings.ab_model_path), fallback=online
+    )
+    return ABRecommender(live, candidate, settings.ab_share)

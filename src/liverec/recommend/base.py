@@ -55,6 +55,10 @@ class Recommender(abc.ABC):
 
         Sent in every recs frame."""
 
+    def version_for(self, session_id: str) -> str:
+        """The version that serves this session (differs from `version` under an A/B split)."""
+        return self.version
+
     @abc.abstractmethod
     def observe(self, event: Event) -> None:
         """Learn from one accepted event (online update). Must not block for long."""
@@ -105,3 +109,14 @@ def apply_rules(
         if len(out) >= ctx.k:
             break
     return out
+
+
+LOW_RATING = 2.0  # on a 1..5 scale: ratings at or below this demote an item
+
+
+def demote_low_rated(items: list[Rec], ratings: dict[str, float]) -> list[Rec]:
+    """Move items the user rated low to the end, keeping the order otherwise."""
+    if not ratings:
+        return items
+    low = {i for i, r in ratings.items() if r <= LOW_RATING}
+    return sorted(items, key=lambda r: r.item_id in low) if low else items

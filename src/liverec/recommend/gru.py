@@ -34,7 +34,14 @@ from ..model.checkpoint import META, load_checkpoint
 from ..model.data import ItemIndex
 from ..model.gru4rec import GRU4Rec
 from ..types import Event, Rec
-from .base import RecContext, RecList, Recommender, apply_rules, blocked_items
+from .base import (
+    RecContext,
+    RecList,
+    Recommender,
+    apply_rules,
+    blocked_items,
+    demote_low_rated,
+)
 
 log = logging.getLogger("liverec.gru")
 
@@ -244,7 +251,7 @@ class GRURecommender(Recommender):
         if job.hidden is not None and self.served is served:
             self._remember(ctx.session_id, _State(served.version, ctx.position, job.hidden))
         ids = served.index.ids
-        items = apply_rules(((ids[i], s) for i, s in ranked), ctx)
+        items = demote_low_rated(apply_rules(((ids[i], s) for i, s in ranked), ctx), ctx.ratings)
         if len(items) < ctx.k:  # tiny catalogs: fill from the online model
             more = await self.fallback.recommend(ctx)
             have = {r.item_id for r in items}

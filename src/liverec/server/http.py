@@ -134,7 +134,7 @@ async def post_events(request: Request) -> Response:
         "acked": acks,
         "duplicates": duplicates,
         "not_recorded": failed,
-        "recs": manager.recs_frame(session_id, events[-1].id, recs),
+        "recs": manager.recs_frame(live, events[-1].id, recs),
     }
     return JSONResponse(body_out, status_code=503 if failed else 200)
 
@@ -158,7 +158,7 @@ async def get_recommendations(request: Request) -> Response:
         recs = await manager.recommend_for(live, k)
     except (ProtocolError, Forbidden, StoreUnavailable) as exc:
         return _status_for(exc)
-    frame = manager.recs_frame(live.session_id, None, recs)
+    frame = manager.recs_frame(live, None, recs)
     return JSONResponse(frame)
 
 
