@@ -1,0 +1,157 @@
+"""What one served event costs: one GRU step plus top-k over the catalog.
+
+Two measurements:
+
+  cost     serving cost per event for catalogs of 10k, 100k and 1M items, scored
+           alone (batch 1) and micro-batched, exact float32 scoring against int8
+           scoring + exact re-scoring of the best candidates (what liverec serves).
+           Random weights: cost does not depend on what the model learnt.
+  quality  what int8 + re-scoring costs in Recall/MRR on a trained checkpoint and
+           a test file, against exact scoring, under the serving rules.
+
+    python bench/bench_model.py cost --hidden 512 --items 10000,100000,1000000
+    python bench/bench_model.py quality --model DIR --test FILE [--format lines]
+
+Runs on one thread by default (liverec serves with model_threads=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
+from liverec.recommend.gru import _quantize
+
+K = 20
+RESCORE = 64
+
+
+def _time(fn: Any, reps: int) -> list[float]:
+    fn()
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def cost(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    print(f"threads={args.threads} hidden={args.hidden} k={K} rescore={RESCORE}")
+    print(
+        f"{'items':>9} {'batch':>5} {'mode':>13} {'ms/batch p50':>12} {'p99':>8} "
+        f"{'us/event':>9} {'events/s':>9}"
+    )
+    for n in [int(x) for x in args.items.split(",")]:
+        model = GRU4Rec(GRU4RecConfig(n_items=n, layers=(args.hidden,))).eval()
+        weight, bias = model.item_weight.data, model.item_bias.data
+        packed = _quantize(weight, bias)
+        for batch in [int(x) for x in args.batches.split(",")]:
+            items = torch.randint(0, n, (batch,))
+            hidden = torch.randn(1, batch, args.hidden) * 0.1
+
+            def exact() -> None:
+                with torch.inference_mode():
+                    out, _ = model.step(model.input_table.index_select(0, items), hidden)
+                    torch.topk(model.score_all(out), K, dim=1)
+
+            def int8() -> None:
+                with torch.inference_mode():
+                    out, _ = model.step(model.input_table.index_select(0, items), hidden)
+                    approx = torch.ops.quantized.linear_dynamic(out, packed)
+                    cand = torch.topk(approx, K + RESCORE, dim=1).indices
+                    w = weight.index_select(0, cand.reshape(-1)).view(*cand.shape, -1)
+                    b = bias.index_select(0, cand.reshape(-1)).view(cand.shape)
+                    s = torch.baddbmm(b.unsqueeze(2), w, out.unsqueeze(2)).squeeze(2)
+                    torch.argsort(s, dim=1, descending=True)
+
+            for name, fn in (("exact fp32", exact), ("int8+rescore", int8)):
+                if name == "exact fp32" and n * batch > args.exact_limit:
+                    continue
+                reps = max(5, min(200, int(2e8 / (n * args.hidden * max(batch, 4)))))
+                times = _time(fn, reps)
+                p50 = statistics.median(times)
+                p99 = float(np.percentile(times, 99))
+                print(
+                    f"{n:>9} {batch:>5} {name:>13} {p50 * 1e3:>12.3f} {p99 * 1e3:>8.3f} "
+                    f"{p50 / batch * 1e6:>9.1f} {batch / p50:>9.0f}"
+                )
+        del model, packed
+
+
+def quality(args: argparse.Namespace) -> None:
+    from liverec.model.checkpoint import GRUScorer, load_checkpoint
+    from liverec.model.data import load_sessions
+    from liverec.model.evaluate import evaluate
+
+    torch.set_num_threads(args.threads)
+    model, _, index, meta = load_checkpoint(args.model)
+    test = load_sessions(args.test, fmt=args.format)
+    packed = _quantize(model.item_weight.data, model.item_bias.data)
+    weight, bias = model.item_weight.data, model.item_bias.data
+
+    class Int8Scorer(GRUScorer):
+        """The served scoring: int8 scores, exact re-scoring of the best K+RESCORE;
+        every other item gets -inf (it cannot be in a served top-K)."""
+
+        def step(self, slots: np.ndarray, items: np.ndarray, new: np.ndarray) -> np.ndarray:
+            s = torch.as_tensor(np.asarray(slots, dtype=np.int64))
+            x = torch.as_tensor(np.asarray(items, dtype=np.int64))
+            fresh = torch.as_tensor(np.asarray(new, dtype=bool))
+            with torch.inference_mode():
+                h = self.hidden.index_select(1, s)
+                h[:, fresh] = 0.0
+                out, h = self.model.step(self.model.input_table.index_select(0, x), h)
+                self.hidden.index_copy_(1, s, h)
+                approx = torch.ops.quantized.linear_dynamic(out, packed)
+                approx[torch.arange(len(x)), x] = float("-inf")  # serving rule first
+                cand = torch.topk(approx, K + RESCORE, dim=1).indices
+                w = weight.index_select(0, cand.reshape(-1)).view(*cand.shape, -1)
+                b = bias.index_select(0, cand.reshape(-1)).view(cand.shape)
+                exact = torch.baddbmm(b.unsqueeze(2), w, out.unsqueeze(2)).squeeze(2)
+                scores = torch.full((len(x), self.n_items), float("-inf"))
+                scores.scatter_(1, cand, exact)
+            return scores.numpy()
+
+    for name, scorer in (("exact fp32", GRUScorer(model)), ("int8+rescore", Int8Scorer(model))):
+        t0 = time.perf_counter()
+        res = evaluate(scorer, index, test, ks=(5, 10, 20), serving_rules=True)
+        print(
+            f"{name:>13}: recall@20 {res['recall@20']:.4f} mrr@20 {res['mrr@20']:.4f} "
+            f"recall@5 {res['recall@5']:.4f} mrr@5 {res['mrr@5']:.4f} cases {res['cases']} "
+            f"({time.perf_counter() - t0:.0f} s) [{meta.get('version')}]"
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cost")
+    c.add_argument("--hidden", type=int, default=512)
+    c.add_argument("--items", default="10000,100000,1000000")
+    c.add_argument("--batches", default="1,8,32,128")
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument(
+        "--exact-limit",
+        type=int,
+        default=40_000_000,
+        help="skip exact scoring above items x batch (too slow to be useful)",
+    )
+    q = sub.add_parser("quality")
+    q.add_argument("--model", required=True)
+    q.add_argument("--test", required=True)
+    q.add_argument("--format", default="auto")
+    q.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    cost(args) if args.cmd == "cost" else quality(args)
+
+
+if __name__ == "__main__":
+    main()
