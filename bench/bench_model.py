@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,24 @@ def _time(fn: Any, reps: int) -> list[float]:
     return out
 
 
+def _one_batch(
+    model: GRU4Rec, packed: Any, items: torch.Tensor, hidden: torch.Tensor, exact: bool
+) -> None:
+    """One step for every row of the batch, then the top-K of each row."""
+    weight, bias = model.item_weight.data, model.item_bias.data
+    with torch.inference_mode():
+        out, _ = model.step(model.input_table.index_select(0, items), hidden)
+        if exact:
+            torch.topk(model.score_all(out), K, dim=1)
+            return
+        approx = torch.ops.quantized.linear_dynamic(out, packed)
+        cand = torch.topk(approx, K + RESCORE, dim=1).indices
+        w = weight.index_select(0, cand.reshape(-1)).view(*cand.shape, -1)
+        b = bias.index_select(0, cand.reshape(-1)).view(cand.shape)
+        s = torch.baddbmm(b.unsqueeze(2), w, out.unsqueeze(2)).squeeze(2)
+        torch.argsort(s, dim=1, descending=True)
+
+
 def cost(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     print(f"threads={args.threads} hidden={args.hidden} k={K} rescore={RESCORE}")
@@ -51,39 +70,21 @@ def cost(args: argparse.Namespace) -> None:
     )
     for n in [int(x) for x in args.items.split(",")]:
         model = GRU4Rec(GRU4RecConfig(n_items=n, layers=(args.hidden,))).eval()
-        weight, bias = model.item_weight.data, model.item_bias.data
-        packed = _quantize(weight, bias)
+        packed = _quantize(model.item_weight.data, model.item_bias.data)
         for batch in [int(x) for x in args.batches.split(",")]:
             items = torch.randint(0, n, (batch,))
             hidden = torch.randn(1, batch, args.hidden) * 0.1
-
-            def exact() -> None:
-                with torch.inference_mode():
-                    out, _ = model.step(model.input_table.index_select(0, items), hidden)
-                    torch.topk(model.score_all(out), K, dim=1)
-
-            def int8() -> None:
-                with torch.inference_mode():
-                    out, _ = model.step(model.input_table.index_select(0, items), hidden)
-                    approx = torch.ops.quantized.linear_dynamic(out, packed)
-                    cand = torch.topk(approx, K + RESCORE, dim=1).indices
-                    w = weight.index_select(0, cand.reshape(-1)).view(*cand.shape, -1)
-                    b = bias.index_select(0, cand.reshape(-1)).view(cand.shape)
-                    s = torch.baddbmm(b.unsqueeze(2), w, out.unsqueeze(2)).squeeze(2)
-                    torch.argsort(s, dim=1, descending=True)
-
-            for name, fn in (("exact fp32", exact), ("int8+rescore", int8)):
-                if name == "exact fp32" and n * batch > args.exact_limit:
+            for name, exact in (("exact fp32", True), ("int8+rescore", False)):
+                if exact and n * batch > args.exact_limit:
                     continue
                 reps = max(5, min(200, int(2e8 / (n * args.hidden * max(batch, 4)))))
-                times = _time(fn, reps)
+                times = _time(partial(_one_batch, model, packed, items, hidden, exact), reps)
                 p50 = statistics.median(times)
                 p99 = float(np.percentile(times, 99))
                 print(
                     f"{n:>9} {batch:>5} {name:>13} {p50 * 1e3:>12.3f} {p99 * 1e3:>8.3f} "
                     f"{p50 / batch * 1e6:>9.1f} {batch / p50:>9.0f}"
                 )
-        del model, packed
 
 
 def quality(args: argparse.Namespace) -> None:
