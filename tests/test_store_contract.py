@@ -432,3 +432,51 @@ async def test_catalog_survives_reopening(durable_url: str) -> None:
         assert await reopened.all_items() == (2, {"a": {"title": "A"}})
     finally:
         await reopened.close()
+
+
+# --- following the log: consumer groups --------------------------------------------
+
+
+async def test_follow_delivers_each_event_once_in_log_order(store: Store) -> None:
+    await store.record_events([ev(f"e{n}", item=f"i{n}", ts=float(n)) for n in range(5)])
+    first = await store.follow("g", "c", count=3)
+    rest = await store.follow("g", "c", count=3)
+    assert [e.event.id for e in first + rest] == [f"e{n}" for n in range(5)]
+    assert first + rest == await store.read_events()  # same positions and events
+    assert await store.follow("g", "c") == []
+    await store.record_event(ev("e5"))
+    assert [e.event.id for e in await store.follow("g", "c")] == ["e5"]
+    assert await store.follow("g", "c", count=0) == []
+    # another group starts at the beginning of the log, independently
+    assert len(await store.follow("other", "c", count=100)) == 6
+
+
+async def test_follow_redelivers_what_was_not_acked(durable_url: str) -> None:
+    store = open_store(durable_url, StoreLimits())
+    await store.open()
+    await store.record_events([ev(f"e{n}", ts=float(n)) for n in range(5)])
+    got = await store.follow("learn", "worker")
+    await store.ack("learn", [e.position for e in got[:3]])
+    await store.ack("learn", [])
+    await store.close()
+    # a restarted consumer gets the unacknowledged events again, then new ones
+    reopened = open_store(durable_url, StoreLimits())
+    await reopened.open()
+    try:
+        again = await reopened.follow("learn", "worker", count=1)
+        again += await reopened.follow("learn", "worker")
+        assert [e.event.id for e in again] == ["e3", "e4"]
+        assert again == got[3:]
+        await reopened.record_event(ev("e5", ts=5.0))
+        new = await reopened.follow("learn", "worker")
+        assert [e.event.id for e in new] == ["e5"]
+        await reopened.ack("learn", [e.position for e in again + new])
+    finally:
+        await reopened.close()
+    # everything acknowledged: nothing is delivered again
+    third = open_store(durable_url, StoreLimits())
+    await third.open()
+    try:
+        assert await third.follow("learn", "worker") == []
+    finally:
+        await third.close()

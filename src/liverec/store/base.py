@@ -128,3 +128,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def catalog_version(self) -> int:
         """The catalog version: 0 before the first write."""
+
+    # --- following the event log: consumer groups (used by the continuous learner) --
+
+    @abc.abstractmethod
+    async def follow(self, group: str, consumer: str, count: int = 1000) -> list[LoggedEvent]:
+        """Up to `count` log events never delivered to `group`, oldest first.
+
+        A group is created at the start of the log on first use. What was delivered
+        but not acknowledged with `ack` is delivered again, first, to a consumer that
+        comes back under the same name (after a restart); events trimmed from the log
+        meanwhile are skipped. A group has one consumer, which makes one call at a time:
+        the embedded backend tracks delivery per store object, Redis per consumer name
+        (XREADGROUP).
+        """
+
+    @abc.abstractmethod
+    async def ack(self, group: str, positions: Sequence[str]) -> None:
+        """Acknowledge delivered events of `group`, in log order: they are not
+        delivered again. The embedded backend keeps the highest position acknowledged,
+        so acknowledge a prefix of what was delivered."""

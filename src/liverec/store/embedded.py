@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS profile_ratings (
     PRIMARY KEY (user_id, item_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS catalog (item_id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_groups (grp TEXT PRIMARY KEY, acked INTEGER NOT NULL) WITHOUT ROWID;
 """
 PROFILE_TABLES: Final = (
     "profile_counters",
@@ -128,6 +129,7 @@ class EmbeddedStore(Store):
         self._closed = False
         self._thread: threading.Thread | None = None
         self._logged_since_trim = 0
+        self._delivered: dict[str, int] = {}  # follow(): group -> last position delivered
 
     @classmethod
     def from_url(cls, url: str, limits: StoreLimits) -> EmbeddedStore:
@@ -650,6 +652,52 @@ class EmbeddedStore(Store):
                     item.loop.call_soon_threadsafe(_settle, item.future, None, exc)
                 except RuntimeError:
                     pass
+
+    # --- following the log ----------------------------------------------------
+
+    async def follow(self, group: str, consumer: str, count: int = 1000) -> list[LoggedEvent]:
+        """Delivery is tracked in this object (one consumer per group); the highest
+        acknowledged position is stored in `log_groups`, so a new store object on the
+        same file starts again after it."""
+
+        taken: list[int] = []  # the start, fixed at the first run: a failed batch reruns ops
+
+        def work(c: sqlite3.Connection, now: float) -> list[LoggedEvent]:
+            c.execute("INSERT OR IGNORE INTO log_groups VALUES (?, 0)", (group,))
+            if not taken:
+                start = self._delivered.get(group)
+                if start is None:
+                    row = c.execute("SELECT acked FROM log_groups WHERE grp = ?", (group,))
+                    start = int(row.fetchone()[0])
+                taken.append(start)
+            start = taken[0]
+            rows = c.execute(
+                "SELECT pos, id, session_id, action, item_id, ts, user_id, rating FROM events"
+                " WHERE pos > ? ORDER BY pos LIMIT ?",
+                (start, max(count, 0)),
+            ).fetchall()
+            self._delivered[group] = int(rows[-1][0]) if rows else start
+            return [LoggedEvent(f"{r[0]:020d}", Event(*r[1:])) for r in rows]
+
+        result: list[LoggedEvent] = await self._submit(work, True)
+        return result
+
+    async def ack(self, group: str, positions: Sequence[str]) -> None:
+        if not positions:
+            return
+        try:
+            top = max(int(p) for p in positions)
+        except ValueError:
+            raise StoreError(f"not event log positions: {list(positions)[:3]!r}") from None
+
+        def work(c: sqlite3.Connection, now: float) -> None:
+            c.execute(
+                "INSERT INTO log_groups VALUES (?, ?) ON CONFLICT (grp)"
+                " DO UPDATE SET acked = max(acked, excluded.acked)",
+                (group, top),
+            )
+
+        await self._submit(work, True)
 
 
 def _dumps(data: Mapping[str, Any]) -> str:

@@ -34,6 +34,7 @@ from redis.exceptions import (
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
+    ResponseError,
 )
 from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
@@ -160,6 +161,9 @@ class RedisStore(Store):
         self._log_key = f"{prefix}log"
         self._catalog_key = f"{prefix}catalog:items"
         self._catalog_version_key = f"{prefix}catalog:version"
+        # follow(): (group, consumer) -> where its pending entries are read from next;
+        # None once they are drained (then only new entries, '>', are read)
+        self._pending_from: dict[tuple[str, str], str | None] = {}
 
     @classmethod
     def from_url(cls, url: str, limits: StoreLimits) -> RedisStore:
@@ -493,6 +497,60 @@ class RedisStore(Store):
             error = StoreError(f"{where}: {reply}")
         error.__cause__ = reply
         return error
+
+    # --- following the log: a consumer group on the stream --------------------------
+
+    async def follow(self, group: str, consumer: str, count: int = 1000) -> list[LoggedEvent]:
+        """XREADGROUP: first this consumer's pending entries (delivered, never acked),
+        then new ones. The group is created (XGROUP CREATE ... 0 MKSTREAM) on first use."""
+        if count <= 0:
+            return []
+        key = (group, consumer)
+        async with self._use("follow") as client:
+            for _ in range(2):  # a second time when the group vanished (stream deleted)
+                if key not in self._pending_from:
+                    try:
+                        await client.xgroup_create(self._log_key, group, id="0", mkstream=True)
+                    except ResponseError as exc:
+                        if "BUSYGROUP" not in str(exc):
+                            raise
+                    self._pending_from[key] = "0"
+                try:
+                    return await self._follow(client, group, consumer, count)
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    self._pending_from.pop(key, None)
+        raise StoreError(f"follow: the consumer group {group!r} keeps disappearing")
+
+    async def _follow(
+        self, client: Redis, group: str, consumer: str, count: int
+    ) -> list[LoggedEvent]:
+        key = (group, consumer)
+        while True:
+            start = self._pending_from[key]
+            reply: Any = await client.xreadgroup(
+                group, consumer, {self._log_key: start or ">"}, count=count
+            )
+            entries = reply[0][1] if reply else []
+            if start is not None:
+                if not entries:
+                    self._pending_from[key] = None  # pending drained: new entries next
+                    continue
+                self._pending_from[key] = str(entries[-1][0])
+            trimmed = [position for position, fields in entries if not fields]
+            if trimmed:  # pending entries trimmed from the stream come back empty
+                await client.xack(self._log_key, group, *trimmed)
+            events = [LoggedEvent(str(p), _decode(f)) for p, f in entries if f]
+            if events or not entries:
+                return events
+
+    async def ack(self, group: str, positions: Sequence[str]) -> None:
+        if not positions:
+            return
+        async with self._use("ack") as client:
+            for start in range(0, len(positions), PIPELINE_CHUNK):
+                await client.xack(self._log_key, group, *positions[start : start + PIPELINE_CHUNK])
 
 
 def _ms(seconds: float | None) -> str:
