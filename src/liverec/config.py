@@ -48,6 +48,46 @@ class Settings:
     model_rescore: int = _s(64, "candidates re-scored exactly beyond k after int8 scoring")
     model_quantize: bool = _s(True, "score items with int8 weights, then re-score exactly")
     model_replay_max: int = _s(50, "items replayed to rebuild a session's hidden state")
+    # --- continuous learning (liverec learn, docs/learning.md)
+    learn_in_serve: bool = _s(
+        False,
+        "run the continuous learner inside `liverec serve` (one machine; model_path must be "
+        "a models/ registry)",
+    )
+    learn_mode: str = _s(
+        "finetune",
+        "how a candidate is made: finetune (from the served model, new items added) or "
+        "retrain (from scratch on the window)",
+    )
+    learn_interval_s: float | None = _s(
+        600.0, "seconds after a round when the next starts if any event arrived (none = off)"
+    )
+    learn_min_events: int | None = _s(
+        10_000, "new events that start a round without waiting for learn_interval_s (none = off)"
+    )
+    learn_window_events: int = _s(200_000, "latest events a candidate is trained and judged on")
+    learn_holdout_fraction: float = _s(
+        0.1, "latest share of the window's sessions held out to judge candidate and served model"
+    )
+    learn_min_holdout_cases: int = _s(
+        200, "fewest held-out next-item cases a round needs (fewer: wait for more events)"
+    )
+    learn_margin: float = _s(
+        0.005,
+        "promote when the candidate's Recall@20 and MRR@20 are each at least the served "
+        "model's minus this",
+    )
+    learn_epochs: int = _s(2, "training epochs per candidate")
+    learn_preset: str = _s("diginetica", "training parameters of a candidate (as train --preset)")
+    learn_set: tuple[str, ...] = _s(
+        (), "training parameter overrides KEY=VALUE, comma list (as train --set)"
+    )
+    learn_threads: int = _s(1, "torch threads for training a candidate")
+    learn_poll_s: float = _s(1.0, "seconds between reads of an event log that had nothing new")
+    learn_keep_versions: int = _s(
+        20, "model directories kept: the served one, and this many served and others each"
+    )
+    learn_group: str = _s("liverec-learn", "the learner's consumer group on the event log")
     # --- protocol limits
     max_frame_bytes: int = _s(16384, "largest client frame accepted, bytes (close 1009 above)")
     max_id_chars: int = _s(128, "longest session, event or item id, characters")
