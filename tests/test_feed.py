@@ -1,0 +1,202 @@
+"""The live feed: rolling statistics, bounded per-page queues, and the /v1/feed socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from liverec.config import Settings
+from liverec.recommend.base import RecList
+from liverec.server.feed import FeedHub, Subscriber, bucket_of, bucket_value, percentile
+from liverec.sessions import FeedEntry
+from liverec.types import Event, Rec
+
+from .servers import LiverecServer
+from .wsclient import Client
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Titles:
+    def is_available(self, item_id: str) -> bool:
+        return True
+
+    def describe(self, item_ids: list[str]) -> list[dict[str, Any]] | None:
+        return [{"title": i.title()} for i in item_ids]
+
+
+def event_entry(sid: str, item: str, latency_s: float, at: float = 0.0) -> FeedEntry:
+    event = Event(f"e-{item}", sid, "view", item, at)
+    recs = RecList([Rec("case", 1.0), Rec("cable", 0.5)], "online")
+    return FeedEntry("event", sid, at, event, recs, latency_s, "home")
+
+
+def test_percentile_within_bucket_resolution() -> None:
+    latencies = [0.001 * (n + 1) for n in range(100)]  # 1..100 ms
+    hist = Counter(bucket_of(x) for x in latencies)
+    p50, p99 = percentile([hist], 0.5), percentile([hist], 0.99)
+    assert p50 is not None and p99 is not None
+    assert 0.050 / 1.1 < p50 < 0.050 * 1.1
+    assert 0.099 / 1.1 < p99 < 0.099 * 1.1
+    assert percentile([Counter()], 0.5) is None
+    for x in (3e-6, 0.02, 7.0):  # a bucket's value lies within 9 % of what fell into it
+        assert x / 1.1 < bucket_value(bucket_of(x)) < x * 1.1
+
+
+def test_events_per_second_ticks_and_window() -> None:
+    clock = Clock(1000.2)
+    hub = FeedHub(Settings(feed_window_s=10), Titles(), clock=clock)
+    for n in range(5):
+        hub.on_entry(event_entry("s1", f"i{n}", 0.002))
+    clock.t = 1001.5
+    hub.on_entry(event_entry("s1", "j", 0.004))
+    tick = hub.tick(1000)
+    assert tick["events"] == 5 and tick["p50_ms"] == pytest.approx(2.0, rel=0.1)
+    assert hub.tick(1001)["events"] == 1
+    assert hub.tick(1001)["minute"]["events_per_s"] == round(6 / 60, 2)
+    snap = hub.snapshot()
+    assert snap["series"]["t0"] == 1001 - 10 and len(snap["series"]["events"]) == 10
+    assert snap["series"]["events"][-1] == 5  # the last complete second
+    clock.t = 1020.0  # older seconds leave the window when a new one starts
+    hub.on_entry(event_entry("s1", "k", 0.001))
+    assert set(hub.seconds) == {1020}
+
+
+def test_live_sessions_follow_connections() -> None:
+    hub = FeedHub(Settings(), clock=Clock())
+    hub.on_entry(FeedEntry("open", "s1", 0.0, placement="home"))
+    hub.on_entry(FeedEntry("open", "s1", 0.0, placement="product"))  # a second tab
+    hub.on_entry(event_entry("s1", "phone", 0.001))
+    hub.on_entry(FeedEntry("open", "s2", 0.0))
+    assert [s["sid"] for s in hub.snapshot()["sessions"]] == ["s2", "s1"]
+    hub.on_entry(FeedEntry("close", "s1", 0.0))
+    assert "s1" in hub.live and hub.live["s1"].events == 1
+    assert hub.live["s1"].last_item == "phone" and hub.live["s1"].placement == "home"
+    hub.on_entry(FeedEntry("close", "s1", 0.0))
+    hub.on_entry(FeedEntry("close", "never-opened", 0.0))
+    assert list(hub.live) == ["s2"]
+
+
+def test_a_slow_page_loses_the_oldest_entries_and_is_told() -> None:
+    hub = FeedHub(Settings(feed_queue=3, feed_max_subscribers=1), Titles(), clock=Clock())
+    sub = hub.subscribe()
+    assert sub is not None and hub.subscribe() is None  # at most one page here
+    for n in range(5):
+        hub.on_entry(event_entry("s", f"i{n}", 0.001))
+    assert [e["item"] for e in sub.entries] == ["i2", "i3", "i4"]
+    assert sub.dropped == 2 and sub.wake.is_set()
+    shown = sub.entries[-1]
+    assert shown["title"] == "I4" and shown["recs"] == [
+        {"id": "case", "title": "Case"},
+        {"id": "cable", "title": "Cable"},
+    ]
+    assert shown["latency_ms"] == 1.0 and shown["model"] == "online" and shown["acked"] is True
+    hub.unsubscribe(sub)
+    hub.on_entry(event_entry("s", "after", 0.001))
+    assert len(sub.entries) == 3 and isinstance(sub, Subscriber)
+
+
+# --- the socket -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LiverecServer]:
+    srv = LiverecServer("memory://", feed_max_subscribers=2, hello_timeout_s=2).start()
+    yield srv
+    srv.stop()
+
+
+async def feed(url: str, hello: dict[str, Any] | None = None) -> ClientConnection:
+    ws = await connect(url.replace("/v1/ws", "/v1/feed"), open_timeout=10)
+    await ws.send(json.dumps(hello or {"type": "hello"}))
+    return ws
+
+
+async def next_of(ws: ClientConnection, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The next frame of this kind (others are skipped), within `timeout` in all."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == kind:
+                return frame  # type: ignore[no-any-return]
+
+
+async def test_feed_streams_events_with_recs_and_ticks(server: LiverecServer) -> None:
+    ws = await feed(server.ws_url)
+    try:
+        snapshot = await next_of(ws, "snapshot")
+        assert snapshot["window_s"] == 300 and len(snapshot["series"]["events"]) == 300
+        async with await Client.open(server.ws_url) as shopper:
+            welcome, _ = await shopper.hello(placement="product")
+            sid = welcome["session_id"]
+            await shopper.event("feed-a")
+            _, recs = await shopper.event("feed-b")
+            seen: list[dict[str, Any]] = []
+            while not any(e.get("item") == "feed-b" for e in seen):
+                seen += (await next_of(ws, "batch"))["entries"]
+            kinds = [(e["kind"], e.get("item")) for e in seen if e["sid"] == sid]
+            assert kinds == [("open", None), ("event", "feed-a"), ("event", "feed-b")]
+            last = seen[-1]
+            assert last["action"] == "view" and last["placement"] == "product"
+            assert [r["id"] for r in last["recs"]] == [r["item_id"] for r in recs["items"]][:6]
+            assert last["latency_ms"] > 0 and last["model"] == recs["model"]
+        ticks: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while not ticks or not any(e["kind"] == "close" for e in seen):
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "tick":
+                    ticks.append(frame)
+                else:
+                    seen += frame["entries"]
+        assert {"events", "p50_ms", "p99_ms", "sessions", "minute", "model"} <= set(ticks[0])
+        assert [e["sid"] for e in seen if e["kind"] == "close"] == [sid]
+    finally:
+        await ws.close()
+
+
+async def test_feed_needs_hello_and_limits_pages(server: LiverecServer) -> None:
+    ws = await feed(server.ws_url, {"type": "event"})
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+    pages = [await feed(server.ws_url) for _ in range(2)]
+    for page in pages:
+        await next_of(page, "snapshot")
+    extra = await feed(server.ws_url)
+    with pytest.raises(ConnectionClosed) as info:
+        await extra.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+    for page in pages:
+        await page.close()
+
+
+async def test_feed_requires_the_admin_token_when_set() -> None:
+    srv = LiverecServer("memory://", admin_token="op-token").start()
+    try:
+        for hello in ({"type": "hello"}, {"type": "hello", "token": "nope"}):
+            ws = await feed(srv.ws_url, hello)
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd is not None
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (
+                1008,
+                "operator token required",
+            )
+        ws = await feed(srv.ws_url, {"type": "hello", "token": "op-token"})
+        assert (await next_of(ws, "snapshot"))["type"] == "snapshot"
+        await ws.close()
+    finally:
+        srv.stop()
