@@ -222,14 +222,18 @@ function chart(canvas, series, unit = "") {
     g.lineWidth = 1.8;
     g.beginPath();
     let pen = false;
+    const dots = [];
     s.values.forEach((v, i) => {
       const x = left + (off + i) * step;
       if (v === null || v === undefined) { pen = false; return; }
       const y = bottom - ((bottom - 6) * v) / max;
       if (s.bars) g.fillRect(x, y, Math.max(1, step - 0.5), bottom - y);
       else if (!pen) { g.moveTo(x, y); pen = true; } else g.lineTo(x, y);
+      const lone = (s.values[i - 1] ?? null) === null && (s.values[i + 1] ?? null) === null;
+      if (lone && !s.bars) dots.push([x, y]); // a single second with data: show a dot
     });
     if (!s.bars) g.stroke();
+    for (const [x, y] of dots) { g.beginPath(); g.arc(x, y, 2.5, 0, 2 * Math.PI); g.fill(); }
   }
 }
 

@@ -1,0 +1,181 @@
+"""The widget, the demo store and the live feed in a real browser (headless Chromium).
+
+Debian's chromium, driven by Playwright with `executable_path` pointed at it (never a
+browser download). Screenshots of the pages go to test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liverec.demo import build_catalog
+
+from .servers import LiverecServer, free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("LIVEREC_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
+DEMO = build_catalog()
+WAIT_MS = 15_000  # generous: a shared CI machine; speed is measured in bench/, not here
+
+# The widget has shown the recommendations that answer the latest event it sent.
+SYNCED = "() => window.liverec && liverec.state === 'open' && liverec.pending === 0 \
+&& liverec.renderedFor !== undefined && liverec.renderedFor === liverec.lastEventId"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        if os.environ.get("LIVEREC_SKIP_BROWSER") == "1":
+            pytest.skip("LIVEREC_SKIP_BROWSER=1 and no chromium")
+        pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (or run .ci/dev setup)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LiverecServer]:
+    srv = LiverecServer("memory://", demo="on").start()
+    yield srv
+    srv.stop()
+
+
+class Page:
+    """A page in a fresh browser context that records uncaught script errors."""
+
+    def __init__(self, browser: Any, width: int = 1280, height: int = 800) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": height})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    def recs(self) -> list[str]:
+        ids: list[str] = self.page.eval_on_selector_all(
+            "#recs .liverec-card:not([hidden]) a[data-liverec-item]",
+            "els => els.map(e => e.dataset.liverecItem)",
+        )
+        return ids
+
+    def synced(self) -> list[str]:
+        self.page.wait_for_function(SYNCED, timeout=WAIT_MS)
+        return self.recs()
+
+    def close(self) -> None:
+        self.context.close()
+        assert self.errors == []
+
+
+def test_clicking_products_changes_recs_to_related_items(
+    browser: Any, server: LiverecServer
+) -> None:
+    tab = Page(browser)
+    page = tab.page
+    page.goto(server.base + "/demo")
+    home = tab.synced()
+    assert len(home) == 8 and all(DEMO.products[i].item.in_stock for i in home)
+    page.screenshot(path=str(ARTIFACTS / "home.png"))
+
+    page.click("ul.grid a[data-liverec-item='aurora-15']")  # a phone, from the home grid
+    page.wait_for_url("**/demo/p/aurora-15")
+    phone = tab.synced()
+    assert phone != home
+    related = DEMO.related("aurora-15")
+    assert set(phone) & related, phone  # its cases, chargers, cables
+    assert "aurora-15" not in phone
+    page.screenshot(path=str(ARTIFACTS / "product.png"), full_page=True)
+
+    accessory = next(i for i in phone if i in related)  # follow a recommendation
+    page.click(f"#recs a[data-liverec-item='{accessory}']")
+    page.wait_for_url(f"**/demo/p/{accessory}")
+    after = tab.synced()
+    assert after != phone
+    assert set(after) & DEMO.related(accessory), after
+
+    # In place: an add to cart re-renders the same cards, without a new page.
+    first = page.query_selector("#recs .liverec-card")
+    event_before = page.evaluate("liverec.lastEventId")
+    page.click("[data-add-to-cart]")
+    page.wait_for_function(f"() => liverec.lastEventId !== {event_before!r}", timeout=WAIT_MS)
+    tab.synced()
+    assert first is not None and first.evaluate("el => el.isConnected")
+    assert page.inner_text("[data-cart-count]") == "1"
+    tab.close()
+
+
+def test_widget_reconnects_resumes_and_loses_no_event(browser: Any, tmp_path: Path) -> None:
+    url, port = f"embedded://{tmp_path}/store.db", free_port()
+    srv = LiverecServer(url, port=port, demo="on").start()
+    tab = Page(browser)
+    page = tab.page
+    try:
+        page.goto(srv.base + "/demo/p/kite-m50")
+        before = tab.synced()
+        session_id = page.evaluate("liverec.sessionId")
+        assert session_id and before
+
+        srv.stop()  # SIGTERM: the server closes the socket (1012) and goes away
+        page.wait_for_function("() => liverec.state !== 'open'", timeout=WAIT_MS)
+        page.click("[data-add-to-cart]")  # the store still works...
+        page.evaluate("liverec.track('view', 'kite-m50-lens-35')")
+        assert page.inner_text("[data-cart-count]") == "1"
+        assert page.evaluate("liverec.pending") == 2  # ...and the widget keeps the events
+        assert page.inner_text("h1") == "Kite M50"
+        assert tab.recs() == before  # the row stays as it was
+
+        srv = LiverecServer(url, port=port, demo="on").start()  # same port, same store
+        after = tab.synced()
+        assert page.evaluate("liverec.sessionId") == session_id
+        assert page.evaluate("liverec.resumed") is True
+        status, body = srv.get_json(f"/v1/sessions/{session_id}")
+        assert status == 200
+        assert body["items"] == ["kite-m50", "kite-m50", "kite-m50-lens-35"]  # none lost
+        assert set(after) & DEMO.related("kite-m50-lens-35")
+    finally:
+        tab.close()
+        srv.stop()
+
+
+def test_feed_shows_each_event_with_its_recs(browser: Any, server: LiverecServer) -> None:
+    operator = Page(browser, 1280, 800)
+    operator.page.goto(server.base + "/feed")
+    operator.page.wait_for_selector("[data-status='live']", timeout=WAIT_MS)
+    shopper = Page(browser)
+    shopper.page.goto(server.base + "/demo/p/vega-14")
+    recs = shopper.synced()
+    row = operator.page.wait_for_selector(".event[data-item='vega-14']", timeout=WAIT_MS)
+    assert row is not None
+    text = row.inner_text()
+    assert "Vega 14" in text and "view" in text and " ms" in text and "online" in text
+    shown = row.eval_on_selector_all(".rec", "els => els.map(e => e.title)")
+    assert shown == recs[: len(shown)] and shown  # the same list the widget drew
+    sid = shopper.page.evaluate("liverec.sessionId")
+    assert operator.page.inner_text(".sessions").count(sid[:8]) == 1
+    operator.page.wait_for_function(
+        "() => document.querySelector('[data-kpi=p99]').textContent.endsWith('ms')",
+        timeout=WAIT_MS,
+    )
+    operator.page.screenshot(path=str(ARTIFACTS / "feed.png"))
+    shopper.close()
+    operator.close()
