@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .model.commands import register as register_model_commands
 
     register_model_commands(sub)
+    from .learn.commands import register as register_learn_commands
+
+    register_learn_commands(sub)
     return parser
 
 

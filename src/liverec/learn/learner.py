@@ -363,6 +363,8 @@ class Learner:
         mode = self.config.mode if plan.live is not None else "initial"
         candidate = self.train(plan, mode)
         metrics = self.compare(plan, candidate)
+        if self._stop.is_set():  # closing: leave the registry as it is
+            raise Stopped("stopping")
         promote, reason = decide(
             metrics["candidate"], metrics["live"], metrics["popularity"], self.config.margin
         )

@@ -24,7 +24,7 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..demo import start_demo
 from ..metrics import Metrics
-from ..recommend import build_recommender
+from ..recommend import build_recommender, warm_from_log
 from ..recommend.base import Recommender
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
@@ -56,6 +56,7 @@ def create_app(
         await the_store.open()
         the_recommender = recommender or build_recommender(settings)
         await the_recommender.start()
+        warmed = await warm_from_log(the_recommender, the_store, settings.warm_events)
         # The catalog is read from the store here and polled for other processes' writes.
         catalog = Catalog(the_store, settings.catalog_poll_s)
         await catalog.load()
@@ -66,14 +67,27 @@ def create_app(
         feed = FeedHub(settings, catalog)
         manager.listeners.append(feed.on_entry)
         await feed.start()
+        learner = None
+        if settings.learn_in_serve:  # single machine: the continuous learner in this process
+            from ..learn.learner import LearnConfig, Learner  # torch only when learning
+
+            learner = Learner(the_store, LearnConfig.from_settings(settings))
+            await learner.start()
         app.state.manager = manager
         app.state.catalog = catalog
         app.state.feed = feed
-        log.info("liverec ready: store=%s model=%s", the_store.url, the_recommender.version)
+        log.info(
+            "liverec ready: store=%s model=%s (%d logged events replayed)",
+            the_store.url,
+            the_recommender.version,
+            warmed,
+        )
         try:
             yield
         finally:
             manager.accepting = False
+            if learner is not None:
+                await learner.close()  # a round in progress stops after its epoch
             await feed.close()
             await catalog.close()
             await manager.recommender.close()

@@ -1,0 +1,160 @@
+"""The `liverec learn` and `liverec models` subcommands.
+
+Owns: their flags and what they print.
+
+    liverec learn [--store URL] [--models DIR] [--once] [--learn-mode finetune|retrain]
+                  [--learn-min-events N] [--learn-interval-s S] [... every learn_* setting]
+    liverec models list [--models DIR] [--json]
+    liverec models show VERSION [--models DIR]
+    liverec models rollback [VERSION] [--reason TEXT] [--models DIR]
+
+`learn` runs until SIGINT/SIGTERM (with `--once`: reads the whole log, runs one
+round, prints its result as JSON and exits). `models list --json` prints the
+registry records, oldest first, each with `current` true for the served one.
+Commands raise `LiverecError`s; `liverec.cli.main` prints them and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, get_type_hints
+
+from ..config import Settings, parse_value
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `learn` and `models` to the `liverec` command."""
+    lp = subparsers.add_parser(
+        "learn",
+        help="follow the event log, train candidates, promote the better (continuous learning)",
+        description="Follow the store's event log (a consumer group), train a candidate "
+        "after learn_min_events new events or every learn_interval_s, compare it with the "
+        "served model on the latest held-out sessions and promote it into the models/ "
+        "registry when it is not worse by more than learn_margin. See docs/learning.md.",
+    )
+    lp.add_argument("--store", dest="store_url", default=None, help="store URL")
+    lp.add_argument(
+        "--models", dest="model_path", default=None, help="the models/ registry to write"
+    )
+    lp.add_argument("--once", action="store_true", help="one round on the whole log, then exit")
+    hints = get_type_hints(Settings)
+    for f in fields(Settings):
+        if not f.name.startswith("learn_") or f.name == "learn_in_serve":
+            continue
+        lp.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper().split("_")[-1],
+            help=f"{f.metadata.get('help', '')} [default: {f.default!r}; env "
+            f"LIVEREC_{f.name.upper()}]",
+            type=_parser_of(f.name, hints[f.name]),
+        )
+    lp.set_defaults(func=cmd_learn)
+
+    mp = subparsers.add_parser("models", help="list the models/ registry, show, roll back")
+    msub = mp.add_subparsers(dest="models_command", required=True)
+    ls = msub.add_parser("list", help="every version, oldest first; * marks the served one")
+    ls.add_argument("--json", action="store_true", help="print the records as JSON")
+    sh = msub.add_parser("show", help="one version's record as JSON")
+    sh.add_argument("version")
+    rb = msub.add_parser(
+        "rollback",
+        help="serve an earlier version again (default: the one served before the current)",
+        description="Point models/CURRENT at VERSION, or at the latest version served before "
+        "the current one that was not rolled back. Serving processes switch within "
+        "model_poll_s. The version rolled back from is marked rolled-back.",
+    )
+    rb.add_argument("version", nargs="?", default=None)
+    rb.add_argument("--reason", default="", help="recorded in the registry")
+    for p in (ls, sh, rb):
+        p.add_argument(
+            "--models", default=None, help="the models/ registry [LIVEREC_MODEL_PATH or models]"
+        )
+    ls.set_defaults(func=cmd_models_list)
+    sh.set_defaults(func=cmd_models_show)
+    rb.set_defaults(func=cmd_models_rollback)
+
+
+def _parser_of(name: str, hint: Any) -> Callable[[str], Any]:
+    return lambda raw: parse_value(name, hint, raw)
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from .learner import run
+
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+    settings = Settings.from_env(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    result = asyncio.run(run(settings, once=args.once))
+    if args.once and result is not None:
+        print(json.dumps(dataclasses.asdict(result)))
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    from .registry import Registry
+
+    return Registry(args.models or Settings.from_env().model_path or "models")
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    current = registry.current()
+    records = registry.records()
+    if args.json:
+        print(json.dumps([{**r.to_dict(), "current": r.version == current} for r in records]))
+        return 0
+    rows = [["", "version", "status", "mode", "events", "cases", "R@20 cand/live", "reason"]]
+    for r in records:
+        m = r.metrics
+        cand, live = m.get("candidate") or {}, m.get("live") or {}
+        rows.append(
+            [
+                "*" if r.version == current else "",
+                r.version,
+                r.status,
+                r.mode,
+                str(r.window.get("events", "")),
+                str(m.get("cases", "")),
+                f"{_num(cand.get('recall@20'))}/{_num(live.get('recall@20'))}",
+                r.reason,
+            ]
+        )
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]))
+    if not records:
+        print(f"(no versions in {registry.root})")
+    return 0
+
+
+def _num(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-"
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    record = registry.get(args.version)
+    print(json.dumps({**record.to_dict(), "current": record.version == registry.current()}))
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    before = registry.current()
+    record = registry.rollback(args.version, reason=args.reason or "rollback by operator")
+    print(f"serving {record.version} (was {before})")
+    return 0
