@@ -152,3 +152,25 @@ async def test_redis_outage_events_not_acked_recs_still_flow(tmp_path: Path) -> 
         server.stop()
         with contextlib.suppress(Exception):
             redis.stop()
+
+
+async def test_restart_keeps_what_the_online_model_learnt(tmp_path: Path) -> None:
+    url = f"embedded://{tmp_path}/warm.db"
+    server = LiverecServer(url).start()
+    try:
+        for i in range(5):
+            async with await Client.open(server.ws_url) as c:
+                await c.hello()
+                await c.event(f"other-{i}")
+                await c.event("lamp")
+                await c.event("bulb")
+    finally:
+        server.stop()
+    server = LiverecServer(url).start()  # a new process: the model is rebuilt from the log
+    try:
+        async with await Client.open(server.ws_url) as c:
+            await c.hello()
+            _, recs = await c.event("lamp")
+            assert recs["items"][0]["item_id"] == "bulb"
+    finally:
+        server.stop()

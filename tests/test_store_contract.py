@@ -273,6 +273,16 @@ async def test_read_events_order_cursor_and_limit(store: Store) -> None:
     assert len({x.position for x in page1 + page2 + page3}) == 25
 
 
+async def test_read_tail(store: Store) -> None:
+    assert await store.read_tail(5) == []
+    for n in range(12):
+        await store.record_event(ev(f"e{n}", item=f"i{n}"))
+    everything = await store.read_events(limit=100)
+    assert await store.read_tail(5) == everything[-5:]  # the newest, oldest first
+    assert await store.read_tail(100) == everything
+    assert await store.read_tail(0) == []
+
+
 async def test_count_events(store: Store) -> None:
     assert await store.count_events() == 0
     for n in range(7):

@@ -7,6 +7,7 @@ Owns: choosing and building the recommender a server process runs.
 from __future__ import annotations
 
 from ..config import Settings
+from ..store.base import Store
 from .base import Recommender
 
 
@@ -30,3 +31,14 @@ def build_recommender(settings: Settings) -> Recommender:
         settings.replace(model_path=settings.ab_model_path), fallback=online
     )
     return ABRecommender(live, candidate, settings.ab_share)
+
+
+async def warm_from_log(recommender: Recommender, store: Store, events: int) -> int:
+    """Replay the newest `events` of the event log into the recommender's online state
+    (it lives in memory: without this a restart would forget what it learnt)."""
+    if events <= 0:
+        return 0
+    tail = await store.read_tail(events)
+    for logged in tail:
+        recommender.observe(logged.event)
+    return len(tail)

@@ -94,6 +94,10 @@ class Store(abc.ABC):
         """Events in log order strictly after `after` (from the start when None)."""
 
     @abc.abstractmethod
+    async def read_tail(self, limit: int) -> list[LoggedEvent]:
+        """The last `limit` events of the log, in log order (to warm models at start)."""
+
+    @abc.abstractmethod
     async def count_events(self) -> int:
         """Number of entries in the event log."""
 

@@ -281,6 +281,18 @@ class EmbeddedStore(Store):
         result: list[LoggedEvent] = await self._submit(work, False)
         return result
 
+    async def read_tail(self, limit: int) -> list[LoggedEvent]:
+        def work(c: sqlite3.Connection, now: float) -> list[LoggedEvent]:
+            rows = c.execute(
+                "SELECT pos, id, session_id, action, item_id, ts, user_id, rating FROM events"
+                " ORDER BY pos DESC LIMIT ?",
+                (max(limit, 0),),
+            ).fetchall()
+            return [LoggedEvent(f"{r[0]:020d}", Event(*r[1:])) for r in reversed(rows)]
+
+        result: list[LoggedEvent] = await self._submit(work, False)
+        return result
+
     async def count_events(self) -> int:
         # Exact and O(log n): positions are contiguous because rows are only appended
         # (AUTOINCREMENT; a rolled-back insert rolls back the sequence too) and only

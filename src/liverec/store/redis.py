@@ -313,6 +313,15 @@ class RedisStore(Store):
             entries: Any = await client.xrange(self._log_key, start, "+", count=limit)
         return [LoggedEvent(str(position), _decode(fields)) for position, fields in entries]
 
+    async def read_tail(self, limit: int) -> list[LoggedEvent]:
+        if limit <= 0:
+            return []
+        async with self._use("read_tail") as client:
+            entries: Any = await client.xrevrange(self._log_key, "+", "-", count=limit)
+        return [
+            LoggedEvent(str(position), _decode(fields)) for position, fields in reversed(entries)
+        ]
+
     async def count_events(self) -> int:
         async with self._use("count_events") as client:
             return int(await client.xlen(self._log_key))
