@@ -127,6 +127,9 @@ class Settings:
     event_log_max: int | None = _s(None, "approximate cap on event log entries (None = keep all)")
     # --- online recommender
     popularity_half_life_s: float = _s(3600.0, "half-life of the time-decayed popularity")
+    warm_events: int = _s(
+        100_000, "newest logged events replayed into the online model at start (0: none)"
+    )
     cooc_window: int = _s(5, "co-occurrence: link each item to this many previous ones")
     cooc_max_neighbours: int = _s(100, "co-occurrence: neighbours kept per item (~54 B each)")
     max_items: int = _s(
