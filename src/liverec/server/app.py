@@ -24,7 +24,7 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..demo import start_demo
 from ..metrics import Metrics
-from ..recommend import build_recommender
+from ..recommend import build_recommender, warm_from_log
 from ..recommend.base import Recommender
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
@@ -56,6 +56,7 @@ def create_app(
         await the_store.open()
         the_recommender = recommender or build_recommender(settings)
         await the_recommender.start()
+        warmed = await warm_from_log(the_recommender, the_store, settings.warm_events)
         # The catalog is read from the store here and polled for other processes' writes.
         catalog = Catalog(the_store, settings.catalog_poll_s)
         await catalog.load()
@@ -75,7 +76,12 @@ def create_app(
         app.state.manager = manager
         app.state.catalog = catalog
         app.state.feed = feed
-        log.info("liverec ready: store=%s model=%s", the_store.url, the_recommender.version)
+        log.info(
+            "liverec ready: store=%s model=%s (%d logged events replayed)",
+            the_store.url,
+            the_recommender.version,
+            warmed,
+        )
         try:
             yield
         finally:
