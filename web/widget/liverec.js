@@ -219,9 +219,8 @@ overflow-x:auto;overscroll-behavior-x:contain;scroll-snap-type:x proximity;list-
 .liverec-card{scroll-snap-align:start;min-width:0}
 .liverec-card[hidden]{display:none}
 .liverec-link{display:flex;flex-direction:column;height:100%;color:inherit;text-decoration:none;
-background:var(--_bg);border:1px solid var(--_line);border-radius:var(--_r);overflow:hidden;
-transition:box-shadow .15s,border-color .15s}
-.liverec-link:hover{border-color:var(--_accent);box-shadow:0 6px 18px rgb(20 30 40/.08)}
+background:var(--_bg);border:1px solid var(--_line);border-radius:var(--_r);overflow:hidden}
+.liverec-link:hover{border-color:var(--_accent)}
 .liverec-link:focus-visible{outline:3px solid var(--_accent);outline-offset:2px}
 .liverec-img{display:block;aspect-ratio:1;background:var(--_img)}
 .liverec-img img{display:block;width:100%;height:100%;object-fit:cover}
