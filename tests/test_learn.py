@@ -242,3 +242,41 @@ def test_settings_map_to_the_learn_config(tmp_path: Path) -> None:
         LearnConfig.from_settings(settings.replace(model_path=None))
     with pytest.raises(ConfigError):
         LearnConfig.from_settings(settings.replace(learn_interval_s=None, learn_min_events=None))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=IndexError,
+    reason="recommend/gru.py scores jobs queued before a reload with the newly loaded "
+    "model (IndexError when the vocabulary grew); fix: keep the ServedModel on the job",
+)
+async def test_lists_queued_across_a_promotion_are_made_by_their_own_model(
+    store: Store, tmp_path: Path
+) -> None:
+    from liverec.recommend.gru import ServedModel
+
+    models = tmp_path / "models"
+    learner = Learner(store, learn_config(models))
+    learner.open()
+    try:
+        await store.record_events(walks(500, OLD, seed=1, t0=1000.0))
+        await learner.catch_up()
+        assert (await learner.round()).decision == "promoted"
+        served = GRURecommender(models, OnlineRecommender(), poll_s=None)
+        await served.start()
+        await store.record_events(walks(500, NEW, seed=2, t0=9000.0))
+        await learner.catch_up()
+        assert (await learner.round()).decision == "promoted"  # 16 more items
+    finally:
+        await learner.close()
+    try:
+        contexts = [
+            RecContext(f"s{n}", [f"f{n % 6}-{n % 8}"], 20, current_item=None) for n in range(40)
+        ]
+        pending = [asyncio.create_task(served.recommend(c)) for c in contexts]
+        await asyncio.sleep(0)  # every list is queued for the micro-batcher now
+        served.served = ServedModel.load(models, quantize=True)  # what reload() then does
+        lists = await asyncio.gather(*pending)
+        assert all(len(got.items) == 20 for got in lists)
+    finally:
+        await served.close()
