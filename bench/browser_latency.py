@@ -84,12 +84,13 @@ def free_port() -> int:
 class Server:
     """`liverec serve --demo on` on a free loopback port, in its own process."""
 
-    def __init__(self, store: str = "memory://") -> None:
+    def __init__(self, store: str = "memory://", **settings: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="liverec-bench-", suffix=".log")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEREC_")}
         env.update(LIVEREC_LOG_LEVEL="warning", LIVEREC_DEMO="on", LIVEREC_STORE_URL=store)
+        env.update({f"LIVEREC_{k.upper()}": v for k, v in settings.items()})
         cmd = [sys.executable, "-m", "liverec.cli", "serve", "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
