@@ -244,12 +244,6 @@ def test_settings_map_to_the_learn_config(tmp_path: Path) -> None:
         LearnConfig.from_settings(settings.replace(learn_interval_s=None, learn_min_events=None))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="recommend/gru.py scores jobs queued before a reload with the newly loaded "
-    "model (IndexError when the vocabulary grew); fix: keep the ServedModel on the job",
-)
 async def test_lists_queued_across_a_promotion_are_made_by_their_own_model(
     store: Store, tmp_path: Path
 ) -> None:

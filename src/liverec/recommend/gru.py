@@ -131,6 +131,7 @@ class _Job:
     want: int  # candidates to return
     position: int
     future: asyncio.Future[list[tuple[int, float]]] = field(repr=False)
+    served: ServedModel | None = field(default=None, repr=False)  # the model it was made for
     hidden: Tensor | None = None  # filled by the worker
 
 
@@ -239,6 +240,7 @@ class GRURecommender(Recommender):
             ctx.k,
             ctx.position,
             asyncio.get_running_loop().create_future(),
+            served,
         )
         if self._wakeup is None:  # not started (tests, tools): run inline
             await asyncio.get_running_loop().run_in_executor(
@@ -272,8 +274,12 @@ class GRURecommender(Recommender):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                jobs, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                served = self.served
+                # A job is scored by the model it was queued for (its item indices are
+                # that model's), even if a reload swapped the served model meanwhile.
+                served = self._queue[0].served or self.served
+                jobs = [j for j in self._queue[: self.max_batch] if j.served is served]
+                taken = {id(j) for j in jobs}
+                self._queue = [j for j in self._queue if id(j) not in taken]
                 try:
                     await loop.run_in_executor(self._executor, self._compute, served, jobs)
                 except Exception as exc:
