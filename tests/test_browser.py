@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,36 @@ def server() -> Iterator[LiverecServer]:
     srv.stop()
 
 
+class ShopSite:
+    """Another site on this machine (its own origin) serving one page, `html`."""
+
+    def __init__(self) -> None:
+        self.html = ""
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = site.html.encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/html; charset=utf-8")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
 class Page:
     """A page in a fresh browser context that records uncaught script errors."""
 
@@ -71,16 +103,16 @@ class Page:
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
 
-    def recs(self) -> list[str]:
+    def recs(self, target: str = "#recs") -> list[str]:
         ids: list[str] = self.page.eval_on_selector_all(
-            "#recs .liverec-card:not([hidden]) a[data-liverec-item]",
+            f"{target} .liverec-card:not([hidden]) a[data-liverec-item]",
             "els => els.map(e => e.dataset.liverecItem)",
         )
         return ids
 
-    def synced(self) -> list[str]:
+    def synced(self, target: str = "#recs") -> list[str]:
         self.page.wait_for_function(SYNCED, timeout=WAIT_MS)
-        return self.recs()
+        return self.recs(target)
 
     def close(self) -> None:
         self.context.close()
@@ -179,3 +211,60 @@ def test_feed_shows_each_event_with_its_recs(browser: Any, server: LiverecServer
     operator.page.screenshot(path=str(ARTIFACTS / "feed.png"))
     shopper.close()
     operator.close()
+
+
+def test_one_script_tag_on_another_sites_page(browser: Any) -> None:
+    """A store on its own origin: the module loads cross-origin, the socket is allowed by
+    `allowed_origins`, and the row draws the catalog's cards inside the store's page."""
+    shop = ShopSite()
+    srv = LiverecServer("memory://", demo="on", allowed_origins=shop.origin).start()
+    shop.html = f"""<!doctype html><html lang="en"><head><title>Shop</title></head><body>
+      <main data-liverec-item="echo-studio"><h1>Echo Studio</h1></main>
+      <div id="row" style="--liverec-accent: rgb(200, 0, 80)"></div>
+      <script type="module" src="{srv.base}/widget/liverec.js" data-target="#row"
+              data-k="4" data-placement="product" data-title="You may also like"></script>
+    </body></html>"""
+    tab = Page(browser)
+    page = tab.page
+    try:
+        page.goto(f"{shop.origin}/p/echo-studio")
+        recs = tab.synced("#row")
+        assert len(recs) == 4 and set(recs) & DEMO.related("echo-studio")
+        assert page.inner_text("#row h2") == "You may also like"
+        first = page.query_selector("#row .liverec-card a")
+        assert first is not None
+        # the catalog's relative URLs resolve against the store's page
+        assert first.evaluate("a => a.href") == f"{shop.origin}/demo/p/{recs[0]}"
+        accent = page.eval_on_selector(
+            "#row .liverec-link", "a => getComputedStyle(a).getPropertyValue('--_accent').trim()"
+        )
+        assert accent == "rgb(200, 0, 80)"  # themed by the store's custom property
+        status, body = srv.get_json(f"/v1/sessions/{page.evaluate('liverec.sessionId')}")
+        assert status == 200 and body["items"] == ["echo-studio"]
+    finally:
+        tab.close()
+        srv.stop()
+        shop.close()
+
+
+def test_session_resumes_within_30_idle_minutes_and_not_after(
+    browser: Any, server: LiverecServer
+) -> None:
+    tab = Page(browser)
+    page = tab.page
+    page.goto(server.base + "/demo/p/drift-buds")
+    tab.synced()
+    first = page.evaluate("liverec.sessionId")
+    age = "(m) => { const s = JSON.parse(localStorage.getItem('liverec:session')); \
+s.t = Date.now() - m * 60000; localStorage.setItem('liverec:session', JSON.stringify(s)); }"
+    page.evaluate(age, 29)
+    page.reload()
+    tab.synced()
+    assert page.evaluate("liverec.sessionId") == first
+    assert page.evaluate("liverec.resumed") is True
+    page.evaluate(age, 31)
+    page.reload()
+    tab.synced()
+    assert page.evaluate("liverec.sessionId") != first  # a new visit, a new session
+    assert page.evaluate("liverec.resumed") is False
+    tab.close()
