@@ -35,6 +35,7 @@ def request(
             return r.status, json.loads(raw) if "json" in kind else raw.decode(), dict(r.headers)
     except urllib.error.HTTPError as e:
         raw = e.read()
+        e.close()
         try:
             return e.code, json.loads(raw), dict(e.headers)
         except ValueError:
@@ -103,6 +104,19 @@ async def test_recs_carry_cards_and_skip_out_of_stock_and_removed(server: Livere
         request(server, "DELETE", "/v1/catalog/items/card")
         _, recs = await c.event("cam")
         assert "card" not in [r["item_id"] for r in recs["items"]]
+
+
+def test_without_a_token_a_forwarded_request_is_not_local(server: LiverecServer) -> None:
+    req = urllib.request.Request(
+        server.base + "/v1/catalog/items",
+        data=json.dumps({"items": [item("fwd-1")]}).encode(),
+        method="PUT",
+        headers={"content-type": "application/json", "x-forwarded-for": "203.0.113.9"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=5)
+    info.value.close()
+    assert info.value.code == 403
 
 
 def test_admin_token_guards_writes_not_reads(tmp_path: Path) -> None:

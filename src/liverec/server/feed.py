@@ -302,11 +302,18 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def is_operator(conn: HTTPConnection, settings: Settings, token: str | None) -> bool:
-    """The admin token when one is configured; otherwise only loopback clients."""
+    """The admin token when one is configured; otherwise only loopback clients.
+
+    Without a token, a request forwarded by a proxy that is not in `trusted_proxies`
+    is refused even from loopback: there the proxy, not the client, is the peer.
+    """
     if settings.admin_token:
         return token is not None and hmac.compare_digest(
             token.encode(), settings.admin_token.encode()
         )
+    forwarded = "x-forwarded-for" in conn.headers or "forwarded" in conn.headers
+    if forwarded and not settings.trusted_proxies:
+        return False
     host = conn.client.host if conn.client else ""
     try:
         return ipaddress.ip_address(host).is_loopback
