@@ -2,11 +2,13 @@
 
 Runs `liverec serve` with the continuous learner inside (`learn_in_serve`) on an
 embedded store in a temporary directory, and drives simulated shoppers through real
-WebSockets on loopback. The catalog: 12 product families of 10 related items
-(`f3-0` ... `f3-9`); a shopper walks one family's chain. At the shift, a new product
-line appears (3 families `new0-*` ... `new2-*`, each tied to one old "anchor"
-family): from then on half the sessions alternate between an anchor family's items
-and the new line's (`f0-4 -> new0-4 -> f0-5 -> new0-5 ...`).
+WebSockets on loopback. The catalog: 40 product families of 10 related items
+(`f3-0` ... `f3-9`, families Zipf-popular); a shopper walks one family's chain
+(mostly to the next item, sometimes further or anywhere in the family, now and then
+to another family). At the shift, a new product line appears (4 families `new0-*`
+... `new3-*`, each tied to one old "anchor" family): from then on half the sessions
+alternate between an anchor family's items and the new line's
+(`f0-4 -> new0-4 -> f0-5 -> new0-5 ...`).
 
 Before the server starts, a history of phase-1 sessions is written to the store and
 `liverec learn --once` trains and promotes the first model (a deployment starts from
@@ -53,13 +55,13 @@ from liverec.learn.registry import Registry
 from liverec.store import StoreLimits, open_store
 from liverec.types import Event
 
-OLD = [f"f{j}" for j in range(12)]
-NEW = [f"new{j}" for j in range(3)]
-ANCHOR = {f"new{j}": f"f{j}" for j in range(3)}  # new line -> the old family it goes with
+OLD = [f"f{j}" for j in range(40)]
+NEW = [f"new{j}" for j in range(4)]
+ANCHOR = {f"new{j}": f"f{j}" for j in range(4)}  # new line -> the old family it goes with
 ITEMS = 10
 K = 20
 
-# training parameters of a candidate: a small model for a 150-item catalog
+# training parameters of a candidate: a small model for a 440-item catalog
 TRAIN_SET = (
     "model.layers=64,model.dropout_p_embed=0,model.dropout_p_hidden=0.1,loss=cross-entropy,"
     "n_sample=32,batch_size=32,learning_rate=0.1,momentum=0"
@@ -87,23 +89,32 @@ def learn_env(args: argparse.Namespace, store_url: str, models: Path) -> dict[st
     return env
 
 
+def step(rng: random.Random, pos: int) -> int:
+    """The next position along a family's chain: mostly the next item, sometimes any."""
+    r = rng.random()
+    return pos + 1 if r < 0.6 else pos + 2 if r < 0.75 else rng.randrange(ITEMS)
+
+
 def old_session(rng: random.Random) -> list[str]:
-    weights = [1.0 / (j + 1) ** 0.7 for j in range(len(OLD))]
+    weights = [1.0 / (j + 1) ** 0.8 for j in range(len(OLD))]
     fam = rng.choices(OLD, weights)[0]
     pos, out = rng.randrange(ITEMS), []
     for _ in range(rng.randint(3, 8)):
         out.append(f"{fam}-{pos % ITEMS}")
-        pos += 1 if rng.random() < 0.8 else 2
+        pos = step(rng, pos)
+        if rng.random() < 0.1:  # wander to another family
+            fam = rng.choices(OLD, weights)[0]
     return out
 
 
 def new_line_session(rng: random.Random) -> list[str]:
+    """Alternates the new line and its anchor family: f0-4 -> new0-4 -> f0-5 -> ..."""
     line = rng.choice(NEW)
     anchor, pos, out = ANCHOR[line], rng.randrange(ITEMS), []
-    for step in range(rng.randint(3, 8)):
-        out.append(f"{anchor if step % 2 == 0 else line}-{pos % ITEMS}")
-        if step % 2:
-            pos += 1
+    for n in range(rng.randint(3, 8)):
+        out.append(f"{anchor if n % 2 == 0 else line}-{pos % ITEMS}")
+        if n % 2:
+            pos = step(rng, pos)
     return out
 
 
@@ -278,6 +289,7 @@ def scenario(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             {
                 "version": r.version,
                 "status": r.status,
+                "started_s_after_shift": round(ts(decided["at"]) - r.seconds - run.shift_at, 1),
                 "decided_s_after_shift": round(ts(decided["at"]) - run.shift_at, 1),
                 "train_and_judge_s": r.seconds,
                 "window_events": r.window.get("events"),
@@ -365,9 +377,9 @@ def main() -> None:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     text = json.dumps(report, indent=1)
-    print(text)
     if args.out is not None:
         args.out.write_text(text + "\n")
+    print(text)
     print(
         f"new items in recs for related items {report['new_items_in_recs_for_related_items_s']} s "
         f"after the shift; first promotion with them at "

@@ -457,6 +457,7 @@ class Learner:
         metrics: dict[str, Any],
         seconds: float,
     ) -> VersionRecord:
+        known = plan.live_index or ItemIndex([])  # new items: those the served model lacks
         staged = self.registry.staging()
         meta = {
             "parent": plan.live,
@@ -472,7 +473,7 @@ class Learner:
             window=plan.window,
             metrics=metrics,
             items=len(candidate.item_index),
-            new_items=candidate.new_items,
+            new_items=sum(1 for i in candidate.item_index.ids if i not in known),
             seconds=round(seconds, 3),
         )
 
