@@ -268,3 +268,48 @@ s.t = Date.now() - m * 60000; localStorage.setItem('liverec:session', JSON.strin
     assert page.evaluate("liverec.sessionId") != first  # a new visit, a new session
     assert page.evaluate("liverec.resumed") is False
     tab.close()
+
+
+def _purchases(server: LiverecServer) -> int:
+    metrics = server.get_text("/metrics")
+    line = next(
+        (
+            x
+            for x in metrics.splitlines()
+            if x.startswith('liverec_events_total{action="purchase"}')
+        ),
+        None,
+    )
+    return int(float(line.split()[-1])) if line else 0
+
+
+def test_cart_and_checkout_send_add_remove_and_purchase(
+    browser: Any, server: LiverecServer
+) -> None:
+    tab = Page(browser, 390, 844)  # a phone
+    page = tab.page
+    bought_before = _purchases(server)
+    for sku in ("glide-9", "glide-9-socks"):
+        page.goto(f"{server.base}/demo/p/{sku}")
+        tab.synced()
+        page.click("[data-add-to-cart]")
+    page.goto(server.base + "/demo/cart")
+    assert page.locator(".line").count() == 2
+    page.click(".line:nth-child(2) .remove")  # remove_from_cart
+    assert page.locator(".line").count() == 1 and page.inner_text("[data-cart-count]") == "1"
+    tab.synced()
+    page.click("text=Checkout")
+    page.wait_for_url("**/demo/checkout")
+    page.click("button[type=submit]")
+    page.wait_for_selector("[data-done]:not([hidden])", timeout=WAIT_MS)
+    assert page.inner_text("[data-order]").startswith("KS-")
+    assert page.locator("[data-cart-count]").is_hidden()
+    page.wait_for_function("() => liverec.pending === 0", timeout=WAIT_MS)
+    status, body = server.get_json(f"/v1/sessions/{page.evaluate('liverec.sessionId')}")
+    assert status == 200
+    # views, adds, the removal and the purchase, in order
+    assert body["items"] == [
+        "glide-9", "glide-9", "glide-9-socks", "glide-9-socks", "glide-9-socks", "glide-9",
+    ]  # fmt: skip
+    assert _purchases(server) == bought_before + 1
+    tab.close()
