@@ -161,7 +161,7 @@ async def test_other_process_changes_arrive_by_polling(tmp_path: Path) -> None:
         await reader.start()
         await writer.upsert([CatalogItem("a", "A", 1.0)])
         assert reader.get("a") is None  # not yet: another process
-        for _ in range(100):
+        for _ in range(500):  # polled every 0.05 s; up to 10 s on a busy machine
             if reader.get("a") is not None:
                 break
             await asyncio.sleep(0.02)
