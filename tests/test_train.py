@@ -155,8 +155,9 @@ def test_bpr_max_target_outside_softmax_and_regulariser_weighted() -> None:
 # ------------------------------------------------------------------ optimizer
 
 
-def test_adagrad_momentum_dense_and_rows_match_hand_computation() -> None:
-    cfg = TrainConfig(learning_rate=0.1, momentum=0.5, eps=1e-6)
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_adagrad_momentum_dense_and_rows_match_hand_computation(nesterov: bool) -> None:
+    cfg = TrainConfig(learning_rate=0.1, momentum=0.5, eps=1e-6, nesterov=nesterov)
     p = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
     opt = SparseRowOptimizer({"w": p}, cfg)
     g1 = torch.tensor([[0.5, -1.0], [2.0, 0.0], [1.0, 1.0]])
@@ -168,8 +169,9 @@ def test_adagrad_momentum_dense_and_rows_match_hand_computation() -> None:
     vel = torch.zeros(3, 2, dtype=torch.float64)
     for g in (g1.double(), g2.double()):
         acc += g * g
-        vel = 0.5 * vel + 0.1 * g / torch.sqrt(acc + 1e-6)
-        ref -= vel
+        u = 0.1 * g / torch.sqrt(acc + 1e-6)
+        vel = 0.5 * vel + u
+        ref -= 0.5 * vel + u if nesterov else vel
     torch.testing.assert_close(p.double(), ref, rtol=1e-6, atol=1e-6)
 
     # row-sparse: only the given rows change, exactly like the dense rule on them
@@ -239,8 +241,10 @@ def test_sparse_gradients_equal_dense_autograd(loss: str, constrained: bool) -> 
     out, _ = ref.step(ref.input_table[x], h)
     scores = out @ ref.item_weight[y].t() + ref.item_bias[y]
     if loss == "cross-entropy":
-        freq = torch.tensor(counts / counts.sum(), dtype=torch.float32)
-        scores = scores - 0.5 * torch.log(freq[y])
+        # expected share among the candidates: 4 in-batch targets ~ support,
+        # 5 samples ~ support^0.3
+        q = 4 * counts / counts.sum() + 5 * counts**0.3 / (counts**0.3).sum()
+        scores = scores - 0.5 * torch.log(torch.tensor(q, dtype=torch.float32)[y])
         loss_dense = cross_entropy_loss(scores)
     else:
         loss_dense = bpr_max_loss(torch.nn.functional.elu(scores, alpha=1.0), 0.9)

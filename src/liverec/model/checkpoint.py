@@ -68,6 +68,7 @@ def save_checkpoint(
     tmp_w, tmp_m = out / (WEIGHTS + ".tmp"), out / (META + ".tmp")
     save_file(tensors, str(tmp_w), metadata={"format_version": str(FORMAT_VERSION)})
     tmp_m.write_text(json.dumps(info, indent=1))
+    os.chmod(tmp_w, tmp_m.stat().st_mode & 0o777)  # safetensors writes 0600; follow umask
     os.replace(tmp_w, out / WEIGHTS)
     os.replace(tmp_m, out / META)
     return out
