@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from liverec.errors import ModelError
 from liverec.model.checkpoint import load_checkpoint
 from liverec.model.data import Sessions
 from liverec.model.gru4rec import GRU4RecConfig
@@ -177,3 +178,27 @@ async def test_server_serves_the_model_over_the_socket(checkpoint: Path) -> None
             assert np.all(np.diff([r["score"] for r in recs["items"]]) <= 1e-6)
     finally:
         server.stop()
+
+
+async def test_empty_registry_serves_the_fallback_until_a_model_appears(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    registry = tmp_path / "empty-models"
+    registry.mkdir()
+    rec = GRURecommender(registry, OnlineRecommender(), poll_s=0.05)
+    await rec.start()
+    try:
+        assert rec.version == "online"
+        assert (await rec.recommend(ctx("s", ["f1-0"]))).model == "online"
+        shutil.copytree(checkpoint, registry / "v1")
+        (registry / CURRENT).write_text("v1\n")
+        for _ in range(100):
+            if rec.version != "online":
+                break
+            await asyncio.sleep(0.05)
+        assert rec.version.startswith("gru4rec-")
+        assert (await rec.recommend(ctx("s", ["f1-0", "f1-1"]))).model == rec.version
+    finally:
+        await rec.close()
+    with pytest.raises(ModelError):  # a path that does not exist is a configuration error
+        GRURecommender(tmp_path / "typo", OnlineRecommender(), poll_s=None)

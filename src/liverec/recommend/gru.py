@@ -160,7 +160,18 @@ class GRURecommender(Recommender):
         self.quantize = quantize
         self.replay_max = replay_max
         self.poll_s = poll_s
-        self.served: ServedModel = ServedModel.load(self.path, quantize)
+        # An empty models/ registry (no CURRENT yet: the learner has not promoted a
+        # first model) is served by the fallback until a checkpoint appears; a path
+        # that does not exist at all is a configuration error.
+        self.served: ServedModel | None = None
+        try:
+            self.served = ServedModel.load(self.path, quantize)
+        except ModelError:
+            if not self.path.is_dir() or (self.path / META).exists():
+                raise
+            log.warning(
+                "no checkpoint in %s yet; serving the online model until one appears", self.path
+            )
         self.states: OrderedDict[str, _State] = OrderedDict()
         self._queue: list[_Job] = []
         self._wakeup: asyncio.Event | None = None
@@ -187,7 +198,7 @@ class GRURecommender(Recommender):
 
     @property
     def version(self) -> str:
-        return self.served.version
+        return self.served.version if self.served is not None else self.fallback.version
 
     def observe(self, event: Event) -> None:
         self.fallback.observe(event)  # the online model keeps learning new items
@@ -218,6 +229,8 @@ class GRURecommender(Recommender):
 
     async def recommend(self, ctx: RecContext) -> RecList:
         served = self.served
+        if served is None:
+            return await self.fallback.recommend(ctx)
         index = served.index.index
         if not ctx.items or (ctx.current_item is not None and ctx.current_item not in index):
             return await self.fallback.recommend(ctx)
@@ -276,7 +289,8 @@ class GRURecommender(Recommender):
             while self._queue:
                 # A job is scored by the model it was queued for (its item indices are
                 # that model's), even if a reload swapped the served model meanwhile.
-                served = self._queue[0].served or self.served
+                served = self._queue[0].served
+                assert served is not None
                 jobs = [j for j in self._queue[: self.max_batch] if j.served is served]
                 taken = {id(j) for j in jobs}
                 self._queue = [j for j in self._queue if id(j) not in taken]
@@ -370,6 +384,8 @@ class GRURecommender(Recommender):
             stamp = (directory / META).stat().st_mtime
         except (ModelError, OSError):
             return False
+        if self.served is None:
+            return True
         return directory != self.served.path or stamp != self.served.stamp
 
     async def _watch(self) -> None:
@@ -388,12 +404,12 @@ class GRURecommender(Recommender):
             log.error(
                 "new checkpoint at %s not loaded, still serving %s: %s",
                 self.path,
-                self.served.version,
+                self.version,
                 exc,
             )
             return False
-        if served.version != self.served.version:
-            log.info("serving model %s (was %s)", served.version, self.served.version)
+        if served.version != self.version:
+            log.info("serving model %s (was %s)", served.version, self.version)
         self.served = served  # states of the old version rebuild lazily
         return True
 
