@@ -106,7 +106,7 @@ class LearnConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LearnConfig:
-        from ..model.commands import _override  # the parser of `liverec train --set`
+        from ..model.commands import override_config  # the parser of `liverec train --set`
 
         if settings.model_path is None:
             raise ConfigError("learning needs model_path: the models/ registry to write to")
@@ -123,7 +123,7 @@ class LearnConfig:
             key, sep, raw = item.partition("=")
             if not sep:
                 raise ConfigError(f"learn_set: need KEY=VALUE, got {item!r}")
-            train = _override(train, key.strip(), raw.strip())
+            train = override_config(train, key.strip(), raw.strip())
         train = dataclasses.replace(
             train, n_epochs=settings.learn_epochs, threads=settings.learn_threads
         )

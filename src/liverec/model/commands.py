@@ -122,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.set_defaults(func=cmd_split)
 
 
-def _override(config: Any, key: str, raw: str) -> Any:
+def override_config(config: Any, key: str, raw: str) -> Any:
     """config with one dotted field replaced by `raw` parsed as that field's type."""
     import dataclasses
 
@@ -134,7 +134,7 @@ def _override(config: Any, key: str, raw: str) -> Any:
     if rest:
         if not dataclasses.is_dataclass(current):
             raise LiverecError(f"{head!r} has no sub-parameters")
-        return dataclasses.replace(config, **{head: _override(current, rest, raw)})
+        return dataclasses.replace(config, **{head: override_config(current, rest, raw)})
     value: Any
     try:
         if isinstance(current, bool):
@@ -163,9 +163,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         key, sep, raw = item.partition("=")
         if not sep:
             raise LiverecError(f"--set needs KEY=VALUE, got {item!r}")
-        config = _override(config, key.strip(), raw.strip())
+        config = override_config(config, key.strip(), raw.strip())
     if args.epochs is not None:
-        config = _override(config, "n_epochs", str(args.epochs))
+        config = override_config(config, "n_epochs", str(args.epochs))
     try:
         config.validate()
     except ValueError as exc:
