@@ -66,6 +66,15 @@ def _uniform_(t: Tensor, fan_in: int, fan_out: int) -> None:
         t.uniform_(-bound, bound)
 
 
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout with drop probability p. Same as F.dropout, but the mask comes
+    from uniform_() rather than bernoulli_(), which is ~2.5x slower on CPU."""
+    if not training or p == 0.0:
+        return x
+    mask = torch.empty_like(x).uniform_().ge_(p).mul_(1.0 / (1.0 - p))  # 0 or 1/(1-p)
+    return x * mask
+
+
 class GRU4Rec(nn.Module):
     """Item matrix + stacked GRU cells. Hidden state: (L, B, H) tensors, zero at start."""
 
@@ -84,8 +93,6 @@ class GRU4Rec(nn.Module):
         self.cells = nn.ModuleList(
             nn.GRUCell(sizes[i], sizes[i + 1]) for i in range(len(config.layers))
         )
-        self.drop_embed = nn.Dropout(config.dropout_p_embed)
-        self.drop_hidden = nn.Dropout(config.dropout_p_hidden)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -125,11 +132,12 @@ class GRU4Rec(nn.Module):
         In training, each layer's output is dropped out and the dropped-out vector is
         also the state carried to the next event, as in the reference.
         """
-        x = self.drop_embed(x)  # (B, E)
+        p_embed, p_hidden = self.config.dropout_p_embed, self.config.dropout_p_hidden
+        x = dropout(x, p_embed, self.training)  # (B, E)
         new = []
         for i, cell in enumerate(self.cells):
             size = self.config.layers[i]
-            x = self.drop_hidden(cell(x, hidden[i, :, :size]))  # (B, H_i)
+            x = dropout(cell(x, hidden[i, :, :size]), p_hidden, self.training)  # (B, H_i)
             new.append(x)
         width = hidden.shape[2]
         if any(h.shape[1] != width for h in new):

@@ -252,28 +252,37 @@ class SparseRowOptimizer:
         self.eps = config.eps
         self.betas = (0.9, 0.999)
         self.params = params
-        zeros = {k: (tuple(p.shape), p.dtype) for k, p in params.items()}
-        self.s1 = {k: hugepage_zeros(*z) for k, z in zeros.items()}  # acc | Adam m
-        self.s2: dict[str, Tensor] = {}  # velocity | Adam v
-        if self.kind == "adam" or self.momentum > 0:
-            self.s2 = {k: hugepage_zeros(*z) for k, z in zeros.items()}
-        self.steps = {k: torch.zeros(p.shape[0], dtype=torch.float64) for k, p in params.items()}
+        # state of row r of a parameter: state[r, 0] = acc (Adam m), state[r, 1] =
+        # velocity (Adam v); interleaved so that a row-sparse step gathers and writes
+        # back one contiguous block per row
+        k = 2 if self.kind == "adam" or self.momentum > 0 else 1
+        self.state = {
+            n: hugepage_zeros((p.shape[0], k, *p.shape[1:]), p.dtype) for n, p in params.items()
+        }
+        self.steps = {n: torch.zeros(p.shape[0], dtype=torch.float64) for n, p in params.items()}
+
+    def slots(self, name: str) -> tuple[Tensor, Tensor | None]:
+        """Views of a parameter's (acc | Adam m) and (velocity | Adam v) state."""
+        st = self.state[name]
+        return st[:, 0], (st[:, 1] if st.shape[1] > 1 else None)
 
     @torch.no_grad()
     def step_dense(self, name: str, grad: Tensor) -> None:
         p = self.params[name]
+        a, b = self.slots(name)
         if self.kind == "adam":
+            assert b is not None
             self.steps[name] += 1
-            p.sub_(self._adam(grad, self.s1[name], self.s2[name], self.steps[name]))
+            p.sub_(self._adam(grad, a, b, self.steps[name]))
         else:
-            p.sub_(self._adagrad(grad, self.s1[name], self.s2.get(name)))
+            p.sub_(self._adagrad(grad, a, b))
 
     @torch.no_grad()
     def step_rows(self, name: str, rows: Tensor, grad: Tensor) -> None:
         """rows: (U,) unique row indices; grad: (U, ...) their summed gradient."""
-        s1, s2 = self.s1[name], self.s2.get(name)
-        a = s1.index_select(0, rows)  # (U, ...) gathered state, written back below
-        b = s2.index_select(0, rows) if s2 is not None else None
+        st = self.state[name]
+        g = st.index_select(0, rows)  # (U, k, ...) gathered state, written back below
+        a, b = g[:, 0], (g[:, 1] if g.shape[1] > 1 else None)
         if self.kind == "adam":
             assert b is not None
             t = self.steps[name].index_select(0, rows) + 1
@@ -281,9 +290,7 @@ class SparseRowOptimizer:
             step = self._adam(grad, a, b, t)
         else:
             step = self._adagrad(grad, a, b)
-        s1.index_copy_(0, rows, a)
-        if s2 is not None and b is not None:
-            s2.index_copy_(0, rows, b)
+        st.index_copy_(0, rows, g)
         self.params[name].index_add_(0, rows, step, alpha=-1.0)
 
     def _adagrad(self, g: Tensor, acc: Tensor, vel: Tensor | None) -> Tensor:
