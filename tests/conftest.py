@@ -36,11 +36,27 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.fail("redis-server is not installed (run .ci/run or apt-get install redis-server)")
+            pytest.fail(
+                "redis-server is not installed (run .ci/run or apt-get install redis-server)"
+            )
         args = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
-            "--dir", str(self.workdir), "--daemonize", "no", "--loglevel", "warning",
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--dir",
+            str(self.workdir),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -94,4 +110,6 @@ def redis_url(redis_server: RedisServer) -> str:
         db = next(_db_counter)
     except StopIteration:  # more than 15 tests: fall back to key prefixes
         db = 0
-    return f"redis://127.0.0.1:{redis_server.port}/{db}?prefix=t{os.getpid()}x{time.monotonic_ns()}:"
+    return (
+        f"redis://127.0.0.1:{redis_server.port}/{db}?prefix=t{os.getpid()}x{time.monotonic_ns()}:"
+    )

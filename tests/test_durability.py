@@ -86,7 +86,7 @@ async def test_sigterm_under_load_loses_no_acked_event(
     server = LiverecServer(url).start()
     try:
         async with await Client.open(server.ws_url) as c:
-            welcome, recs = await c.hello(session_id=sid)
+            welcome, _recs = await c.hello(session_id=sid)
             assert welcome["resumed"] is True
         status, body = server.get_json(f"/v1/sessions/{sid}")
         assert status == 200 and len(body["items"]) > 0

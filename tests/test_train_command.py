@@ -42,7 +42,7 @@ def test_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         liverec_main(["train", "--data", str(data), "--out", str(out), *TINY, "--preset", "rsc15"])
         == 0
     )
-    model, config, index, meta = load_checkpoint(out)
+    _model, config, index, meta = load_checkpoint(out)
     assert config.model.layers == (16,) and config.n_epochs == 2 and config.loss == "cross-entropy"
     assert len(index) == 10 and meta["version"].startswith("gru4rec-")
     assert meta["data_fingerprint"]
