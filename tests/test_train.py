@@ -266,6 +266,23 @@ def test_sparse_gradients_equal_dense_autograd(loss: str, constrained: bool) -> 
             assert not full[untouched].any()  # no gradient outside the gathered rows
 
 
+def test_gradients_use_shared_sampled_negatives() -> None:
+    torch.manual_seed(0)
+    cfg = tiny_config(n_sample=64)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_items=1000))
+    counts = np.zeros(1000)
+    counts[500:] = 1.0  # only items 500.. can be sampled
+    trainer = Trainer(GRU4Rec(cfg.model), cfg, counts, seed=0)
+    x, t = torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6, 7, 8])
+    _, _, grads = trainer.gradients(x, t, torch.zeros(1, 4, 8))
+    rows, g = grads["item_bias"]
+    assert rows is not None
+    sampled = rows[rows >= 500]
+    assert set(rows.tolist()) - set(sampled.tolist()) == {5, 6, 7, 8}
+    assert len(sampled) > 40  # ~64 draws from 500 items, few repeats
+    assert g.abs().min() > 0  # every candidate, sampled ones included, gets a gradient
+
+
 class RecordingTrainer(Trainer):
     """Records the hidden state each mini-batch starts from."""
 
