@@ -14,7 +14,14 @@ from websockets.exceptions import ConnectionClosed
 
 from liverec.config import Settings
 from liverec.recommend.base import RecList
-from liverec.server.feed import FeedHub, Subscriber, bucket_of, bucket_value, percentile
+from liverec.server.feed import (
+    MAX_CTR_ROWS,
+    FeedHub,
+    Subscriber,
+    bucket_of,
+    bucket_value,
+    percentile,
+)
 from liverec.sessions import FeedEntry
 from liverec.types import Event, Rec
 
@@ -109,6 +116,54 @@ def test_a_slow_page_loses_the_oldest_entries_and_is_told() -> None:
     assert len(sub.entries) == 3 and isinstance(sub, Subscriber)
 
 
+def feedback(kind: str, model: str, placement: str, item: str | None = None) -> FeedEntry:
+    return FeedEntry(kind, "s", 0.0, placement=placement, model=model, item_id=item)
+
+
+def test_click_through_by_model_and_placement_over_the_window_and_in_total() -> None:
+    clock = Clock(1000.5)
+    hub = FeedHub(Settings(feed_window_s=60), Titles(), clock=clock)
+    sub = hub.subscribe()
+    assert sub is not None
+    for _ in range(4):
+        hub.on_entry(feedback("impression", "online", "product"))
+    hub.on_entry(feedback("click", "online", "product", "case"))
+    for _ in range(2):
+        hub.on_entry(feedback("impression", "gru4rec-b", "product"))
+    hub.on_entry(feedback("click", "gru4rec-b", "product", "case"))
+    hub.on_entry(feedback("click", "gru4rec-b", "product", "cable"))  # two items, one list
+    hub.on_entry(feedback("click", "online", "home", "phone"))  # a click with no impression
+    assert not sub.entries  # counted, not queued: the click itself comes as an event
+    rows = {(r["model"], r["placement"]): r for r in hub.tick(1000)["ctr"]}
+    assert list(rows) == [("gru4rec-b", "product"), ("online", "home"), ("online", "product")]
+    online = rows["online", "product"]
+    assert (online["impressions"], online["clicks"], online["ctr"]) == (4, 1, 0.25)
+    assert online["window"] == {"impressions": 4, "clicks": 1, "ctr": 0.25}
+    gru = rows["gru4rec-b", "product"]
+    assert (gru["impressions"], gru["clicks"], gru["ctr"]) == (2, 2, 1.0)
+    assert rows["online", "home"]["ctr"] is None  # no impressions: no rate
+    assert hub.snapshot()["ctr"] == hub.tick(1000)["ctr"]
+
+    clock.t = 1070.5  # a minute later: the window holds only what came since
+    hub.on_entry(feedback("impression", "online", "product"))
+    hub.on_entry(feedback("impression", "online", "product"))
+    rows = {(r["model"], r["placement"]): r for r in hub.tick(1070)["ctr"]}
+    online = rows["online", "product"]
+    assert (online["impressions"], online["clicks"], online["ctr"]) == (6, 1, round(1 / 6, 4))
+    assert online["window"] == {"impressions": 2, "clicks": 0, "ctr": 0.0}
+
+
+def test_click_through_rows_are_bounded() -> None:
+    hub = FeedHub(Settings(), clock=Clock())
+    for n in range(MAX_CTR_ROWS + 5):
+        hub.on_entry(feedback("impression", "online", f"place-{n}"))
+    hub.on_entry(feedback("impression", "online", "place-5"))  # recently updated: kept
+    hub.on_entry(feedback("impression", "online", "place-new"))
+    places = {r["placement"] for r in hub.snapshot()["ctr"]}
+    assert len(places) == MAX_CTR_ROWS
+    assert {"place-5", "place-new"} <= places and "place-6" not in places
+
+
 # --- the socket -----------------------------------------------------------------------------
 
 
@@ -161,10 +216,37 @@ async def test_feed_streams_events_with_recs_and_ticks(server: LiverecServer) ->
                     ticks.append(frame)
                 else:
                     seen += frame["entries"]
-        assert {"events", "p50_ms", "p99_ms", "sessions", "minute", "model"} <= set(ticks[0])
+        assert {"events", "p50_ms", "p99_ms", "sessions", "minute", "model", "ctr"} <= set(ticks[0])
         assert [e["sid"] for e in seen if e["kind"] == "close"] == [sid]
     finally:
         await ws.close()
+
+
+async def test_feed_counts_each_impression_once_per_recs_frame(server: LiverecServer) -> None:
+    async with await Client.open(server.ws_url) as shopper:
+        await shopper.hello(placement="feed-ctr")
+        _, first = await shopper.event("ctr-a")
+        _, second = await shopper.event("ctr-b")
+        item = first["items"][0]["item_id"]
+        for _ in range(2):  # the same list reported twice: one impression, one click
+            await shopper.send(
+                {"type": "feedback", "kind": "impression", "recs_id": first["recs_id"]}
+            )
+            await shopper.send(
+                {"type": "feedback", "kind": "click", "recs_id": first["recs_id"], "item_id": item}
+            )
+        await shopper.send({"type": "feedback", "kind": "impression", "recs_id": second["recs_id"]})
+        await shopper.send({"type": "ping"})
+        assert await shopper.recv() == {"type": "pong"}  # every frame before it was handled
+        ws = await feed(server.ws_url)
+        try:
+            rows = (await next_of(ws, "snapshot"))["ctr"]
+        finally:
+            await ws.close()
+    row = next(r for r in rows if r["placement"] == "feed-ctr")
+    assert row["model"] == first["model"] == second["model"]
+    assert (row["impressions"], row["clicks"], row["ctr"]) == (2, 1, 0.5)
+    assert row["window"] == {"impressions": 2, "clicks": 1, "ctr": 0.5}
 
 
 async def test_feed_needs_hello_and_limits_pages(server: LiverecServer) -> None:

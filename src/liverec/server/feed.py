@@ -2,15 +2,18 @@
 
 Owns: `FeedHub`, a session-manager listener that keeps rolling statistics (events
 per second and latency percentiles per second over the last `window_s` seconds, the
-sessions connected now) and fans every handled event out to the connected operator
-pages; and the endpoint serving those pages. Each page has a bounded queue: a page
-that falls behind loses the oldest entries (it is told how many) and never slows the
-event path, which only appends to the queues.
+sessions connected now, impressions and clicks on recommendations per model version
+and placement over the window and in total) and fans every handled event out to the
+connected operator pages; and the endpoint serving those pages. Each page has a
+bounded queue: a page that falls behind loses the oldest entries (it is told how
+many) and never slows the event path, which only appends to the queues.
 
 Frames, all JSON. Page to server: `{"type": "hello", "token"?: str}` first (the
 `admin_token` setting; without one only loopback clients are let in). Server to page:
-`snapshot` once (history, live sessions), then `batch` frames of entries (at most
-about ten a second) and one `tick` a second with the last second's figures.
+`snapshot` once (history, live sessions, click-through), then `batch` frames of
+entries (at most about ten a second) and one `tick` a second with the last second's
+figures and the click-through rows. Impressions and clicks are only counted here, not
+queued to the pages as entries: the click itself arrives as an event.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ SNAPSHOT_SESSIONS: Final = 100
 RECS_SHOWN: Final = 6
 BATCH_MAX: Final = 200  # entries per batch frame
 BATCH_INTERVAL_S: Final = 0.1
+MAX_CTR_ROWS: Final = 50  # (model, placement) pairs kept; the least recently updated go
 CLOSE_POLICY: Final = 1008
 CLOSE_TRY_LATER: Final = 1013
 
@@ -80,6 +84,22 @@ def percentile(histograms: Iterable[Counter[int]], q: float) -> float | None:
 class _Second:
     events: int = 0
     latency: Counter[int] = field(default_factory=Counter)
+    impressions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    clicks: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class Reported:
+    """Impressions and clicks on one model version's lists at one placement."""
+
+    impressions: int = 0
+    clicks: int = 0
+
+
+def ctr(clicks: int, impressions: int) -> float | None:
+    """Click-through rate: clicks per impression (a list can get several clicks, one per
+    item, so it may exceed 1); None without impressions."""
+    return round(clicks / impressions, 4) if impressions else None
 
 
 @dataclass(slots=True)
@@ -127,6 +147,7 @@ class FeedHub:
         self.window_s = settings.feed_window_s
         self.seconds: dict[int, _Second] = {}
         self.live: OrderedDict[str, LiveInfo] = OrderedDict()
+        self.reported: OrderedDict[tuple[str, str], Reported] = OrderedDict()
         self.subscribers: set[Subscriber] = set()
         self.model = ""
         self._ticker: asyncio.Task[None] | None = None
@@ -135,6 +156,9 @@ class FeedHub:
 
     def on_entry(self, entry: FeedEntry) -> None:
         now = self.clock()
+        if entry.kind in ("impression", "click"):
+            self._feedback(entry, now)
+            return
         if entry.kind == "event":
             second = self._second(int(now))
             second.events += 1
@@ -155,6 +179,22 @@ class FeedHub:
             for old in [s for s in self.seconds if s <= t - self.window_s]:
                 del self.seconds[old]
         return second
+
+    def _feedback(self, entry: FeedEntry, now: float) -> None:
+        key = (entry.model or "", entry.placement or "")
+        second = self._second(int(now))
+        totals = self.reported.get(key)
+        if totals is None:
+            totals = self.reported[key] = Reported()
+            if len(self.reported) > MAX_CTR_ROWS:  # placements are chosen by clients
+                self.reported.popitem(last=False)
+        self.reported.move_to_end(key)
+        if entry.kind == "impression":
+            second.impressions[key] += 1
+            totals.impressions += 1
+        else:
+            second.clicks[key] += 1
+            totals.clicks += 1
 
     def _track(self, entry: FeedEntry, now: float) -> None:
         info = self.live.get(entry.session_id)
@@ -223,7 +263,37 @@ class FeedHub:
                 "p99_ms": _ms(percentile((s.latency for s in minute), 0.99)),
             },
             "model": self.model,
+            "ctr": self.click_through(t),
         }
+
+    def click_through(self, t: int) -> list[dict[str, Any]]:
+        """Per model version and placement: impressions, clicks and their rate since the
+        process started, and over the `window_s` seconds up to `t` (and the second after
+        it, still running)."""
+        impressions: Counter[tuple[str, str]] = Counter()
+        clicks: Counter[tuple[str, str]] = Counter()
+        for s, second in self.seconds.items():
+            if s > t - self.window_s:
+                impressions.update(second.impressions)
+                clicks.update(second.clicks)
+        rows = []
+        for (model, placement), totals in sorted(self.reported.items()):
+            key = (model, placement)
+            rows.append(
+                {
+                    "model": model,
+                    "placement": placement,
+                    "impressions": totals.impressions,
+                    "clicks": totals.clicks,
+                    "ctr": ctr(totals.clicks, totals.impressions),
+                    "window": {
+                        "impressions": impressions[key],
+                        "clicks": clicks[key],
+                        "ctr": ctr(clicks[key], impressions[key]),
+                    },
+                }
+            )
+        return rows
 
     def snapshot(self) -> dict[str, Any]:
         now = int(self.clock())
@@ -254,6 +324,7 @@ class FeedHub:
             "sessions": sessions,
             "live_sessions": len(self.live),
             "model": self.model,
+            "ctr": self.click_through(now),
         }
 
     # --- subscribers ---------------------------------------------------------------------
