@@ -7,7 +7,9 @@
 // Sends a view for the product the page shows (an element, not a link, carrying
 // data-liverec-item), a click for every link carrying data-liverec-item, and what the
 // page reports with liverec.track(action, itemId). Renders the recs pushed back, in
-// place. Reconnects with backoff and jitter, resumes its session, sends again what the
+// place, and reports each list once as an impression when at least half of the row is
+// in view, and a click on one of its cards, both tied to the recs frame that drew it.
+// Reconnects with backoff and jitter, resumes its session, sends again what the
 // server has not acked. Documentation: docs/widget.md.
 
 const SESSION_KEY = "liverec:session"; // localStorage: {id, t}, shared by the tabs
@@ -20,6 +22,8 @@ const PING_EVERY_MS = 25000;
 const PONG_WAIT_MS = 10000;
 const IMAGE_WAIT_MS = 400; // how long a new list waits for its images before showing
 const GIVE_UP_EMPTY_MS = 6000; // hide the row when nothing could be shown by then
+const SEEN_RATIO = 0.5; // an impression: at least this share of the row in view
+const FEEDBACK_MAX = 8; // feedback frames kept while the socket is down; older ones go
 const ACTIONS = {
   view: "view", view_item: "view", click: "click", select_item: "click",
   add_to_cart: "add_to_cart", remove_from_cart: "remove_from_cart",
@@ -70,6 +74,9 @@ let lastEventId = outbox.length ? outbox[outbox.length - 1].id : null;
 let renderedFor;
 let stopped = false;
 const listeners = new Set();
+// Feedback is best effort: never stored, a few frames kept in memory while the socket
+// is down, nothing ever waits for it.
+let feedbackQueue = [];
 
 function touchSession() {
   if (session) { session.t = Date.now(); store(localStorage, SESSION_KEY, session); }
@@ -121,7 +128,14 @@ function scheduleRetry() {
 }
 
 function send(frame) {
-  if (ws && ws.readyState === 1 && state === "open") ws.send(JSON.stringify(frame));
+  if (ws && ws.readyState === 1 && state === "open") { ws.send(JSON.stringify(frame)); return true; }
+  return false;
+}
+
+function sendFeedback(frame) {
+  if (send(frame)) return;
+  feedbackQueue.push(frame);
+  if (feedbackQueue.length > FEEDBACK_MAX) feedbackQueue.splice(0, feedbackQueue.length - FEEDBACK_MAX);
 }
 
 function handle(frame) {
@@ -133,6 +147,7 @@ function handle(frame) {
       session = { id: frame.session_id, t: Date.now() };
       store(localStorage, SESSION_KEY, session);
       for (const ev of outbox) send(ev); // in order; the server drops duplicates
+      for (const fb of feedbackQueue.splice(0)) send(fb); // unknown_recs if it was forgotten
       startPings();
       break;
     case "ack":
@@ -144,10 +159,12 @@ function handle(frame) {
         try { fn(frame); } catch (e) { console.error(e); }
       }
       if (frame.for_event === lastEventId || (frame.for_event === null && !outbox.length)) {
-        render(frame.items, frame.for_event);
+        render(frame.items, frame.for_event, false, frame.recs_id);
       }
       break;
     case "error":
+      // Errors without `ref` answer feedback (unknown_recs after a server restart, ...):
+      // nothing to do but note them.
       log("error", frame.code, frame.message);
       if (frame.ref && frame.code !== "store_unavailable" && frame.code !== "rate_limited") {
         outbox = outbox.filter((ev) => ev.id !== frame.ref); // it can never succeed
@@ -197,8 +214,38 @@ function track(action, itemId, opts = {}) {
 
 document.addEventListener("click", (e) => {
   const link = e.target instanceof Element && e.target.closest("a[data-liverec-item]");
-  if (link && e.button === 0) track("click", link.dataset.liverecItem);
+  if (!link || e.button !== 0) return;
+  // A card of our row: report the click on the list that drew it, before the click
+  // event and before the browser navigates (capture phase, nothing awaited).
+  const recsId = section && section.contains(link) ? link.dataset.liverecRecs : undefined;
+  if (recsId) {
+    if (shownFrame && shownFrame.recsId === recsId) reportImpression(true); // it was seen
+    sendFeedback({ type: "feedback", kind: "click", recs_id: recsId, item_id: link.dataset.liverecItem });
+  }
+  track("click", link.dataset.liverecItem);
 }, true);
+
+// --- impressions --------------------------------------------------------------------
+
+let shownFrame = null; // {recsId, reported} of the list drawn in the row now
+let rowInView = false;
+
+function reportImpression(clicked = false) {
+  if (!shownFrame || shownFrame.reported) return;
+  if (!clicked && (!rowInView || document.hidden || !section || section.hidden)) return;
+  shownFrame.reported = true; // once per recs frame drawn, however often it is scrolled to
+  sendFeedback({ type: "feedback", kind: "impression", recs_id: shownFrame.recsId });
+}
+
+function watch(row) {
+  if (typeof IntersectionObserver !== "function") return; // no observer: no impressions
+  new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      rowInView = entry.isIntersecting && entry.intersectionRatio >= SEEN_RATIO - 0.001;
+    }
+    reportImpression();
+  }, { threshold: [0, SEEN_RATIO] }).observe(row);
+}
 
 // --- rendering ----------------------------------------------------------------------
 
@@ -263,6 +310,7 @@ function build() {
   }
   section.append(h, row);
   target.replaceChildren(section);
+  watch(row);
 }
 
 function safeUrl(raw) {
@@ -285,7 +333,7 @@ function price(value, currency) {
   return money[key].format(value);
 }
 
-async function render(items, forEvent, fromCache = false) {
+async function render(items, forEvent, fromCache = false, recsId = null) {
   if (!target) return;
   build();
   const shown = items.filter((it) => it.title).slice(0, k); // without a catalog: nothing to draw
@@ -311,6 +359,7 @@ async function render(items, forEvent, fromCache = false) {
     const href = safeUrl(it.url);
     if (href) a.href = href; else a.removeAttribute("href");
     a.dataset.liverecItem = it.item_id;
+    if (recsId) a.dataset.liverecRecs = recsId; else delete a.dataset.liverecRecs;
     const img = a.querySelector("img");
     if (urls[i]) { if (img.src !== urls[i]) img.src = urls[i]; } else img.removeAttribute("src");
     a.querySelector(".liverec-name").textContent = it.title;
@@ -319,6 +368,9 @@ async function render(items, forEvent, fromCache = false) {
     li.removeAttribute("aria-hidden");
   });
   section.hidden = false;
+  // A list kept from the previous page has no recs frame on this connection: not reported.
+  shownFrame = recsId ? { recsId, reported: false } : null;
+  reportImpression();
   if (!fromCache) {
     renderedFor = forEvent;
     store(sessionStorage, RECS_KEY + (placement || ""), shown);
@@ -335,6 +387,15 @@ const api = {
   track,
   view: (itemId) => track("view", itemId),
   onRecs(fn) { listeners.add(fn); return () => listeners.delete(fn); },
+  // For stores that draw their own row from onRecs: report what the shopper saw/clicked.
+  feedback(kind, recsId, itemId) {
+    if (kind !== "impression" && kind !== "click") {
+      throw new TypeError(`liverec.feedback: unknown kind ${JSON.stringify(kind)}`);
+    }
+    const frame = { type: "feedback", kind, recs_id: String(recsId) };
+    if (kind === "click") frame.item_id = String(itemId);
+    sendFeedback(frame);
+  },
   reconnect() { attempt = 0; if (ws) ws.close(); else connect(); },
   close() { stopped = true; clearTimeout(retryTimer); if (ws) ws.close(1000); },
   get sessionId() { return session ? session.id : null; },
@@ -359,5 +420,9 @@ const page = [...document.querySelectorAll("[data-liverec-item]")]
 if (page) track("view", page.dataset.liverecItem);
 for (const [method, ...args] of queued) if (typeof api[method] === "function") api[method](...args);
 addEventListener("online", () => { attempt = 0; connect(); });
-document.addEventListener("visibilitychange", () => { if (!document.hidden && !ws) connect(); });
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) return;
+  if (!ws) connect();
+  reportImpression(); // a list drawn while the tab was hidden counts once it is shown
+});
 connect();
