@@ -1,6 +1,7 @@
 // liverec live feed: the operator's view of /v1/feed (see src/liverec/server/feed.py).
-// Sessions connected now, every event with the recommendations pushed after it, and
-// charts of events per second and latency percentiles over the last minutes.
+// Sessions connected now, every event with the recommendations pushed after it, charts
+// of events per second and latency percentiles over the last minutes, and click-through
+// rate by model version and placement.
 
 const TOKEN_KEY = "liverec:feed-token";
 const MAX_ROWS = 120;
@@ -73,6 +74,8 @@ function handle(frame) {
       $("[data-window]").textContent = `last ${Math.round(state.windowS / 60)} min`;
       $("[data-model]").textContent = frame.model || "–";
       kpi("sessions", frame.live_sessions);
+      $("[data-ctr-window]").textContent = `last ${Math.round(state.windowS / 60)} min`;
+      drawCtr(frame.ctr || []);
       queueDraw();
       break;
     }
@@ -96,6 +99,7 @@ function handle(frame) {
       kpi("p50", ms(frame.minute.p50_ms));
       kpi("p99", ms(frame.minute.p99_ms));
       if (frame.model) $("[data-model]").textContent = frame.model;
+      if (frame.ctr) drawCtr(frame.ctr);
       queueDraw();
       break;
     default:
@@ -185,6 +189,26 @@ function drawSessions() {
     el("td", { text: s.placement || "–" }),
     el("td", { text: String(s.events) }),
     el("td", { class: "item", text: s.title || s.item || "–" }))));
+}
+
+function pct(v) { return v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)} %`; }
+
+function drawCtr(rows) {
+  const body = $("[data-ctr]");
+  const key = JSON.stringify(rows);
+  if (body.dataset.key === key) return; // unchanged: leave the table (and any selection) alone
+  body.dataset.key = key;
+  if (!rows.length) {
+    body.replaceChildren(el("tr", { class: "none" }, el("td", { colspan: "6", class: "muted", text: "No impressions reported yet" })));
+    return;
+  }
+  body.replaceChildren(...rows.map((r) => el("tr", { "data-model": r.model, "data-placement": r.placement },
+    el("td", { class: "mdl-cell", title: r.model, text: r.model || "–" }),
+    el("td", { text: r.placement || "–" }),
+    el("td", { class: "num", "data-col": "impressions", text: String(r.impressions) }),
+    el("td", { class: "num", "data-col": "clicks", text: String(r.clicks) }),
+    el("td", { class: "num strong", "data-col": "ctr", text: pct(r.ctr) }),
+    el("td", { class: "num", "data-col": "window", title: `${r.window.clicks} clicks / ${r.window.impressions} impressions`, text: pct(r.window.ctr) }))));
 }
 
 function chart(canvas, series, unit = "") {
