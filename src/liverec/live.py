@@ -11,6 +11,7 @@ session manager talks through (`Transport`, `CatalogView`, listeners).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import contextlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -96,6 +97,7 @@ class LiveSession:
     history: list[str] = field(default_factory=list)
     shown: OrderedDict[str, Shown] = field(default_factory=OrderedDict)
     frames: int = 0  # recs frames sent: numbers recs_id
+    tag: str = ""  # random prefix of this live session's recs_ids
 
     def __post_init__(self) -> None:
         if self.position < 0:
@@ -110,7 +112,11 @@ class LiveSession:
     def remember(self, recs: RecList, placement: str | None) -> str:
         """Keep what a recs frame showed, for feedback; returns its recs_id."""
         self.frames += 1
-        recs_id = f"r{self.frames}"
+        if not self.tag:
+            self.tag = secrets.token_hex(3)
+        # Unique across live sessions of this id (reconnects, other processes), so a
+        # stale recs_id is refused, never credited to another list.
+        recs_id = f"{self.tag}.{self.frames}"
         self.shown[recs_id] = Shown(
             recs.model, placement or "", tuple(r.item_id for r in recs.items)
         )

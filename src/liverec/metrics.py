@@ -38,12 +38,27 @@ def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+MAX_FEEDBACK_SERIES = 200  # (model, placement) pairs exported before "other"
+
+
 class Counter:
-    def __init__(self, name: str, help: str, labels: tuple[str, ...] = ()) -> None:
+    """A counter; with `max_series`, label values beyond that many series (e.g. client
+    chosen placements) are counted under "other" so /metrics cannot grow without bound."""
+
+    def __init__(
+        self, name: str, help: str, labels: tuple[str, ...] = (), max_series: int | None = None
+    ) -> None:
         self.name, self.help, self.label_names = name, help, labels
+        self.max_series = max_series
         self.values: dict[tuple[str, ...], float] = {}
 
     def inc(self, *labels: str, by: float = 1.0) -> None:
+        if (
+            self.max_series is not None
+            and labels not in self.values
+            and len(self.values) >= self.max_series
+        ):
+            labels = tuple("other" for _ in labels)
         self.values[labels] = self.values.get(labels, 0.0) + by
 
     def get(self, *labels: str) -> float:
@@ -129,11 +144,13 @@ class Metrics:
             "liverec_rec_impressions_total",
             "Recs frames the client reported as seen, by model version and placement.",
             ("model", "placement"),
+            max_series=MAX_FEEDBACK_SERIES,
         )
         self.rec_clicks = Counter(
             "liverec_rec_clicks_total",
             "Clicks on recommended items, by model version and placement.",
             ("model", "placement"),
+            max_series=MAX_FEEDBACK_SERIES,
         )
         self._gauges = [
             Gauge(
