@@ -11,8 +11,8 @@ session manager talks through (`Transport`, `CatalogView`, listeners).
 from __future__ import annotations
 
 import asyncio
-import secrets
 import contextlib
+import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
