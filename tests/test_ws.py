@@ -277,3 +277,19 @@ def test_http_events_and_recommendations(server: LiverecServer) -> None:
         "/v1/events", {"events": [{"id": "z", "action": "jump", "item_id": "a"}]}
     )
     assert status == 400 and body["error"]["code"] == "bad_action" and body["error"]["ref"] == "z"
+
+
+def test_http_body_limit_without_reading_it_all(server: LiverecServer) -> None:
+    import socket
+
+    # A client that announces a huge body is refused at once, from the header alone.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000000\r\n\r\n{"
+        )
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:80]
+    # A chunked body with no length is cut off once it passes the limit.
+    status, body = server.post_json("/v1/events", b"[" + b"1," * 20000 + b"1]")
+    assert status == 413 and body["error"]["code"] == "body_too_large"

@@ -31,6 +31,22 @@ def error_response(status: int, code: str, message: str, ref: str | None = None)
     return JSONResponse({"error": protocol.error(code, message, ref)}, status_code=status)
 
 
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed `limit` bytes
+    (never reads more than that into memory)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _status_for(exc: Exception) -> JSONResponse:
     if isinstance(exc, ProtocolError):
         status = 413 if exc.code == "frame_too_large" else 400
@@ -79,9 +95,9 @@ async def post_events(request: Request) -> Response:
     """Body: {"session_id"?: str, "events": [event, ...]} (or one event with session_id)."""
     manager = _manager(request)
     limits = manager.limits
-    body = await request.body()
     limit = limits.max_frame_bytes * 4
-    if len(body) > limit:
+    body = await read_body(request, limit)
+    if body is None:
         return error_response(413, "body_too_large", f"request body over {limit} bytes")
     try:
         user_id = _user_id(request, manager)

@@ -27,7 +27,7 @@ from ..config import Settings
 from ..errors import ProtocolError, StoreUnavailable
 from ..sessions import SessionManager
 from .feed import feed_endpoint, is_operator
-from .http import error_response
+from .http import error_response, read_body
 
 MAX_ITEMS_PER_PUT = 1000
 MAX_PUT_BYTES = 4 * 1024 * 1024
@@ -117,8 +117,8 @@ async def put_items(request: Request) -> Response:
     manager, catalog = _state(request)
     if not is_operator(request, manager.settings, bearer(request)):
         return error_response(403, "forbidden", "catalog writes need the admin token")
-    body = await request.body()
-    if len(body) > MAX_PUT_BYTES:
+    body = await read_body(request, MAX_PUT_BYTES)
+    if body is None:
         return error_response(413, "body_too_large", f"request body over {MAX_PUT_BYTES} bytes")
     try:
         try:
