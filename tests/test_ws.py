@@ -290,6 +290,6 @@ def test_http_body_limit_without_reading_it_all(server: LiverecServer) -> None:
         )
         reply = s.recv(4096)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:80]
-    # A chunked body with no length is cut off once it passes the limit.
+    # A body just over the limit gets the same answer as a JSON error.
     status, body = server.post_json("/v1/events", b"[" + b"1," * 20000 + b"1]")
     assert status == 413 and body["error"]["code"] == "body_too_large"
