@@ -75,6 +75,7 @@ def test_limits_are_checked() -> None:
     for bad in (
         StoreLimits(session_max_items=0),
         StoreLimits(recent_max_items=0),
+        StoreLimits(profile_max_items=0),
         StoreLimits(session_ttl_s=0.0),
         StoreLimits(dedup_ttl_s=-1.0),
         StoreLimits(event_log_max=0),
@@ -84,11 +85,14 @@ def test_limits_are_checked() -> None:
 
 
 def test_limits_from_settings() -> None:
-    settings = Settings(session_max_items=7, recent_max_items=3, session_ttl_s=None)
+    settings = Settings(
+        session_max_items=7, recent_max_items=3, profile_max_items=5, session_ttl_s=None
+    )
     limits = limits_from(settings)
     assert limits == StoreLimits(
         session_max_items=7,
         recent_max_items=3,
+        profile_max_items=5,
         session_ttl_s=None,
         profile_ttl_s=settings.profile_ttl_s,
         dedup_ttl_s=settings.dedup_ttl_s,

@@ -121,6 +121,9 @@ class Settings:
         20, "a returning user's recent items that seed a new session's model state (0: off)"
     )
     recent_max_items: int = _s(100, "recent interactions kept per user profile")
+    profile_max_items: int = _s(
+        1000, "purchases and ratings kept per user profile (each); the oldest are dropped"
+    )
     session_ttl_s: float | None = _s(7 * 86400.0, "expire a session this long after last use")
     profile_ttl_s: float | None = _s(180 * 86400.0, "expire a profile this long after last use")
     dedup_ttl_s: float = _s(86400.0, "remember event ids for duplicate detection this long")

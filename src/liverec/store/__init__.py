@@ -59,6 +59,8 @@ def check_limits(limits: StoreLimits) -> None:
     problems = []
     if limits.session_max_items < 1 or limits.recent_max_items < 1:
         problems.append("session_max_items and recent_max_items must be >= 1")
+    if limits.profile_max_items < 1:
+        problems.append("profile_max_items must be >= 1")
     for name in ("session_ttl_s", "profile_ttl_s", "dedup_ttl_s"):
         value = getattr(limits, name)
         if value is not None and value <= 0:
@@ -74,6 +76,7 @@ def limits_from(settings: Settings) -> StoreLimits:
     return StoreLimits(
         session_max_items=settings.session_max_items,
         recent_max_items=settings.recent_max_items,
+        profile_max_items=settings.profile_max_items,
         session_ttl_s=settings.session_ttl_s,
         profile_ttl_s=settings.profile_ttl_s,
         dedup_ttl_s=settings.dedup_ttl_s,

@@ -25,6 +25,7 @@ class StoreLimits:
 
     session_max_items: int = 200
     recent_max_items: int = 100
+    profile_max_items: int = 1000  # purchases and ratings kept per profile (each)
     session_ttl_s: float | None = 7 * 86400.0
     profile_ttl_s: float | None = 180 * 86400.0
     dedup_ttl_s: float = 86400.0
