@@ -171,6 +171,122 @@ async def test_parent_directories_are_created(tmp_path: Path) -> None:
     assert wal_bytes(path) == 0  # close checkpointed the WAL
 
 
+# The schema of version 1 (liverec before profile_max_items), as it created files.
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS events (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL, session_id TEXT NOT NULL, action TEXT NOT NULL, item_id TEXT NOT NULL,
+    ts REAL NOT NULL, user_id TEXT, rating REAL);
+CREATE TABLE IF NOT EXISTS dedup (
+    session_id TEXT NOT NULL, event_id TEXT NOT NULL, touched REAL NOT NULL,
+    PRIMARY KEY (session_id, event_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_touched ON dedup (touched);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY, user_id TEXT, created REAL NOT NULL, last_seen REAL NOT NULL,
+    seq INTEGER NOT NULL, touched REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_touched ON sessions (touched);
+CREATE TABLE IF NOT EXISTS session_items (
+    session_id TEXT NOT NULL, seq INTEGER NOT NULL, item_id TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profiles (
+    user_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, touched REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS profiles_touched ON profiles (touched);
+CREATE TABLE IF NOT EXISTS profile_counters (
+    user_id TEXT NOT NULL, action TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (user_id, action)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profile_recent (
+    user_id TEXT NOT NULL, seq INTEGER NOT NULL, item_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profile_purchases (
+    user_id TEXT NOT NULL, item_id TEXT NOT NULL, PRIMARY KEY (user_id, item_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profile_ratings (
+    user_id TEXT NOT NULL, item_id TEXT NOT NULL, rating REAL NOT NULL,
+    PRIMARY KEY (user_id, item_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS catalog (item_id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_groups (grp TEXT PRIMARY KEY, acked INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+def make_v1_file(path: Path, touched: float) -> None:
+    """A version-1 file as liverec wrote it: u1 has more purchases than the bound."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.executescript(f"BEGIN; {SCHEMA_V1} PRAGMA user_version=1; COMMIT;")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            "INSERT INTO events (id, session_id, action, item_id, ts, user_id, rating)"
+            " VALUES ('old', 's0', 'purchase', 'p5', 1.0, 'u1', NULL)"
+        )
+        db.execute("INSERT INTO dedup VALUES ('s0', 'old', ?)", (touched,))
+        db.execute("INSERT INTO profiles VALUES ('u1', 9, ?), ('u2', 1, ?)", (touched, touched))
+        db.execute("INSERT INTO profile_counters VALUES ('u1', 'purchase', 5), ('u1', 'rate', 2)")
+        db.executemany(
+            "INSERT INTO profile_recent VALUES ('u1', ?, ?)",
+            [(8, "r2"), (9, "p5")],
+        )
+        db.executemany(
+            "INSERT INTO profile_purchases VALUES (?, ?)",
+            [("u1", f"p{n}") for n in range(1, 6)] + [("u2", "q")],
+        )
+        db.execute("INSERT INTO profile_ratings VALUES ('u1', 'r1', 1.0), ('u1', 'r2', 2.0)")
+    finally:
+        db.close()
+
+
+async def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    clock = Clock()
+    make_v1_file(path, clock.now)
+    limits = StoreLimits(profile_max_items=3)
+    store = EmbeddedStore(str(path), limits, clock=clock)
+    await store.open()
+    try:
+        # read as written; the bound applies from the next write on
+        profile = await store.get_profile("u1")
+        assert profile.purchases == {f"p{n}" for n in range(1, 6)}
+        assert (profile.ratings, profile.recent) == ({"r1": 1.0, "r2": 2.0}, ["r2", "p5"])
+        assert await store.record_event(ev("old", session="s0")) is False  # dedup kept
+        # old rows are the oldest (seq 0), among themselves in item id order
+        await store.record_event(ev("e1", item="new"))
+        assert (await store.get_profile("u1")).purchases == {"p4", "p5", "new"}
+        await store.record_event(ev("e2", item="p4"))  # a repeat refreshes an old row
+        await store.record_event(ev("e3", item="new2"))
+        await store.record_event(Event("e4", "s1", "rate", "r3", 2.0, "u1", 3.0))
+        await store.record_event(Event("e5", "s1", "rate", "r4", 2.0, "u1", 4.0))
+        await store.record_event(ev("e6", item="q2", user="u2"))
+        profile = await store.get_profile("u1")
+        assert profile.purchases == {"p4", "new", "new2"}
+        assert profile.ratings == {"r2": 2.0, "r3": 3.0, "r4": 4.0}
+        assert profile.recent == ["r2", "p5", "new", "p4", "new2", "r3", "r4"]
+        assert profile.counters == {"purchase": 8, "rate": 4}
+        assert (await store.get_profile("u2")).purchases == {"q", "q2"}
+        assert [x.event.id for x in await store.read_events()] == [
+            "old",
+            *(f"e{n}" for n in range(1, 7)),
+        ]
+    finally:
+        await store.close()
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        for table in ("profile_purchases", "profile_ratings"):
+            assert "seq" in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert {"profile_purchases_seq", "profile_ratings_seq"} <= indexes
+        counts = db.execute("SELECT user_id, n_purchases, n_ratings FROM profiles ORDER BY 1")
+        assert counts.fetchall() == [("u1", 3, 3), ("u2", 2, 0)]
+
+    reopened = EmbeddedStore(str(path), limits, clock=clock)  # migrating again is a no-op
+    await reopened.open()
+    try:
+        assert (await reopened.get_profile("u1")).purchases == {"p4", "new", "new2"}
+        await reopened.record_event(ev("e7", item="new3"))
+        assert (await reopened.get_profile("u1")).purchases == {"p4", "new2", "new3"}
+    finally:
+        await reopened.close()
+
+
 def wal_bytes(db: Path) -> int:
     wal = db.with_name(db.name + "-wal")
     return wal.stat().st_size if wal.exists() else 0

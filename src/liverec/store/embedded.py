@@ -1,7 +1,8 @@
 """The embedded store: one SQLite file (or an in-memory database), no server needed.
 
-Owns: the SQLite schema, the dedicated writer thread and its group commit, expiry
-and purging, and event-log trimming. Table layout and durability are described in
+Owns: the SQLite schema and its migration from older files, the dedicated writer
+thread and its group commit, expiry and purging, event-log trimming, and the bounds
+on a profile's purchases and ratings. Table layout and durability are described in
 docs/storage.md.
 
 Every SQLite call runs on one thread that owns the connection, so the event loop
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection, float], Any]  # (connection, store clock now) -> result
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: purchases and ratings ordered and bounded per profile
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
     pos INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -59,7 +60,8 @@ CREATE TABLE IF NOT EXISTS session_items (
     session_id TEXT NOT NULL, seq INTEGER NOT NULL, item_id TEXT NOT NULL,
     PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS profiles (
-    user_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, touched REAL NOT NULL) WITHOUT ROWID;
+    user_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, touched REAL NOT NULL,
+    n_purchases INTEGER NOT NULL DEFAULT 0, n_ratings INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS profiles_touched ON profiles (touched);
 CREATE TABLE IF NOT EXISTS profile_counters (
     user_id TEXT NOT NULL, action TEXT NOT NULL, n INTEGER NOT NULL,
@@ -68,14 +70,25 @@ CREATE TABLE IF NOT EXISTS profile_recent (
     user_id TEXT NOT NULL, seq INTEGER NOT NULL, item_id TEXT NOT NULL,
     PRIMARY KEY (user_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS profile_purchases (
-    user_id TEXT NOT NULL, item_id TEXT NOT NULL, PRIMARY KEY (user_id, item_id)) WITHOUT ROWID;
+    user_id TEXT NOT NULL, item_id TEXT NOT NULL, seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, item_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS profile_purchases_seq ON profile_purchases (user_id, seq);
 CREATE TABLE IF NOT EXISTS profile_ratings (
     user_id TEXT NOT NULL, item_id TEXT NOT NULL, rating REAL NOT NULL,
-    PRIMARY KEY (user_id, item_id)) WITHOUT ROWID;
+    seq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user_id, item_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS profile_ratings_seq ON profile_ratings (user_id, seq);
 CREATE TABLE IF NOT EXISTS catalog (item_id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log_groups (grp TEXT PRIMARY KEY, acked INTEGER NOT NULL) WITHOUT ROWID;
 """
+# Columns added since schema version 1: a file made before gets them by ALTER TABLE
+# when opened (rows already there take the default: seq 0 sorts before every newer row).
+ADDED_COLUMNS: Final = (
+    ("profiles", "n_purchases", "INTEGER NOT NULL DEFAULT 0"),
+    ("profiles", "n_ratings", "INTEGER NOT NULL DEFAULT 0"),
+    ("profile_purchases", "seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("profile_ratings", "seq", "INTEGER NOT NULL DEFAULT 0"),
+)
 PROFILE_TABLES: Final = (
     "profile_counters",
     "profile_recent",
@@ -256,8 +269,12 @@ class EmbeddedStore(Store):
                 r[0]
                 for r in c.execute("SELECT item_id FROM profile_purchases WHERE user_id = ?", q)
             }
-            profile.ratings = dict(
-                c.execute("SELECT item_id, rating FROM profile_ratings WHERE user_id = ?", q)
+            profile.ratings = dict(  # oldest first
+                c.execute(
+                    "SELECT item_id, rating FROM profile_ratings WHERE user_id = ?"
+                    " ORDER BY seq, item_id",
+                    q,
+                )
             )
             return profile
 
@@ -440,21 +457,17 @@ class EmbeddedStore(Store):
         return True
 
     def _apply_profile(self, c: sqlite3.Connection, e: Event, user_id: str, now: float) -> None:
+        # `seq` numbers the profile's events: it orders recent items, and purchases and
+        # ratings by their latest event (a repeat refreshes an item's place).
         lim = self.limits
         row = c.execute(
-            "SELECT seq, touched FROM profiles WHERE user_id = ?", (user_id,)
+            "SELECT seq, touched, n_purchases, n_ratings FROM profiles WHERE user_id = ?",
+            (user_id,),
         ).fetchone()
         if row is not None and self._expired(row[1], lim.profile_ttl_s, now):
             self._delete_profiles(c, [user_id])
             row = None
-        if row is None:
-            seq = 1
-            c.execute("INSERT INTO profiles VALUES (?, 1, ?)", (user_id, now))
-        else:
-            seq = row[0] + 1
-            c.execute(
-                "UPDATE profiles SET seq = ?, touched = ? WHERE user_id = ?", (seq, now, user_id)
-            )
+        seq, n_purchases, n_ratings = (1, 0, 0) if row is None else (row[0] + 1, row[2], row[3])
         c.execute(
             "INSERT INTO profile_counters VALUES (?, ?, 1)"
             " ON CONFLICT (user_id, action) DO UPDATE SET n = n + 1",
@@ -466,14 +479,52 @@ class EmbeddedStore(Store):
                 "DELETE FROM profile_recent WHERE user_id = ? AND seq <= ?",
                 (user_id, seq - lim.recent_max_items),
             )
+        key = (user_id, e.item_id)
         if e.action == "purchase":
-            c.execute("INSERT OR IGNORE INTO profile_purchases VALUES (?, ?)", (user_id, e.item_id))
+            if c.execute(
+                "INSERT OR IGNORE INTO profile_purchases (user_id, item_id, seq) VALUES (?, ?, ?)",
+                (*key, seq),
+            ).rowcount:
+                n_purchases = self._drop_oldest(c, "profile_purchases", user_id, n_purchases + 1)
+            else:  # bought before: now the newest
+                c.execute(
+                    "UPDATE profile_purchases SET seq = ? WHERE user_id = ? AND item_id = ?",
+                    (seq, *key),
+                )
         elif e.action == "rate" and e.rating is not None:
-            c.execute(
-                "INSERT INTO profile_ratings VALUES (?, ?, ?)"
-                " ON CONFLICT (user_id, item_id) DO UPDATE SET rating = excluded.rating",
-                (user_id, e.item_id, e.rating),
-            )
+            if c.execute(
+                "INSERT OR IGNORE INTO profile_ratings (user_id, item_id, rating, seq)"
+                " VALUES (?, ?, ?, ?)",
+                (*key, e.rating, seq),
+            ).rowcount:
+                n_ratings = self._drop_oldest(c, "profile_ratings", user_id, n_ratings + 1)
+            else:  # rated before: the latest rating, now the newest
+                c.execute(
+                    "UPDATE profile_ratings SET rating = ?, seq = ?"
+                    " WHERE user_id = ? AND item_id = ?",
+                    (e.rating, seq, *key),
+                )
+        c.execute(
+            "INSERT INTO profiles (user_id, seq, touched, n_purchases, n_ratings)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq,"
+            " touched = excluded.touched, n_purchases = excluded.n_purchases,"
+            " n_ratings = excluded.n_ratings",
+            (user_id, seq, now, n_purchases, n_ratings),
+        )
+
+    def _drop_oldest(self, c: sqlite3.Connection, table: str, user_id: str, count: int) -> int:
+        """Keep the newest `profile_max_items` of the user's `count` rows in `table`
+        (purchases or ratings); returns how many are left. Rows of a version-1 file
+        all have seq 0: the oldest, among themselves in item id order."""
+        extra = count - self.limits.profile_max_items
+        if extra <= 0:
+            return count
+        gone = c.execute(
+            f"DELETE FROM {table} WHERE user_id = ? AND item_id IN (SELECT item_id FROM {table}"
+            " WHERE user_id = ? ORDER BY seq, item_id LIMIT ?)",
+            (user_id, user_id, extra),
+        ).rowcount
+        return count - gone
 
     @staticmethod
     def _delete_profiles(c: sqlite3.Connection, user_ids: Sequence[str]) -> None:
@@ -550,8 +601,16 @@ class EmbeddedStore(Store):
                     f"{self.path} has schema version {version}; this liverec knows "
                     f"{SCHEMA_VERSION} (upgrade liverec)"
                 )
-            c.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            c.execute("BEGIN IMMEDIATE")
+            _migrate(c)
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            c.execute("COMMIT")
         except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
             c.close()
             raise
         return c
@@ -710,6 +769,25 @@ class EmbeddedStore(Store):
             )
 
         await self._submit(work, True)
+
+
+def _migrate(c: sqlite3.Connection) -> None:
+    """Add the columns a file made by an older liverec lacks (in the caller's
+    transaction; SCHEMA then creates what is missing, the new indexes included)."""
+    added = set()
+    for table, column, definition in ADDED_COLUMNS:
+        have = {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
+        if have and column not in have:  # no columns: no table yet, SCHEMA creates it
+            c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            added.add(table)
+    if "profiles" in added:
+        c.execute(
+            "UPDATE profiles SET"
+            " n_purchases = (SELECT count(*) FROM profile_purchases p"
+            " WHERE p.user_id = profiles.user_id),"
+            " n_ratings = (SELECT count(*) FROM profile_ratings r"
+            " WHERE r.user_id = profiles.user_id)"
+        )
 
 
 def _dumps(data: Mapping[str, Any]) -> str:
