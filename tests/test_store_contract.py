@@ -216,6 +216,53 @@ async def test_profile_purchases_ratings_recent_counters(open_: OpenStore) -> No
     }
 
 
+async def test_purchases_and_ratings_keep_the_newest(open_: OpenStore) -> None:
+    store = await open_(StoreLimits(profile_max_items=3, recent_max_items=50))
+    script = [
+        ("purchase", "a", None),
+        ("purchase", "b", None),
+        ("purchase", "c", None),
+        ("purchase", "d", None),  # drops a
+        ("rate", "a", 1.0),
+        ("rate", "b", 2.0),
+        ("rate", "c", 3.0),
+        ("rate", "d", 4.0),  # drops a
+        ("purchase", "b", None),  # a repeat makes b the newest: c is now the oldest
+        ("rate", "b", 2.5),  # the same for the rating, which is updated too
+        ("view", "z", None),  # other actions leave purchases and ratings alone
+        ("purchase", "e", None),  # drops c
+        ("rate", "e", 5.0),  # drops c
+    ]
+    for n, (action, item, rating) in enumerate(script):
+        await store.record_event(ev(f"e{n}", item=item, action=action, rating=rating, ts=n))
+    # anonymous events and another user's change nothing of u1's profile
+    await store.record_event(ev("anon1", item="x", action="purchase", user=None))
+    await store.record_event(ev("anon2", item="x", action="rate", rating=1.0, user=None))
+    await store.record_event(ev("other", item="y", action="purchase", user="u2"))
+    profile = await store.get_profile("u1")
+    assert profile.purchases == {"b", "d", "e"}
+    assert profile.ratings == {"b": 2.5, "d": 4.0, "e": 5.0}
+    # the bound touches neither the counters nor recent
+    assert profile.counters == {"purchase": 6, "rate": 6, "view": 1}
+    assert profile.recent == [item for _, item, _ in script]
+    assert (await store.get_profile("u2")).purchases == {"y"}
+
+    more = [ev(f"p{n}", item=f"p{n}", action="purchase", ts=100 + n) for n in range(10)]
+    await store.record_events(more)
+    assert (await store.get_profile("u1")).purchases == {"p7", "p8", "p9"}
+
+
+async def test_profile_bound_of_one(open_: OpenStore) -> None:
+    store = await open_(StoreLimits(profile_max_items=1))
+    await store.record_event(ev("e1", item="a", action="purchase"))
+    await store.record_event(ev("e2", item="b", action="purchase"))
+    await store.record_event(ev("e3", item="b", action="purchase"))
+    await store.record_event(ev("e4", item="a", action="rate", rating=1.0))
+    await store.record_event(ev("e5", item="a", action="rate", rating=2.0))
+    profile = await store.get_profile("u1")
+    assert (profile.purchases, profile.ratings) == ({"b"}, {"a": 2.0})
+
+
 async def test_anonymous_events_change_no_profile(store: Store) -> None:
     await store.open_session("s1", "u1", 1.0)
     await store.record_event(ev("e1", item="a", action="purchase", user=None))

@@ -71,8 +71,12 @@ async def test_key_layout_and_expiry(redis_url: str, raw: tuple[Redis, str]) -> 
         f"{p}recent:u1",
         f"{p}purchases:u1",
         f"{p}ratings:u1",
+        f"{p}ratings_order:u1",
     }
     assert await client.type(f"{p}log") == "stream"
+    assert await client.zrange(f"{p}purchases:u1", 0, -1, withscores=True) == [("i", 1.0)]
+    assert await client.hgetall(f"{p}ratings:u1") == {"i": "4.0"}
+    assert await client.zrange(f"{p}ratings_order:u1", 0, -1, withscores=True) == [("i", 1.0)]
     assert await client.hgetall(f"{p}session:s:1") == {
         "user": "u1",
         "created": "1.0",
@@ -80,7 +84,8 @@ async def test_key_layout_and_expiry(redis_url: str, raw: tuple[Redis, str]) -> 
     }
     assert 0 < await client.pttl(f"{p}session:s:1") <= 100_000
     assert 0 < await client.pttl(f"{p}dedup:3:s:1:e1") <= 50_000
-    assert await client.pttl(f"{p}counters:u1") == -1  # profile_ttl_s=None: never expires
+    for kind in ("counters", "recent", "purchases", "ratings", "ratings_order"):
+        assert await client.pttl(f"{p}{kind}:u1") == -1  # profile_ttl_s=None: never expires
     entry = (await client.xrange(f"{p}log"))[1][1]
     assert entry == {
         "id": "e2",
@@ -91,6 +96,53 @@ async def test_key_layout_and_expiry(redis_url: str, raw: tuple[Redis, str]) -> 
         "user_id": "u1",
         "rating": "4.0",
     }
+
+
+async def test_profile_keys_from_before_the_bound_are_converted(
+    redis_url: str, raw: tuple[Redis, str]
+) -> None:
+    """Purchases were a plain set and ratings a hash without an order: they are read
+    as they are, and converted on the user's next purchase or rating."""
+    client, p = raw
+    purchases, ratings, order = f"{p}purchases:u1", f"{p}ratings:u1", f"{p}ratings_order:u1"
+    await client.sadd(purchases, "a", "b", "c", "d")
+    await client.hset(ratings, mapping={"x": "1.0", "y": "2.0"})
+    # bigger than one Lua unpack() can take
+    await client.sadd(f"{p}purchases:u2", *(f"i{n:05d}" for n in range(20_000)))
+    await client.hset(f"{p}ratings:u2", mapping={f"r{n:05d}": "3.0" for n in range(10_000)})
+    store = await opened(redis_url, StoreLimits(profile_max_items=3))
+    try:
+        profile = await store.get_profile("u1")
+        assert (profile.purchases, profile.ratings) == ({"a", "b", "c", "d"}, {"x": 1.0, "y": 2.0})
+        assert await store.record_event(Event("e1", "s1", "view", "v", 1.0, "u1"))
+        assert await client.type(purchases) == "set"  # only a purchase converts it
+
+        assert await store.record_event(ev("e2", item="e"))
+        assert await client.type(purchases) == "zset"
+        # old items rank oldest (score 0, in member order): a and b are dropped
+        assert await client.zrange(purchases, 0, -1, withscores=True) == [
+            ("c", 0.0),
+            ("d", 0.0),
+            ("e", 1.0),
+        ]
+        await store.record_event(Event("e3", "s1", "rate", "z", 2.0, "u1", 5.0))
+        assert (await store.get_profile("u1")).ratings == {"x": 1.0, "y": 2.0, "z": 5.0}
+        await store.record_event(Event("e4", "s1", "rate", "w", 3.0, "u1", 4.0))
+        profile = await store.get_profile("u1")
+        assert profile.purchases == {"c", "d", "e"}
+        assert profile.ratings == {"y": 2.0, "z": 5.0, "w": 4.0}
+        assert await client.zrange(order, 0, -1) == ["y", "z", "w"]
+        assert profile.counters == {"view": 1, "purchase": 1, "rate": 2}
+        assert await client.pttl(order) > 0  # expires with the profile
+
+        await store.record_event(ev("e5", item="new", user="u2"))
+        await store.record_event(Event("e6", "s1", "rate", "new", 3.0, "u2", 1.0))
+        profile = await store.get_profile("u2")
+        assert profile.purchases == {"i19998", "i19999", "new"}
+        assert profile.ratings == {"r09998": 3.0, "r09999": 3.0, "new": 1.0}
+        assert await client.zcard(f"{p}ratings_order:u2") == 3
+    finally:
+        await store.close()
 
 
 async def test_lost_script_cache_is_reloaded(redis_url: str, raw: tuple[Redis, str]) -> None:

@@ -1,7 +1,8 @@
 """The Redis store: profiles, sessions and the event log in one Redis server.
 
-Owns: the Redis key layout, the Lua scripts that record an event and open a
-session atomically in one round trip, sending concurrent record_event calls in one
+Owns: the Redis key layout (and converting profile keys written before purchases
+and ratings were bounded), the Lua scripts that record an event and open a session
+atomically in one round trip, sending concurrent record_event calls in one
 pipeline, URL options, and mapping redis-py errors to the liverec error tree. Key
 layout and durability are described in docs/storage.md.
 
@@ -48,13 +49,45 @@ from .base import LoggedEvent, Store, StoreLimits
 DEFAULT_PREFIX: Final = "liverec:"
 PIPELINE_CHUNK: Final = 500  # record_events: script calls per round trip
 
-# KEYS: dedup, log, session hash, session items, counters, recent, purchases, ratings
+# KEYS: dedup, log, session hash, session items, counters, recent, purchases,
+#       ratings, ratings order
 # ARGV: dedup_ttl_ms, log_max (0 = off), session_max, session_ttl_ms (0 = never),
 #       recent_max, profile_ttl_ms (0 = never), id, session_id, action, item_id, ts,
-#       user_id ('' = anonymous), rating ('' = none)
+#       user_id ('' = anonymous), rating ('' = none), profile_max
+#
+# Purchases and the order of ratings are sorted sets whose score is the key's own
+# counter: one more than its highest score, so the newest (or repeated) item ranks
+# last whatever the events' timestamps, and ZREMRANGEBYRANK drops the oldest.
+# Keys written before profile_max_items (purchases a plain set, ratings without an
+# order) are converted on their user's next purchase or rating: their items get
+# score 0, the oldest, among themselves in member order.
 RECORD_LUA: Final = """
 local function expire(key, ttl)
   if ttl == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ttl) end
+end
+local function zadd_old(key, members)  -- score 0; in chunks, as unpack has a limit
+  for i = 1, #members, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #members) do
+      args[#args + 1] = 0
+      args[#args + 1] = members[j]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+end
+local function add_newest(key, member, max, hash)
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  redis.call('ZADD', key, (tonumber(top[2]) or 0) + 1, member)
+  local extra = redis.call('ZCARD', key) - max
+  if extra > 0 then
+    if hash then
+      local old = redis.call('ZRANGE', key, 0, extra - 1)
+      for i = 1, #old, 500 do
+        redis.call('HDEL', hash, unpack(old, i, math.min(i + 499, #old)))
+      end
+    end
+    redis.call('ZREMRANGEBYRANK', key, 0, extra - 1)
+  end
 end
 if not redis.call('SET', KEYS[1], ARGV[11], 'NX', 'PX', ARGV[1]) then return 0 end
 local fields = {'id', ARGV[7], 'session_id', ARGV[8], 'action', ARGV[9], 'item_id', ARGV[10],
@@ -78,12 +111,22 @@ if ARGV[12] ~= '' then
   redis.call('HINCRBY', KEYS[5], ARGV[9], 1)
   redis.call('RPUSH', KEYS[6], ARGV[10])
   redis.call('LTRIM', KEYS[6], -tonumber(ARGV[5]), -1)
+  local max = tonumber(ARGV[14])
   if ARGV[9] == 'purchase' then
-    redis.call('SADD', KEYS[7], ARGV[10])
+    if redis.call('TYPE', KEYS[7])['ok'] == 'set' then  -- written before the bound
+      local old = redis.call('SMEMBERS', KEYS[7])
+      redis.call('DEL', KEYS[7])
+      zadd_old(KEYS[7], old)
+    end
+    add_newest(KEYS[7], ARGV[10], max, false)
   elseif ARGV[9] == 'rate' and ARGV[13] ~= '' then
+    if redis.call('EXISTS', KEYS[9]) == 0 then  -- none, or ratings from before the bound
+      zadd_old(KEYS[9], redis.call('HKEYS', KEYS[8]))
+    end
     redis.call('HSET', KEYS[8], ARGV[10], ARGV[13])
+    add_newest(KEYS[9], ARGV[10], max, KEYS[8])
   end
-  for i = 5, 8 do expire(KEYS[i], ARGV[6]) end
+  for i = 5, 9 do expire(KEYS[i], ARGV[6]) end
 end
 return 1
 """
@@ -290,13 +333,21 @@ class RedisStore(Store):
         return results
 
     async def get_profile(self, user_id: str) -> Profile:
+        purchases_key = self._key("purchases", user_id)
         async with self._use("get_profile") as client:
             async with client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(self._key("counters", user_id))
                 pipe.lrange(self._key("recent", user_id), 0, -1)
-                pipe.smembers(self._key("purchases", user_id))
+                pipe.zrange(purchases_key, 0, -1)
                 pipe.hgetall(self._key("ratings", user_id))
-                counters, recent, purchases, ratings = await pipe.execute()
+                replies = await pipe.execute(raise_on_error=False)
+            counters, recent, purchases, ratings = replies
+            if isinstance(purchases, ResponseError) and "WRONGTYPE" in str(purchases):
+                # a plain set written before profile_max_items, not yet converted
+                purchases = await client.smembers(purchases_key)
+            for reply in (counters, recent, purchases, ratings):
+                if isinstance(reply, Exception):
+                    raise reply
         return Profile(
             user_id,
             purchases=set(purchases),
@@ -393,6 +444,7 @@ class RedisStore(Store):
             self._key("recent", user),
             self._key("purchases", user),
             self._key("ratings", user),
+            self._key("ratings_order", user),
         ]
         args = [
             _ms(lim.dedup_ttl_s),
@@ -408,6 +460,7 @@ class RedisStore(Store):
             repr(float(e.ts)),
             user,
             "" if e.rating is None else repr(float(e.rating)),
+            str(lim.profile_max_items),
         ]
         return keys, args
 
