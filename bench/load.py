@@ -1,0 +1,704 @@
+"""Load benchmark of the real-time loop: event -> recs over WebSocket, against the floor.
+
+Owns: starting each server under test in its own process (`liverec serve` or the
+echo floor in bench/echo_server.py) on 127.0.0.1, driving it from a separate load
+generator process (one asyncio process, `websockets` client), and the figures:
+
+* memory per idle socket: server RSS (VmRSS) after N sockets have said hello and got
+  welcome + recs, minus RSS before they opened (after a short warm-up of the app), / N;
+* event -> recs latency at the client (send -> recs frame with for_event == id), p50,
+  p90, p99, max, and the achieved event rate, over a measured window after a warm-up,
+  with an open-loop schedule: each socket sends a view about every N/rate seconds
+  (uniform jitter +-50%) whether or not its last answer has come, so latency
+  includes queueing. A recs frame also answers the earlier unanswered events of its
+  socket (the server replaces stale recs by design: "superseded"); an event with no
+  recs within `--drain` seconds counts as infinitely late ("lost");
+* over the same window: server CPU per event, and the share of time the server's
+  event-loop thread was runnable but waiting for a CPU (/proc schedstat: on a shared
+  machine this says how much of the latency is the neighbours'); for liverec, the
+  server's own event -> recs-queued and store-write quantiles from /metrics.
+
+Events: views of a catalog of `--items` items; each socket browses like a shopper:
+half of the steps go to one of the current item's 8 "related" items, the others to a
+Zipf-distributed item, so the online recommender learns real co-occurrence.
+Nothing is asserted; read the table. Every loop is bounded by a count or a deadline.
+Each process gets its own session (so its own CPU share under Linux autogroup), and
+every child is terminated on exit, Ctrl-C or error (and on the orchestrator's death).
+
+    .venv/bin/python bench/load.py                       # liverec (memory://) and echo, once
+    .venv/bin/python bench/load.py --repeat 3 --json /tmp/load.json
+    .venv/bin/python bench/load.py --targets liverec --store embedded:// --sockets 200
+    .venv/bin/python bench/load.py --src /tmp/other-checkout/src   # another liverec tree
+    .venv/bin/python bench/load.py --liverec-arg=--cooc-max-neighbours=25
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import ctypes
+import json
+import math
+import os
+import platform
+import random
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import deque
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+RELATED = 8  # related items per catalog item
+P_RELATED = 0.5  # share of steps that follow a related item
+OPEN_CONCURRENCY = 32  # handshakes in flight while opening sockets
+PHASE_TIMEOUT_S = 120.0  # longest the orchestrator waits for one client phase
+
+
+# --- shared ------------------------------------------------------------------------
+
+
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (q in 0..100)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+# --- load generator (runs in its own process: `load.py _client '<json>'`) ---------
+
+
+class Catalog:
+    """Zipf popularity over `n` items (random rank order) and fixed related items."""
+
+    def __init__(self, n: int, zipf_s: float, seed: int) -> None:
+        rnd = random.Random(seed)
+        self.ids = [f"item-{i}" for i in range(n)]
+        order = list(range(n))
+        rnd.shuffle(order)
+        self.by_rank = order
+        weights = [1.0 / (r + 1) ** zipf_s for r in range(n)]
+        total, acc, cdf = sum(weights), 0.0, []
+        for w in weights:
+            acc += w
+            cdf.append(acc / total)
+        self.cdf = cdf
+        self.related = [[rnd.randrange(n) for _ in range(RELATED)] for _ in range(n)]
+
+    def draw(self, rnd: random.Random) -> int:
+        return self.by_rank[min(len(self.cdf) - 1, bisect.bisect_left(self.cdf, rnd.random()))]
+
+    def step(self, current: int | None, rnd: random.Random) -> int:
+        if current is not None and rnd.random() < P_RELATED:
+            return self.related[current][rnd.randrange(RELATED)]
+        return self.draw(rnd)
+
+
+class Recorder:
+    """Send and receive times of every event; latencies of those in the window.
+
+    A recs frame answers its own event and every earlier unanswered event of the same
+    socket: the server replaces an unsent recs frame by a newer one (by design), and the
+    newer list already reflects the earlier events. Those are counted as superseded.
+    """
+
+    def __init__(self, sockets: int) -> None:
+        # per socket: (event number, send time, in window), oldest first
+        self.pending: list[deque[tuple[int, float, bool]]] = [deque() for _ in range(sockets)]
+        self.latencies: list[float] = []  # seconds, events sent in the window
+        self.send_lag: list[float] = []  # send time - scheduled time, in the window
+        self.sent_in_window = 0
+        self.sent_total = 0
+        self.superseded = 0
+        self.acks = 0
+        self.errors: dict[str, int] = {}
+        self.closed = 0
+        self.window = (math.inf, math.inf)  # (start, end) perf_counter times
+        self.recs_in_window = 0  # recs frames received in the window, for any event
+        self.window_open = 0  # events of the window still waiting for their recs
+        self.all_sent = False
+        self.drained = asyncio.Event()
+
+    def sent(self, i: int, k: int, at: float, in_window: bool) -> None:
+        self.pending[i].append((k, at, in_window))
+        self.sent_total += 1
+        if in_window:
+            self.sent_in_window += 1
+            self.window_open += 1
+
+    def finish_sending(self) -> None:
+        self.all_sent = True
+        if self.window_open == 0:
+            self.drained.set()
+
+    def on_frame(self, i: int, raw: str | bytes, now: float) -> None:
+        msg = json.loads(raw)
+        kind = msg.get("type")
+        if kind == "recs":
+            for_event = msg.get("for_event")
+            if not for_event:
+                return
+            self.recs_in_window += self.window[0] <= now < self.window[1]
+            k = int(for_event.rpartition(".")[2])
+            queue = self.pending[i]
+            while queue and queue[0][0] <= k:
+                kk, at, in_window = queue.popleft()
+                if in_window:
+                    self.latencies.append(now - at)
+                    self.superseded += kk < k
+                    self.window_open -= 1
+            if self.window_open == 0 and self.all_sent:
+                self.drained.set()
+        elif kind == "ack":
+            self.acks += 1
+        elif kind == "error":
+            code = str(msg.get("code"))
+            self.errors[code] = self.errors.get(code, 0) + 1
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def wait_go(timeout: float) -> None:
+    line = await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline), timeout)
+    if line.strip() != "go":
+        raise SystemExit(f"load generator: expected 'go', got {line!r}")
+
+
+async def hello(ws: Any, session_id: str, timeout: float) -> None:
+    await ws.send(json.dumps({"type": "hello", "session_id": session_id}))
+    got: set[str] = set()
+    while got != {"welcome", "recs"}:
+        got.add(json.loads(await asyncio.wait_for(ws.recv(), timeout))["type"])
+
+
+async def client_main(cfg: dict[str, Any]) -> None:
+    from websockets.asyncio.client import connect
+
+    raise_fd_limit()
+    url, n, rate = cfg["url"], cfg["sockets"], cfg["rate"]
+    catalog = Catalog(cfg["items"], cfg["zipf"], cfg["seed"])
+    opts: dict[str, Any] = {
+        "open_timeout": 30,
+        "ping_interval": None,  # browsers do not ping; the server still does
+        "compression": None,
+        "max_size": 2**20,
+    }
+
+    # 1. warm up the app on one socket (imports, first allocations), closed loop
+    rnd = random.Random(cfg["seed"])
+    async with connect(url, **opts) as ws:
+        await hello(ws, "warm-0", 10)
+        current = None
+        for k in range(cfg["warm_events"]):
+            current = catalog.step(current, rnd)
+            frame = {"type": "event", "id": f"w{k}", "action": "view"}
+            await ws.send(json.dumps({**frame, "item_id": catalog.ids[current]}))
+            for _ in range(2):
+                await asyncio.wait_for(ws.recv(), 10)
+    emit({"phase": "warm"})
+    await wait_go(PHASE_TIMEOUT_S)
+
+    # 2. N idle sockets: connect, hello, wait for welcome + recs
+    gate = asyncio.Semaphore(OPEN_CONCURRENCY)
+
+    async def open_one(i: int) -> Any:
+        async with gate:
+            ws = await connect(url, **opts)
+            await hello(ws, f"s{cfg['seed']}-{i}", 30)
+            return ws
+
+    t0 = time.perf_counter()
+    socks = await asyncio.gather(*(open_one(i) for i in range(n)))
+    emit({"phase": "idle", "sockets": len(socks), "open_s": time.perf_counter() - t0})
+    await wait_go(PHASE_TIMEOUT_S)
+
+    # 3. open-loop load on the same sockets: warm-up, measured window, drain
+    rec = Recorder(n)
+    mean = n / rate
+    start = time.perf_counter() + 0.5
+    w0, w1 = start + cfg["warmup"], start + cfg["warmup"] + cfg["duration"]
+    rec.window = (w0, w1)
+    max_events = int((w1 - start) / (mean * 0.5)) + 2  # bound per socket
+
+    async def reader(i: int, ws: Any) -> None:
+        clock = time.perf_counter
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                rec.on_frame(i, raw, clock())
+        rec.closed += 1
+
+    async def writer(i: int, ws: Any) -> None:
+        r = random.Random(cfg["seed"] * 1_000_003 + i)
+        current: int | None = None
+        due = start + r.random() * mean  # random phase
+        clock = time.perf_counter
+        for k in range(max_events):
+            if due >= w1:
+                return
+            delay = due - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            current = catalog.step(current, r)
+            eid = f"{i}.{k}"
+            frame = {"type": "event", "id": eid, "action": "view"}
+            data = json.dumps({**frame, "item_id": catalog.ids[current]})
+            in_window = w0 <= due < w1
+            sent = clock()
+            rec.sent(i, k, sent, in_window)
+            if in_window:
+                rec.send_lag.append(sent - due)
+            try:
+                await ws.send(data)
+            except Exception:
+                return
+            due += mean * (0.5 + r.random())
+
+    readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(socks)]
+    cpu0 = None
+
+    async def marks() -> None:
+        nonlocal cpu0
+        await asyncio.sleep(max(0.0, w0 - time.perf_counter()))
+        cpu0 = time.process_time()
+        emit({"phase": "window_start"})
+
+    mark = asyncio.create_task(marks())
+    await asyncio.gather(*(writer(i, ws) for i, ws in enumerate(socks)))
+    await mark
+    client_cpu = time.process_time() - (cpu0 or 0.0)
+    emit({"phase": "window_end"})
+    rec.finish_sending()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(rec.drained.wait(), cfg["drain"])
+    lost = rec.window_open  # no recs within the drain time: counted as infinitely late
+    lat = sorted([x * 1000 for x in rec.latencies] + [math.inf] * lost)
+    lag = sorted(x * 1000 for x in rec.send_lag)
+    emit(
+        {
+            "phase": "result",
+            "events_sent_window": rec.sent_in_window,
+            "events_sent_total": rec.sent_total,
+            "events_per_s": rec.sent_in_window / cfg["duration"],
+            "recs_per_s": rec.recs_in_window / cfg["duration"],  # server throughput
+            "p50_ms": percentile(lat, 50),
+            "p90_ms": percentile(lat, 90),
+            "p99_ms": percentile(lat, 99),
+            "max_ms": lat[-1] if lat else float("nan"),
+            "lost": lost,
+            "superseded": rec.superseded,
+            "acks": rec.acks,
+            "errors": rec.errors,
+            "closed_early": rec.closed,
+            "send_lag_p99_ms": percentile(lag, 99),
+            "client_cpu_s": client_cpu,
+        }
+    )
+    await wait_go(PHASE_TIMEOUT_S)
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*(ws.close() for ws in socks), return_exceptions=True)
+
+
+# --- orchestrator -------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Child processes get SIGTERM if the orchestrator dies (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def runq_wait_s(pid: int) -> float:
+    """Seconds the process's main thread (the event loop) has waited for a CPU."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
+def histograms(port: int) -> dict[str, list[tuple[float, int]]]:
+    """Cumulative buckets [(le, count)] of liverec's latency histograms from /metrics."""
+    wanted = ("liverec_event_to_recs_seconds_bucket", "liverec_store_write_seconds_bucket")
+    out: dict[str, list[tuple[float, int]]] = {}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        name = line.partition("{")[0]
+        if name in wanted:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out.setdefault(name, []).append((float(le), int(float(line.rsplit(" ", 1)[1]))))
+    return out
+
+
+def bucket_quantile(
+    before: list[tuple[float, int]], after: list[tuple[float, int]], q: float
+) -> float:
+    """Upper bound (ms) of the bucket holding quantile q of the observations in between."""
+    counts = [(le, n - dict(before).get(le, 0)) for le, n in after]
+    total = counts[-1][1] if counts else 0
+    for le, n in counts:
+        if total and n >= q * total:
+            return le * 1000
+    return math.nan
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class Procs:
+    """Every child process started here, terminated on exit whatever happens."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, cmd: list[str], src: str | None = None, **kw: Any) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEREC_")}
+        if src is not None:  # run liverec from another source tree (e.g. `git archive`)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+        # Own session each (a real service has one); with Linux autogroup scheduling
+        # that also gives server and load generator their own CPU share.
+        proc = subprocess.Popen(
+            cmd, env=env, preexec_fn=_die_with_parent, start_new_session=True, **kw
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+        self.procs.clear()
+
+
+def server_cmd(target: str, port: int, store_url: str, extra: list[str]) -> list[str]:
+    if target == "echo":
+        return [sys.executable, str(BENCH_DIR / "echo_server.py"), "--port", str(port)]
+    return [
+        sys.executable, "-m", "liverec.cli", "serve", "--port", str(port),
+        "--store-url", store_url, "--log-level", "warning",
+        "--events-per-s", "1e6", "--events-burst", "100000", "--max-connections", "20000",
+        "--max-connections-per-address", "20000", "--address-events-per-s", "1e6",
+        "--address-events-burst", "100000", *extra,
+    ]  # fmt: skip
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not become healthy")
+
+
+def read_msg(proc: subprocess.Popen[bytes], phase: str, timeout: float) -> dict[str, Any]:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+            raise TimeoutError(f"load generator: no '{phase}' within {timeout:.0f} s")
+        chunk = proc.stdout.read(1)
+        if not chunk:
+            raise RuntimeError(f"load generator exited (code {proc.wait(5)}) before '{phase}'")
+        line += chunk
+    msg: dict[str, Any] = json.loads(line)
+    if msg.get("phase") != phase:
+        raise RuntimeError(f"load generator: expected '{phase}', got {msg}")
+    return msg
+
+
+def go(proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()
+
+
+def settle_rss(pid: int, settle_s: float) -> int:
+    time.sleep(settle_s)
+    return rss_kib(pid)
+
+
+def run_target(procs: Procs, target: str, args: argparse.Namespace, run: int) -> dict[str, Any]:
+    port = free_port()
+    store_url, tmp = args.store, None
+    if target == "liverec" and store_url.rstrip("/") == "embedded:":
+        tmp = tempfile.mkdtemp(prefix="liverec-load-")
+        store_url = f"embedded://{tmp}/bench.db"
+    server = procs.start(server_cmd(target, port, store_url, args.liverec_arg), args.src)
+    print(f"run {run + 1} {target}: server pid {server.pid}, port {port}", flush=True)
+    try:
+        wait_healthy(server, port)
+        cfg = {
+            "url": f"ws://127.0.0.1:{port}/v1/ws",
+            "sockets": args.sockets,
+            "rate": args.rate,
+            "warmup": args.warmup,
+            "duration": args.duration,
+            "drain": args.drain,
+            "items": args.items,
+            "zipf": args.zipf,
+            "seed": args.seed + run,
+            "warm_events": 200,
+        }
+        client = procs.start(
+            [sys.executable, str(Path(__file__).resolve()), "_client", json.dumps(cfg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        read_msg(client, "warm", PHASE_TIMEOUT_S)
+        rss0 = settle_rss(server.pid, args.settle)
+        go(client)
+        idle = read_msg(client, "idle", PHASE_TIMEOUT_S)
+        rss1 = settle_rss(server.pid, args.settle)
+        go(client)
+        window = args.warmup + args.duration + args.drain + 30
+        read_msg(client, "window_start", window)
+        cpu0, wait0, load0 = cpu_s(server.pid), runq_wait_s(server.pid), loadavg()
+        hist0 = histograms(port) if target == "liverec" else {}
+        read_msg(client, "window_end", window)
+        cpu1, wait1 = cpu_s(server.pid), runq_wait_s(server.pid)
+        hist1 = histograms(port) if target == "liverec" else {}
+        res = read_msg(client, "result", window)
+        rss2 = rss_kib(server.pid)
+        go(client)
+        client.wait(30)
+    finally:
+        procs.stop_all()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    answered = max(1, round(res["recs_per_s"] * args.duration))  # events the server handled
+    for key, name in (
+        ("server", "liverec_event_to_recs_seconds_bucket"),
+        ("store", "liverec_store_write_seconds_bucket"),
+    ):
+        for q in (50, 99):
+            value = math.nan
+            if name in hist1:
+                value = bucket_quantile(hist0.get(name, []), hist1[name], q / 100)
+            res[f"{key}_p{q}_le_ms"] = value
+    res.update(
+        target=target,
+        run=run,
+        store=store_url if target == "liverec" else None,
+        rss_base_kib=rss0,
+        rss_idle_kib=rss1,
+        rss_loaded_kib=rss2,
+        kib_per_idle_socket=(rss1 - rss0) / idle["sockets"],
+        kib_per_loaded_socket=(rss2 - rss0) / idle["sockets"],
+        open_s=idle["open_s"],
+        server_cpu_ms_per_event=(cpu1 - cpu0) * 1000 / answered,
+        server_cpu_share=(cpu1 - cpu0) / args.duration,
+        server_runq_wait_share=(wait1 - wait0) / args.duration,
+        client_cpu_share=res["client_cpu_s"] / args.duration,
+        loadavg_window=load0,
+    )
+    return res
+
+
+COLUMNS = [  # (key, header, format)
+    ("events_per_s", "events/s", "{:.0f}"),
+    ("recs_per_s", "recs/s", "{:.0f}"),
+    ("p50_ms", "p50 ms", "{:.2f}"),
+    ("p90_ms", "p90 ms", "{:.2f}"),
+    ("p99_ms", "p99 ms", "{:.2f}"),
+    ("max_ms", "max ms", "{:.1f}"),
+    ("kib_per_idle_socket", "KiB/idle sock", "{:.1f}"),
+    ("server_cpu_ms_per_event", "srv CPU ms/ev", "{:.3f}"),
+    ("server_cpu_share", "srv CPU", "{:.0%}"),
+    ("server_runq_wait_share", "loop runq wait", "{:.0%}"),
+    ("lost", "lost", "{:.0f}"),
+]
+
+
+def table(rows: list[tuple[str, dict[str, float]]]) -> str:
+    head = ["", *(h for _, h, _ in COLUMNS)]
+    body = [[name, *(fmt.format(r[k]) for k, _, fmt in COLUMNS)] for name, r in rows]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines = [
+        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *body]
+    ]
+    return "\n".join(lines)
+
+
+def summarise(results: list[dict[str, Any]], targets: list[str]) -> dict[str, Any]:
+    keys = [k for k, _, _ in COLUMNS]
+    out: dict[str, Any] = {}
+    for t in targets:
+        mine = [r for r in results if r["target"] == t]
+        out[t] = {k: statistics.median(r[k] for r in mine) for k in keys}
+    if "liverec" in targets and "echo" in targets:
+        ratios = []
+        for run in sorted({r["run"] for r in results}):
+            a = next(r for r in results if r["run"] == run and r["target"] == "liverec")
+            b = next(r for r in results if r["run"] == run and r["target"] == "echo")
+            ratios.append({k: a[k] / b[k] if b[k] else float("nan") for k in keys})
+        out["ratio"] = {k: statistics.median(r[k] for r in ratios) for k in keys}
+    return out
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        **{p: version(p) for p in ("uvicorn", "websockets", "starlette")},
+        "platform": platform.platform(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="event -> recs load benchmark vs the floor")
+    parser.add_argument("--targets", default="liverec,echo", help="comma list: liverec, echo")
+    parser.add_argument("--sockets", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="aggregate events/s")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
+    parser.add_argument("--duration", type=float, default=30.0, help="measured seconds")
+    parser.add_argument("--drain", type=float, default=5.0, help="max wait for late recs, s")
+    parser.add_argument("--settle", type=float, default=1.0, help="wait before reading RSS, s")
+    parser.add_argument(
+        "--store", default="memory://", help="liverec store: memory://, embedded://"
+    )
+    parser.add_argument("--items", type=int, default=5000, help="catalog size")
+    parser.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of popularity")
+    parser.add_argument("--repeat", type=int, default=1, help="runs; medians are reported")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", default=None, help="write every figure to this file")
+    parser.add_argument(
+        "--src", default=None, help="run the servers from this source dir (PYTHONPATH)"
+    )
+    parser.add_argument(
+        "--liverec-arg",
+        action="append",
+        default=[],
+        help="extra `liverec serve` argument (repeat), e.g. --liverec-arg=--cooc-max-neighbours=50",
+    )
+    args = parser.parse_args()
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets or set(targets) - {"liverec", "echo"}:
+        parser.error("--targets takes liverec and/or echo")
+    if args.sockets < 1 or args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--sockets >= 1, --rate > 0, --duration > 0, --warmup >= 0")
+    fds = raise_fd_limit()
+    if fds < args.sockets + 100:
+        parser.error(f"open-file limit {fds} is too low for {args.sockets} sockets")
+
+    env = environment()
+    env["loadavg_start"] = loadavg()
+    print(f"env: {json.dumps(env)}", flush=True)
+    procs = Procs()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results: list[dict[str, Any]] = []
+    try:
+        for run in range(args.repeat):
+            order = targets if run % 2 == 0 else targets[::-1]  # alternate who goes first
+            for target in order:
+                res = run_target(procs, target, args, run)
+                results.append(res)
+                print(f"run {run + 1} {target}: " + table([(target, res)]).splitlines()[1])
+                if target == "liverec":
+                    print(
+                        "    server side (histogram bucket bounds): event -> recs queued "
+                        f"p50 <= {res['server_p50_le_ms']:g} ms, p99 <= "
+                        f"{res['server_p99_le_ms']:g} ms; store write p50 <= "
+                        f"{res['store_p50_le_ms']:g} ms, p99 <= {res['store_p99_le_ms']:g} ms"
+                    )
+                print(
+                    f"    loadavg {res['loadavg_window']}, errors {res['errors']}, "
+                    f"send lag p99 {res['send_lag_p99_ms']:.2f} ms, "
+                    f"client CPU {res['client_cpu_share']:.0%}, superseded {res['superseded']}, "
+                    f"RSS growth after load {res['kib_per_loaded_socket']:.1f} KiB/socket",
+                    flush=True,
+                )
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    finally:
+        procs.stop_all()
+    env["loadavg_end"] = loadavg()
+    if not results:
+        sys.exit(1)
+    summary = summarise(results, targets)
+    rows = [(t, summary[t]) for t in targets]
+    print(
+        f"\n{args.sockets} sockets, {args.rate:g} events/s, {args.duration:g} s measured; "
+        f"medians of {len({r['run'] for r in results})} run(s); loadavg end {env['loadavg_end']}"
+    )
+    print(table(rows))
+    if "ratio" in summary:
+        print(
+            "ratio liverec / echo (median of per-run ratios): "
+            + ", ".join(f"{h} {summary['ratio'][k]:.2f}x" for k, h, _ in COLUMNS if k != "lost")
+        )
+    if args.json:
+        out = {"env": env, "args": vars(args), "runs": results, "summary": summary}
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "_client":
+        asyncio.run(client_main(json.loads(sys.argv[2])))
+    else:
+        main()
