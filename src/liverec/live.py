@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -88,14 +87,15 @@ class LiveSession:
     items: list[str]
     purchases: set[str] = field(default_factory=set)
     ratings: dict[str, float] = field(default_factory=dict)
-    applied: set[str] = field(default_factory=set)
-    applied_order: deque[str] = field(default_factory=deque)
+    # Event ids applied here, oldest first (a dict is an insertion-ordered set, and an
+    # empty one is small: idle sessions are the common case).
+    applied: dict[str, None] = field(default_factory=dict)
     connections: int = 0
     position: int = -1  # items taken in total; `items` keeps the newest session_max_items
     # A returning user's recent interactions from earlier sessions: context for the
     # model before this session's own items (empty for anonymous sessions).
     history: list[str] = field(default_factory=list)
-    shown: OrderedDict[str, Shown] = field(default_factory=OrderedDict)
+    shown: dict[str, Shown] = field(default_factory=dict)  # insertion-ordered
     frames: int = 0  # recs frames sent: numbers recs_id
     tag: str = ""  # random prefix of this live session's recs_ids
 
@@ -121,17 +121,16 @@ class LiveSession:
             recs.model, placement or "", tuple(r.item_id for r in recs.items)
         )
         while len(self.shown) > SHOWN_KEPT:
-            self.shown.popitem(last=False)
+            del self.shown[next(iter(self.shown))]
         return recs_id
 
     def seen(self, event_id: str) -> bool:
         return event_id in self.applied
 
     def apply(self, event: Event, max_items: int) -> None:
-        self.applied.add(event.id)
-        self.applied_order.append(event.id)
-        if len(self.applied_order) > APPLIED_IDS_KEPT:
-            self.applied.discard(self.applied_order.popleft())
+        self.applied[event.id] = None
+        if len(self.applied) > APPLIED_IDS_KEPT:
+            del self.applied[next(iter(self.applied))]
         self.items.append(event.item_id)
         self.position += 1
         if len(self.items) > max_items:
@@ -170,7 +169,7 @@ class Outbox:
 
     def __init__(self, capacity: int, on_replace: Callable[[], None]) -> None:
         self.capacity = capacity
-        self.frames: deque[dict[str, Any]] = deque()
+        self.frames: list[dict[str, Any]] = []  # short; an empty list is cheaper than a deque
         self.on_replace = on_replace
 
     def put(self, frame: dict[str, Any]) -> None:
@@ -210,7 +209,7 @@ class Connection:
         self.transport = transport
         self.address = address
         self.encoding: protocol.Encoding = "json"
-        self.outbox = Outbox(settings.outbound_queue, lambda: metrics.dropped_frames.inc())
+        self.outbox = Outbox(settings.outbound_queue, metrics.dropped_frames.inc)
         self.writer: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
         self.session: LiveSession | None = None
@@ -226,17 +225,19 @@ class Connection:
         if self.failure is not None:
             raise self.failure
         self.outbox.put(frame)
-        if self.writer is None or self.writer.done():
+        if self.writer is None:
             self.writer = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         # Writer tasks exist only while there is something to send: idle sockets cost none.
         try:
             while self.outbox.frames:
-                frame = self.outbox.frames.popleft()
+                frame = self.outbox.frames.pop(0)
                 await self.transport.send(protocol.encode(frame, self.encoding))
         except Exception as exc:  # the socket is gone; the reader sees it too
             self.failure = exc
+        finally:
+            self.writer = None  # a finished task kept referenced would cost ~0.7 KB
 
     async def flush(self, timeout: float) -> None:
         if self.writer is not None and not self.writer.done():

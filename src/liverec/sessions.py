@@ -159,7 +159,8 @@ class SessionManager:
             return None
         if timeout is None:
             return await conn.transport.receive()
-        return await asyncio.wait_for(conn.transport.receive(), timeout)
+        async with asyncio.timeout(timeout):  # no extra task per frame, unlike wait_for
+            return await conn.transport.receive()
 
     async def _hello_phase(self, conn: Connection) -> None:
         deadline = time.monotonic() + self.settings.hello_timeout_s

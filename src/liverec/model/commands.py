@@ -25,7 +25,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LiverecError
 from .baselines import BASELINES, make_baseline
@@ -38,8 +38,13 @@ from .data import (
     load_sessions,
     write_sessions,
 )
-from .evaluate import StepScorer, evaluate, format_table
 from .split import last_fraction, time_split
+
+if TYPE_CHECKING:
+    from .evaluate import StepScorer
+
+# torch is imported by the command handlers only (evaluate, checkpoint, train): the
+# `liverec` command builds this parser for every subcommand, `serve` included.
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -176,6 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     eval_fn = None
     if args.test:
         from .checkpoint import GRUScorer
+        from .evaluate import evaluate
 
         test = load_sessions(args.test, fmt=args.format)
 
@@ -221,6 +227,8 @@ def _log(msg: str) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_table
+
     scorers: list[tuple[str, StepScorer]] = []
     fit_seconds: dict[str, float] = {}
     item_index: ItemIndex | None = None
