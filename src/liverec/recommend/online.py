@@ -93,6 +93,11 @@ class _Decay:
         return self.rate * (t - self.t0) > _MAX_EXPONENT
 
 
+STRONGEST_N = 64  # neighbours of a context item considered per list
+STRONGEST_REFRESH_S = 1.0  # how stale a cached strongest-neighbour list may be
+STRONGEST_CACHED = 20_000  # items whose strongest neighbours are cached (~6 KB each)
+
+
 class _Item:
     __slots__ = ("key", "nbrs", "occ", "pop")
 
@@ -187,6 +192,8 @@ class OnlineRecommender(Recommender):
         if problems:
             raise ConfigError("online recommender: " + "; ".join(problems))
         self._clock = clock
+        # item -> (computed at, strongest neighbours); insertion-ordered, oldest evicted
+        self._strongest_cache: dict[str, tuple[float, list[tuple[str, float]]]] = {}
         now = clock()
         self._pop = _Decay(half_life_s, now)
         self._cooc = _Decay(cooc_half_life_s, now)
@@ -352,6 +359,7 @@ class OnlineRecommender(Recommender):
         """Co-occurrence candidates of the session's recent items, best first."""
         get = self._items.get
         beta = self.beta
+        now = self._clock()
         scores: dict[str, float] = {}
         score_of = scores.get
         seen: set[str] = set()
@@ -369,10 +377,8 @@ class OnlineRecommender(Recommender):
             if src is None or not src.nbrs or src.occ <= 0.0:
                 continue
             ra = 1.0 / (j * src.occ ** (1.0 - beta))
-            for b, c in src.nbrs.items():
-                nb = get(b)
-                if nb is not None and nb.occ > 0.0:
-                    scores[b] = score_of(b, 0.0) + ra * c / nb.occ**beta
+            for b, w in self._strongest(src, now):
+                scores[b] = score_of(b, 0.0) + ra * w
         # rank the keys, not (key, score) tuples: a thousand short-lived tuples per
         # call would set off the garbage collector every call
         if len(scores) <= limit:
@@ -380,6 +386,30 @@ class OnlineRecommender(Recommender):
         else:
             best = heapq.nlargest(limit, scores, key=scores.__getitem__)
         return [(b, scores[b]) for b in best]
+
+    def _strongest(self, src: _Item, now: float) -> list[tuple[str, float]]:
+        """src's neighbours b with weight cooc[src][b] / occ[b]^beta, the strongest
+        STRONGEST_N of them. Items with many neighbours (the popular ones, which are
+        in most sessions) keep the list for up to STRONGEST_REFRESH_S: scanning every
+        neighbour on every event was half of the server's CPU per event."""
+        assert src.nbrs is not None
+        cached = self._strongest_cache.get(src.key)
+        if cached is not None and now - cached[0] < STRONGEST_REFRESH_S:
+            return cached[1]
+        get, beta = self._items.get, self.beta
+        weights: dict[str, float] = {}
+        for b, c in src.nbrs.items():
+            nb = get(b)
+            if nb is not None and nb.occ > 0.0:
+                weights[b] = c / nb.occ**beta
+        if len(weights) <= STRONGEST_N:
+            return list(weights.items())  # cheap enough to redo every time
+        best = heapq.nlargest(STRONGEST_N, weights, key=weights.__getitem__)
+        strongest = [(b, weights[b]) for b in best]
+        self._strongest_cache[src.key] = (now, strongest)
+        if len(self._strongest_cache) > STRONGEST_CACHED:
+            del self._strongest_cache[next(iter(self._strongest_cache))]
+        return strongest
 
     def _ranked(
         self, cooc: list[tuple[str, float]], low: set[str], blocked: set[str], limit: int
