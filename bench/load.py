@@ -94,9 +94,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class Catalog:
     """Zipf popularity over `n` items (random rank order) and fixed related items."""
 
-    def __init__(self, n: int, zipf_s: float, seed: int) -> None:
+    def __init__(self, n: int, zipf_s: float, seed: int, fmt: str = "item-{}") -> None:
         rnd = random.Random(seed)
-        self.ids = [f"item-{i}" for i in range(n)]
+        self.ids = [fmt.format(i) for i in range(n)]
         order = list(range(n))
         rnd.shuffle(order)
         self.by_rank = order
@@ -202,7 +202,7 @@ async def client_main(cfg: dict[str, Any]) -> None:
 
     raise_fd_limit()
     url, n, rate = cfg["url"], cfg["sockets"], cfg["rate"]
-    catalog = Catalog(cfg["items"], cfg["zipf"], cfg["seed"])
+    catalog = Catalog(cfg["items"], cfg["zipf"], cfg["seed"], cfg.get("item_format", "item-{}"))
     opts: dict[str, Any] = {
         "open_timeout": 30,
         "ping_interval": None,  # browsers do not ping; the server still does
@@ -500,6 +500,7 @@ def run_target(procs: Procs, target: str, args: argparse.Namespace, run: int) ->
             "duration": args.duration,
             "drain": args.drain,
             "items": args.items,
+            "item_format": args.item_format,
             "zipf": args.zipf,
             "seed": args.seed + run,
             "warm_events": 200,
@@ -623,6 +624,12 @@ def main() -> None:
         "--store", default="memory://", help="liverec store: memory://, embedded://"
     )
     parser.add_argument("--items", type=int, default=5000, help="catalog size")
+    parser.add_argument(
+        "--item-format",
+        default="item-{}",
+        help="item id pattern for index 0..items-1, e.g. '{}' to use a model's numeric ids "
+        "(with --liverec-arg=--model-path=DIR the events then hit the model's vocabulary)",
+    )
     parser.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of popularity")
     parser.add_argument("--repeat", type=int, default=1, help="runs; medians are reported")
     parser.add_argument("--seed", type=int, default=1)
