@@ -3,13 +3,20 @@
 Owns: a synthetic event stream (2,000 sessions, 500 users, a quarter anonymous, the
 protocol's action mix), N concurrent tasks recording it, and one table with events
 per second and per-call latency (p50, p99, max, milliseconds) for the embedded store
-(SQLite file, synchronous NORMAL and FULL) and Redis (a private redis-server started
-here on a free port with appendonly yes / appendfsync everysec, never the machine's
-own; one script call per event, and pipelined record_events batches). Nothing here is
-asserted; read the numbers.
+(memory://, and a SQLite file with synchronous NORMAL and FULL) and Redis (a private
+redis-server started here on a free port with appendonly yes / appendfsync everysec,
+never the machine's own; one script call per event, and pipelined record_events
+batches). Nothing here is asserted; read the numbers.
+
+A second table (`--busy-ms`) is the latency of one record_event at a time while
+another coroutine keeps the event loop busy, burning `B` ms of CPU between awaits,
+as a server's loop is under load: the store's work has to find its way between those
+slices. Its first row, `await sleep(0)`, is the floor: what any awaited call costs
+under that load.
 
     nice -n 10 .venv/bin/python bench/bench_store.py                 # 20k events, 200 tasks
     nice -n 10 .venv/bin/python bench/bench_store.py --events 5000 --tasks 50 --backends redis
+    nice -n 10 .venv/bin/python bench/bench_store.py --backends none --busy-ms 0,1,5
 """
 
 from __future__ import annotations
@@ -132,22 +139,70 @@ async def measure(name: str, url: str, events: list[Event], tasks: int, batch: i
     )
 
 
+async def busy_loop(busy_s: float, stop: asyncio.Event) -> None:
+    """Burn `busy_s` of CPU, yield to the loop, again, until `stop` is set."""
+    while not stop.is_set():
+        end = time.perf_counter() + busy_s
+        while time.perf_counter() < end:
+            pass
+        await asyncio.sleep(0)
+
+
+async def measure_busy(name: str, url: str | None, events: list[Event], busy_ms: float) -> None:
+    """Latency of record_event, one call at a time, while the loop is kept busy.
+    `url=None` measures `await asyncio.sleep(0)` instead: the floor under that load."""
+    store = None if url is None else open_store(url, StoreLimits())
+    if store is not None:
+        await store.open()
+    stop = asyncio.Event()
+    burner = asyncio.create_task(busy_loop(busy_ms / 1000, stop))
+    lat: list[float] = []
+    try:
+        await asyncio.sleep(0.05)
+        for event in events:
+            start = time.perf_counter()
+            if store is None:
+                await asyncio.sleep(0)
+            else:
+                await store.record_event(event)
+            lat.append(time.perf_counter() - start)
+    finally:
+        stop.set()
+        await burner
+        if store is not None:
+            await store.close()
+    ms = sorted(x * 1000 for x in lat)
+    p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
+    print(
+        f"| {name:<26} | {busy_ms:>6g} | {len(ms):>6} | {statistics.median(ms):>6.2f} "
+        f"| {p99:>6.2f} | {ms[-1]:>6.2f} |",
+        flush=True,
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--tasks", type=int, default=200, help="concurrent recording tasks")
     parser.add_argument("--batch", type=int, default=50, help="events per record_events call")
-    parser.add_argument("--backends", default="embedded,redis")
+    parser.add_argument("--backends", default="embedded,redis", help="or 'none'")
+    parser.add_argument(
+        "--busy-ms", default="0,1,5", help="CPU burnt between awaits by a busy coroutine; '' = off"
+    )
+    parser.add_argument("--busy-events", type=int, default=400, help="record_event calls per row")
     args = parser.parse_args()
     backends = args.backends.split(",")
     events = make_events(args.events)
     alone = events[: max(1, args.events // 10)]  # one task: the latency floor, fewer events
-    print(f"per-call latency in ms; {args.tasks} tasks share the events of a run\n")
-    head = ("tasks", "batch", "events", "ev/s", "p50", "p99", "max")
-    print("| backend" + " " * 19 + " | " + " | ".join(f"{h:>6}" for h in head) + " |")
-    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="liverec-bench-") as tmp:
+        if {"embedded", "redis"} & set(backends):
+            print(f"per-call latency in ms; {args.tasks} tasks share the events of a run\n")
+            head = ("tasks", "batch", "events", "ev/s", "p50", "p99", "max")
+            print("| backend" + " " * 19 + " | " + " | ".join(f"{h:>6}" for h in head) + " |")
+            print("|---|---|---|---|---|---|---|---|")
         if "embedded" in backends:
+            for tasks, evs in ((1, alone), (args.tasks, events)):
+                await measure("memory://", "memory://", evs, tasks, 1)
             for sync in ("NORMAL", "FULL"):
                 for tasks, evs in ((1, alone), (args.tasks, events)):
                     url = f"embedded://{tmp}/{sync}-{tasks}.db?synchronous={sync}"
@@ -161,6 +216,18 @@ async def main() -> None:
                 await measure(
                     "redis record_events", f"{base}?prefix=c:", events, args.tasks, args.batch
                 )
+        if args.busy_ms:
+            print("\nlatency of one record_event at a time, in ms, while the loop is kept busy\n")
+            head = ("busy", "events", "p50", "p99", "max")
+            print("| store" + " " * 21 + " | " + " | ".join(f"{h:>6}" for h in head) + " |")
+            print("|---|---|---|---|---|---|")
+            few = events[: args.busy_events]
+            for busy in (float(b) for b in args.busy_ms.split(",")):
+                await measure_busy("await sleep(0)", None, few, busy)
+                await measure_busy("memory://", "memory://", few, busy)
+                for sync in ("NORMAL", "FULL"):
+                    url = f"embedded://{tmp}/busy-{sync}-{busy:g}.db?synchronous={sync}"
+                    await measure_busy(f"embedded sync={sync}", url, few, busy)
 
 
 if __name__ == "__main__":
