@@ -1,18 +1,24 @@
-"""The embedded (SQLite) backend beyond the contract: crash safety, purging, isolation."""
+"""The embedded (SQLite) backend beyond the contract: crash safety, purging, isolation,
+writes on the event loop (NORMAL, memory://) or on the writer thread (FULL), checkpoints."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import sys
+import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from liverec.errors import StoreError
+from liverec.errors import StoreError, StoreUnavailable
 from liverec.store import StoreLimits, open_store
-from liverec.store.embedded import EmbeddedStore
+from liverec.store.embedded import LOOP_PURGE_CHUNK, EmbeddedStore
 from liverec.types import Event
+
+SYNC = pytest.mark.parametrize("sync", ["NORMAL", "FULL"])  # loop writes, writer thread
 
 # Records events from 20 concurrent tasks forever, printing each id once its
 # record_event has returned (= the server would ack it now).
@@ -50,8 +56,9 @@ def ev(eid: str, session: str = "s1", item: str = "i", user: str | None = "u1") 
     return Event(eid, session, "purchase", item, 1.0, user)
 
 
-async def test_acked_events_survive_sigkill(tmp_path: Path) -> None:
-    url = f"embedded://{tmp_path}/crash.db"
+@SYNC
+async def test_acked_events_survive_sigkill(tmp_path: Path, sync: str) -> None:
+    url = f"embedded://{tmp_path}/crash.db?synchronous={sync}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CHILD, url, stdout=asyncio.subprocess.PIPE
     )
@@ -137,8 +144,9 @@ async def test_no_expiry_when_ttl_is_none(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_a_failing_event_does_not_fail_its_batch(tmp_path: Path) -> None:
-    store = open_store(f"embedded://{tmp_path}/b.db", StoreLimits())
+@SYNC
+async def test_a_failing_event_does_not_fail_its_batch(tmp_path: Path, sync: str) -> None:
+    store = open_store(f"embedded://{tmp_path}/b.db?synchronous={sync}", StoreLimits())
     await store.open()
     try:
         broken = Event("bad", "s1", "view", None, 1.0)  # type: ignore[arg-type]
@@ -292,3 +300,198 @@ async def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
 def wal_bytes(db: Path) -> int:
     wal = db.with_name(db.name + "-wal")
     return wal.stat().st_size if wal.exists() else 0
+
+
+def db_bytes(db: Path) -> int:
+    return db.stat().st_size if db.exists() else 0
+
+
+async def eventually(check: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:
+    """Wait for a background thread's effect (a liveness bound, not a performance one)."""
+    for _ in range(int(limit_s / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not within {limit_s} s: {what}")
+
+
+def test_where_writes_run() -> None:
+    def loop_writes(url: str) -> bool:
+        store = open_store(url, StoreLimits())
+        assert isinstance(store, EmbeddedStore)
+        return store.loop_writes
+
+    assert loop_writes("memory://") and loop_writes("memory://?synchronous=FULL")  # no disk
+    assert loop_writes("embedded://x.db") and loop_writes("embedded://x.db?synchronous=off")
+    assert not loop_writes("embedded://x.db?synchronous=FULL")  # fsync per commit: a thread
+    assert not loop_writes("embedded://x.db?synchronous=extra")
+
+
+@SYNC
+async def test_close_finishes_calls_and_truncates_the_wal(tmp_path: Path, sync: str) -> None:
+    path = tmp_path / "c.db"
+    store = open_store(f"embedded://{path}?synchronous={sync}", StoreLimits())
+    await store.open()
+    calls: list[Coroutine[Any, Any, object]] = [
+        store.record_event(ev(f"e{n}", item=f"i{n}")) for n in range(30)
+    ]
+    calls.append(store.upsert_items({"a": {"title": "A"}}))
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    await asyncio.sleep(0)  # every call is made, none is committed yet on the loop
+    await asyncio.gather(store.close(), store.close())  # idempotent, also concurrently
+    await store.close()
+    assert await asyncio.gather(*tasks) == [True] * 30 + [1]
+    assert wal_bytes(path) == 0
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 30
+
+
+async def test_the_loop_connection_never_checkpoints(tmp_path: Path) -> None:
+    # SQLite's autocheckpoint (1,000 pages) would copy the WAL into the main file, with
+    # fsyncs, inside a commit on the loop; with the checkpoint thread held off, the main
+    # file must not change while more than 1,000 pages are committed.
+    path = tmp_path / "a.db"
+    store = EmbeddedStore(
+        str(path), StoreLimits(), checkpoint_interval_s=3600.0, checkpoint_wal_bytes=1 << 40
+    )
+    await store.open()
+    try:
+        before = db_bytes(path)
+        for n in range(200):  # one transaction each: about 11 pages
+            await store.record_event(ev(f"e{n}", session=f"s{n}", item=f"i{n}", user=f"u{n}"))
+        assert wal_bytes(path) > 1000 * 4096
+        assert db_bytes(path) == before
+    finally:
+        await store.close()
+    assert wal_bytes(path) == 0 and db_bytes(path) > before  # close checkpointed it
+
+
+@pytest.mark.parametrize(
+    ("interval_s", "wal_bytes_"), [(0.05, 1 << 40), (3600.0, 64 * 1024)], ids=["time", "size"]
+)
+async def test_the_wal_is_checkpointed_while_open(
+    tmp_path: Path, interval_s: float, wal_bytes_: int
+) -> None:
+    path = tmp_path / "k.db"
+    store = EmbeddedStore(
+        str(path), StoreLimits(), checkpoint_interval_s=interval_s, checkpoint_wal_bytes=wal_bytes_
+    )
+    await store.open()
+    try:
+        before = db_bytes(path)
+        await store.record_events([ev(f"e{n}", item=f"i{n}") for n in range(500)])
+        for n in range(20):
+            await store.record_event(ev(f"x{n}", session=f"s{n}", user=f"u{n}"))
+        await eventually(lambda: db_bytes(path) > before, "the main file took the WAL's pages")
+        assert await store.count_events() == 520
+    finally:
+        await store.close()
+
+
+async def test_expired_rows_are_purged_on_the_loop_in_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "e.db"
+    clock = Clock()
+    limits = StoreLimits(session_ttl_s=60.0, profile_ttl_s=60.0, dedup_ttl_s=60.0)
+    store = EmbeddedStore(str(path), limits, clock=clock, purge_interval_s=0.05)
+    await store.open()
+    try:
+        n = 3 * LOOP_PURGE_CHUNK + 5
+        await store.record_events([ev(f"e{i}", session=f"s{i}", user=f"u{i}") for i in range(n)])
+        clock.now += 61
+        await store.record_event(ev("fresh", session="live", user="alive"))
+
+        def left() -> dict[str, int]:
+            with sqlite3.connect(path) as db:
+                return {
+                    t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                    for t in ("sessions", "session_items", "profiles", "profile_recent", "dedup")
+                }
+
+        await eventually(lambda: left() == dict.fromkeys(left(), 1), "expired rows purged")
+        session = await store.get_session("live")
+        assert session is not None and session.items == ["i"]
+        assert await store.count_events() == n + 1  # the log is not purged by age
+    finally:
+        await store.close()
+
+
+async def test_one_purge_step_is_one_bounded_chunk(tmp_path: Path) -> None:
+    clock = Clock()
+    store = EmbeddedStore(
+        str(tmp_path / "c.db"), StoreLimits(session_ttl_s=60.0), clock=clock, purge_interval_s=3600
+    )
+    await store.open()
+    try:
+        await store.record_events([ev(f"e{i}", session=f"s{i}") for i in range(40)])
+        clock.now += 61
+        db = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+        try:
+            assert store._purge_step(db, clock.now, chunk=16, budget_s=0.0) is True
+            assert db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 24
+            assert store._purge_step(db, clock.now, chunk=16, budget_s=60.0) is False
+            assert db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+        finally:
+            db.close()
+    finally:
+        await store.close()
+
+
+async def test_a_locked_file_delays_writes_without_blocking_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    store = EmbeddedStore(str(path), StoreLimits(), busy_timeout_s=30.0)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)  # another process, say
+    try:
+        await store.record_event(ev("e0"))
+        other.execute("BEGIN IMMEDIATE")
+        pending = asyncio.ensure_future(store.record_event(ev("e1", item="b")))
+        for _ in range(20):  # the loop keeps running: other work goes on meanwhile
+            await asyncio.sleep(0.005)
+        assert not pending.done()
+        session = await store.get_session("s1")  # reads are not blocked by a writer
+        assert session is not None and session.items == ["i"]
+        other.execute("COMMIT")
+        assert await pending is True
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_lock_held_past_busy_timeout_fails_the_write(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = EmbeddedStore(str(path), StoreLimits(), busy_timeout_s=0.1)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await store.record_event(ev("e1"))
+        other.execute("ROLLBACK")
+        assert await store.record_event(ev("e1")) is True  # nothing was half-written
+        assert await store.count_events() == 1
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_the_store_belongs_to_the_loop_that_opened_it() -> None:
+    store = open_store("memory://", StoreLimits())
+    await store.open()
+    try:
+        assert await store.record_event(ev("e1"))
+        errors: list[BaseException] = []
+
+        def elsewhere(call: Callable[[], Coroutine[Any, Any, object]]) -> None:
+            try:
+                asyncio.run(call())
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=elsewhere, args=(lambda: store.record_event(ev("e2")),))
+        thread.start()
+        await asyncio.to_thread(thread.join)
+        assert len(errors) == 1 and isinstance(errors[0], StoreError)
+        assert "event loop that opened it" in str(errors[0])
+        assert await store.count_events() == 1
+    finally:
+        await store.close()

@@ -1,21 +1,37 @@
 """The embedded store: one SQLite file (or an in-memory database), no server needed.
 
-Owns: the SQLite schema and its migration from older files, the dedicated writer
-thread and its group commit, expiry and purging, event-log trimming, and the bounds
-on a profile's purchases and ratings. Table layout and durability are described in
-docs/storage.md.
+Owns: the SQLite schema and its migration from older files, group commit (on the
+event loop, or on a writer thread for synchronous=FULL), WAL checkpoints, expiry and
+purging, event-log trimming, and the bounds on a profile's purchases and ratings.
+Table layout and durability are described in docs/storage.md.
 
-Every SQLite call runs on one thread that owns the connection, so the event loop
-never blocks on the disk. Callers queue operations; the thread takes everything
-queued (up to `max_batch`), runs it in ONE transaction and commits, then resolves
-each caller's future. A caller's event is durable once its future resolves: in WAL
-mode with synchronous=NORMAL a committed transaction survives a crash of the
-process (not a power loss: use ``?synchronous=FULL`` for that). Group commit makes
-one commit (and, with FULL, one fsync) serve every event queued meanwhile.
+Writes are grouped: each call appends its operation, and the pending operations run
+in ONE transaction (up to `max_batch`), then each caller's future resolves. A
+caller's event is durable once its future resolves, i.e. after the COMMIT that
+contains it. Where that transaction runs depends on whether a commit waits for the
+disk (`loop_writes`):
+
+* **On the event loop** (``memory://``, and files with synchronous NORMAL or OFF):
+  a commit is a write() into the WAL, no fsync, so the loop runs it itself. The
+  first call of a loop iteration schedules one flush (``call_soon``); every write
+  made during that iteration joins it. Reads run at once on the same connection.
+  A thread with its own connection checkpoints the WAL into the main file
+  (`checkpoint_interval_s`, `checkpoint_wal_bytes`): the fsyncs of checkpoints
+  never run on the loop, whose connection has wal_autocheckpoint=0. In WAL mode with
+  synchronous=NORMAL a committed transaction survives a crash of the process, not a
+  power loss. Another process holding the write lock (``liverec catalog``) makes a
+  flush wait with ``call_later``, never in SQLite's busy handler on the loop.
+  Why not a thread: a thread must take the GIL back after every SQLite call, and
+  while the loop is busy each take waits up to the interpreter's switch interval.
+* **On a writer thread** (synchronous FULL or EXTRA): each commit fsyncs, which must
+  not stall the loop. The thread owns the connection, takes everything queued, runs
+  it in one transaction (one fsync for the group), checkpoints and purges.
 
 Expiry uses the store's own clock at write time ("touched"), not event timestamps,
 so it behaves like Redis key expiry. Expired rows are ignored on read, reset on
-write, and deleted by a purge step that runs on open and every `purge_interval_s`.
+write, and deleted by a purge step that runs on open and every `purge_interval_s`
+(on the loop: transactions of at most `LOOP_PURGE_BUDGET_S` of work, spaced by
+`LOOP_PURGE_PAUSE_S` while a backlog lasts).
 """
 
 from __future__ import annotations
@@ -23,10 +39,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +114,25 @@ PROFILE_TABLES: Final = (
     "profile_ratings",
 )
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
-PURGE_CHUNK: Final = 2000  # expired sessions/profiles/dedup rows deleted per purge transaction
+SYNCING_MODES: Final = ("FULL", "EXTRA")  # a commit waits for fsync: write on a thread
+PURGE_CHUNK: Final = 2000  # expired sessions/profiles/dedup rows per purge (thread, open)
+# Purging on the event loop: each round deletes up to LOOP_PURGE_CHUNK expired sessions,
+# profiles (with their rows: up to 200 items, 2 x 1000 purchases/ratings by default)
+# and remembered ids; a transaction adds rounds until LOOP_PURGE_BUDGET_S has passed,
+# and the next one comes LOOP_PURGE_PAUSE_S later while expired rows remain.
+LOOP_PURGE_CHUNK: Final = 16
+LOOP_PURGE_BUDGET_S: Final = 0.002
+LOOP_PURGE_PAUSE_S: Final = 0.05
+# The checkpoint thread (loop writes on a file): a PASSIVE checkpoint every
+# CHECKPOINT_INTERVAL_S, or sooner once the WAL file has grown past CHECKPOINT_WAL_BYTES
+# (checked every CHECKPOINT_POLL_S). A transaction of one event appends about 45 KB
+# (11 pages) to the WAL, so 1,000 of them a second reach 16 MiB in about 0.4 s. After a
+# complete checkpoint SQLite starts the WAL over, and the first commit then syncs the
+# WAL header on the loop (one fdatasync, ~0.35 ms here): larger means fewer of those.
+CHECKPOINT_INTERVAL_S: Final = 1.0
+CHECKPOINT_WAL_BYTES: Final = 16 << 20
+CHECKPOINT_POLL_S: Final = 0.1
+BUSY_RETRY_S: Final = 0.002  # a flush finding the file locked by another process waits this
 
 
 @dataclass(slots=True)
@@ -108,6 +144,63 @@ class _Op:
 
 
 _CLOSE: Final = object()  # queue sentinel: finish what is queued, checkpoint, close
+
+
+class _Checkpointer:
+    """A thread with its own connection that checkpoints the WAL of `path` into the
+    main file, so that no fsync runs on the event loop: PASSIVE (never waits for the
+    loop's writes, nor makes them wait) every `interval_s`, or sooner once the WAL file
+    has grown past `wal_bytes`; TRUNCATE when stopped."""
+
+    def __init__(
+        self, path: str, synchronous: str, busy_timeout_s: float, interval_s: float, wal_bytes: int
+    ) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self.wal_bytes = wal_bytes
+        self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, checkpointed)
+        self.conn = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="liverec-sqlite-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _wal_size(self) -> int:
+        try:
+            return os.stat(self.path + "-wal").st_size
+        except OSError:
+            return 0
+
+    def _run(self) -> None:
+        # The WAL file keeps its size when SQLite starts it over after a checkpoint:
+        # growth beyond the size seen after the last checkpoint is what counts.
+        last, size_then = time.monotonic(), self._wal_size()
+        while not self._stop.wait(CHECKPOINT_POLL_S):
+            size = self._wal_size()
+            grown = size > self.wal_bytes and size > size_then
+            if grown or time.monotonic() - last >= self.interval_s:
+                self.checkpoint("PASSIVE")
+                last, size_then = time.monotonic(), self._wal_size()
+
+    def checkpoint(self, mode: str) -> None:
+        try:
+            row = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            self.last = (int(row[0]), int(row[1]), int(row[2]))
+        except sqlite3.Error:
+            log.exception("WAL checkpoint (%s) of %s failed", mode, self.path)
+
+    def stop(self) -> None:
+        """Stop the thread, checkpoint everything, truncate the WAL, close (blocking)."""
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.checkpoint("TRUNCATE")
+        finally:
+            self.conn.close()
 
 
 class EmbeddedStore(Store):
@@ -123,6 +216,8 @@ class EmbeddedStore(Store):
         purge_interval_s: float = 300.0,
         max_batch: int = 1000,
         busy_timeout_s: float = 5.0,
+        checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+        checkpoint_wal_bytes: int = CHECKPOINT_WAL_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(limits)
@@ -130,17 +225,33 @@ class EmbeddedStore(Store):
             raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         if purge_interval_s <= 0 or max_batch < 1:
             raise ConfigError("purge_interval_s must be > 0 and max_batch >= 1")
+        if checkpoint_interval_s <= 0 or checkpoint_wal_bytes < 0:
+            raise ConfigError("checkpoint_interval_s must be > 0 and checkpoint_wal_bytes >= 0")
         self.path = path
         self.url = url or (f"embedded://{path}" if path is not None else "memory://")
         self.synchronous = synchronous.upper()
         self.purge_interval_s = purge_interval_s
         self.max_batch = max_batch
         self.busy_timeout_s = busy_timeout_s
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.checkpoint_wal_bytes = checkpoint_wal_bytes
+        # True: transactions run on the event loop; False: on the writer thread.
+        self.loop_writes = path is None or self.synchronous not in SYNCING_MODES
         self._clock = clock
+        self._closed = False
+        self._opened = False
+        # the writer thread (synchronous FULL / EXTRA)
         self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "closed" against enqueueing
-        self._closed = False
         self._thread: threading.Thread | None = None
+        # writes on the loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: sqlite3.Connection | None = None  # used on the loop thread only
+        self._pending: deque[_Op] = deque()
+        self._flush_handle: asyncio.Handle | None = None
+        self._purge_handle: asyncio.Handle | None = None
+        self._busy_since: float | None = None  # monotonic: first BUSY of the waiting flush
+        self._checkpointer: _Checkpointer | None = None
         self._logged_since_trim = 0
         self._delivered: dict[str, int] = {}  # follow(): group -> last position delivered
 
@@ -173,9 +284,13 @@ class EmbeddedStore(Store):
     # --- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._thread is not None:
+        if self._opened:
             raise StoreError("store already opened")
+        self._opened = True
         loop = asyncio.get_running_loop()
+        if self.loop_writes:
+            await self._open_on_loop(loop)
+            return
         ready: asyncio.Future[None] = loop.create_future()
         self._thread = threading.Thread(
             target=self._run, args=(ready, loop), name="liverec-sqlite-writer", daemon=True
@@ -184,6 +299,9 @@ class EmbeddedStore(Store):
         await ready
 
     async def close(self) -> None:
+        if self.loop_writes:
+            await self._close_on_loop()
+            return
         with self._lock:
             if self._closed or self._thread is None:
                 self._closed = True
@@ -374,7 +492,7 @@ class EmbeddedStore(Store):
         result: int = await self._submit(lambda c, now: self._catalog_version(c), False)
         return result
 
-    # --- SQL, run on the writer thread ---------------------------------------
+    # --- SQL, run inside a transaction (on the loop or the writer thread) -----
 
     @staticmethod
     def _catalog_version(c: sqlite3.Connection) -> int:
@@ -539,48 +657,123 @@ class EmbeddedStore(Store):
         c.execute("DELETE FROM events WHERE pos <= (SELECT max(pos) FROM events) - ?", (cap,))
         self._logged_since_trim = 0
 
-    def _purge_step(self, c: sqlite3.Connection, now: float) -> bool:
-        """Delete one chunk of expired rows; True when more may remain."""
-        lim, more = self.limits, False
+    def _purge_step(
+        self, c: sqlite3.Connection, now: float, chunk: int = PURGE_CHUNK, budget_s: float = 0.0
+    ) -> bool:
+        """Delete expired rows in one transaction: rounds of up to `chunk` keys of each
+        kind until none are left or `budget_s` has passed (one round at least). True
+        when more may remain."""
+        deadline = time.perf_counter() + budget_s
         c.execute("BEGIN IMMEDIATE")
         try:
-            if lim.session_ttl_s is not None:
-                rows = c.execute(
-                    "SELECT session_id FROM sessions WHERE touched <= ? LIMIT ?",
-                    (now - lim.session_ttl_s, PURGE_CHUNK),
-                ).fetchall()
-                c.executemany("DELETE FROM session_items WHERE session_id = ?", rows)
-                c.executemany("DELETE FROM sessions WHERE session_id = ?", rows)
-                more |= len(rows) == PURGE_CHUNK
-            if lim.profile_ttl_s is not None:
-                rows = c.execute(
-                    "SELECT user_id FROM profiles WHERE touched <= ? LIMIT ?",
-                    (now - lim.profile_ttl_s, PURGE_CHUNK),
-                ).fetchall()
-                self._delete_profiles(c, [r[0] for r in rows])
-                more |= len(rows) == PURGE_CHUNK
-            gone = c.execute(
-                "DELETE FROM dedup WHERE (session_id, event_id) IN (SELECT session_id, event_id"
-                " FROM dedup WHERE touched <= ? LIMIT ?)",
-                (now - lim.dedup_ttl_s, PURGE_CHUNK),
-            ).rowcount
-            more |= gone == PURGE_CHUNK
+            more = self._purge_round(c, now, chunk)
+            while more and time.perf_counter() < deadline:
+                more = self._purge_round(c, now, chunk)
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:
+                c.execute("ROLLBACK")
             raise
         return more
 
-    # --- the writer thread ----------------------------------------------------
+    def _purge_round(self, c: sqlite3.Connection, now: float, chunk: int) -> bool:
+        lim, more = self.limits, False
+        if lim.session_ttl_s is not None:
+            rows = c.execute(
+                "SELECT session_id FROM sessions WHERE touched <= ? LIMIT ?",
+                (now - lim.session_ttl_s, chunk),
+            ).fetchall()
+            c.executemany("DELETE FROM session_items WHERE session_id = ?", rows)
+            c.executemany("DELETE FROM sessions WHERE session_id = ?", rows)
+            more |= len(rows) == chunk
+        if lim.profile_ttl_s is not None:
+            rows = c.execute(
+                "SELECT user_id FROM profiles WHERE touched <= ? LIMIT ?",
+                (now - lim.profile_ttl_s, chunk),
+            ).fetchall()
+            self._delete_profiles(c, [r[0] for r in rows])
+            more |= len(rows) == chunk
+        gone = c.execute(
+            "DELETE FROM dedup WHERE (session_id, event_id) IN (SELECT session_id, event_id"
+            " FROM dedup WHERE touched <= ? LIMIT ?)",
+            (now - lim.dedup_ttl_s, chunk),
+        ).rowcount
+        return more or gone == chunk
+
+    # --- running operations: group commit, on the loop or on the writer thread ----------
 
     async def _submit(self, work: Work, write: bool) -> Any:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        if self.loop_writes:
+            c = self._conn
+            if self._closed or c is None:
+                raise StoreUnavailable(f"the store {self.url} is not open")
+            if loop is not self._loop:
+                raise StoreError(f"the store {self.url} is used by the event loop that opened it")
+            if not write:  # short and indexed (or bounded by the caller's limit): run it now
+                try:
+                    return self._transaction(c, [work], False, self._clock())[0]
+                except Exception as exc:
+                    error = _store_error(exc)
+                    if error is exc:
+                        raise
+                    raise error from exc
+            future: asyncio.Future[Any] = loop.create_future()
+            self._pending.append(_Op(work, True, future, loop))
+            if self._flush_handle is None:  # the first write of this loop iteration
+                self._flush_handle = loop.call_soon(self._on_flush)
+            return await future
+        future = loop.create_future()
         with self._lock:
             if self._closed or self._thread is None:
                 raise StoreUnavailable(f"the store {self.url} is not open")
             self._queue.put(_Op(work, write, future, loop))
         return await future
+
+    def _run_ops(
+        self, c: sqlite3.Connection, ops: list[_Op], *, begun: bool = False
+    ) -> list[tuple[Any, BaseException | None]]:
+        """Run `ops` in one transaction (group commit; `begun`: BEGIN IMMEDIATE is
+        done); (result, error) per op. One failing operation must not fail the others:
+        then the batch is rolled back as a whole and each op runs in its own transaction."""
+        now = self._clock()
+        works = [op.work for op in ops]
+        write = begun or any(op.write for op in ops)
+        try:
+            if begun:
+                results = self._commit(c, works, write, now)
+            else:
+                results = self._transaction(c, works, write, now)
+            return [(r, None) for r in results]
+        except Exception:
+            outcomes: list[tuple[Any, BaseException | None]] = []
+            for op in ops:
+                try:
+                    outcomes.append((self._transaction(c, [op.work], op.write, now)[0], None))
+                except Exception as exc:
+                    outcomes.append((None, _store_error(exc)))
+            return outcomes
+
+    def _transaction(
+        self, c: sqlite3.Connection, works: list[Work], write: bool, now: float
+    ) -> list[Any]:
+        c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        return self._commit(c, works, write, now)
+
+    def _commit(
+        self, c: sqlite3.Connection, works: list[Work], write: bool, now: float
+    ) -> list[Any]:
+        """Run `works` in the transaction begun on `c`, then COMMIT (or roll back)."""
+        try:
+            results = [work(c, now) for work in works]
+            if write:
+                self._trim_log(c)
+            c.execute("COMMIT")  # the durability point of every event in `works`
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        return results
 
     def _connect(self) -> sqlite3.Connection:
         if self.path is None:
@@ -588,7 +781,12 @@ class EmbeddedStore(Store):
         else:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             target = self.path
-        c = sqlite3.connect(target, timeout=self.busy_timeout_s, isolation_level=None)
+        c = sqlite3.connect(
+            target,
+            timeout=self.busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=not self.loop_writes,  # loop writes: opened and closed off-loop
+        )
         try:
             if self.path is not None:
                 mode = c.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -615,16 +813,135 @@ class EmbeddedStore(Store):
             raise
         return c
 
+    # --- transactions on the event loop ------------------------------------------------
+
+    async def _open_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            c, more = await asyncio.to_thread(self._connect_for_loop)
+        except Exception as exc:
+            self._closed = True
+            error = _open_error(self.url, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        checkpointer = None
+        if self.path is not None:
+            try:
+                checkpointer = await asyncio.to_thread(
+                    _Checkpointer,
+                    self.path,
+                    self.synchronous,
+                    self.busy_timeout_s,
+                    self.checkpoint_interval_s,
+                    self.checkpoint_wal_bytes,
+                )
+            except Exception as exc:
+                self._closed = True
+                await asyncio.to_thread(c.close)
+                raise _open_error(self.url, exc) from exc  # not ours: OSError, sqlite3
+        if self._closed:  # close() was called meanwhile
+            await asyncio.to_thread(_shut, c, checkpointer)
+            raise StoreUnavailable(f"the store {self.url} was closed while opening")
+        self._loop, self._conn, self._checkpointer = loop, c, checkpointer
+        delay = LOOP_PURGE_PAUSE_S if more else self.purge_interval_s
+        self._purge_handle = loop.call_later(delay, self._on_purge)
+
+    def _connect_for_loop(self) -> tuple[sqlite3.Connection, bool]:
+        """The loop's connection (opened off the loop), after one purge step; True when
+        more expired rows may remain."""
+        c = self._connect()
+        try:
+            more = self._purge_step(c, self._clock())
+        except sqlite3.Error:
+            log.exception("purging expired rows of %s failed", self.url)
+            more = False
+        # The loop never sleeps in SQLite's busy handler, nor checkpoints (fsync).
+        c.execute("PRAGMA busy_timeout=0")
+        c.execute("PRAGMA wal_autocheckpoint=0")
+        return c, more
+
+    async def _close_on_loop(self) -> None:
+        if self._closed or self._conn is None:
+            self._closed = True
+            return
+        self._closed = True  # no new calls; the calls already made are finished
+        for handle in (self._flush_handle, self._purge_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._purge_handle = None
+        while self._pending:
+            delay = self._flush()
+            if delay is not None:
+                await asyncio.sleep(delay)
+        c, self._conn = self._conn, None
+        checkpointer, self._checkpointer = self._checkpointer, None
+        await asyncio.to_thread(_shut, c, checkpointer)
+
+    def _on_flush(self) -> None:
+        self._flush_handle = None
+        delay = self._flush()
+        if self._loop is None:
+            return
+        if delay is not None:
+            self._flush_handle = self._loop.call_later(delay, self._on_flush)
+        elif self._pending:  # more than max_batch: the rest in the next iteration
+            self._flush_handle = self._loop.call_soon(self._on_flush)
+
+    def _flush(self) -> float | None:
+        """Run up to `max_batch` pending writes in one transaction on the loop, then
+        settle their futures. Returns a delay when another process holds the write
+        lock: the writes stay pending until then (up to `busy_timeout_s` in all)."""
+        c = self._conn
+        if c is None or not self._pending:
+            return None
+        try:
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            now = time.monotonic()
+            if _busy(exc):
+                self._busy_since = self._busy_since or now
+                if now - self._busy_since < self.busy_timeout_s:
+                    return BUSY_RETRY_S
+            self._busy_since = None
+            failure = _store_error(exc)
+            while self._pending:
+                _settle(self._pending.popleft().future, None, failure)
+            return None
+        self._busy_since = None
+        ops = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch))]
+        try:
+            outcomes = self._run_ops(c, ops, begun=True)
+        except BaseException:  # KeyboardInterrupt and the like: nobody waits for ever
+            for op in ops:
+                _settle(op.future, None, StoreUnavailable(f"the store {self.url} failed"))
+            raise
+        for op, (result, error) in zip(ops, outcomes, strict=True):
+            _settle(op.future, result, error)
+        return None
+
+    def _on_purge(self) -> None:
+        self._purge_handle = None
+        c, loop = self._conn, self._loop
+        if c is None or loop is None or self._closed:
+            return
+        try:
+            more = self._purge_step(c, self._clock(), LOOP_PURGE_CHUNK, LOOP_PURGE_BUDGET_S)
+        except sqlite3.Error as exc:
+            more = _busy(exc)  # another process is writing: try again soon
+            if not more:
+                log.exception("purging expired rows of %s failed", self.url)
+        delay = LOOP_PURGE_PAUSE_S if more else self.purge_interval_s
+        self._purge_handle = loop.call_later(delay, self._on_purge)
+
+    # --- the writer thread (synchronous FULL / EXTRA) ------------------------------------
+
     def _run(self, ready: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
         try:
             c = self._connect()
         except Exception as exc:
             with self._lock:
                 self._closed = True
-            failure = _store_error(exc)
-            if isinstance(exc, OSError | sqlite3.OperationalError):
-                failure = StoreUnavailable(f"cannot open {self.url}: {exc}")
-            loop.call_soon_threadsafe(_settle, ready, None, failure)
+            loop.call_soon_threadsafe(_settle, ready, None, _open_error(self.url, exc))
             return
         loop.call_soon_threadsafe(_settle, ready, None, None)
         try:
@@ -678,19 +995,7 @@ class EmbeddedStore(Store):
 
     def _execute(self, c: sqlite3.Connection, ops: list[_Op]) -> None:
         """Run `ops` in one transaction (group commit), then resolve their futures."""
-        now = self._clock()
-        outcomes: list[tuple[Any, BaseException | None]]
-        try:
-            outcomes = [(r, None) for r in self._transaction(c, ops, now)]
-        except Exception:
-            # One failing operation must not fail the others queued with it: redo
-            # them one per transaction (the batch was rolled back as a whole).
-            outcomes = []
-            for op in ops:
-                try:
-                    outcomes.append((self._transaction(c, [op], now)[0], None))
-                except Exception as exc:
-                    outcomes.append((None, _store_error(exc)))
+        outcomes = self._run_ops(c, ops)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
         for op, (result, error) in zip(ops, outcomes, strict=True):
             by_loop.setdefault(op.loop, []).append((op.future, result, error))
@@ -699,18 +1004,6 @@ class EmbeddedStore(Store):
                 loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 pass
-
-    def _transaction(self, c: sqlite3.Connection, ops: list[_Op], now: float) -> list[Any]:
-        c.execute("BEGIN IMMEDIATE" if any(op.write for op in ops) else "BEGIN")
-        try:
-            results = [op.work(c, now) for op in ops]
-            self._trim_log(c)
-            c.execute("COMMIT")  # the durability point of every event in `ops`
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
-        return results
 
     def _fail_queued(self, exc: StoreError) -> None:
         while True:
@@ -788,6 +1081,28 @@ def _migrate(c: sqlite3.Connection) -> None:
             " n_ratings = (SELECT count(*) FROM profile_ratings r"
             " WHERE r.user_id = profiles.user_id)"
         )
+
+
+def _open_error(url: str, exc: BaseException) -> BaseException:
+    """The error `open()` raises when the file cannot be opened or set up."""
+    if isinstance(exc, OSError | sqlite3.OperationalError):
+        return StoreUnavailable(f"cannot open {url}: {exc}")
+    return _store_error(exc)
+
+
+def _busy(exc: BaseException) -> bool:
+    """True when another connection holds the lock SQLite needed (SQLITE_BUSY)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _shut(c: sqlite3.Connection, checkpointer: _Checkpointer | None) -> None:
+    """Close the loop's connection, then checkpoint (TRUNCATE) and stop; off the loop."""
+    try:
+        c.close()
+    finally:
+        if checkpointer is not None:
+            checkpointer.stop()
 
 
 def _dumps(data: Mapping[str, Any]) -> str:
