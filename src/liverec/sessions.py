@@ -250,6 +250,13 @@ class SessionManager:
             if data is None:
                 return
             started = time.perf_counter()
+            if conn.limited > RATE_ERRORS_SENT and not self._has_token(conn):
+                # Still flooding after being told: drop the frame without even parsing it.
+                conn.limited += 1
+                self.metrics.errors.inc("rate_limited")
+                if conn.limited > self.settings.events_burst:
+                    raise RateLimited("event rate limit exceeded repeatedly")
+                continue
             conn.encoding = protocol.encoding_of(data)
             try:
                 msg, _ = protocol.decode(data, self.limits)
@@ -265,6 +272,12 @@ class SessionManager:
                 if exc.code == "frame_too_large":
                     raise
                 self._error(conn, exc.code, exc.message, exc.ref)
+
+    def _has_token(self, conn: Connection) -> bool:
+        now = time.monotonic()
+        assert conn.bucket is not None
+        bucket = self.address_buckets.get(conn.address)
+        return conn.bucket.peek(now) >= 1.0 and (bucket is None or bucket.peek(now) >= 1.0)
 
     async def _on_event(self, conn: Connection, msg: protocol.EventMsg, started: float) -> None:
         assert conn.session is not None and conn.bucket is not None
