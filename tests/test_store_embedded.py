@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -384,6 +385,30 @@ async def test_the_wal_is_checkpointed_while_open(
             await store.record_event(ev(f"x{n}", session=f"s{n}", user=f"u{n}"))
         await eventually(lambda: db_bytes(path) > before, "the main file took the WAL's pages")
         assert await store.count_events() == 520
+    finally:
+        await store.close()
+
+
+async def test_the_wal_starts_over_under_continuous_writes(tmp_path: Path) -> None:
+    # A PASSIVE checkpoint alone never catches up with a loop that keeps committing:
+    # the WAL would grow for ever. The checkpoint thread holds the writes briefly and
+    # starts it over, while the loop goes on writing.
+    path = tmp_path / "w.db"
+    store = EmbeddedStore(
+        str(path), StoreLimits(), checkpoint_interval_s=3600.0, checkpoint_wal_bytes=128 * 1024
+    )
+    await store.open()
+    try:
+        peak, deadline = 0, time.monotonic() + 20.0
+        for n in range(1_000_000):
+            await store.record_event(ev(f"e{n}", session=f"s{n % 50}", item=f"i{n}"))
+            size = wal_bytes(path)
+            if size < peak:
+                break
+            peak = size
+            assert time.monotonic() < deadline, f"the WAL grew to {peak} bytes, never restarted"
+        assert peak > 128 * 1024
+        assert await store.count_events() == n + 1
     finally:
         await store.close()
 

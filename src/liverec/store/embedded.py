@@ -15,12 +15,13 @@ disk (`loop_writes`):
   a commit is a write() into the WAL, no fsync, so the loop runs it itself. The
   first call of a loop iteration schedules one flush (``call_soon``); every write
   made during that iteration joins it. Reads run at once on the same connection.
-  A thread with its own connection checkpoints the WAL into the main file
-  (`checkpoint_interval_s`, `checkpoint_wal_bytes`): the fsyncs of checkpoints
-  never run on the loop, whose connection has wal_autocheckpoint=0. In WAL mode with
+  A thread with its own connection checkpoints the WAL into the main file and starts
+  it over (`checkpoint_interval_s`, `checkpoint_wal_bytes`; see `_Checkpointer`): no
+  fsync runs on the loop, whose connection has wal_autocheckpoint=0. In WAL mode with
   synchronous=NORMAL a committed transaction survives a crash of the process, not a
-  power loss. Another process holding the write lock (``liverec catalog``) makes a
-  flush wait with ``call_later``, never in SQLite's busy handler on the loop.
+  power loss. When the write lock is taken (by another process such as ``liverec
+  catalog``, or held for a WAL restart) a flush waits with ``call_later``, never in
+  SQLite's busy handler on the loop.
   Why not a thread: a thread must take the GIL back after every SQLite call, and
   while the loop is busy each take waits up to the interpreter's switch interval.
 * **On a writer thread** (synchronous FULL or EXTRA): each commit fsyncs, which must
@@ -123,16 +124,18 @@ PURGE_CHUNK: Final = 2000  # expired sessions/profiles/dedup rows per purge (thr
 LOOP_PURGE_CHUNK: Final = 16
 LOOP_PURGE_BUDGET_S: Final = 0.002
 LOOP_PURGE_PAUSE_S: Final = 0.05
-# The checkpoint thread (loop writes on a file): a PASSIVE checkpoint every
-# CHECKPOINT_INTERVAL_S, or sooner once the WAL file has grown past CHECKPOINT_WAL_BYTES
-# (checked every CHECKPOINT_POLL_S). A transaction of one event appends about 45 KB
-# (11 pages) to the WAL, so 1,000 of them a second reach 16 MiB in about 0.4 s. After a
-# complete checkpoint SQLite starts the WAL over, and the first commit then syncs the
-# WAL header on the loop (one fdatasync, ~0.35 ms here): larger means fewer of those.
+# The checkpoint thread (loop writes on a file) checkpoints and starts the WAL over
+# every CHECKPOINT_INTERVAL_S when something was written, or sooner once the WAL file
+# passes CHECKPOINT_WAL_BYTES (checked every CHECKPOINT_POLL_S). A transaction of one
+# event appends about 45 KB (11 pages) to the WAL: 1,000 a second reach 16 MiB in about
+# 0.4 s. Starting over holds the loop's writes for a TRUNCATE checkpoint of the last
+# few milliseconds of WAL and one small commit (3 fdatasyncs), waiting at most
+# HOLD_BUSY_S for a transaction or reader of another connection.
 CHECKPOINT_INTERVAL_S: Final = 1.0
 CHECKPOINT_WAL_BYTES: Final = 16 << 20
 CHECKPOINT_POLL_S: Final = 0.1
-BUSY_RETRY_S: Final = 0.002  # a flush finding the file locked by another process waits this
+HOLD_BUSY_S: Final = 0.02
+BUSY_RETRY_S: Final = 0.001  # a flush finding the write lock taken tries again after this
 
 
 @dataclass(slots=True)
@@ -148,9 +151,16 @@ _CLOSE: Final = object()  # queue sentinel: finish what is queued, checkpoint, c
 
 class _Checkpointer:
     """A thread with its own connection that checkpoints the WAL of `path` into the
-    main file, so that no fsync runs on the event loop: PASSIVE (never waits for the
-    loop's writes, nor makes them wait) every `interval_s`, or sooner once the WAL file
-    has grown past `wal_bytes`; TRUNCATE when stopped."""
+    main file and starts the WAL over, so that no fsync runs on the event loop.
+
+    Every `interval_s` when something was written, or once the WAL file passes
+    `wal_bytes`: a PASSIVE checkpoint (the bulk, while the loop writes on), then, with
+    the loop's writes held (`holding`), a TRUNCATE checkpoint of what came in meanwhile
+    and one small write of our own. Why: PASSIVE alone never catches up with a loop
+    that commits every few milliseconds (the WAL grows without bound), and SQLite syncs
+    the WAL header in the first commit after the WAL starts over: that commit is ours.
+    TRUNCATE again when stopped.
+    """
 
     def __init__(
         self, path: str, synchronous: str, busy_timeout_s: float, interval_s: float, wal_bytes: int
@@ -158,7 +168,9 @@ class _Checkpointer:
         self.path = path
         self.interval_s = interval_s
         self.wal_bytes = wal_bytes
-        self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, checkpointed)
+        self.busy_timeout_ms = int(busy_timeout_s * 1000)
+        self.holding = False  # read on the loop: begin no write transaction while True
+        self.restarts = 0  # times the WAL was started over here
         self.conn = sqlite3.connect(
             path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
@@ -176,22 +188,45 @@ class _Checkpointer:
             return 0
 
     def _run(self) -> None:
-        # The WAL file keeps its size when SQLite starts it over after a checkpoint:
-        # growth beyond the size seen after the last checkpoint is what counts.
-        last, size_then = time.monotonic(), self._wal_size()
+        last, quiet, restarted = time.monotonic(), -1, True
         while not self._stop.wait(CHECKPOINT_POLL_S):
-            size = self._wal_size()
-            grown = size > self.wal_bytes and size > size_then
-            if grown or time.monotonic() - last >= self.interval_s:
-                self.checkpoint("PASSIVE")
-                last, size_then = time.monotonic(), self._wal_size()
+            size = self._wal_size()  # after a restart, only what was written since
+            due = time.monotonic() - last >= self.interval_s
+            if size != quiet and (due or (restarted and size > self.wal_bytes)):
+                # (after a failed restart, e.g. another process reading, wait a full
+                # interval: each try holds the loop's writes up to HOLD_BUSY_S)
+                restarted = self._cycle()
+                last, quiet = time.monotonic(), self._wal_size()
 
-    def checkpoint(self, mode: str) -> None:
+    def _cycle(self) -> bool:
+        """Checkpoint and start the WAL over; True when it was started over."""
+        self.checkpoint("PASSIVE")
+        c = self.conn
+        self.holding = True
+        try:
+            c.execute(f"PRAGMA busy_timeout={int(HOLD_BUSY_S * 1000)}")
+            if not self.checkpoint("TRUNCATE"):
+                return False
+            version = int(c.execute("PRAGMA user_version").fetchone()[0])
+            c.execute(f"PRAGMA user_version={version}")  # the first frame: syncs the header
+            self.restarts += 1
+            return True
+        except sqlite3.Error as exc:
+            if not _busy(exc):
+                log.exception("starting the WAL of %s over failed", self.path)
+            return False
+        finally:
+            self.holding = False
+            c.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+
+    def checkpoint(self, mode: str) -> bool:
+        """Run a checkpoint; True when it completed (SQLite did not report busy)."""
         try:
             row = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-            self.last = (int(row[0]), int(row[1]), int(row[2]))
         except sqlite3.Error:
             log.exception("WAL checkpoint (%s) of %s failed", mode, self.path)
+            return False
+        return int(row[0]) == 0
 
     def stop(self) -> None:
         """Stop the thread, checkpoint everything, truncate the WAL, close (blocking)."""
@@ -894,18 +929,26 @@ class EmbeddedStore(Store):
         c = self._conn
         if c is None or not self._pending:
             return None
-        try:
-            c.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+        failure: BaseException | None = None
+        if self._checkpointer is not None and self._checkpointer.holding:
+            # the checkpoint thread is starting the WAL over: its commit comes first
+            failure = StoreUnavailable(f"the WAL checkpoint of {self.url} held writes")
+        else:
+            try:
+                c.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                failure = _store_error(exc)
+                if not _busy(exc):
+                    self._busy_since = None
+                    self._fail_pending(failure)
+                    return None
+        if failure is not None:
             now = time.monotonic()
-            if _busy(exc):
-                self._busy_since = self._busy_since or now
-                if now - self._busy_since < self.busy_timeout_s:
-                    return BUSY_RETRY_S
+            self._busy_since = self._busy_since or now
+            if now - self._busy_since < self.busy_timeout_s:
+                return BUSY_RETRY_S
             self._busy_since = None
-            failure = _store_error(exc)
-            while self._pending:
-                _settle(self._pending.popleft().future, None, failure)
+            self._fail_pending(failure)
             return None
         self._busy_since = None
         ops = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch))]
@@ -919,17 +962,24 @@ class EmbeddedStore(Store):
             _settle(op.future, result, error)
         return None
 
+    def _fail_pending(self, failure: BaseException) -> None:
+        while self._pending:
+            _settle(self._pending.popleft().future, None, failure)
+
     def _on_purge(self) -> None:
         self._purge_handle = None
         c, loop = self._conn, self._loop
         if c is None or loop is None or self._closed:
             return
-        try:
-            more = self._purge_step(c, self._clock(), LOOP_PURGE_CHUNK, LOOP_PURGE_BUDGET_S)
-        except sqlite3.Error as exc:
-            more = _busy(exc)  # another process is writing: try again soon
-            if not more:
-                log.exception("purging expired rows of %s failed", self.url)
+        if self._checkpointer is not None and self._checkpointer.holding:
+            more = True  # writes are held: try again soon
+        else:
+            try:
+                more = self._purge_step(c, self._clock(), LOOP_PURGE_CHUNK, LOOP_PURGE_BUDGET_S)
+            except sqlite3.Error as exc:
+                more = _busy(exc)  # another connection is writing: try again soon
+                if not more:
+                    log.exception("purging expired rows of %s failed", self.url)
         delay = LOOP_PURGE_PAUSE_S if more else self.purge_interval_s
         self._purge_handle = loop.call_later(delay, self._on_purge)
 
