@@ -392,25 +392,30 @@ async def test_the_wal_is_checkpointed_while_open(
 async def test_the_wal_starts_over_under_continuous_writes(tmp_path: Path) -> None:
     # A PASSIVE checkpoint alone never catches up with a loop that keeps committing:
     # the WAL would grow for ever. The checkpoint thread holds the writes briefly and
-    # starts it over, while the loop goes on writing.
+    # starts it over, and the file is written over again while the loop goes on.
     path = tmp_path / "w.db"
     store = EmbeddedStore(
-        str(path), StoreLimits(), checkpoint_interval_s=3600.0, checkpoint_wal_bytes=128 * 1024
+        str(path), StoreLimits(), checkpoint_interval_s=3600.0, checkpoint_wal_bytes=256 * 1024
     )
     await store.open()
     try:
-        peak, deadline = 0, time.monotonic() + 20.0
-        for n in range(1_000_000):
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        start = wal_bytes(path)
+        for n in range(10):
+            await store.record_event(ev(f"e{n}", session=f"s{n}", item=f"i{n}"))
+        per_event = (wal_bytes(path) - start) / 10  # one transaction each: ~11 pages
+        n, deadline = 10, time.monotonic() + 30.0
+        while checkpointer.restarts < 5:
             await store.record_event(ev(f"e{n}", session=f"s{n % 50}", item=f"i{n}"))
-            size = wal_bytes(path)
-            if size < peak:
-                break
-            peak = size
-            assert time.monotonic() < deadline, f"the WAL grew to {peak} bytes, never restarted"
-        assert peak > 128 * 1024
-        assert await store.count_events() == n + 1
+            await asyncio.sleep(0.001)
+            n += 1
+            assert time.monotonic() < deadline, f"{checkpointer.restarts} restarts in 30 s"
+        assert wal_bytes(path) < n * per_event / 2  # written over, not appended to
+        assert await store.count_events() == n
     finally:
         await store.close()
+    assert wal_bytes(path) == 0
 
 
 async def test_expired_rows_are_purged_on_the_loop_in_chunks(tmp_path: Path) -> None:

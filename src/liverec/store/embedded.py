@@ -43,6 +43,7 @@ import logging
 import os
 import queue
 import sqlite3
+import struct
 import threading
 import time
 from collections import deque
@@ -124,15 +125,16 @@ PURGE_CHUNK: Final = 2000  # expired sessions/profiles/dedup rows per purge (thr
 LOOP_PURGE_CHUNK: Final = 16
 LOOP_PURGE_BUDGET_S: Final = 0.002
 LOOP_PURGE_PAUSE_S: Final = 0.05
-# The checkpoint thread (loop writes on a file) checkpoints and starts the WAL over
-# every CHECKPOINT_INTERVAL_S when something was written, or sooner once the WAL file
-# passes CHECKPOINT_WAL_BYTES (checked every CHECKPOINT_POLL_S). A transaction of one
-# event appends about 45 KB (11 pages) to the WAL: 1,000 a second reach 16 MiB in about
-# 0.4 s. Starting over holds the loop's writes for a TRUNCATE checkpoint of the last
-# few milliseconds of WAL and one small commit (3 fdatasyncs), waiting at most
-# HOLD_BUSY_S for a transaction or reader of another connection.
+# The checkpoint thread (loop writes on a file; see _Checkpointer) checkpoints every
+# CHECKPOINT_INTERVAL_S when something was written, and starts the WAL over once it
+# holds more than CHECKPOINT_WAL_BYTES (checked every CHECKPOINT_POLL_S). A transaction
+# of one event appends about 45 KB (11 pages) to the WAL: 1,000 a second reach 64 MiB
+# in about 1.5 s. Starting over holds the loop's writes for a RESTART checkpoint of the
+# last few milliseconds of WAL and one small commit (3 fdatasyncs: 3-13 ms here, more
+# on a busy disk), waiting at most HOLD_BUSY_S for a transaction or reader of another
+# connection: the larger the WAL may grow, the rarer that is.
 CHECKPOINT_INTERVAL_S: Final = 1.0
-CHECKPOINT_WAL_BYTES: Final = 16 << 20
+CHECKPOINT_WAL_BYTES: Final = 64 << 20
 CHECKPOINT_POLL_S: Final = 0.1
 HOLD_BUSY_S: Final = 0.02
 BUSY_RETRY_S: Final = 0.001  # a flush finding the write lock taken tries again after this
@@ -153,13 +155,16 @@ class _Checkpointer:
     """A thread with its own connection that checkpoints the WAL of `path` into the
     main file and starts the WAL over, so that no fsync runs on the event loop.
 
-    Every `interval_s` when something was written, or once the WAL file passes
-    `wal_bytes`: a PASSIVE checkpoint (the bulk, while the loop writes on), then, with
-    the loop's writes held (`holding`), a TRUNCATE checkpoint of what came in meanwhile
-    and one small write of our own. Why: PASSIVE alone never catches up with a loop
-    that commits every few milliseconds (the WAL grows without bound), and SQLite syncs
-    the WAL header in the first commit after the WAL starts over: that commit is ours.
-    TRUNCATE again when stopped.
+    Every `interval_s` when something was written: a PASSIVE checkpoint, which never
+    holds the loop's writes and syncs the WAL (what a power loss can take is bounded
+    by it). Once the WAL holds more than `wal_bytes` (or when nothing was written since
+    the last checkpoint), the WAL is started over: a PASSIVE checkpoint of the bulk,
+    then, with the loop's writes held (`holding`), a RESTART checkpoint of what came in
+    meanwhile and one small commit of our own. Why: PASSIVE alone never catches up
+    with a loop that commits every few milliseconds (the WAL grows without bound), and
+    SQLite syncs the WAL header in the first commit after the WAL starts over: that
+    commit is ours. The file keeps its size and is written over (TRUNCATE, which
+    shrinks it, held the writes 3-4 times longer here); TRUNCATE when stopped.
     """
 
     def __init__(
@@ -170,54 +175,69 @@ class _Checkpointer:
         self.wal_bytes = wal_bytes
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
         self.holding = False  # read on the loop: begin no write transaction while True
-        self.restarts = 0  # times the WAL was started over here
+        self.restarts = 0
         self.conn = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            path, timeout=HOLD_BUSY_S, isolation_level=None, check_same_thread=False
         )
         self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        page = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+        self.max_frames = wal_bytes // (24 + page)  # a WAL frame: 24-byte header + a page
+        self._shm = os.open(path + "-shm", os.O_RDONLY)  # the loop's connection made it
+        # What runs while the loop's writes are held, as one script: the thread takes the
+        # GIL back once per statement, which can take a switch interval when the loop is
+        # busy. Rewriting user_version is the small commit that restarts the WAL here.
+        self._restart = f"PRAGMA wal_checkpoint(RESTART); PRAGMA user_version={version};"
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="liverec-sqlite-checkpoint", daemon=True
         )
         self._thread.start()
 
-    def _wal_size(self) -> int:
+    def _frames(self) -> tuple[int, int]:
+        """(frames in the WAL, frames checkpointed): mxFrame and nBackfill of the
+        WAL-index header in the -shm file (sqlite.org/walformat.html, in the machine's
+        byte order). Read without a lock: good enough to decide when to checkpoint."""
         try:
-            return os.stat(self.path + "-wal").st_size
+            head = os.pread(self._shm, 100, 0)
         except OSError:
-            return 0
+            return 0, 0
+        if len(head) < 100:
+            return 0, 0
+        return struct.unpack_from("=I", head, 16)[0], struct.unpack_from("=I", head, 96)[0]
 
     def _run(self) -> None:
-        last, quiet, restarted = time.monotonic(), -1, True
+        last, retry_at = time.monotonic(), 0.0
         while not self._stop.wait(CHECKPOINT_POLL_S):
-            size = self._wal_size()  # after a restart, only what was written since
-            due = time.monotonic() - last >= self.interval_s
-            if size != quiet and (due or (restarted and size > self.wal_bytes)):
-                # (after a failed restart, e.g. another process reading, wait a full
-                # interval: each try holds the loop's writes up to HOLD_BUSY_S)
-                restarted = self._cycle()
-                last, quiet = time.monotonic(), self._wal_size()
+            now = time.monotonic()
+            frames, done = self._frames()
+            if frames > self.max_frames and now >= retry_at:
+                if not self._restart_wal():  # another connection kept it waiting: not
+                    retry_at = now + self.interval_s  # again soon (each try holds writes)
+            elif now - last < self.interval_s:
+                continue
+            elif frames > done:
+                self.checkpoint("PASSIVE")
+            elif frames > 1:
+                self._restart_wal()  # nothing written since the last checkpoint: cheap
+            last = time.monotonic()
 
-    def _cycle(self) -> bool:
-        """Checkpoint and start the WAL over; True when it was started over."""
+    def _restart_wal(self) -> bool:
+        """Checkpoint and start the WAL over. False when the writes were held for
+        HOLD_BUSY_S or more: SQLite probably waited for another connection."""
         self.checkpoint("PASSIVE")
-        c = self.conn
+        self.restarts += 1
+        start = time.monotonic()
         self.holding = True
         try:
-            c.execute(f"PRAGMA busy_timeout={int(HOLD_BUSY_S * 1000)}")
-            if not self.checkpoint("TRUNCATE"):
-                return False
-            version = int(c.execute("PRAGMA user_version").fetchone()[0])
-            c.execute(f"PRAGMA user_version={version}")  # the first frame: syncs the header
-            self.restarts += 1
-            return True
+            self.conn.executescript(self._restart)
         except sqlite3.Error as exc:
             if not _busy(exc):
                 log.exception("starting the WAL of %s over failed", self.path)
             return False
         finally:
             self.holding = False
-            c.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        return time.monotonic() - start < HOLD_BUSY_S
 
     def checkpoint(self, mode: str) -> bool:
         """Run a checkpoint; True when it completed (SQLite did not report busy)."""
@@ -233,8 +253,10 @@ class _Checkpointer:
         self._stop.set()
         self._thread.join()
         try:
+            self.conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
             self.checkpoint("TRUNCATE")
         finally:
+            os.close(self._shm)
             self.conn.close()
 
 
