@@ -125,14 +125,14 @@ PURGE_CHUNK: Final = 2000  # expired sessions/profiles/dedup rows per purge (thr
 LOOP_PURGE_CHUNK: Final = 16
 LOOP_PURGE_BUDGET_S: Final = 0.002
 LOOP_PURGE_PAUSE_S: Final = 0.05
-# The checkpoint thread (loop writes on a file; see _Checkpointer) checkpoints every
-# CHECKPOINT_INTERVAL_S when something was written, and starts the WAL over once it
-# holds more than CHECKPOINT_WAL_BYTES (checked every CHECKPOINT_POLL_S). A transaction
-# of one event appends about 45 KB (11 pages) to the WAL: 1,000 a second reach 64 MiB
-# in about 1.5 s. Starting over holds the loop's writes for a RESTART checkpoint of the
-# last few milliseconds of WAL and one small commit (3 fdatasyncs: 3-13 ms here, more
-# on a busy disk), waiting at most HOLD_BUSY_S for a transaction or reader of another
-# connection: the larger the WAL may grow, the rarer that is.
+# The checkpoint thread (loop writes on a file; see _Checkpointer) checkpoints and
+# starts the WAL over every CHECKPOINT_INTERVAL_S when something was written, or sooner
+# once the WAL holds more than CHECKPOINT_WAL_BYTES (checked every CHECKPOINT_POLL_S).
+# A transaction of one event appends about 45 KB (11 pages) to the WAL: 1,000 a second
+# reach 64 MiB in about 1.5 s. Each time, the loop's writes are held for a RESTART
+# checkpoint of the last few milliseconds of WAL and one small commit (3 fdatasyncs:
+# 3-13 ms here, more on a busy disk), waiting at most HOLD_BUSY_S for a transaction or
+# reader of another connection.
 CHECKPOINT_INTERVAL_S: Final = 1.0
 CHECKPOINT_WAL_BYTES: Final = 64 << 20
 CHECKPOINT_POLL_S: Final = 0.1
@@ -155,16 +155,18 @@ class _Checkpointer:
     """A thread with its own connection that checkpoints the WAL of `path` into the
     main file and starts the WAL over, so that no fsync runs on the event loop.
 
-    Every `interval_s` when something was written: a PASSIVE checkpoint, which never
-    holds the loop's writes and syncs the WAL (what a power loss can take is bounded
-    by it). Once the WAL holds more than `wal_bytes` (or when nothing was written since
-    the last checkpoint), the WAL is started over: a PASSIVE checkpoint of the bulk,
-    then, with the loop's writes held (`holding`), a RESTART checkpoint of what came in
-    meanwhile and one small commit of our own. Why: PASSIVE alone never catches up
-    with a loop that commits every few milliseconds (the WAL grows without bound), and
-    SQLite syncs the WAL header in the first commit after the WAL starts over: that
-    commit is ours. The file keeps its size and is written over (TRUNCATE, which
-    shrinks it, held the writes 3-4 times longer here); TRUNCATE when stopped.
+    Every `interval_s` when something was written, or sooner once the WAL holds more
+    than `wal_bytes`: a PASSIVE checkpoint of the bulk while the loop writes on (it
+    syncs the WAL: what a power loss can take is bounded by it), then, with the loop's
+    writes held (`holding`), a RESTART checkpoint of what came in meanwhile and one
+    small commit of our own, which starts the WAL over. Why: PASSIVE alone never
+    catches up with a loop that commits every few milliseconds (the WAL grows without
+    bound), and when it does catch up, the next commit starts the WAL over and SQLite
+    syncs the new WAL header in it: that commit must be ours, never the loop's. So a
+    read transaction on `pin` is open during the PASSIVE checkpoint: while a reader
+    holds a snapshot, no commit can start the WAL over. The file keeps its size and is
+    written over (TRUNCATE, which shrinks it, held the writes 3-4 times longer here);
+    TRUNCATE when stopped.
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class _Checkpointer:
             path, timeout=HOLD_BUSY_S, isolation_level=None, check_same_thread=False
         )
         self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        self.pin = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
         page = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
         self.max_frames = wal_bytes // (24 + page)  # a WAL frame: 24-byte header + a page
@@ -210,33 +213,36 @@ class _Checkpointer:
         last, retry_at = time.monotonic(), 0.0
         while not self._stop.wait(CHECKPOINT_POLL_S):
             now = time.monotonic()
-            frames, done = self._frames()
-            if frames > self.max_frames and now >= retry_at:
-                if not self._restart_wal():  # another connection kept it waiting: not
-                    retry_at = now + self.interval_s  # again soon (each try holds writes)
-            elif now - last < self.interval_s:
+            frames, _ = self._frames()
+            due = now - last >= self.interval_s
+            big = frames > self.max_frames and now >= retry_at
+            if frames <= 1 or not (due or big):  # 1: only our own commit since the last
                 continue
-            elif frames > done:
-                self.checkpoint("PASSIVE")
-            elif frames > 1:
-                self._restart_wal()  # nothing written since the last checkpoint: cheap
+            if not self._cycle():  # another connection kept the hold waiting: do not
+                retry_at = now + self.interval_s  # try again soon (each try holds writes)
             last = time.monotonic()
 
-    def _restart_wal(self) -> bool:
-        """Checkpoint and start the WAL over. False when the writes were held for
-        HOLD_BUSY_S or more: SQLite probably waited for another connection."""
-        self.checkpoint("PASSIVE")
+    def _cycle(self) -> bool:
+        """Checkpoint and start the WAL over. False when it failed or held the writes
+        for HOLD_BUSY_S or more (SQLite probably waited for another connection)."""
         self.restarts += 1
-        start = time.monotonic()
-        self.holding = True
         try:
-            self.conn.executescript(self._restart)
+            self.pin.execute("BEGIN")
+            self.pin.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a snapshot
+            self.checkpoint("PASSIVE")
+            start = time.monotonic()
+            self.holding = True
+            try:
+                self.pin.execute("COMMIT")
+                self.conn.executescript(self._restart)
+            finally:
+                self.holding = False
         except sqlite3.Error as exc:
+            if self.pin.in_transaction:
+                self.pin.execute("ROLLBACK")
             if not _busy(exc):
                 log.exception("starting the WAL of %s over failed", self.path)
             return False
-        finally:
-            self.holding = False
         return time.monotonic() - start < HOLD_BUSY_S
 
     def checkpoint(self, mode: str) -> bool:
@@ -257,6 +263,7 @@ class _Checkpointer:
             self.checkpoint("TRUNCATE")
         finally:
             os.close(self._shm)
+            self.pin.close()
             self.conn.close()
 
 
