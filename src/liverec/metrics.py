@@ -152,6 +152,7 @@ class Metrics:
             ("model", "placement"),
             max_series=MAX_FEEDBACK_SERIES,
         )
+        self.extra: list[Counter | Histogram] = []  # series owned by other parts
         self._gauges = [
             Gauge(
                 "liverec_connections_open",
@@ -177,6 +178,7 @@ class Metrics:
             self.dropped_frames,
             self.impressions,
             self.rec_clicks,
+            *self.extra,
         ]
         lines = [line for s in series for line in s.render()]
         return "\n".join(lines) + "\n"

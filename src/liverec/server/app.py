@@ -30,6 +30,7 @@ from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
 from . import http, pages
+from .collector import Collector
 from .feed import FeedHub
 from .ws import websocket_endpoint
 
@@ -76,6 +77,8 @@ def create_app(
         app.state.manager = manager
         app.state.catalog = catalog
         app.state.feed = feed
+        collector = Collector(settings.gc_full_interval_s, metrics)
+        collector.start()  # last: what start-up built is frozen
         log.info(
             "liverec ready: store=%s model=%s (%d logged events replayed)",
             the_store.url,
@@ -86,6 +89,7 @@ def create_app(
             yield
         finally:
             manager.accepting = False
+            await collector.close()
             if learner is not None:
                 await learner.close()  # a round in progress stops after its epoch
             await feed.close()
