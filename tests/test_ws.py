@@ -9,7 +9,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .servers import LiverecServer
 from .wsclient import Client
@@ -194,7 +194,8 @@ async def test_no_hello_in_time_closes_1008(server: LiverecServer) -> None:
 
 
 async def test_flood_past_rate_limit(server: LiverecServer) -> None:
-    c = await Client.open(server.ws_url)
+    # its own address: a flooder's address is refused for flood_penalty_s afterwards
+    c = await Client.open(server.ws_url, local_addr=("127.0.0.6", 0))
     await c.hello()
     for i in range(400):  # burst 50, then 200/s; sent as fast as possible
         await c.send({"type": "event", "id": f"f{i}", "action": "view", "item_id": f"x{i % 7}"})
@@ -206,6 +207,18 @@ async def test_flood_past_rate_limit(server: LiverecServer) -> None:
                 codes.append(frame["code"])
     assert "rate_limited" in codes
     assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+    # Cut off for flooding: its address is now refused before the handshake...
+    with pytest.raises(InvalidStatus) as refused:
+        await Client.open(server.ws_url, local_addr=("127.0.0.6", 0))
+    assert refused.value.response.status_code == 429
+    assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 10
+    assert b"flooding" in refused.value.response.body
+    # ...while other addresses are served as before
+    async with await Client.open(server.ws_url) as other:
+        await other.hello()
+        ack, _ = await other.event("sku-1", "view")
+        assert ack["type"] == "ack"
+    assert 'liverec_closes_total{code="429"} 1' in server.get_text("/metrics")
 
 
 async def test_client_that_never_reads_does_not_hurt_others(server: LiverecServer) -> None:

@@ -84,6 +84,8 @@ class SessionManager:
         self.connections: set[Connection] = set()
         self.address_connections: dict[str, int] = {}
         self.address_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        # address -> monotonic time until which its new connections are refused
+        self.penalties: OrderedDict[str, float] = OrderedDict()
         self.accepting = True
         self.store_ok = True
 
@@ -101,6 +103,26 @@ class SessionManager:
         if bucket is not None and bucket.peek(time.monotonic()) < 1.0:
             return "this address is over its event rate"
         return None
+
+    def penalty_left(self, address: str) -> float:
+        """Seconds an address cut off for flooding must still wait (0: none). Checked
+        before the WebSocket handshake, so a flooder's reconnects cost an HTTP reply."""
+        until = self.penalties.get(address)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self.penalties[address]
+            return 0.0
+        return left
+
+    def penalize(self, address: str) -> None:
+        if self.settings.flood_penalty_s <= 0:
+            return
+        self.penalties[address] = time.monotonic() + self.settings.flood_penalty_s
+        self.penalties.move_to_end(address)
+        if len(self.penalties) > self.settings.max_tracked_addresses:
+            self.penalties.popitem(last=False)
 
     def address_allows(self, address: str, events: int = 1) -> bool:
         """Take `events` tokens from the address's bucket (shared by its connections)."""
@@ -129,7 +151,9 @@ class SessionManager:
             if conn.session is not None:
                 await self._event_phase(conn)
             await conn.flush(FLUSH_ON_CLOSE_S)
-        except (HelloTimeout, RateLimited, IdleTimeout, ProtocolError):
+        except (HelloTimeout, RateLimited, IdleTimeout, ProtocolError) as exc:
+            if isinstance(exc, RateLimited):
+                self.penalize(address)
             await conn.flush(FLUSH_ON_CLOSE_S)  # let the last error frame go out first
             raise
         finally:

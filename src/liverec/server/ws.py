@@ -7,7 +7,9 @@ mapping errors to WebSocket close codes — the only place that knows them.
 from __future__ import annotations
 
 import logging
+import math
 
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..errors import (
@@ -28,6 +30,7 @@ CLOSE_POLICY = 1008  # no hello in time, foreign origin
 CLOSE_TOO_BIG = 1009  # frame over max_frame_bytes
 CLOSE_RESTART = 1012  # server shutting down
 CLOSE_TRY_LATER = 1013  # connection limit, flooding, client not reading
+# (an address cut off for flooding gets HTTP 429 before the handshake for flood_penalty_s)
 
 
 class StarletteTransport:
@@ -81,6 +84,17 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.close(CLOSE_POLICY, "origin not allowed")  # before accept: HTTP 403
         return
     address = ws.client.host if ws.client is not None else ""
+    wait = manager.penalty_left(address)
+    if wait > 0:  # cut off for flooding a moment ago: refused before the handshake
+        manager.metrics.closes.inc("429")
+        await ws.send_denial_response(
+            PlainTextResponse(
+                "this address was cut off for flooding; retry later\n",
+                status_code=429,
+                headers={"retry-after": str(math.ceil(wait))},
+            )
+        )
+        return
     await ws.accept()
     refusal = manager.refusal(address)
     if refusal is not None:
