@@ -3,14 +3,17 @@
 Two measurements:
 
   cost     serving cost per event for catalogs of 10k, 100k and 1M items, scored
-           alone (batch 1) and micro-batched, exact float32 scoring against int8
-           scoring + exact re-scoring of the best candidates (what liverec serves).
-           Random weights: cost does not depend on what the model learnt.
-  quality  what int8 + re-scoring costs in Recall/MRR on a trained checkpoint and
-           a test file, against exact scoring, under the serving rules.
+           alone (batch 1) and micro-batched: exact float32 scoring of every item,
+           against a shortlist by int8 scores of every item (model_quantize) or by
+           a rank-r factorisation of the item matrix in int8 (model_rank), each
+           followed by exact re-scoring of the best k + rescore (what liverec
+           serves). Random weights: cost does not depend on what the model learnt.
+  quality  what each shortlist costs in Recall/MRR on a trained checkpoint and a
+           test file, against exact scoring, under the serving rules.
 
     python bench/bench_model.py cost --hidden 512 --items 10000,100000,1000000
-    python bench/bench_model.py quality --model DIR --test FILE [--format lines]
+    python bench/bench_model.py quality --model DIR --test FILE [--format lines] \
+        [--ranks 64,128 --rescore 64,256]
 
 Runs on one thread by default (liverec serves with model_threads=1).
 """
@@ -26,8 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from liverec.model.data import ItemIndex
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
-from liverec.recommend.gru import _quantize
+from liverec.recommend.gru import ServedModel
 
 K = 20
 RESCORE = 64
@@ -43,46 +47,52 @@ def _time(fn: Any, reps: int) -> list[float]:
     return out
 
 
+def _modes(args: argparse.Namespace) -> list[tuple[str, bool, int, int]]:
+    """(name, quantize, rank, rescore) of every scoring compared."""
+    modes = [("exact fp32", False, 0, 0), (f"int8+rescore{RESCORE}", True, 0, RESCORE)]
+    for rank in [int(x) for x in args.ranks.split(",") if x]:
+        for rescore in [int(x) for x in args.rescore.split(",") if x]:
+            modes.append((f"rank{rank}+rescore{rescore}", True, rank, rescore))
+    return modes
+
+
 def _one_batch(
-    model: GRU4Rec, packed: Any, items: torch.Tensor, hidden: torch.Tensor, exact: bool
+    served: ServedModel, items: torch.Tensor, hidden: torch.Tensor, rescore: int
 ) -> None:
-    """One step for every row of the batch, then the top-K of each row."""
-    weight, bias = model.item_weight.data, model.item_bias.data
+    """One step for every row of the batch, then the top-K of each row, as served."""
+    model = served.model
     with torch.inference_mode():
         out, _ = model.step(model.input_table.index_select(0, items), hidden)
-        if exact:
+        if not rescore:
             torch.topk(model.score_all(out), K, dim=1)
             return
-        approx = torch.ops.quantized.linear_dynamic(out, packed)
-        cand = torch.topk(approx, K + RESCORE, dim=1).indices
-        w = weight.index_select(0, cand.reshape(-1)).view(*cand.shape, -1)
-        b = bias.index_select(0, cand.reshape(-1)).view(cand.shape)
-        s = torch.baddbmm(b.unsqueeze(2), w, out.unsqueeze(2)).squeeze(2)
-        torch.argsort(s, dim=1, descending=True)
+        cand = served.shortlist(out, [[] for _ in range(len(items))], K + rescore)
+        torch.argsort(served.exact(out, cand), dim=1, descending=True)
 
 
 def cost(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    print(f"threads={args.threads} hidden={args.hidden} k={K} rescore={RESCORE}")
+    print(f"threads={args.threads} hidden={args.hidden} k={K}")
     print(
-        f"{'items':>9} {'batch':>5} {'mode':>13} {'ms/batch p50':>12} {'p99':>8} "
+        f"{'items':>9} {'batch':>5} {'mode':>22} {'ms/batch p50':>12} {'p99':>8} "
         f"{'us/event':>9} {'events/s':>9}"
     )
     for n in [int(x) for x in args.items.split(",")]:
         model = GRU4Rec(GRU4RecConfig(n_items=n, layers=(args.hidden,))).eval()
-        packed = _quantize(model.item_weight.data, model.item_bias.data)
-        for batch in [int(x) for x in args.batches.split(",")]:
-            items = torch.randint(0, n, (batch,))
-            hidden = torch.randn(1, batch, args.hidden) * 0.1
-            for name, exact in (("exact fp32", True), ("int8+rescore", False)):
-                if exact and n * batch > args.exact_limit:
+        index = ItemIndex(str(i) for i in range(n))
+        for name, quantize, rank, rescore in _modes(args):
+            served = ServedModel.prepare(model, index, quantize, rank)
+            for batch in [int(x) for x in args.batches.split(",")]:
+                if not rescore and n * batch > args.exact_limit:
                     continue
+                items = torch.randint(0, n, (batch,))
+                hidden = torch.randn(1, batch, args.hidden) * 0.1
                 reps = max(5, min(200, int(2e8 / (n * args.hidden * max(batch, 4)))))
-                times = _time(partial(_one_batch, model, packed, items, hidden, exact), reps)
+                times = _time(partial(_one_batch, served, items, hidden, rescore), reps)
                 p50 = statistics.median(times)
                 p99 = float(np.percentile(times, 99))
                 print(
-                    f"{n:>9} {batch:>5} {name:>13} {p50 * 1e3:>12.3f} {p99 * 1e3:>8.3f} "
+                    f"{n:>9} {batch:>5} {name:>22} {p50 * 1e3:>12.3f} {p99 * 1e3:>8.3f} "
                     f"{p50 / batch * 1e6:>9.1f} {batch / p50:>9.0f}"
                 )
 
@@ -95,12 +105,15 @@ def quality(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     model, _, index, meta = load_checkpoint(args.model)
     test = load_sessions(args.test, fmt=args.format)
-    packed = _quantize(model.item_weight.data, model.item_bias.data)
-    weight, bias = model.item_weight.data, model.item_bias.data
 
-    class Int8Scorer(GRUScorer):
-        """The served scoring: int8 scores, exact re-scoring of the best K+RESCORE;
-        every other item gets -inf (it cannot be in a served top-K)."""
+    class ServedScorer(GRUScorer):
+        """The served scoring (liverec.recommend.gru.ServedModel): a shortlist by the
+        cheap scores, then exact re-scoring of the best K + rescore; every other item
+        gets -inf (it cannot be in a served top-K)."""
+
+        def __init__(self, served: ServedModel, rescore: int) -> None:
+            super().__init__(served.model)
+            self.served, self.rescore = served, rescore
 
         def step(self, slots: np.ndarray, items: np.ndarray, new: np.ndarray) -> np.ndarray:
             s = torch.as_tensor(np.asarray(slots, dtype=np.int64))
@@ -111,23 +124,23 @@ def quality(args: argparse.Namespace) -> None:
                 h[:, fresh] = 0.0
                 out, h = self.model.step(self.model.input_table.index_select(0, x), h)
                 self.hidden.index_copy_(1, s, h)
-                approx = torch.ops.quantized.linear_dynamic(out, packed)
-                approx[torch.arange(len(x)), x] = float("-inf")  # serving rule first
-                cand = torch.topk(approx, K + RESCORE, dim=1).indices
-                w = weight.index_select(0, cand.reshape(-1)).view(*cand.shape, -1)
-                b = bias.index_select(0, cand.reshape(-1)).view(cand.shape)
-                exact = torch.baddbmm(b.unsqueeze(2), w, out.unsqueeze(2)).squeeze(2)
+                # the serving rule first: the current item is never a candidate
+                cand = self.served.shortlist(out, [[i] for i in x.tolist()], K + self.rescore)
+                exact = self.served.exact(out, cand)
                 scores = torch.full((len(x), self.n_items), float("-inf"))
                 scores.scatter_(1, cand, exact)
             return scores.numpy()
 
-    for name, scorer in (("exact fp32", GRUScorer(model)), ("int8+rescore", Int8Scorer(model))):
+    for name, quantize, rank, rescore in _modes(args):
+        served = ServedModel.prepare(model, index, quantize, rank)
+        scorer = GRUScorer(model) if not rescore else ServedScorer(served, rescore)
         t0 = time.perf_counter()
         res = evaluate(scorer, index, test, ks=(5, 10, 20), serving_rules=True)
         print(
-            f"{name:>13}: recall@20 {res['recall@20']:.4f} mrr@20 {res['mrr@20']:.4f} "
+            f"{name:>22}: recall@20 {res['recall@20']:.4f} mrr@20 {res['mrr@20']:.4f} "
             f"recall@5 {res['recall@5']:.4f} mrr@5 {res['mrr@5']:.4f} cases {res['cases']} "
-            f"({time.perf_counter() - t0:.0f} s) [{meta.get('version')}]"
+            f"({time.perf_counter() - t0:.0f} s) [{meta.get('version')}]",
+            flush=True,
         )
 
 
@@ -150,6 +163,9 @@ def main() -> None:
     q.add_argument("--test", required=True)
     q.add_argument("--format", default="auto")
     q.add_argument("--threads", type=int, default=2)
+    for sp in (c, q):
+        sp.add_argument("--ranks", default="64,128", help="low-rank shortlists to compare")
+        sp.add_argument("--rescore", default="64,256", help="re-scored beyond k (low rank)")
     args = p.parse_args()
     cost(args) if args.cmd == "cost" else quality(args)
 

@@ -14,11 +14,11 @@ import torch
 
 from liverec.errors import ModelError
 from liverec.model.checkpoint import load_checkpoint
-from liverec.model.data import Sessions
-from liverec.model.gru4rec import GRU4RecConfig
+from liverec.model.data import ItemIndex, Sessions
+from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
 from liverec.model.train import TrainConfig, train
 from liverec.recommend.base import RecContext
-from liverec.recommend.gru import CURRENT, GRURecommender
+from liverec.recommend.gru import CURRENT, GRURecommender, ServedModel, _low_rank
 from liverec.recommend.online import OnlineRecommender
 
 from .servers import LiverecServer
@@ -74,11 +74,14 @@ def ctx(sid: str, items: list[str], k: int = 5, exclude: set[str] | None = None)
     )
 
 
-@pytest.mark.parametrize("quantize", [True, False], ids=["int8+rescore", "fp32"])
+@pytest.mark.parametrize(
+    ("quantize", "rank"), [(True, 0), (False, 0), (True, 8)], ids=["int8", "fp32", "rank8"]
+)
 async def test_lists_equal_exact_scoring_and_step_equals_replay(
-    checkpoint: Path, quantize: bool
+    checkpoint: Path, quantize: bool, rank: int
 ) -> None:
-    rec = GRURecommender(checkpoint, OnlineRecommender(), quantize=quantize, poll_s=None)
+    # (48 items: k + model_rescore covers them all, so every shortlist is exact here)
+    rec = GRURecommender(checkpoint, OnlineRecommender(), quantize=quantize, rank=rank, poll_s=None)
     seq = ["f1-0", "f1-1", "f1-2", "f2-5"]
     try:
         for n in range(1, len(seq) + 1):  # one event at a time: one GRU step each
@@ -87,12 +90,45 @@ async def test_lists_equal_exact_scoring_and_step_equals_replay(
             assert [r.item_id for r in got.items] == want
             assert got.model == rec.version and got.model.startswith("gru4rec-")
         # a fresh recommender (another process) rebuilds the same state from the sequence
-        other = GRURecommender(checkpoint, OnlineRecommender(), quantize=quantize, poll_s=None)
+        other = GRURecommender(
+            checkpoint, OnlineRecommender(), quantize=quantize, rank=rank, poll_s=None
+        )
         again = await other.recommend(ctx("s", seq))
         assert again.items == got.items
         await other.close()
     finally:
         await rec.close()
+
+
+def test_low_rank_shortlist_holds_the_exact_top_k() -> None:
+    """Item matrix of rank 6 plus noise: a rank-12 shortlist of 60 (of 3,000 items)
+    holds each row's exact top 10, blocked items never appear, and the factorisation
+    at full rank reproduces every score."""
+    g = torch.Generator().manual_seed(3)
+    n, h = 3000, 32
+    model = GRU4Rec(GRU4RecConfig(n_items=n, layers=(h,))).eval()
+    with torch.no_grad():
+        model.item_weight.copy_(
+            torch.randn(n, 6, generator=g) @ torch.randn(6, h, generator=g)
+            + 0.01 * torch.randn(n, h, generator=g)
+        )
+        model.item_bias.copy_(0.1 * torch.randn(n, generator=g))
+    index = ItemIndex(str(i) for i in range(n))
+    served = ServedModel.prepare(model, index, quantize=True, rank=12)
+    assert served.proj is not None and served.proj.shape == (h + 1, 12)
+    out = torch.randn(16, h, generator=g)
+    exact_all = model.score_all(out)
+    blocked = [[int(exact_all[r].argmax())] for r in range(16)]  # each row's best item
+    cand = served.shortlist(out, blocked, 60)
+    for r in range(16):
+        row = exact_all[r].clone()
+        row[blocked[r]] = float("-inf")
+        want = set(torch.topk(row, 10).indices.tolist())
+        assert want <= set(cand[r].tolist())
+        assert blocked[r][0] not in cand[r].tolist()
+    proj, items = _low_rank(model.item_weight.data, model.item_bias.data, h + 1)
+    approx = torch.addmm(proj[h], out, proj[:h]) @ items.t()
+    assert torch.allclose(approx, exact_all, atol=1e-4)
 
 
 async def test_rules_and_fallbacks(checkpoint: Path) -> None:

@@ -45,8 +45,15 @@ class Settings:
     ab_share: float = _s(0.0, "A/B test: share of sessions (0..1, stable per session) on B")
     model_max_batch: int = _s(256, "most events scored in one micro-batch")
     model_max_sessions: int = _s(50_000, "session hidden states kept in memory (LRU beyond)")
-    model_rescore: int = _s(64, "candidates re-scored exactly beyond k after int8 scoring")
+    model_rescore: int = _s(
+        64, "candidates re-scored exactly beyond k after the cheap (int8 or low-rank) scoring"
+    )
     model_quantize: bool = _s(True, "score items with int8 weights, then re-score exactly")
+    model_rank: int = _s(
+        0,
+        "score items first with a rank-r factorisation of the item matrix (SVD, int8), then "
+        "re-score the best k + model_rescore exactly; 0 (or >= hidden size): full rank",
+    )
     model_replay_max: int = _s(50, "items replayed to rebuild a session's hidden state")
     # --- continuous learning (liverec learn, docs/learning.md)
     learn_in_serve: bool = _s(
@@ -106,6 +113,11 @@ class Settings:
         500.0, "sustained events per second from one client address, all its connections"
     )
     address_events_burst: int = _s(1000, "token bucket size per client address")
+    flood_penalty_s: float = _s(
+        10.0,
+        "after a connection is cut for flooding, refuse new sockets from its address for this "
+        "long, before the WebSocket handshake (HTTP 429; 0: off)",
+    )
     max_tracked_addresses: int = _s(100_000, "client addresses whose rates are tracked (LRU)")
     trusted_proxies: tuple[str, ...] = _s(
         (), "proxy addresses whose X-Forwarded-For names the client (comma list)"
@@ -115,6 +127,11 @@ class Settings:
     ping_timeout_s: float | None = _s(20.0, "close a connection whose ping is unanswered, seconds")
     idle_timeout_s: float | None = _s(1800.0, "close a connection with no client frame, seconds")
     shutdown_grace_s: float = _s(5.0, "time to drain sockets and flush the store on SIGTERM")
+    gc_full_interval_s: float | None = _s(
+        60.0,
+        "Python's automatic garbage collector is off while serving (its pauses made the p99); "
+        "a full collection runs every this many seconds instead (none: Python's default)",
+    )
     # --- store contents
     session_max_items: int = _s(200, "items kept per session sequence")
     profile_seed_items: int = _s(
@@ -184,6 +201,12 @@ class Settings:
             problems.append("max_connections and max_connections_per_address must be >= 1")
         if self.max_tracked_addresses < 1:
             problems.append("max_tracked_addresses must be >= 1")
+        if self.model_rank < 0 or self.model_rescore < 0:
+            problems.append("model_rank and model_rescore must be >= 0")
+        if self.gc_full_interval_s is not None and self.gc_full_interval_s <= 0:
+            problems.append("gc_full_interval_s must be > 0 (or none for Python's default)")
+        if self.flood_penalty_s < 0:
+            problems.append("flood_penalty_s must be >= 0")
         if self.catalog_poll_s is not None and self.catalog_poll_s <= 0:
             problems.append("catalog_poll_s must be > 0 (or none)")
         if self.feed_queue < 1 or self.feed_max_subscribers < 1 or self.feed_window_s < 10:

@@ -79,34 +79,90 @@ def _quantize(weight: Tensor, bias: Tensor) -> Any | None:
         return torch.ops.quantized.linear_prepack(q, bias)
 
 
+def _low_rank(weight: Tensor, bias: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+    """A rank-r factorisation of the scoring function out -> weight @ out + bias.
+
+    SVD of [weight | bias] (n, H+1) = U S Vh; returns proj (H+1, r) = Vh[:r].T and
+    items (n, r) = U[:, :r] * S[:r], so that [out, 1] @ proj @ items.T approximates
+    every item's score at r/H of the cost.
+    """
+    wb = torch.cat([weight, bias.unsqueeze(1)], dim=1).double()  # (n, H+1)
+    u, sv, vh = torch.linalg.svd(wb, full_matrices=False)
+    return vh[:rank].t().float().contiguous(), (u[:, :rank] * sv[:rank]).float().contiguous()
+
+
 @dataclass
 class ServedModel:
-    """A loaded checkpoint ready to score: fp32 weights plus int8 prepacked ones."""
+    """A loaded checkpoint ready to score: fp32 weights plus what makes the shortlist
+    cheap (int8 prepacked item rows, optionally a low-rank factorisation)."""
 
     version: str
     model: GRU4Rec
     index: ItemIndex
     path: Path
-    packed: Any | None
+    packed: Any | None  # int8 rows: full-rank shortlist (None: exact fp32 or low rank)
     stamp: float
+    proj: Tensor | None = None  # (H+1, r) low-rank shortlist: query projection
+    packed_low: Any | None = None  # (n, r) item factors, int8 prepacked
 
     @classmethod
-    def load(cls, path: Path, quantize: bool) -> ServedModel:
+    def load(cls, path: Path, quantize: bool, rank: int = 0) -> ServedModel:
+        """Load a checkpoint (or a registry's current one) for serving."""
         directory = resolve_checkpoint(path)
         model, _, index, meta = load_checkpoint(directory)
+        version = str(meta.get("version") or directory.name)
+        stamp = (directory / META).stat().st_mtime
+        return cls.prepare(model, index, quantize, rank, version, directory, stamp)
+
+    @classmethod
+    def prepare(
+        cls,
+        model: GRU4Rec,
+        index: ItemIndex,
+        quantize: bool,
+        rank: int = 0,
+        version: str = "",
+        path: Path = Path("."),
+        stamp: float = 0.0,
+    ) -> ServedModel:
+        """rank > 0 (and below the hidden size): shortlist with a rank-r factorisation
+        of the item matrix scored in int8; else int8 (quantize) or exact fp32."""
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        packed = _quantize(model.item_weight.data, model.item_bias.data) if quantize else None
-        version = str(meta.get("version") or directory.name)
-        return cls(version, model, index, directory, packed, (directory / META).stat().st_mtime)
+        weight, bias = model.item_weight.data, model.item_bias.data
+        packed = proj = packed_low = None
+        if 0 < rank < weight.shape[1]:
+            proj, items = _low_rank(weight, bias, rank)
+            packed_low = _quantize(items, torch.zeros(items.shape[0]))
+            if packed_low is None:  # no int8 engine: the factors in fp32
+                packed_low = items
+        elif quantize:
+            packed = _quantize(weight, bias)
+        return cls(version, model, index, path, packed, stamp, proj, packed_low)
 
     def item_scores(self, out: Tensor) -> Tensor:
-        """Approximate (int8) or exact scores of every item: (B, n_items)."""
+        """Approximate (low-rank or int8) or exact scores of every item: (B, n_items)."""
+        if self.proj is not None:
+            h = self.proj.shape[0] - 1
+            q = torch.addmm(self.proj[h], out, self.proj[:h])  # (B, r)
+            if isinstance(self.packed_low, Tensor):
+                return q @ self.packed_low.t()
+            low: Tensor = torch.ops.quantized.linear_dynamic(q, self.packed_low)
+            return low
         if self.packed is not None:
             scores: Tensor = torch.ops.quantized.linear_dynamic(out, self.packed)
             return scores
         return self.model.score_all(out)
+
+    def shortlist(self, out: Tensor, blocked: list[list[int]], width: int) -> Tensor:
+        """The `width` best candidates of each row by the cheap scores, blocked items
+        excluded: (B, C) item indices, C = min(width, n_items)."""
+        scores = self.item_scores(out)  # (B, n_items)
+        for r, rows in enumerate(blocked):
+            if rows:
+                scores[r, rows] = float("-inf")
+        return torch.topk(scores, min(width, scores.shape[1]), dim=1).indices
 
     def exact(self, out: Tensor, cand: Tensor) -> Tensor:
         """Exact scores of candidate items cand (B, C) for outputs out (B, H): (B, C)."""
@@ -148,6 +204,7 @@ class GRURecommender(Recommender):
         max_sessions: int = 50_000,
         rescore: int = 64,
         quantize: bool = True,
+        rank: int = 0,
         replay_max: int = 50,
         poll_s: float | None = 2.0,
     ) -> None:
@@ -158,6 +215,7 @@ class GRURecommender(Recommender):
         self.max_sessions = max_sessions
         self.rescore = rescore
         self.quantize = quantize
+        self.rank = rank
         self.replay_max = replay_max
         self.poll_s = poll_s
         # An empty models/ registry (no CURRENT yet: the learner has not promoted a
@@ -165,7 +223,7 @@ class GRURecommender(Recommender):
         # that does not exist at all is a configuration error.
         self.served: ServedModel | None = None
         try:
-            self.served = ServedModel.load(self.path, quantize)
+            self.served = ServedModel.load(self.path, quantize, rank)
         except ModelError:
             if not self.path.is_dir() or (self.path / META).exists():
                 raise
@@ -192,6 +250,7 @@ class GRURecommender(Recommender):
             max_sessions=settings.model_max_sessions,
             rescore=settings.model_rescore,
             quantize=settings.model_quantize,
+            rank=settings.model_rank,
             replay_max=settings.model_replay_max,
             poll_s=settings.model_poll_s,
         )
@@ -351,13 +410,8 @@ class GRURecommender(Recommender):
                 _, new = model.step(table.index_select(0, items), hidden.index_select(1, rows))
                 hidden.index_copy_(1, rows, new)
             out = hidden[-1, :, : model.config.hidden_size]  # (B, H): top layer = output
-            scores = served.item_scores(out)  # (B, n_items)
-            n_items = scores.shape[1]
-            for r, job in enumerate(jobs):
-                if job.blocked:
-                    scores[r, job.blocked] = float("-inf")
-            width = min(n_items, max(job.want for job in jobs) + self.rescore)
-            cand = torch.topk(scores, width, dim=1).indices  # (B, C)
+            width = max(job.want for job in jobs) + self.rescore
+            cand = served.shortlist(out, [job.blocked for job in jobs], width)  # (B, C)
             exact = served.exact(out, cand)  # (B, C)
             for r, job in enumerate(jobs):
                 if job.blocked:
@@ -399,7 +453,9 @@ class GRURecommender(Recommender):
     async def reload(self) -> bool:
         """Load the checkpoint at path now; keep serving the old one if it is broken."""
         try:
-            served = await asyncio.to_thread(ServedModel.load, self.path, self.quantize)
+            served = await asyncio.to_thread(
+                ServedModel.load, self.path, self.quantize, self.rank
+            )
         except (ModelError, OSError, ValueError, json.JSONDecodeError) as exc:
             log.error(
                 "new checkpoint at %s not loaded, still serving %s: %s",
