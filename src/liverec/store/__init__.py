@@ -2,8 +2,9 @@
 
 Owns: `open_store(url, limits)`, the URL schemes, the mapping from Settings to
 StoreLimits, and masking secrets in URLs. The interface is in `base.py`; each
-backend is one module (`embedded.py`, `redis.py`), imported only when its
-scheme is used so that redis stays out of processes that do not need it.
+backend is one module (`embedded.py`, which keeps its SQLite parts in `sqlite_*.py`,
+and `redis.py`), imported only when its scheme is used so that redis stays out of
+processes that do not need it.
 
 Schemes (details in docs/storage.md):
 
