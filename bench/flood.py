@@ -47,6 +47,9 @@ def start_server(port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]
         LIVEREC_ADDRESS_EVENTS_PER_S=str(args.address_limit),
         LIVEREC_ADDRESS_EVENTS_BURST=str(int(args.address_limit)),
     )
+    for pair in args.set:
+        key, _, value = pair.partition("=")
+        env["LIVEREC_" + key.upper()] = value
     proc = subprocess.Popen(
         [sys.executable, "-m", "liverec.cli", "serve", "--port", str(port)], env=env
     )
@@ -169,6 +172,9 @@ def main() -> None:
     p.add_argument("--conn-limit", type=float, default=100.0, help="events/s per connection")
     p.add_argument("--store", default="memory://")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument(
+        "--set", action="append", default=[], help="server setting KEY=VALUE (flood_penalty_s=0)"
+    )
     args = p.parse_args()
     if args.rate / 1 > args.address_limit:
         sys.exit("the shoppers' own rate must stay under --address-limit")

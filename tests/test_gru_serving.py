@@ -238,3 +238,40 @@ async def test_empty_registry_serves_the_fallback_until_a_model_appears(
         await rec.close()
     with pytest.raises(ModelError):  # a path that does not exist is a configuration error
         GRURecommender(tmp_path / "typo", OnlineRecommender(), poll_s=None)
+
+
+async def test_worker_process_scores_like_the_thread_and_survives_its_death(
+    checkpoint: Path,
+) -> None:
+    seqs = [[f"f{i % 6}-{j % 8}" for j in range(i % 4 + 1)] for i in range(24)]
+    local = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None)
+    await local.start()
+    remote = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, process=True)
+    await remote.start()
+    try:
+        assert remote._process is not None and remote._process.loaded == [remote.version]
+        want = await asyncio.gather(*(local.recommend(ctx(f"s{i}", s)) for i, s in enumerate(seqs)))
+        got = await asyncio.gather(*(remote.recommend(ctx(f"s{i}", s)) for i, s in enumerate(seqs)))
+        for w, g in zip(want, got, strict=True):
+            assert [r.item_id for r in g.items] == [r.item_id for r in w.items]
+            assert [r.score for r in g.items] == pytest.approx([r.score for r in w.items], abs=1e-5)
+        # the hidden states came back from the worker: the next step continues them
+        nxt = await remote.recommend(ctx("s5", [*seqs[5], "f0-1"]))
+        assert [r.item_id for r in nxt.items] == exact_top(
+            checkpoint, [*seqs[5], "f0-1"], 5, {"f0-1"}
+        )
+        # a dead worker is replaced on the next call (one dying mid-call: that batch is
+        # scored on the thread instead)
+        proc = remote._process._proc
+        proc.kill()
+        proc.join(5)
+        again = await remote.recommend(ctx("s7", [*seqs[7], "f2-2"]))
+        assert [r.item_id for r in again.items] == exact_top(
+            checkpoint, [*seqs[7], "f2-2"], 5, {"f2-2"}
+        )
+        await remote.recommend(ctx("s8", [*seqs[8], "f2-3"]))
+        assert remote._process._proc is not None and remote._process._proc.is_alive()
+        assert remote._process._proc.pid != proc.pid
+    finally:
+        await local.close()
+        await remote.close()

@@ -219,6 +219,7 @@ async def test_flood_past_rate_limit(server: LiverecServer) -> None:
         ack, _ = await other.event("sku-1", "view")
         assert ack["type"] == "ack"
     assert 'liverec_closes_total{code="429"} 1' in server.get_text("/metrics")
+    assert "without completing handshake" not in server.log()  # no error line per refusal
 
 
 async def test_client_that_never_reads_does_not_hurt_others(server: LiverecServer) -> None:

@@ -49,6 +49,11 @@ class Settings:
         64, "candidates re-scored exactly beyond k after the cheap (int8 or low-rank) scoring"
     )
     model_quantize: bool = _s(True, "score items with int8 weights, then re-score exactly")
+    model_process: bool = _s(
+        False,
+        "score in a worker process (no GIL shared with the event loop) instead of a thread "
+        "(loads the model a second time)",
+    )
     model_rank: int = _s(
         0,
         "score items first with a rank-r factorisation of the item matrix (SVD, int8), then "

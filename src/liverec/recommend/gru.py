@@ -1,11 +1,11 @@
 """Serving GRU4Rec: one GRU step per event, micro-batched, with hot reload.
 
 Owns: the hidden state of each live session (in memory, LRU-bounded), the
-micro-batcher that scores the events of many sessions in one forward pass on a
-dedicated thread, fast top-k (int8 scoring of every item, then exact float32
-re-scoring of the best candidates), the business rules on the model's lists, the
-fallback to the online recommender (empty sessions, items the model does not
-know), and picking up a new checkpoint without dropping a socket.
+micro-batcher that hands the events of many sessions to one scoring call (in a
+scoring worker process, or on a dedicated thread; scoring.py), the business rules
+on the model's lists, the fallback to the online recommender (empty sessions, items
+the model does not know), and picking up a new checkpoint without dropping a socket.
+What a loaded checkpoint is and how it shortlists and re-scores: served.py.
 
 Cost per event: one GRU step plus one scoring pass. A session whose state is not
 here (new process, new model version, evicted) is rebuilt from the stored item
@@ -18,21 +18,17 @@ import asyncio
 import contextlib
 import json
 import logging
-import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..config import Settings
 from ..errors import ModelError
-from ..model.checkpoint import META, load_checkpoint
-from ..model.data import ItemIndex
-from ..model.gru4rec import GRU4Rec
+from ..model.checkpoint import META
 from ..types import Event, Rec
 from .base import (
     RecContext,
@@ -42,133 +38,10 @@ from .base import (
     blocked_items,
     demote_low_rated,
 )
+from .scoring import Ranked, ScoreInput, ScoringProcess, score_batch
+from .served import CURRENT, ServedModel, _low_rank, _quantize, resolve_checkpoint
 
 log = logging.getLogger("liverec.gru")
-
-CURRENT = "CURRENT"  # in a models/ registry: names the promoted version's directory
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint directory, or the one a registry's CURRENT file names."""
-    if (path / META).is_file():
-        return path
-    pointer = path / CURRENT
-    if pointer.is_file():
-        name = pointer.read_text().strip()
-        target = (path / name).resolve()
-        if path.resolve() not in target.parents or not (target / META).is_file():
-            raise ModelError(f"{pointer} names {name!r}, which is not a checkpoint in {path}")
-        return target
-    raise ModelError(f"no checkpoint at {path} (no {META}, no {CURRENT})")
-
-
-def _quantize(weight: Tensor, bias: Tensor) -> Any | None:
-    """Prepacked per-row int8 weights for fbgemm's dynamic linear, or None."""
-    engines = torch.backends.quantized.supported_engines
-    engine = "x86" if "x86" in engines else "fbgemm" if "fbgemm" in engines else None
-    if engine is None:
-        return None
-    torch.backends.quantized.engine = engine
-    scale = (weight.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()  # (n,)
-    zero = torch.zeros(weight.shape[0], dtype=torch.int64)
-    with warnings.catch_warnings():
-        # The eager quantized ops are marked deprecated in favour of torchao; they are
-        # still the fastest int8 GEMM that ships with torch on the CPU.
-        warnings.simplefilter("ignore")
-        q = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
-        return torch.ops.quantized.linear_prepack(q, bias)
-
-
-def _low_rank(weight: Tensor, bias: Tensor, rank: int) -> tuple[Tensor, Tensor]:
-    """A rank-r factorisation of the scoring function out -> weight @ out + bias.
-
-    SVD of [weight | bias] (n, H+1) = U S Vh; returns proj (H+1, r) = Vh[:r].T and
-    items (n, r) = U[:, :r] * S[:r], so that [out, 1] @ proj @ items.T approximates
-    every item's score at r/H of the cost.
-    """
-    wb = torch.cat([weight, bias.unsqueeze(1)], dim=1).double()  # (n, H+1)
-    u, sv, vh = torch.linalg.svd(wb, full_matrices=False)
-    return vh[:rank].t().float().contiguous(), (u[:, :rank] * sv[:rank]).float().contiguous()
-
-
-@dataclass
-class ServedModel:
-    """A loaded checkpoint ready to score: fp32 weights plus what makes the shortlist
-    cheap (int8 prepacked item rows, optionally a low-rank factorisation)."""
-
-    version: str
-    model: GRU4Rec
-    index: ItemIndex
-    path: Path
-    packed: Any | None  # int8 rows: full-rank shortlist (None: exact fp32 or low rank)
-    stamp: float
-    proj: Tensor | None = None  # (H+1, r) low-rank shortlist: query projection
-    packed_low: Any | None = None  # (n, r) item factors, int8 prepacked
-
-    @classmethod
-    def load(cls, path: Path, quantize: bool, rank: int = 0) -> ServedModel:
-        """Load a checkpoint (or a registry's current one) for serving."""
-        directory = resolve_checkpoint(path)
-        model, _, index, meta = load_checkpoint(directory)
-        version = str(meta.get("version") or directory.name)
-        stamp = (directory / META).stat().st_mtime
-        return cls.prepare(model, index, quantize, rank, version, directory, stamp)
-
-    @classmethod
-    def prepare(
-        cls,
-        model: GRU4Rec,
-        index: ItemIndex,
-        quantize: bool,
-        rank: int = 0,
-        version: str = "",
-        path: Path = Path("."),
-        stamp: float = 0.0,
-    ) -> ServedModel:
-        """rank > 0 (and below the hidden size): shortlist with a rank-r factorisation
-        of the item matrix scored in int8; else int8 (quantize) or exact fp32."""
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        weight, bias = model.item_weight.data, model.item_bias.data
-        packed = proj = packed_low = None
-        if 0 < rank < weight.shape[1]:
-            proj, items = _low_rank(weight, bias, rank)
-            packed_low = _quantize(items, torch.zeros(items.shape[0]))
-            if packed_low is None:  # no int8 engine: the factors in fp32
-                packed_low = items
-        elif quantize:
-            packed = _quantize(weight, bias)
-        return cls(version, model, index, path, packed, stamp, proj, packed_low)
-
-    def item_scores(self, out: Tensor) -> Tensor:
-        """Approximate (low-rank or int8) or exact scores of every item: (B, n_items)."""
-        if self.proj is not None:
-            h = self.proj.shape[0] - 1
-            q = torch.addmm(self.proj[h], out, self.proj[:h])  # (B, r)
-            if isinstance(self.packed_low, Tensor):
-                return q @ self.packed_low.t()
-            low: Tensor = torch.ops.quantized.linear_dynamic(q, self.packed_low)
-            return low
-        if self.packed is not None:
-            scores: Tensor = torch.ops.quantized.linear_dynamic(out, self.packed)
-            return scores
-        return self.model.score_all(out)
-
-    def shortlist(self, out: Tensor, blocked: list[list[int]], width: int) -> Tensor:
-        """The `width` best candidates of each row by the cheap scores, blocked items
-        excluded: (B, C) item indices, C = min(width, n_items)."""
-        scores = self.item_scores(out)  # (B, n_items)
-        for r, rows in enumerate(blocked):
-            if rows:
-                scores[r, rows] = float("-inf")
-        return torch.topk(scores, min(width, scores.shape[1]), dim=1).indices
-
-    def exact(self, out: Tensor, cand: Tensor) -> Tensor:
-        """Exact scores of candidate items cand (B, C) for outputs out (B, H): (B, C)."""
-        w = self.model.item_weight.index_select(0, cand.reshape(-1)).view(*cand.shape, -1)
-        b = self.model.item_bias.index_select(0, cand.reshape(-1)).view(cand.shape)
-        return torch.baddbmm(b.unsqueeze(2), w, out.unsqueeze(2)).squeeze(2)  # (B, C)
 
 
 @dataclass
@@ -205,6 +78,7 @@ class GRURecommender(Recommender):
         rescore: int = 64,
         quantize: bool = True,
         rank: int = 0,
+        process: bool = False,
         replay_max: int = 50,
         poll_s: float | None = 2.0,
     ) -> None:
@@ -216,6 +90,8 @@ class GRURecommender(Recommender):
         self.rescore = rescore
         self.quantize = quantize
         self.rank = rank
+        # process=True: score in a worker process (scoring.py), not on a thread here
+        self._process = ScoringProcess(threads) if process else None
         self.replay_max = replay_max
         self.poll_s = poll_s
         # An empty models/ registry (no CURRENT yet: the learner has not promoted a
@@ -251,6 +127,7 @@ class GRURecommender(Recommender):
             rescore=settings.model_rescore,
             quantize=settings.model_quantize,
             rank=settings.model_rank,
+            process=settings.model_process,
             replay_max=settings.model_replay_max,
             poll_s=settings.model_poll_s,
         )
@@ -269,6 +146,10 @@ class GRURecommender(Recommender):
     async def start(self) -> None:
         await self.fallback.start()
         loop = asyncio.get_running_loop()
+        if self._process is not None and self.served is not None:
+            await loop.run_in_executor(
+                self._executor, self._process.load, self.served, self.quantize, self.rank
+            )
         self._wakeup = asyncio.Event()
         self._tasks.append(loop.create_task(self._batcher(), name="liverec-gru-batcher"))
         if self.poll_s:
@@ -281,6 +162,8 @@ class GRURecommender(Recommender):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._process is not None:
+            self._executor.submit(self._process.close).result()
         self._executor.shutdown(wait=True)
         await self.fallback.close()
 
@@ -362,18 +245,30 @@ class GRURecommender(Recommender):
                             job.future.set_exception(exc)
 
     def _compute(self, served: ServedModel, jobs: list[_Job]) -> None:
-        """Worker thread: advance every job's state, score, pick candidates."""
+        """Scoring thread: advance every job's state, score, pick candidates (in the
+        worker process when there is one; here if it fails)."""
+        inputs = [ScoreInput(j.feed, j.start, j.blocked, j.want) for j in jobs]
         try:
-            results = self._score(served, jobs)
+            results = None
+            if self._process is not None and self._wakeup is not None:
+                try:
+                    results = self._process.score(served, inputs, self.rescore)
+                except ModelError as exc:
+                    log.error("scoring worker failed, this batch scored here: %s", exc)
+            if results is None:
+                results = score_batch(served, inputs, self.rescore)
         except Exception as exc:
             for job in jobs:
                 self._settle(job, None, exc)
             return
-        for job, ranked in zip(jobs, results, strict=True):
+        self.batches += 1
+        self.batched_events += len(jobs)
+        for job, (ranked, hidden) in zip(jobs, results, strict=True):
+            job.hidden = hidden
             self._settle(job, ranked, None)
 
     @staticmethod
-    def _settle(job: _Job, ranked: list[tuple[int, float]] | None, exc: Exception | None) -> None:
+    def _settle(job: _Job, ranked: Ranked | None, exc: Exception | None) -> None:
         loop = job.future.get_loop()
 
         def done() -> None:
@@ -386,49 +281,6 @@ class GRURecommender(Recommender):
                 job.future.set_result(ranked)
 
         loop.call_soon_threadsafe(done)
-
-    def _score(self, served: ServedModel, jobs: list[_Job]) -> list[list[tuple[int, float]]]:
-        model = served.model
-        table = model.input_table
-        with torch.inference_mode():
-            starts = []
-            for job in jobs:
-                h = job.start if job.start is not None else model.init_hidden(1)[:, 0]  # (L, H)
-                # Replays (new or rebuilt sessions) step through all but the last item
-                # alone; the last item of every job goes through one batched step.
-                if len(job.feed) > 1:
-                    hb = h.unsqueeze(1)  # (L, 1, H)
-                    for item in job.feed[:-1]:
-                        _, hb = model.step(table[item : item + 1], hb)
-                    h = hb[:, 0]
-                starts.append(h)
-            hidden = torch.stack(starts, dim=1)  # (L, B, H)
-            stepping = [i for i, job in enumerate(jobs) if job.feed]
-            if stepping:
-                rows = torch.tensor(stepping)
-                items = torch.tensor([jobs[i].feed[-1] for i in stepping])
-                _, new = model.step(table.index_select(0, items), hidden.index_select(1, rows))
-                hidden.index_copy_(1, rows, new)
-            out = hidden[-1, :, : model.config.hidden_size]  # (B, H): top layer = output
-            width = max(job.want for job in jobs) + self.rescore
-            cand = served.shortlist(out, [job.blocked for job in jobs], width)  # (B, C)
-            exact = served.exact(out, cand)  # (B, C)
-            for r, job in enumerate(jobs):
-                if job.blocked:
-                    exact[r][torch.isin(cand[r], torch.tensor(job.blocked))] = float("-inf")
-            order = torch.argsort(exact, dim=1, descending=True)
-            cand = torch.gather(cand, 1, order)
-            exact = torch.gather(exact, 1, order)
-            for r, job in enumerate(jobs):
-                job.hidden = hidden[:, r].clone()
-        self.batches += 1
-        self.batched_events += len(jobs)
-        results = []
-        for r, job in enumerate(jobs):
-            keep = job.want + len(job.blocked)
-            pairs = zip(cand[r, :keep].tolist(), exact[r, :keep].tolist(), strict=True)
-            results.append([(i, s) for i, s in pairs if s != float("-inf")])
-        return results
 
     # --- hot reload -------------------------------------------------------------------------
 
@@ -453,9 +305,7 @@ class GRURecommender(Recommender):
     async def reload(self) -> bool:
         """Load the checkpoint at path now; keep serving the old one if it is broken."""
         try:
-            served = await asyncio.to_thread(
-                ServedModel.load, self.path, self.quantize, self.rank
-            )
+            served = await asyncio.to_thread(ServedModel.load, self.path, self.quantize, self.rank)
         except (ModelError, OSError, ValueError, json.JSONDecodeError) as exc:
             log.error(
                 "new checkpoint at %s not loaded, still serving %s: %s",
@@ -464,9 +314,28 @@ class GRURecommender(Recommender):
                 exc,
             )
             return False
+        if self._process is not None and self._wakeup is not None:
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(
+                    self._executor, self._process.load, served, self.quantize, self.rank
+                )
+            except ModelError as exc:
+                log.error(
+                    "scoring worker did not load %s, still serving %s: %s",
+                    served.version,
+                    self.version,
+                    exc,
+                )
+                return False
         if served.version != self.version:
             log.info("serving model %s (was %s)", served.version, self.version)
-        self.served = served  # states of the old version rebuild lazily
+        previous, self.served = self.served, served  # old states rebuild lazily
+        if self._process is not None and previous is not None:
+            # jobs queued for the previous version may still run: keep it, drop older
+            for version in list(self._process.loaded):
+                if version not in (served.version, previous.version):
+                    self._process.drop(version)
         return True
 
     def stats(self) -> dict[str, float]:
@@ -474,4 +343,12 @@ class GRURecommender(Recommender):
         return {"sessions": len(self.states), "batches": self.batches, "mean_batch": mean}
 
 
-__all__ = ["GRURecommender", "Rec", "ServedModel", "resolve_checkpoint"]
+__all__ = [
+    "CURRENT",
+    "GRURecommender",
+    "Rec",
+    "ServedModel",
+    "_low_rank",
+    "_quantize",
+    "resolve_checkpoint",
+]

@@ -32,7 +32,7 @@ from ..store.base import Store
 from . import http, pages
 from .collector import Collector
 from .feed import FeedHub
-from .ws import websocket_endpoint
+from .ws import quiet_denial_logs, websocket_endpoint
 
 log = logging.getLogger("liverec.server")
 
@@ -50,6 +50,7 @@ def create_app(
 ) -> Starlette:
     """The liverec ASGI app. `store`/`recommender` override what settings would open."""
     metrics = Metrics()
+    quiet_denial_logs()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -33,6 +33,23 @@ CLOSE_TRY_LATER = 1013  # connection limit, flooding, client not reading
 # (an address cut off for flooding gets HTTP 429 before the handshake for flood_penalty_s)
 
 
+class _DenialLogFilter(logging.Filter):
+    """uvicorn's websockets-sansio protocol (0.54) logs "ASGI callable returned
+    without completing handshake" at ERROR after an app sends a denial response (our
+    HTTP 429 to a penalised flooder), although the response went out. One such line
+    per refused reconnect would flood the log; this drops exactly that message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("ASGI callable returned without completing")
+
+
+def quiet_denial_logs() -> None:
+    """Install the filter on uvicorn's error logger (once per process)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DenialLogFilter) for f in logger.filters):
+        logger.addFilter(_DenialLogFilter())
+
+
 class StarletteTransport:
     """The session manager's view of a Starlette WebSocket."""
 

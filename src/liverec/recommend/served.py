@@ -1,0 +1,152 @@
+"""A checkpoint made ready to score: weights, shortlist structures, exact re-scoring.
+
+Owns: finding the checkpoint a path or a models/ registry names, loading it for
+inference, the cheap shortlist of every item (int8 rows, or a low-rank factorisation
+of the item matrix scored in int8) and the exact float32 re-scoring of candidates.
+Used by the recommender (gru.py), its scoring worker (scoring.py) and bench/.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import ModelError
+from ..model.checkpoint import META, load_checkpoint
+from ..model.data import ItemIndex
+from ..model.gru4rec import GRU4Rec
+
+CURRENT = "CURRENT"  # in a models/ registry: names the promoted version's directory
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint directory, or the one a registry's CURRENT file names."""
+    if (path / META).is_file():
+        return path
+    pointer = path / CURRENT
+    if pointer.is_file():
+        name = pointer.read_text().strip()
+        target = (path / name).resolve()
+        if path.resolve() not in target.parents or not (target / META).is_file():
+            raise ModelError(f"{pointer} names {name!r}, which is not a checkpoint in {path}")
+        return target
+    raise ModelError(f"no checkpoint at {path} (no {META}, no {CURRENT})")
+
+
+def _quantize(weight: Tensor, bias: Tensor) -> Any | None:
+    """Prepacked per-row int8 weights for fbgemm's dynamic linear, or None."""
+    engines = torch.backends.quantized.supported_engines
+    engine = "x86" if "x86" in engines else "fbgemm" if "fbgemm" in engines else None
+    if engine is None:
+        return None
+    torch.backends.quantized.engine = engine
+    scale = (weight.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()  # (n,)
+    zero = torch.zeros(weight.shape[0], dtype=torch.int64)
+    with warnings.catch_warnings():
+        # The eager quantized ops are marked deprecated in favour of torchao; they are
+        # still the fastest int8 GEMM that ships with torch on the CPU.
+        warnings.simplefilter("ignore")
+        q = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
+        return torch.ops.quantized.linear_prepack(q, bias)
+
+
+def _low_rank(weight: Tensor, bias: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+    """A rank-r factorisation of the scoring function out -> weight @ out + bias.
+
+    SVD of [weight | bias] (n, H+1) = U S Vh; returns proj (H+1, r) = Vh[:r].T and
+    items (n, r) = U[:, :r] * S[:r], so that [out, 1] @ proj @ items.T approximates
+    every item's score at r/H of the cost.
+    """
+    wb = torch.cat([weight, bias.unsqueeze(1)], dim=1).double()  # (n, H+1)
+    u, sv, vh = torch.linalg.svd(wb, full_matrices=False)
+    return vh[:rank].t().float().contiguous(), (u[:, :rank] * sv[:rank]).float().contiguous()
+
+
+@dataclass
+class ServedModel:
+    """A loaded checkpoint ready to score: fp32 weights plus what makes the shortlist
+    cheap (int8 prepacked item rows, optionally a low-rank factorisation)."""
+
+    version: str
+    model: GRU4Rec
+    index: ItemIndex
+    path: Path
+    packed: Any | None  # int8 rows: full-rank shortlist (None: exact fp32 or low rank)
+    stamp: float
+    proj: Tensor | None = None  # (H+1, r) low-rank shortlist: query projection
+    packed_low: Any | None = None  # (n, r) item factors, int8 prepacked
+
+    @classmethod
+    def load(cls, path: Path, quantize: bool, rank: int = 0) -> ServedModel:
+        """Load a checkpoint (or a registry's current one) for serving."""
+        directory = resolve_checkpoint(path)
+        model, _, index, meta = load_checkpoint(directory)
+        version = str(meta.get("version") or directory.name)
+        stamp = (directory / META).stat().st_mtime
+        return cls.prepare(model, index, quantize, rank, version, directory, stamp)
+
+    @classmethod
+    def prepare(
+        cls,
+        model: GRU4Rec,
+        index: ItemIndex,
+        quantize: bool,
+        rank: int = 0,
+        version: str = "",
+        path: Path = Path("."),
+        stamp: float = 0.0,
+    ) -> ServedModel:
+        """rank > 0 (and below the hidden size): shortlist with a rank-r factorisation
+        of the item matrix scored in int8; else int8 (quantize) or exact fp32."""
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        weight, bias = model.item_weight.data, model.item_bias.data
+        packed = proj = packed_low = None
+        if 0 < rank < weight.shape[1]:
+            proj, items = _low_rank(weight, bias, rank)
+            packed_low = _quantize(items, torch.zeros(items.shape[0]))
+            if packed_low is None:  # no int8 engine: the factors in fp32
+                packed_low = items
+        elif quantize:
+            packed = _quantize(weight, bias)
+        return cls(version, model, index, path, packed, stamp, proj, packed_low)
+
+    def item_scores(self, out: Tensor) -> Tensor:
+        """Approximate (low-rank or int8) or exact scores of every item: (B, n_items)."""
+        if self.proj is not None:
+            h = self.proj.shape[0] - 1
+            q = torch.addmm(self.proj[h], out, self.proj[:h])  # (B, r)
+            if isinstance(self.packed_low, Tensor):
+                return q @ self.packed_low.t()
+            low: Tensor = torch.ops.quantized.linear_dynamic(q, self.packed_low)
+            return low
+        if self.packed is not None:
+            scores: Tensor = torch.ops.quantized.linear_dynamic(out, self.packed)
+            return scores
+        return self.model.score_all(out)
+
+    def shortlist(self, out: Tensor, blocked: list[list[int]], width: int) -> Tensor:
+        """The `width` best candidates of each row by the cheap scores, blocked items
+        excluded: (B, C) item indices, C = min(width, n_items)."""
+        scores = self.item_scores(out)  # (B, n_items)
+        if any(blocked):  # one indexed write for the whole batch, not one per row
+            r = torch.tensor([r for r, rows in enumerate(blocked) for _ in rows])
+            c = torch.tensor([i for rows in blocked for i in rows])
+            scores.index_put_((r, c), torch.tensor(float("-inf")))
+        return torch.topk(scores, min(width, scores.shape[1]), dim=1).indices
+
+    def exact(self, out: Tensor, cand: Tensor) -> Tensor:
+        """Exact scores of candidate items cand (B, C) for outputs out (B, H): (B, C).
+
+        One matrix-vector product per row: gathering every row's candidates into one
+        (B, C, H) tensor for a batched product measured 3-4x slower here at B = 8
+        (a fresh multi-MB buffer per call, then a batched matrix-vector product)."""
+        weight = self.model.item_weight
+        rows = [torch.mv(weight.index_select(0, cand[r]), out[r]) for r in range(len(cand))]
+        return torch.stack(rows).add_(self.model.item_bias[cand])  # (B, C)
