@@ -21,6 +21,7 @@ Runs on one thread by default (liverec serves with model_threads=1).
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from functools import partial
@@ -47,12 +48,17 @@ def _time(fn: Any, reps: int) -> list[float]:
     return out
 
 
-def _modes(args: argparse.Namespace) -> list[tuple[str, bool, int, int]]:
-    """(name, quantize, rank, rescore) of every scoring compared."""
-    modes = [("exact fp32", False, 0, 0), (f"int8+rescore{RESCORE}", True, 0, RESCORE)]
+def _modes(args: argparse.Namespace) -> list[tuple[str, bool, int, int, bool]]:
+    """(name, quantize, rank, rescore, quantize_gru) of every scoring compared."""
+    modes = [
+        ("exact fp32", False, 0, 0, False),
+        (f"int8+rescore{RESCORE}", True, 0, RESCORE, False),
+    ]
     for rank in [int(x) for x in args.ranks.split(",") if x]:
         for rescore in [int(x) for x in args.rescore.split(",") if x]:
-            modes.append((f"rank{rank}+rescore{rescore}", True, rank, rescore))
+            modes.append((f"rank{rank}+rescore{rescore}", True, rank, rescore, False))
+    if args.int8_gru:
+        modes += [(f"{m[0]}+int8gru", m[1], m[2], m[3], True) for m in modes[1:]]
     return modes
 
 
@@ -80,8 +86,13 @@ def cost(args: argparse.Namespace) -> None:
     for n in [int(x) for x in args.items.split(",")]:
         model = GRU4Rec(GRU4RecConfig(n_items=n, layers=(args.hidden,))).eval()
         index = ItemIndex(str(i) for i in range(n))
-        for name, quantize, rank, rescore in _modes(args):
-            served = ServedModel.prepare(model, index, quantize, rank)
+        for name, quantize, rank, rescore, qgru in _modes(args):
+            if qgru:  # quantize_gru swaps the model's cells: a copy per mode
+                served = ServedModel.prepare(
+                    copy.deepcopy(model), index, quantize, rank, quantize_gru=True
+                )
+            else:
+                served = ServedModel.prepare(model, index, quantize, rank)
             for batch in [int(x) for x in args.batches.split(",")]:
                 if not rescore and n * batch > args.exact_limit:
                     continue
@@ -131,8 +142,9 @@ def quality(args: argparse.Namespace) -> None:
                 scores.scatter_(1, cand, exact)
             return scores.numpy()
 
-    for name, quantize, rank, rescore in _modes(args):
-        served = ServedModel.prepare(model, index, quantize, rank)
+    for name, quantize, rank, rescore, qgru in _modes(args):
+        m = copy.deepcopy(model) if qgru else model
+        served = ServedModel.prepare(m, index, quantize, rank, quantize_gru=qgru)
         scorer = GRUScorer(model) if not rescore else ServedScorer(served, rescore)
         t0 = time.perf_counter()
         res = evaluate(scorer, index, test, ks=(5, 10, 20), serving_rules=True)
@@ -166,6 +178,7 @@ def main() -> None:
     for sp in (c, q):
         sp.add_argument("--ranks", default="64,128", help="low-rank shortlists to compare")
         sp.add_argument("--rescore", default="64,256", help="re-scored beyond k (low rank)")
+        sp.add_argument("--int8-gru", action="store_true", help="also each with int8 GRU weights")
     args = p.parse_args()
     cost(args) if args.cmd == "cost" else quality(args)
 

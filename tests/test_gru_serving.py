@@ -20,6 +20,7 @@ from liverec.model.train import TrainConfig, train
 from liverec.recommend.base import RecContext
 from liverec.recommend.gru import CURRENT, GRURecommender, ServedModel, _low_rank
 from liverec.recommend.online import OnlineRecommender
+from liverec.recommend.scoring import ScoreInput, score_batch
 
 from .servers import LiverecServer
 from .wsclient import Client
@@ -275,3 +276,15 @@ async def test_worker_process_scores_like_the_thread_and_survives_its_death(
     finally:
         await local.close()
         await remote.close()
+
+
+def test_int8_gru_layers_stay_close_to_float32(checkpoint: Path) -> None:
+    exact = ServedModel.load(checkpoint, quantize=False)
+    small = ServedModel.load(checkpoint, quantize=True, quantize_gru=True)
+    assert type(small.model.cells[0]).__module__.startswith("torch.ao.nn.quantized")
+    for seq in (["f1-0", "f1-1", "f1-2"], ["f4-3", "f4-4"], ["f0-7"]):
+        feed = [exact.index.index[i] for i in seq]
+        (want, h_want), *_ = score_batch(exact, [ScoreInput(feed, None, [feed[-1]], 5)], 64)
+        (got, h_got), *_ = score_batch(small, [ScoreInput(feed, None, [feed[-1]], 5)], 64)
+        assert (h_got - h_want).abs().max() < 0.05
+        assert {i for i, _ in got[:5]} == {i for i, _ in want[:5]}

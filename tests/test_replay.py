@@ -92,6 +92,11 @@ async def test_replay_over_websocket_matches_evaluate_serving_rules(
         events_per_s=1e6,
         events_burst=10000,
         model_quantize="true",
+        # float32 GRU layers and a full-rank shortlist: what `evaluate --serving-rules`
+        # scores, so the figures must match exactly (the int8 GRU / low-rank defaults
+        # cost 0.1 % of Recall@20 on Diginetica: bench/bench_model.py quality)
+        model_quantize_gru="false",
+        model_rank="0",
     ).start()
     hits, rr, cases = 0, 0.0, 0
     try:

@@ -46,16 +46,19 @@ class Settings:
     model_max_batch: int = _s(256, "most events scored in one micro-batch")
     model_max_sessions: int = _s(50_000, "session hidden states kept in memory (LRU beyond)")
     model_rescore: int = _s(
-        64, "candidates re-scored exactly beyond k after the cheap (int8 or low-rank) scoring"
+        128, "candidates re-scored exactly beyond k after the cheap (int8 or low-rank) scoring"
     )
     model_quantize: bool = _s(True, "score items with int8 weights, then re-score exactly")
     model_process: bool = _s(
-        False,
+        True,
         "score in a worker process (no GIL shared with the event loop) instead of a thread "
         "(loads the model a second time)",
     )
+    model_quantize_gru: bool = _s(
+        True, "run the GRU layers with int8 weights too (reads a quarter of the bytes per step)"
+    )
     model_rank: int = _s(
-        0,
+        128,
         "score items first with a rank-r factorisation of the item matrix (SVD, int8), then "
         "re-score the best k + model_rescore exactly; 0 (or >= hidden size): full rank",
     )

@@ -117,9 +117,19 @@ class SessionManager:
         return left
 
     def penalize(self, address: str) -> None:
+        """Refuse new sockets from `address` for flood_penalty_s, and empty its event
+        bucket so that it refills only after the penalty: a flooder that comes back gets
+        the sustained rate, never a fresh burst (measured: the bursts of returning
+        flooders doubled the other clients' p99, docs/reliability.md)."""
         if self.settings.flood_penalty_s <= 0:
             return
-        self.penalties[address] = time.monotonic() + self.settings.flood_penalty_s
+        now = time.monotonic()
+        until = now + self.settings.flood_penalty_s
+        bucket = self.address_buckets.get(address)
+        if bucket is not None:
+            bucket.tokens = -self.settings.flood_penalty_s * bucket.rate  # 0 at `until`
+            bucket.last = now
+        self.penalties[address] = until
         self.penalties.move_to_end(address)
         if len(self.penalties) > self.settings.max_tracked_addresses:
             self.penalties.popitem(last=False)

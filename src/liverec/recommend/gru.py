@@ -78,6 +78,7 @@ class GRURecommender(Recommender):
         rescore: int = 64,
         quantize: bool = True,
         rank: int = 0,
+        quantize_gru: bool = False,
         process: bool = False,
         replay_max: int = 50,
         poll_s: float | None = 2.0,
@@ -90,6 +91,7 @@ class GRURecommender(Recommender):
         self.rescore = rescore
         self.quantize = quantize
         self.rank = rank
+        self.quantize_gru = quantize_gru
         # process=True: score in a worker process (scoring.py), not on a thread here
         self._process = ScoringProcess(threads) if process else None
         self.replay_max = replay_max
@@ -99,7 +101,7 @@ class GRURecommender(Recommender):
         # that does not exist at all is a configuration error.
         self.served: ServedModel | None = None
         try:
-            self.served = ServedModel.load(self.path, quantize, rank)
+            self.served = ServedModel.load(self.path, quantize, rank, quantize_gru)
         except ModelError:
             if not self.path.is_dir() or (self.path / META).exists():
                 raise
@@ -127,6 +129,7 @@ class GRURecommender(Recommender):
             rescore=settings.model_rescore,
             quantize=settings.model_quantize,
             rank=settings.model_rank,
+            quantize_gru=settings.model_quantize_gru,
             process=settings.model_process,
             replay_max=settings.model_replay_max,
             poll_s=settings.model_poll_s,
@@ -148,7 +151,12 @@ class GRURecommender(Recommender):
         loop = asyncio.get_running_loop()
         if self._process is not None and self.served is not None:
             await loop.run_in_executor(
-                self._executor, self._process.load, self.served, self.quantize, self.rank
+                self._executor,
+                self._process.load,
+                self.served,
+                self.quantize,
+                self.rank,
+                self.quantize_gru,
             )
         self._wakeup = asyncio.Event()
         self._tasks.append(loop.create_task(self._batcher(), name="liverec-gru-batcher"))
@@ -318,7 +326,12 @@ class GRURecommender(Recommender):
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(
-                    self._executor, self._process.load, served, self.quantize, self.rank
+                    self._executor,
+                    self._process.load,
+                    served,
+                    self.quantize,
+                    self.rank,
+                    self.quantize_gru,
                 )
             except ModelError as exc:
                 log.error(

@@ -90,7 +90,7 @@ def score_batch(
 
 # --- the worker process -------------------------------------------------------------
 # Messages (pickled by multiprocessing over a private pipe; nothing else can write it):
-#   ("load", version, path, quantize, rank)  -> ("ok", None) | ("error", text)
+#   ("load", version, path, quantize, rank, quantize_gru) -> ("ok", None) | ("error", text)
 #   ("drop", version)                         -> ("ok", None)
 #   ("score", version, rescore, [(feed, start bytes | None, blocked, want), ...])
 #        -> ("ok", [(ranked, hidden bytes), ...]) | ("error", text)
@@ -128,8 +128,8 @@ def _worker_main(conn: Connection, threads: int) -> None:  # pragma: no cover (c
                 out = score_batch(served, inputs, rescore)
                 reply: tuple[str, Any] = ("ok", [(r, _to_bytes(h)) for r, h in out])
             elif kind == "load":
-                _, version, path, quantize, rank = msg
-                models[version] = ServedModel.load(Path(path), quantize, rank)
+                _, version, path, quantize, rank, qgru = msg
+                models[version] = ServedModel.load(Path(path), quantize, rank, qgru)
                 reply = ("ok", None)
             elif kind == "drop":
                 models.pop(msg[1], None)
@@ -154,7 +154,7 @@ class ScoringProcess:
         self._ctx = mp.get_context("spawn")  # never fork a process that runs torch threads
         self._proc: Any = None
         self._conn: Connection | None = None
-        self._loaded: dict[str, tuple[str, bool, int]] = {}  # version -> load arguments
+        self._loaded: dict[str, tuple[str, bool, int, bool]] = {}  # version -> load args
         self._lock = threading.Lock()
         self.restarts = 0
 
@@ -184,8 +184,8 @@ class ScoringProcess:
         if self.restarts or self._loaded:
             log.warning("scoring worker (re)started; reloading %d model(s)", len(self._loaded))
         self.restarts += 1
-        for version, (path, quantize, rank) in self._loaded.items():
-            self._conn.send(("load", version, path, quantize, rank))
+        for version, (path, quantize, rank, qgru) in self._loaded.items():
+            self._conn.send(("load", version, path, quantize, rank, qgru))
             kind, value = self._conn.recv()
             if kind != "ok":
                 raise ModelError(f"scoring worker could not load {version}: {value}")
@@ -198,10 +198,11 @@ class ScoringProcess:
             self._proc.join(5)
         self._proc = self._conn = None
 
-    def load(self, served: ServedModel, quantize: bool, rank: int) -> None:
+    def load(self, served: ServedModel, quantize: bool, rank: int, quantize_gru: bool) -> None:
         with self._lock:
-            self._call(("load", served.version, str(served.path), quantize, rank))
-            self._loaded[served.version] = (str(served.path), quantize, rank)
+            args = (str(served.path), quantize, rank, quantize_gru)
+            self._call(("load", served.version, *args))
+            self._loaded[served.version] = args
 
     @property
     def loaded(self) -> list[str]:

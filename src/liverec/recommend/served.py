@@ -82,13 +82,15 @@ class ServedModel:
     packed_low: Any | None = None  # (n, r) item factors, int8 prepacked
 
     @classmethod
-    def load(cls, path: Path, quantize: bool, rank: int = 0) -> ServedModel:
+    def load(
+        cls, path: Path, quantize: bool, rank: int = 0, quantize_gru: bool = False
+    ) -> ServedModel:
         """Load a checkpoint (or a registry's current one) for serving."""
         directory = resolve_checkpoint(path)
         model, _, index, meta = load_checkpoint(directory)
         version = str(meta.get("version") or directory.name)
         stamp = (directory / META).stat().st_mtime
-        return cls.prepare(model, index, quantize, rank, version, directory, stamp)
+        return cls.prepare(model, index, quantize, rank, version, directory, stamp, quantize_gru)
 
     @classmethod
     def prepare(
@@ -100,9 +102,11 @@ class ServedModel:
         version: str = "",
         path: Path = Path("."),
         stamp: float = 0.0,
+        quantize_gru: bool = False,
     ) -> ServedModel:
         """rank > 0 (and below the hidden size): shortlist with a rank-r factorisation
-        of the item matrix scored in int8; else int8 (quantize) or exact fp32."""
+        of the item matrix scored in int8; else int8 (quantize) or exact fp32.
+        quantize_gru: the GRU layers with int8 weights too (an inference-only model)."""
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -115,6 +119,14 @@ class ServedModel:
                 packed_low = items
         elif quantize:
             packed = _quantize(weight, bias)
+        if quantize_gru:
+            # int8 GRU weights (dynamic quantization): the step reads a quarter of the
+            # bytes; the scores it feeds are still re-scored against fp32 item rows
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.cells = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                    model.cells, {torch.nn.GRUCell}, dtype=torch.qint8
+                )
         return cls(version, model, index, path, packed, stamp, proj, packed_low)
 
     def item_scores(self, out: Tensor) -> Tensor:
