@@ -288,3 +288,31 @@ def test_int8_gru_layers_stay_close_to_float32(checkpoint: Path) -> None:
         (got, h_got), *_ = score_batch(small, [ScoreInput(feed, None, [feed[-1]], 5)], 64)
         assert (h_got - h_want).abs().max() < 0.05
         assert {i for i, _ in got[:5]} == {i for i, _ in want[:5]}
+
+
+async def test_a_hung_worker_is_replaced_and_its_batch_scored_here(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    from liverec.recommend import scoring
+
+    monkeypatch.setattr(scoring, "SCORE_TIMEOUT_S", 0.5)
+    rec = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, process=True)
+    await rec.start()
+    try:
+        assert rec._process is not None
+        await rec.recommend(ctx("a", ["f1-0"]))
+        hung = rec._process._proc
+        os.kill(hung.pid, signal.SIGSTOP)  # alive but never answers
+        got = await rec.recommend(ctx("a", ["f1-0", "f1-1"]))
+        assert [r.item_id for r in got.items] == exact_top(
+            checkpoint, ["f1-0", "f1-1"], 5, {"f1-1"}
+        )
+        hung.join(5)
+        assert not hung.is_alive()  # killed, not left behind
+        await rec.recommend(ctx("b", ["f2-0"]))
+        assert rec._process._proc is not None and rec._process._proc.is_alive()
+    finally:
+        await rec.close()

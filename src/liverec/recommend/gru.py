@@ -150,14 +150,19 @@ class GRURecommender(Recommender):
         await self.fallback.start()
         loop = asyncio.get_running_loop()
         if self._process is not None and self.served is not None:
-            await loop.run_in_executor(
-                self._executor,
-                self._process.load,
-                self.served,
-                self.quantize,
-                self.rank,
-                self.quantize_gru,
-            )
+            try:
+                await loop.run_in_executor(
+                    self._executor,
+                    self._process.load,
+                    self.served,
+                    self.quantize,
+                    self.rank,
+                    self.quantize_gru,
+                )
+            except ModelError as exc:  # serve anyway, on the thread
+                log.error("no scoring worker (%s); scoring on a thread of this process", exc)
+                self._executor.submit(self._process.close).result()
+                self._process = None
         self._wakeup = asyncio.Event()
         self._tasks.append(loop.create_task(self._batcher(), name="liverec-gru-batcher"))
         if self.poll_s:

@@ -34,6 +34,11 @@ from .served import ServedModel
 log = logging.getLogger("liverec.gru")
 
 Ranked = list[tuple[int, float]]  # (item index, exact score), best first
+# A worker that does not answer in time is killed and replaced; the batch it held is
+# scored on the server's thread instead (a batch takes milliseconds; a load, with the
+# SVD of a large item matrix, can take a minute).
+SCORE_TIMEOUT_S = 10.0
+LOAD_TIMEOUT_S = 300.0
 
 
 @dataclass(slots=True)
@@ -158,12 +163,15 @@ class ScoringProcess:
         self._lock = threading.Lock()
         self.restarts = 0
 
-    def _call(self, msg: tuple[Any, ...]) -> Any:
+    def _call(self, msg: tuple[Any, ...], timeout: float) -> Any:
         if self._conn is None or self._proc is None or not self._proc.is_alive():
             self._spawn()
         assert self._conn is not None
         try:
             self._conn.send(msg)
+            if not self._conn.poll(timeout):
+                self._reap()  # hung: kill it; the next call starts a new one
+                raise ModelError(f"scoring worker gave no answer in {timeout:g} s")
             kind, value = self._conn.recv()
         except (EOFError, OSError) as exc:
             self._reap()
@@ -186,6 +194,9 @@ class ScoringProcess:
         self.restarts += 1
         for version, (path, quantize, rank, qgru) in self._loaded.items():
             self._conn.send(("load", version, path, quantize, rank, qgru))
+            if not self._conn.poll(LOAD_TIMEOUT_S):
+                self._reap()
+                raise ModelError(f"scoring worker did not load {version} in {LOAD_TIMEOUT_S:g} s")
             kind, value = self._conn.recv()
             if kind != "ok":
                 raise ModelError(f"scoring worker could not load {version}: {value}")
@@ -201,7 +212,7 @@ class ScoringProcess:
     def load(self, served: ServedModel, quantize: bool, rank: int, quantize_gru: bool) -> None:
         with self._lock:
             args = (str(served.path), quantize, rank, quantize_gru)
-            self._call(("load", served.version, *args))
+            self._call(("load", served.version, *args), LOAD_TIMEOUT_S)
             self._loaded[served.version] = args
 
     @property
@@ -211,7 +222,7 @@ class ScoringProcess:
     def drop(self, version: str) -> None:
         with self._lock:
             if self._loaded.pop(version, None) is not None:
-                self._call(("drop", version))
+                self._call(("drop", version), SCORE_TIMEOUT_S)
 
     def score(
         self, served: ServedModel, inputs: list[ScoreInput], rescore: int
@@ -221,7 +232,7 @@ class ScoringProcess:
             for i in inputs
         ]
         with self._lock:
-            out = self._call(("score", served.version, rescore, raw))
+            out = self._call(("score", served.version, rescore, raw), SCORE_TIMEOUT_S)
         shape = served.model.init_hidden(1)[:, 0].shape
         return [
             (ranked, torch.from_numpy(np.frombuffer(h, np.float32).copy()).view(shape))
