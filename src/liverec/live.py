@@ -142,7 +142,8 @@ class LiveSession:
 
 
 class TokenBucket:
-    """Events per second per connection, with a burst allowance."""
+    """Events per second (of a connection or an address), with a burst allowance.
+    Tokens below zero are a penalty being served (SessionManager.penalize)."""
 
     __slots__ = ("burst", "last", "rate", "tokens")
 

@@ -84,8 +84,6 @@ class SessionManager:
         self.connections: set[Connection] = set()
         self.address_connections: dict[str, int] = {}
         self.address_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-        # address -> monotonic time until which its new connections are refused
-        self.penalties: OrderedDict[str, float] = OrderedDict()
         self.accepting = True
         self.store_ok = True
 
@@ -106,37 +104,34 @@ class SessionManager:
 
     def penalty_left(self, address: str) -> float:
         """Seconds an address cut off for flooding must still wait (0: none). Checked
-        before the WebSocket handshake, so a flooder's reconnects cost an HTTP reply."""
-        until = self.penalties.get(address)
-        if until is None:
+        before the WebSocket handshake, so a flooder's reconnects cost an HTTP reply.
+        A penalised address is one whose event bucket is below zero (see penalize)."""
+        bucket = self.address_buckets.get(address)
+        if bucket is None:
             return 0.0
-        left = until - time.monotonic()
-        if left <= 0:
-            del self.penalties[address]
-            return 0.0
-        return left
+        return max(0.0, -bucket.peek(time.monotonic()) / bucket.rate)
 
     def penalize(self, address: str) -> None:
         """Refuse new sockets from `address` for flood_penalty_s, and empty its event
         bucket so that it refills only after the penalty: a flooder that comes back gets
         the sustained rate, never a fresh burst (measured: the bursts of returning
-        flooders doubled the other clients' p99, docs/reliability.md)."""
+        flooders doubled the other clients' p99, docs/reliability.md). Both are one
+        state: the bucket set to -(flood_penalty_s x rate), back at 0 when it ends."""
         if self.settings.flood_penalty_s <= 0:
             return
         now = time.monotonic()
-        until = now + self.settings.flood_penalty_s
-        bucket = self.address_buckets.get(address)
-        if bucket is not None:
-            bucket.tokens = -self.settings.flood_penalty_s * bucket.rate  # 0 at `until`
-            bucket.last = now
-        self.penalties[address] = until
-        self.penalties.move_to_end(address)
-        if len(self.penalties) > self.settings.max_tracked_addresses:
-            self.penalties.popitem(last=False)
+        bucket = self._address_bucket(address, now)
+        bucket.tokens = -self.settings.flood_penalty_s * bucket.rate
+        bucket.last = now
 
     def address_allows(self, address: str, events: int = 1) -> bool:
         """Take `events` tokens from the address's bucket (shared by its connections)."""
         now = time.monotonic()
+        bucket = self._address_bucket(address, now)
+        return all(bucket.take(now) for _ in range(events))
+
+    def _address_bucket(self, address: str, now: float) -> TokenBucket:
+        """The address's bucket, made full on first use; LRU-bounded."""
         bucket = self.address_buckets.get(address)
         if bucket is None:
             bucket = TokenBucket(
@@ -147,7 +142,7 @@ class SessionManager:
                 self.address_buckets.popitem(last=False)
         else:
             self.address_buckets.move_to_end(address)
-        return all(bucket.take(now) for _ in range(events))
+        return bucket
 
     async def serve(self, transport: Transport, address: str = "") -> None:
         """Run one connection until the peer leaves; raises Abuse subclasses on abuse."""

@@ -39,7 +39,7 @@ from .base import (
     demote_low_rated,
 )
 from .scoring import Ranked, ScoreInput, ScoringProcess, score_batch
-from .served import CURRENT, ServedModel, _low_rank, _quantize, resolve_checkpoint
+from .served import CURRENT, ServedModel, ServeOptions, _low_rank, _quantize, resolve_checkpoint
 
 log = logging.getLogger("liverec.gru")
 
@@ -53,13 +53,8 @@ class _State:
 
 @dataclass
 class _Job:
-    session_id: str
-    feed: list[int]  # item indices to consume, oldest first
-    start: Tensor | None  # hidden state (L, H) to start from; None = zero (new session)
-    blocked: list[int]  # item indices never to recommend
-    want: int  # candidates to return
-    position: int
-    future: asyncio.Future[list[tuple[int, float]]] = field(repr=False)
+    inp: ScoreInput  # what to score
+    future: asyncio.Future[Ranked] = field(repr=False)
     served: ServedModel | None = field(default=None, repr=False)  # the model it was made for
     hidden: Tensor | None = None  # filled by the worker
 
@@ -89,9 +84,7 @@ class GRURecommender(Recommender):
         self.max_batch = max_batch
         self.max_sessions = max_sessions
         self.rescore = rescore
-        self.quantize = quantize
-        self.rank = rank
-        self.quantize_gru = quantize_gru
+        self.options = ServeOptions(quantize, rank, quantize_gru)
         # process=True: score in a worker process (scoring.py), not on a thread here
         self._process = ScoringProcess(threads) if process else None
         self.replay_max = replay_max
@@ -101,7 +94,7 @@ class GRURecommender(Recommender):
         # that does not exist at all is a configuration error.
         self.served: ServedModel | None = None
         try:
-            self.served = ServedModel.load(self.path, quantize, rank, quantize_gru)
+            self.served = ServedModel.load_with(self.path, self.options)
         except ModelError:
             if not self.path.is_dir() or (self.path / META).exists():
                 raise
@@ -151,14 +144,7 @@ class GRURecommender(Recommender):
         loop = asyncio.get_running_loop()
         if self._process is not None and self.served is not None:
             try:
-                await loop.run_in_executor(
-                    self._executor,
-                    self._process.load,
-                    self.served,
-                    self.quantize,
-                    self.rank,
-                    self.quantize_gru,
-                )
+                await loop.run_in_executor(self._executor, self._process.load, self.served)
             except ModelError as exc:  # serve anyway, on the thread
                 log.error("no scoring worker (%s); scoring on a thread of this process", exc)
                 self._executor.submit(self._process.close).result()
@@ -201,12 +187,7 @@ class GRURecommender(Recommender):
             return await self.fallback.recommend(ctx)
         blocked = [index[i] for i in blocked_items(ctx) if i in index]
         job = _Job(
-            ctx.session_id,
-            feed,
-            start,
-            blocked,
-            ctx.k,
-            ctx.position,
+            ScoreInput(feed, start, blocked, ctx.k),
             asyncio.get_running_loop().create_future(),
             served,
         )
@@ -260,7 +241,7 @@ class GRURecommender(Recommender):
     def _compute(self, served: ServedModel, jobs: list[_Job]) -> None:
         """Scoring thread: advance every job's state, score, pick candidates (in the
         worker process when there is one; here if it fails)."""
-        inputs = [ScoreInput(j.feed, j.start, j.blocked, j.want) for j in jobs]
+        inputs = [j.inp for j in jobs]
         try:
             results = None
             if self._process is not None and self._wakeup is not None:
@@ -318,7 +299,7 @@ class GRURecommender(Recommender):
     async def reload(self) -> bool:
         """Load the checkpoint at path now; keep serving the old one if it is broken."""
         try:
-            served = await asyncio.to_thread(ServedModel.load, self.path, self.quantize, self.rank)
+            served = await asyncio.to_thread(ServedModel.load_with, self.path, self.options)
         except (ModelError, OSError, ValueError, json.JSONDecodeError) as exc:
             log.error(
                 "new checkpoint at %s not loaded, still serving %s: %s",
@@ -330,14 +311,7 @@ class GRURecommender(Recommender):
         if self._process is not None and self._wakeup is not None:
             loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(
-                    self._executor,
-                    self._process.load,
-                    served,
-                    self.quantize,
-                    self.rank,
-                    self.quantize_gru,
-                )
+                await loop.run_in_executor(self._executor, self._process.load, served)
             except ModelError as exc:
                 log.error(
                     "scoring worker did not load %s, still serving %s: %s",

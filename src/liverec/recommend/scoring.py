@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelError
-from .served import ServedModel
+from .served import ServedModel, ServeOptions
 
 log = logging.getLogger("liverec.gru")
 
@@ -95,7 +95,7 @@ def score_batch(
 
 # --- the worker process -------------------------------------------------------------
 # Messages (pickled by multiprocessing over a private pipe; nothing else can write it):
-#   ("load", version, path, quantize, rank, quantize_gru) -> ("ok", None) | ("error", text)
+#   ("load", version, path, ServeOptions)    -> ("ok", None) | ("error", text)
 #   ("drop", version)                         -> ("ok", None)
 #   ("score", version, rescore, [(feed, start bytes | None, blocked, want), ...])
 #        -> ("ok", [(ranked, hidden bytes), ...]) | ("error", text)
@@ -103,6 +103,10 @@ def score_batch(
 
 def _to_bytes(t: Tensor) -> bytes:
     return t.contiguous().numpy().tobytes()
+
+
+def _from_bytes(data: bytes, shape: torch.Size) -> Tensor:
+    return torch.from_numpy(np.frombuffer(data, np.float32).copy()).view(shape)
 
 
 def _worker_main(conn: Connection, threads: int) -> None:  # pragma: no cover (child)
@@ -120,21 +124,14 @@ def _worker_main(conn: Connection, threads: int) -> None:  # pragma: no cover (c
                 served = models[version]
                 shape = served.model.init_hidden(1)[:, 0].shape  # (L, H)
                 inputs = [
-                    ScoreInput(
-                        feed,
-                        None
-                        if start is None
-                        else torch.from_numpy(np.frombuffer(start, np.float32).copy()).view(shape),
-                        blocked,
-                        want,
-                    )
-                    for feed, start, blocked, want in raw
+                    ScoreInput(feed, None if h is None else _from_bytes(h, shape), blocked, want)
+                    for feed, h, blocked, want in raw
                 ]
                 out = score_batch(served, inputs, rescore)
                 reply: tuple[str, Any] = ("ok", [(r, _to_bytes(h)) for r, h in out])
             elif kind == "load":
-                _, version, path, quantize, rank, qgru = msg
-                models[version] = ServedModel.load(Path(path), quantize, rank, qgru)
+                _, version, path, options = msg
+                models[version] = ServedModel.load_with(Path(path), options)
                 reply = ("ok", None)
             elif kind == "drop":
                 models.pop(msg[1], None)
@@ -159,13 +156,17 @@ class ScoringProcess:
         self._ctx = mp.get_context("spawn")  # never fork a process that runs torch threads
         self._proc: Any = None
         self._conn: Connection | None = None
-        self._loaded: dict[str, tuple[str, bool, int, bool]] = {}  # version -> load args
+        self._loaded: dict[str, tuple[str, ServeOptions]] = {}  # version -> (path, options)
         self._lock = threading.Lock()
         self.restarts = 0
 
     def _call(self, msg: tuple[Any, ...], timeout: float) -> Any:
         if self._conn is None or self._proc is None or not self._proc.is_alive():
             self._spawn()
+        return self._exchange(msg, timeout)
+
+    def _exchange(self, msg: tuple[Any, ...], timeout: float) -> Any:
+        """Send one message and wait for its answer; a dead or hung worker is reaped."""
         assert self._conn is not None
         try:
             self._conn.send(msg)
@@ -192,14 +193,8 @@ class ScoringProcess:
         if self.restarts or self._loaded:
             log.warning("scoring worker (re)started; reloading %d model(s)", len(self._loaded))
         self.restarts += 1
-        for version, (path, quantize, rank, qgru) in self._loaded.items():
-            self._conn.send(("load", version, path, quantize, rank, qgru))
-            if not self._conn.poll(LOAD_TIMEOUT_S):
-                self._reap()
-                raise ModelError(f"scoring worker did not load {version} in {LOAD_TIMEOUT_S:g} s")
-            kind, value = self._conn.recv()
-            if kind != "ok":
-                raise ModelError(f"scoring worker could not load {version}: {value}")
+        for version, (path, options) in self._loaded.items():
+            self._exchange(("load", version, path, options), LOAD_TIMEOUT_S)
 
     def _reap(self) -> None:
         if self._conn is not None:
@@ -209,11 +204,12 @@ class ScoringProcess:
             self._proc.join(5)
         self._proc = self._conn = None
 
-    def load(self, served: ServedModel, quantize: bool, rank: int, quantize_gru: bool) -> None:
+    def load(self, served: ServedModel) -> None:
+        """Load `served`'s checkpoint, prepared the same way, into the worker."""
         with self._lock:
-            args = (str(served.path), quantize, rank, quantize_gru)
-            self._call(("load", served.version, *args), LOAD_TIMEOUT_S)
-            self._loaded[served.version] = args
+            path = str(served.path)
+            self._call(("load", served.version, path, served.options), LOAD_TIMEOUT_S)
+            self._loaded[served.version] = (path, served.options)
 
     @property
     def loaded(self) -> list[str]:
@@ -234,10 +230,7 @@ class ScoringProcess:
         with self._lock:
             out = self._call(("score", served.version, rescore, raw), SCORE_TIMEOUT_S)
         shape = served.model.init_hidden(1)[:, 0].shape
-        return [
-            (ranked, torch.from_numpy(np.frombuffer(h, np.float32).copy()).view(shape))
-            for ranked, h in out
-        ]
+        return [(ranked, _from_bytes(h, shape)) for ranked, h in out]
 
     def close(self) -> None:
         with self._lock:

@@ -67,6 +67,16 @@ def _low_rank(weight: Tensor, bias: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     return vh[:rank].t().float().contiguous(), (u[:, :rank] * sv[:rank]).float().contiguous()
 
 
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """How a checkpoint is prepared for serving (settings model_quantize, model_rank,
+    model_quantize_gru); travels with the ServedModel and to the scoring worker."""
+
+    quantize: bool = True  # int8 rows for the full-rank shortlist
+    rank: int = 0  # > 0 and below the hidden size: low-rank shortlist instead
+    quantize_gru: bool = False  # int8 GRU layers (an inference-only model)
+
+
 @dataclass
 class ServedModel:
     """A loaded checkpoint ready to score: fp32 weights plus what makes the shortlist
@@ -80,17 +90,25 @@ class ServedModel:
     stamp: float
     proj: Tensor | None = None  # (H+1, r) low-rank shortlist: query projection
     packed_low: Any | None = None  # (n, r) item factors, int8 prepacked
+    options: ServeOptions = ServeOptions()
 
     @classmethod
     def load(
         cls, path: Path, quantize: bool, rank: int = 0, quantize_gru: bool = False
     ) -> ServedModel:
         """Load a checkpoint (or a registry's current one) for serving."""
+        return cls.load_with(path, ServeOptions(quantize, rank, quantize_gru))
+
+    @classmethod
+    def load_with(cls, path: Path, options: ServeOptions) -> ServedModel:
         directory = resolve_checkpoint(path)
         model, _, index, meta = load_checkpoint(directory)
         version = str(meta.get("version") or directory.name)
         stamp = (directory / META).stat().st_mtime
-        return cls.prepare(model, index, quantize, rank, version, directory, stamp, quantize_gru)
+        o = options
+        return cls.prepare(
+            model, index, o.quantize, o.rank, version, directory, stamp, o.quantize_gru
+        )
 
     @classmethod
     def prepare(
@@ -127,7 +145,8 @@ class ServedModel:
                 model.cells = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
                     model.cells, {torch.nn.GRUCell}, dtype=torch.qint8
                 )
-        return cls(version, model, index, path, packed, stamp, proj, packed_low)
+        options = ServeOptions(quantize, rank, quantize_gru)
+        return cls(version, model, index, path, packed, stamp, proj, packed_low, options)
 
     def item_scores(self, out: Tensor) -> Tensor:
         """Approximate (low-rank or int8) or exact scores of every item: (B, n_items)."""
