@@ -38,7 +38,7 @@ from .base import (
     blocked_items,
     demote_low_rated,
 )
-from .scoring import Ranked, ScoreInput, ScoringProcess, score_batch
+from .scoring import Ranked, ScoreInput, ScoringWorker, score_batch
 from .served import CURRENT, ServedModel, ServeOptions, _low_rank, _quantize, resolve_checkpoint
 
 log = logging.getLogger("liverec.gru")
@@ -54,9 +54,8 @@ class _State:
 @dataclass
 class _Job:
     inp: ScoreInput  # what to score
-    future: asyncio.Future[Ranked] = field(repr=False)
-    served: ServedModel | None = field(default=None, repr=False)  # the model it was made for
-    hidden: Tensor | None = None  # filled by the worker
+    future: asyncio.Future[tuple[Ranked, Tensor]] = field(repr=False)  # (ranked, new hidden)
+    served: ServedModel = field(repr=False)  # the model it was made for
 
 
 class GRURecommender(Recommender):
@@ -85,8 +84,11 @@ class GRURecommender(Recommender):
         self.max_sessions = max_sessions
         self.rescore = rescore
         self.options = ServeOptions(quantize, rank, quantize_gru)
-        # process=True: score in a worker process (scoring.py), not on a thread here
-        self._process = ScoringProcess(threads) if process else None
+        # process=True: score in a worker process per served version (scoring.py), not
+        # on a thread here; a dead worker is replaced in the background meanwhile
+        self._process = process
+        self._workers: dict[str, ScoringWorker] = {}
+        self._replacing: dict[str, asyncio.Task[None]] = {}
         self.replay_max = replay_max
         self.poll_s = poll_s
         # An empty models/ registry (no CURRENT yet: the learner has not promoted a
@@ -109,6 +111,7 @@ class GRURecommender(Recommender):
         self._executor.submit(torch.set_num_threads, threads).result()
         self.batches = 0
         self.batched_events = 0
+        self.worker_starts = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, fallback: Recommender) -> GRURecommender:
@@ -142,13 +145,12 @@ class GRURecommender(Recommender):
     async def start(self) -> None:
         await self.fallback.start()
         loop = asyncio.get_running_loop()
-        if self._process is not None and self.served is not None:
+        if self._process and self.served is not None:
             try:
-                await loop.run_in_executor(self._executor, self._process.load, self.served)
+                await self._start_worker(self.served)
             except ModelError as exc:  # serve anyway, on the thread
                 log.error("no scoring worker (%s); scoring on a thread of this process", exc)
-                self._executor.submit(self._process.close).result()
-                self._process = None
+                self._process = False
         self._wakeup = asyncio.Event()
         self._tasks.append(loop.create_task(self._batcher(), name="liverec-gru-batcher"))
         if self.poll_s:
@@ -161,8 +163,14 @@ class GRURecommender(Recommender):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._process is not None:
-            self._executor.submit(self._process.close).result()
+        for task in self._replacing.values():
+            task.cancel()
+        for task in list(self._replacing.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for worker in self._workers.values():
+            await worker.close()
+        self._workers.clear()
         self._executor.shutdown(wait=True)
         await self.fallback.close()
 
@@ -186,21 +194,18 @@ class GRURecommender(Recommender):
         if start is None and not feed:
             return await self.fallback.recommend(ctx)
         blocked = [index[i] for i in blocked_items(ctx) if i in index]
-        job = _Job(
-            ScoreInput(feed, start, blocked, ctx.k),
-            asyncio.get_running_loop().create_future(),
-            served,
-        )
+        inp = ScoreInput(feed, start, blocked, ctx.k)
         if self._wakeup is None:  # not started (tests, tools): run inline
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._compute, served, [job]
+            ((ranked, hidden),) = await asyncio.get_running_loop().run_in_executor(
+                self._executor, score_batch, served, [inp], self.rescore
             )
         else:
+            job = _Job(inp, asyncio.get_running_loop().create_future(), served)
             self._queue.append(job)
             self._wakeup.set()
-        ranked = await job.future
-        if job.hidden is not None and self.served is served:
-            self._remember(ctx.session_id, _State(served.version, ctx.position, job.hidden))
+            ranked, hidden = await job.future
+        if self.served is served:
+            self._remember(ctx.session_id, _State(served.version, ctx.position, hidden))
         ids = served.index.ids
         items = demote_low_rated(apply_rules(((ids[i], s) for i, s in ranked), ctx), ctx.ratings)
         if len(items) < ctx.k:  # tiny catalogs: fill from the online model
@@ -218,7 +223,6 @@ class GRURecommender(Recommender):
     async def _batcher(self) -> None:
         """Take every job queued while the previous batch ran: batches grow with load."""
         assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -226,55 +230,72 @@ class GRURecommender(Recommender):
                 # A job is scored by the model it was queued for (its item indices are
                 # that model's), even if a reload swapped the served model meanwhile.
                 served = self._queue[0].served
-                assert served is not None
                 jobs = [j for j in self._queue[: self.max_batch] if j.served is served]
                 taken = {id(j) for j in jobs}
                 self._queue = [j for j in self._queue if id(j) not in taken]
                 try:
-                    await loop.run_in_executor(self._executor, self._compute, served, jobs)
+                    results = await self._score(served, [j.inp for j in jobs])
                 except Exception as exc:
                     log.exception("scoring batch failed")
                     for job in jobs:
                         if not job.future.done():
                             job.future.set_exception(exc)
+                    continue
+                self.batches += 1
+                self.batched_events += len(jobs)
+                for job, result in zip(jobs, results, strict=True):
+                    if not job.future.done():  # a caller may have gone (socket closed)
+                        job.future.set_result(result)
+                self._retire_workers()
 
-    def _compute(self, served: ServedModel, jobs: list[_Job]) -> None:
-        """Scoring thread: advance every job's state, score, pick candidates (in the
-        worker process when there is one; here if it fails)."""
-        inputs = [j.inp for j in jobs]
-        try:
-            results = None
-            if self._process is not None and self._wakeup is not None:
+    async def _score(
+        self, served: ServedModel, inputs: list[ScoreInput]
+    ) -> list[tuple[Ranked, Tensor]]:
+        """In the version's worker process when it runs; else (none, dead, or failing
+        this batch) on this process's scoring thread, while a new worker starts."""
+        worker = self._workers.get(served.version)
+        if worker is not None:
+            if worker.alive:
                 try:
-                    results = self._process.score(served, inputs, self.rescore)
+                    return await worker.score(inputs, self.rescore)
                 except ModelError as exc:
                     log.error("scoring worker failed, this batch scored here: %s", exc)
-            if results is None:
-                results = score_batch(served, inputs, self.rescore)
-        except Exception as exc:
-            for job in jobs:
-                self._settle(job, None, exc)
+            if not worker.alive and served is self.served:
+                self._replace_worker(served)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, score_batch, served, inputs, self.rescore)
+
+    async def _start_worker(self, served: ServedModel) -> None:
+        worker = ScoringWorker(served, self.threads)
+        self.worker_starts += 1
+        await worker.start()
+        old = self._workers.get(served.version)
+        self._workers[served.version] = worker
+        if old is not None:
+            await old.close()
+
+    def _replace_worker(self, served: ServedModel) -> None:
+        if served.version in self._replacing:
             return
-        self.batches += 1
-        self.batched_events += len(jobs)
-        for job, (ranked, hidden) in zip(jobs, results, strict=True):
-            job.hidden = hidden
-            self._settle(job, ranked, None)
 
-    @staticmethod
-    def _settle(job: _Job, ranked: Ranked | None, exc: Exception | None) -> None:
-        loop = job.future.get_loop()
+        async def replace() -> None:
+            log.warning("starting a new scoring worker for %s", served.version)
+            try:
+                await self._start_worker(served)
+            except ModelError as exc:
+                log.error("scoring worker for %s did not start: %s", served.version, exc)
+            finally:
+                self._replacing.pop(served.version, None)
 
-        def done() -> None:
-            if job.future.done():
-                return
-            if exc is not None:
-                job.future.set_exception(exc)
-            else:
-                assert ranked is not None
-                job.future.set_result(ranked)
+        self._replacing[served.version] = asyncio.create_task(replace())
 
-        loop.call_soon_threadsafe(done)
+    def _retire_workers(self) -> None:
+        """Close the workers of versions no longer served once no job waits for them."""
+        current = self.served.version if self.served is not None else None
+        waiting = {j.served.version for j in self._queue}
+        for version in [v for v in self._workers if v != current and v not in waiting]:
+            task = asyncio.create_task(self._workers.pop(version).close())
+            self._tasks.append(task)
 
     # --- hot reload -------------------------------------------------------------------------
 
@@ -308,10 +329,9 @@ class GRURecommender(Recommender):
                 exc,
             )
             return False
-        if self._process is not None and self._wakeup is not None:
-            loop = asyncio.get_running_loop()
+        if self._process and self._wakeup is not None:
             try:
-                await loop.run_in_executor(self._executor, self._process.load, served)
+                await self._start_worker(served)
             except ModelError as exc:
                 log.error(
                     "scoring worker did not load %s, still serving %s: %s",
@@ -322,17 +342,19 @@ class GRURecommender(Recommender):
                 return False
         if served.version != self.version:
             log.info("serving model %s (was %s)", served.version, self.version)
-        previous, self.served = self.served, served  # old states rebuild lazily
-        if self._process is not None and previous is not None:
-            # jobs queued for the previous version may still run: keep it, drop older
-            for version in list(self._process.loaded):
-                if version not in (served.version, previous.version):
-                    self._process.drop(version)
+        # old states rebuild lazily; the old version's worker is closed by the batcher
+        # once no job waits for it
+        self.served = served
         return True
 
     def stats(self) -> dict[str, float]:
         mean = self.batched_events / self.batches if self.batches else 0.0
-        return {"sessions": len(self.states), "batches": self.batches, "mean_batch": mean}
+        return {
+            "sessions": len(self.states),
+            "batches": self.batches,
+            "mean_batch": mean,
+            "worker_starts": self.worker_starts,
+        }
 
 
 __all__ = [
