@@ -251,7 +251,7 @@ def test_sparse_gradients_equal_dense_autograd(loss: str, constrained: bool) -> 
         loss_dense = cross_entropy_loss(scores)
     else:
         loss_dense = bpr_max_loss(torch.nn.functional.elu(scores, alpha=1.0), 0.9)
-    loss_dense.backward()
+    (loss_dense / cfg.batch_size).backward()  # batch_mean (the default): the mean's gradient
     assert loss_sparse.item() == pytest.approx(loss_dense.item(), rel=1e-5)
     dense_grads = dict(ref.named_parameters())
     for name, (rows, g) in grads.items():
@@ -264,6 +264,26 @@ def test_sparse_gradients_equal_dense_autograd(loss: str, constrained: bool) -> 
             untouched = torch.ones(len(full), dtype=torch.bool)
             untouched[rows] = False
             assert not full[untouched].any()  # no gradient outside the gathered rows
+
+
+def test_batch_mean_steps_on_the_loss_divided_by_the_batch_size() -> None:
+    """batch_mean: the reported loss is still the batch's sum, every gradient is the
+    summed loss's divided by batch_size (which Adagrad sees only through eps)."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_config(), batch_size=4, batch_mean=False)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, n_items=12))
+    model = GRU4Rec(cfg.model)
+    x, t = torch.tensor([1, 1, 5, 7]), torch.tensor([2, 5, 5, 9])
+    neg, h = torch.tensor([2, 3, 11]), torch.randn(1, 4, 8)
+    counts = np.arange(1.0, 13.0)
+    loss_sum, _, g_sum = Trainer(model, cfg, counts, seed=0).gradients(x, t, h, neg)
+    mean_cfg = dataclasses.replace(cfg, batch_mean=True)
+    loss_mean, _, g_mean = Trainer(model, mean_cfg, counts, seed=0).gradients(x, t, h, neg)
+    assert loss_mean.item() == pytest.approx(loss_sum.item())
+    for name, (rows, g) in g_sum.items():
+        rows_m, gm = g_mean[name]
+        assert (rows is None) == (rows_m is None)
+        torch.testing.assert_close(gm, g / 4)
 
 
 def test_gradients_use_shared_sampled_negatives() -> None:
@@ -426,6 +446,7 @@ def test_defaults_are_the_official_diginetica_parameters() -> None:
     assert (c.loss, c.elu_param, c.bpreg, c.logq) == ("bpr-max", 1.0, 0.9, 0.0)
     assert (c.n_sample, c.sample_alpha, c.batch_size, c.n_epochs) == (2048, 0.3, 128, 10)
     assert (c.optimizer, c.learning_rate, c.momentum) == ("adagrad", 0.05, 0.15)
+    assert (c.nesterov, c.batch_mean, c.eps) == (False, True, 1e-6)
 
 
 def test_rsc15_preset() -> None:
