@@ -44,6 +44,9 @@ class Settings:
     )
     ab_share: float = _s(0.0, "A/B test: share of sessions (0..1, stable per session) on B")
     model_max_batch: int = _s(256, "most events scored in one micro-batch")
+    model_pipeline: int = _s(
+        2, "micro-batches sent to the scorer before the first answer is back (1: one at a time)"
+    )
     model_max_sessions: int = _s(50_000, "session hidden states kept in memory (LRU beyond)")
     model_rescore: int = _s(
         128, "candidates re-scored exactly beyond k after the cheap (int8 or low-rank) scoring"
@@ -211,6 +214,8 @@ class Settings:
             problems.append("max_tracked_addresses must be >= 1")
         if self.model_rank < 0 or self.model_rescore < 0:
             problems.append("model_rank and model_rescore must be >= 0")
+        if self.model_max_batch < 1 or self.model_pipeline < 1:
+            problems.append("model_max_batch and model_pipeline must be >= 1")
         if self.gc_full_interval_s is not None and self.gc_full_interval_s <= 0:
             problems.append("gc_full_interval_s must be > 0 (or none for Python's default)")
         if self.flood_penalty_s < 0:

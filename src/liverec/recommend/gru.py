@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +49,13 @@ log = logging.getLogger("liverec.gru")
 class _State:
     version: str
     position: int  # session position this state has consumed up to
-    hidden: Tensor  # (L, H)
+    hidden: Tensor | bytes  # (L, H), or its float32 bytes as the scoring worker made them
 
 
 @dataclass
 class _Job:
     inp: ScoreInput  # what to score
-    future: asyncio.Future[tuple[Ranked, Tensor]] = field(repr=False)  # (ranked, new hidden)
+    future: asyncio.Future[tuple[Ranked, Tensor | bytes]] = field(repr=False)  # ranked, hidden
     served: ServedModel = field(repr=False)  # the model it was made for
 
 
@@ -68,6 +69,7 @@ class GRURecommender(Recommender):
         *,
         threads: int = 1,
         max_batch: int = 256,
+        pipeline: int = 2,
         max_sessions: int = 50_000,
         rescore: int = 64,
         quantize: bool = True,
@@ -81,6 +83,7 @@ class GRURecommender(Recommender):
         self.fallback = fallback
         self.threads = threads
         self.max_batch = max_batch
+        self.pipeline = pipeline
         self.max_sessions = max_sessions
         self.rescore = rescore
         self.options = ServeOptions(quantize, rank, quantize_gru)
@@ -105,8 +108,10 @@ class GRURecommender(Recommender):
             )
         self.states: OrderedDict[str, _State] = OrderedDict()
         self._queue: list[_Job] = []
-        self._wakeup: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._out: list[list[_Job]] = []  # batches sent and not answered yet
+        self._started = False
+        self._tasks: list[asyncio.Task[None]] = []  # the model watcher, worker closes
+        self._here: set[asyncio.Task[None]] = set()  # batches scored on the thread
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="liverec-gru")
         self._executor.submit(torch.set_num_threads, threads).result()
         self.batches = 0
@@ -121,6 +126,7 @@ class GRURecommender(Recommender):
             fallback,
             threads=settings.model_threads,
             max_batch=settings.model_max_batch,
+            pipeline=settings.model_pipeline,
             max_sessions=settings.model_max_sessions,
             rescore=settings.model_rescore,
             quantize=settings.model_quantize,
@@ -151,14 +157,15 @@ class GRURecommender(Recommender):
             except ModelError as exc:  # serve anyway, on the thread
                 log.error("no scoring worker (%s); scoring on a thread of this process", exc)
                 self._process = False
-        self._wakeup = asyncio.Event()
-        self._tasks.append(loop.create_task(self._batcher(), name="liverec-gru-batcher"))
+        self._started = True
         if self.poll_s:
             self._tasks.append(loop.create_task(self._watch(), name="liverec-model-watch"))
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        for batch in list(self._here):
+            batch.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -187,7 +194,7 @@ class GRURecommender(Recommender):
         unseen = ctx.position - state.position if state is not None else -1
         if state is not None and state.version == served.version and 0 <= unseen <= len(ctx.items):
             tail = ctx.items[len(ctx.items) - unseen :] if unseen else []
-            start: Tensor | None = state.hidden
+            start: Tensor | bytes | None = state.hidden
         else:  # rebuild from the stored sequence
             tail, start = ctx.items[-self.replay_max :], None
         feed = [index[i] for i in tail if i in index]
@@ -195,14 +202,15 @@ class GRURecommender(Recommender):
             return await self.fallback.recommend(ctx)
         blocked = [index[i] for i in blocked_items(ctx) if i in index]
         inp = ScoreInput(feed, start, blocked, ctx.k)
-        if self._wakeup is None:  # not started (tests, tools): run inline
+        if not self._started:  # not started (tests, tools): run inline
+            hidden: Tensor | bytes
             ((ranked, hidden),) = await asyncio.get_running_loop().run_in_executor(
                 self._executor, score_batch, served, [inp], self.rescore
             )
         else:
             job = _Job(inp, asyncio.get_running_loop().create_future(), served)
             self._queue.append(job)
-            self._wakeup.set()
+            self._dispatch()
             ranked, hidden = await job.future
         if self.served is served:
             self._remember(ctx.session_id, _State(served.version, ctx.position, hidden))
@@ -220,50 +228,86 @@ class GRURecommender(Recommender):
         while len(self.states) > self.max_sessions:
             self.states.popitem(last=False)
 
-    async def _batcher(self) -> None:
-        """Take every job queued while the previous batch ran: batches grow with load."""
-        assert self._wakeup is not None
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                # A job is scored by the model it was queued for (its item indices are
-                # that model's), even if a reload swapped the served model meanwhile.
-                served = self._queue[0].served
-                jobs = [j for j in self._queue[: self.max_batch] if j.served is served]
-                taken = {id(j) for j in jobs}
-                self._queue = [j for j in self._queue if id(j) not in taken]
-                try:
-                    results = await self._score(served, [j.inp for j in jobs])
-                except Exception as exc:
-                    log.exception("scoring batch failed")
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
-                    continue
-                self.batches += 1
-                self.batched_events += len(jobs)
-                for job, result in zip(jobs, results, strict=True):
-                    if not job.future.done():  # a caller may have gone (socket closed)
-                        job.future.set_result(result)
-                self._retire_workers()
+    def _dispatch(self) -> None:
+        """Send what is queued, as batches, while fewer than `pipeline` are out.
 
-    async def _score(
-        self, served: ServedModel, inputs: list[ScoreInput]
-    ) -> list[tuple[Ranked, Tensor]]:
-        """In the version's worker process when it runs; else (none, dead, or failing
-        this batch) on this process's scoring thread, while a new worker starts."""
-        worker = self._workers.get(served.version)
-        if worker is not None:
-            if worker.alive:
-                try:
-                    return await worker.score(inputs, self.rescore)
-                except ModelError as exc:
+        Batches grow with load: jobs queue while `pipeline` batches are out, and go
+        together when an answer comes back. A job is scored by the model it was
+        queued for (its item indices are that model's), even if a reload swapped the
+        served model meanwhile. The worker's answers arrive in its socket's data
+        callback, which settles the jobs and dispatches again: an event costs the
+        event loop no task switch between its recommend() call and its answer."""
+        while self._queue and len(self._out) < self.pipeline:
+            served = self._queue[0].served
+            jobs = [j for j in self._queue[: self.max_batch] if j.served is served]
+            taken = {id(j) for j in jobs}
+            self._queue = [j for j in self._queue if id(j) not in taken]
+            self._out.append(jobs)
+            worker = self._workers.get(served.version)
+            if worker is not None and worker.alive:
+                inputs = [j.inp for j in jobs]
+
+                def answer(
+                    results: list[tuple[Ranked, bytes]] | None,
+                    exc: ModelError | None,
+                    served: ServedModel = served,
+                    jobs: list[_Job] = jobs,
+                ) -> None:
+                    if exc is None:
+                        assert results is not None
+                        self._settle(jobs, results, None)
+                        return
                     log.error("scoring worker failed, this batch scored here: %s", exc)
-            if not worker.alive and served is self.served:
-                self._replace_worker(served)
+                    if served is self.served:
+                        self._replace_worker(served)
+                    self._score_here(served, jobs)
+
+                worker.submit(inputs, self.rescore, answer)
+            else:
+                if worker is not None and served is self.served:
+                    self._replace_worker(served)
+                self._score_here(served, jobs)
+
+    def _score_here(self, served: ServedModel, jobs: list[_Job]) -> None:
+        """Score a batch on this process's scoring thread (no worker, or it failed)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, score_batch, served, inputs, self.rescore)
+
+        async def run() -> None:
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, score_batch, served, [j.inp for j in jobs], self.rescore
+                )
+            except Exception as exc:
+                log.exception("scoring batch failed")
+                self._settle(jobs, None, exc)
+            else:
+                self._settle(jobs, results, None)
+
+        task = loop.create_task(run())
+        self._here.add(task)
+        task.add_done_callback(self._here.discard)
+
+    def _settle(
+        self,
+        jobs: list[_Job],
+        results: Sequence[tuple[Ranked, Tensor | bytes]] | None,
+        exc: Exception | None,
+    ) -> None:
+        """A batch is done: hand out its results (or error) and send what waits."""
+        with contextlib.suppress(ValueError):
+            self._out.remove(jobs)
+        if results is not None:
+            self.batches += 1
+            self.batched_events += len(jobs)
+            for job, result in zip(jobs, results, strict=True):
+                if not job.future.done():  # a caller may have gone (socket closed)
+                    job.future.set_result(result)
+        else:
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc or ModelError("scoring failed"))
+        self._retire_workers()
+        self._dispatch()
 
     async def _start_worker(self, served: ServedModel) -> None:
         worker = ScoringWorker(served, self.threads)
@@ -293,6 +337,7 @@ class GRURecommender(Recommender):
         """Close the workers of versions no longer served once no job waits for them."""
         current = self.served.version if self.served is not None else None
         waiting = {j.served.version for j in self._queue}
+        waiting |= {j.served.version for jobs in self._out for j in jobs}
         for version in [v for v in self._workers if v != current and v not in waiting]:
             task = asyncio.create_task(self._workers.pop(version).close())
             self._tasks.append(task)
@@ -329,7 +374,7 @@ class GRURecommender(Recommender):
                 exc,
             )
             return False
-        if self._process and self._wakeup is not None:
+        if self._process and self._started:
             try:
                 await self._start_worker(served)
             except ModelError as exc:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
+import math
 import multiprocessing as mp
 import os
 import pickle
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -53,7 +54,9 @@ LOAD_TIMEOUT_S = 300.0
 @dataclass(slots=True)
 class ScoreInput:
     feed: list[int]  # item indices to consume, oldest first
-    start: Tensor | None  # hidden state (L, H) to start from; None = zero (new session)
+    # hidden state (L, H) to start from, as a tensor or as the float32 bytes a worker
+    # returned (the server only hands them back); None = zero (a new session)
+    start: Tensor | bytes | None
     blocked: list[int]  # item indices never to recommend
     want: int  # items to return (beyond the blocked ones)
 
@@ -62,44 +65,71 @@ def score_batch(
     served: ServedModel, inputs: list[ScoreInput], rescore: int
 ) -> list[tuple[Ranked, Tensor]]:
     """Advance every session by its feed, score, return (ranked candidates, new hidden
-    state (L, H)) per input. One batched GRU step for the last item of every input;
-    replays (new or rebuilt sessions) step through the earlier items one by one."""
+    state (L, H)) per input."""
+    ranked, hidden = score_rows(served, inputs, rescore)
+    return [(r, hidden[i].clone()) for i, r in enumerate(ranked)]
+
+
+def score_rows(
+    served: ServedModel, inputs: list[ScoreInput], rescore: int
+) -> tuple[list[Ranked], Tensor]:
+    """`score_batch` with the new hidden states as one contiguous (B, L, H) tensor.
+
+    One batched GRU step for the last item of every input; replays (new or rebuilt
+    sessions) step through the earlier items one by one. Per batch, not per row: the
+    blocked items are marked in the shortlist's own scores, and the lists come out of
+    one conversion to Python."""
     model = served.model
     table = model.input_table
     with torch.inference_mode():
-        starts = []
-        for inp in inputs:
-            h = inp.start if inp.start is not None else model.init_hidden(1)[:, 0]  # (L, H)
+        shape = model.init_hidden(1)[:, 0].shape  # (L, H)
+        starts = _starts(inputs, shape)  # (B, L, H)
+        for r, inp in enumerate(inputs):
             if len(inp.feed) > 1:
-                hb = h.unsqueeze(1)  # (L, 1, H)
+                hb = starts[r].unsqueeze(1)  # (L, 1, H)
                 for item in inp.feed[:-1]:
                     _, hb = model.step(table[item : item + 1], hb)
-                h = hb[:, 0]
-            starts.append(h)
-        hidden = torch.stack(starts, dim=1)  # (L, B, H)
+                starts[r] = hb[:, 0]
+        hidden = starts.transpose(0, 1)  # (L, B, H) view
         stepping = [i for i, inp in enumerate(inputs) if inp.feed]
-        if stepping:
+        if len(stepping) == len(inputs):
+            items = torch.tensor([inp.feed[-1] for inp in inputs])
+            _, hidden = model.step(table.index_select(0, items), hidden)
+        elif stepping:
             rows = torch.tensor(stepping)
             items = torch.tensor([inputs[i].feed[-1] for i in stepping])
             _, new = model.step(table.index_select(0, items), hidden.index_select(1, rows))
+            hidden = hidden.clone()
             hidden.index_copy_(1, rows, new)
         out = hidden[-1, :, : model.config.hidden_size]  # (B, H): top layer = output
         width = max(inp.want for inp in inputs) + rescore
-        cand = served.shortlist(out, [inp.blocked for inp in inputs], width)  # (B, C)
-        exact = served.exact(out, cand)  # (B, C)
-        for r, inp in enumerate(inputs):
-            if inp.blocked:
-                exact[r][torch.isin(cand[r], torch.tensor(inp.blocked))] = float("-inf")
-        order = torch.argsort(exact, dim=1, descending=True)
+        blocked = [inp.blocked for inp in inputs]
+        cand, marked = served.shortlist_marked(out, blocked, width)  # (B, C) each
+        exact = served.exact(out, cand).masked_fill_(marked, float("-inf"))  # (B, C)
+        exact, order = torch.sort(exact, dim=1, descending=True)
         cand = torch.gather(cand, 1, order)
-        exact = torch.gather(exact, 1, order)
-        results = []
+        keep = min(cand.shape[1], max(inp.want + len(inp.blocked) for inp in inputs))
+        ids, scores = cand[:, :keep].tolist(), exact[:, :keep].tolist()
+        ranked = []
         for r, inp in enumerate(inputs):
-            keep = inp.want + len(inp.blocked)
-            pairs = zip(cand[r, :keep].tolist(), exact[r, :keep].tolist(), strict=True)
-            ranked = [(i, s) for i, s in pairs if s != float("-inf")]
-            results.append((ranked, hidden[:, r].clone()))
-    return results
+            n = inp.want + len(inp.blocked)
+            pairs = zip(ids[r][:n], scores[r][:n], strict=True)
+            ranked.append([(i, s) for i, s in pairs if s != -math.inf])
+        return ranked, hidden.transpose(0, 1).contiguous()
+
+
+def _starts(inputs: list[ScoreInput], shape: torch.Size) -> Tensor:
+    """The inputs' start states as one new (B, L, H) tensor (zeros for None)."""
+    out = torch.zeros((len(inputs), *shape))
+    raw = [(r, inp.start) for r, inp in enumerate(inputs) if isinstance(inp.start, bytes)]
+    if raw:
+        flat = np.frombuffer(bytearray(b"".join(b for _, b in raw)), np.float32)
+        block = torch.from_numpy(flat).view(len(raw), *shape)
+        out.index_copy_(0, torch.tensor([r for r, _ in raw]), block)
+    for r, inp in enumerate(inputs):
+        if isinstance(inp.start, Tensor):
+            out[r] = inp.start
+    return out
 
 
 # --- the worker process -------------------------------------------------------------
@@ -117,10 +147,6 @@ def _to_bytes(t: Tensor) -> bytes:
     return t.contiguous().numpy().tobytes()
 
 
-def _from_bytes(data: bytes, shape: torch.Size) -> Tensor:
-    return torch.from_numpy(np.frombuffer(data, np.float32).copy()).view(shape)
-
-
 def _worker_main(
     conn: Connection, threads: int, path: str, options: ServeOptions
 ) -> None:  # pragma: no cover (child)
@@ -131,7 +157,6 @@ def _worker_main(
         conn.send_bytes(pickle.dumps(("error", f"{type(exc).__name__}: {exc}")))
         return
     conn.send_bytes(pickle.dumps(("ready", served.version)))
-    shape = served.model.init_hidden(1)[:, 0].shape  # (L, H)
     while True:
         try:
             msg = pickle.loads(conn.recv_bytes())
@@ -141,12 +166,10 @@ def _worker_main(
             if msg[0] != "score":
                 raise ValueError(f"unknown message {msg[0]!r}")
             _, rescore, raw = msg
-            inputs = [
-                ScoreInput(feed, None if h is None else _from_bytes(h, shape), blocked, want)
-                for feed, h, blocked, want in raw
-            ]
-            out = score_batch(served, inputs, rescore)
-            reply: tuple[str, Any] = ("ok", [(r, _to_bytes(h)) for r, h in out])
+            inputs = [ScoreInput(*fields) for fields in raw]
+            ranked, hidden = score_rows(served, inputs, rescore)  # (B, L, H)
+            rows = hidden.numpy()
+            reply: tuple[str, Any] = ("ok", [(r, rows[i].tobytes()) for i, r in enumerate(ranked)])
         except Exception as exc:
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:
@@ -155,28 +178,36 @@ def _worker_main(
             return
 
 
+Answer = Callable[[list[tuple[Ranked, bytes]] | None, ModelError | None], None]
+
+
 class ScoringWorker:
-    """A scoring worker process for one prepared checkpoint, driven from the event loop:
-    requests are written to its socket, answers read by a reader task and handed to
-    their callers in order. Any failure (death, a timeout, an error answer) raises
-    ModelError to the caller; a dead or hung worker is killed and `alive` turns False,
-    and the owner starts a new one."""
+    """A scoring worker process for one prepared checkpoint, driven from the event loop.
+
+    `submit` writes a request to the worker's socket and returns at once; the answer is
+    handed to the request's callback straight from the socket's data callback (no
+    reader task, no future chain: each of those would cost the answer another turn of
+    a busy event loop). Answers come in request order. A failure (death, an answer
+    overdue by SCORE_TIMEOUT_S, an error answer) is handed to the callbacks as a
+    ModelError; a dead or hung worker is killed, `alive` turns False and the owner
+    starts a new one."""
 
     def __init__(self, served: ServedModel, threads: int = 1) -> None:
         self.version = served.version
         self._path = str(served.path)
         self._options = served.options
-        self._shape = served.model.init_hidden(1)[:, 0].shape  # (L, H)
         self.threads = threads
         self._proc: Any = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self._dead: BaseException | None = None
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._pending: collections.deque[tuple[float, Answer]] = collections.deque()
+        self._ready: asyncio.Future[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._dead: ModelError | None = None
 
     @property
     def alive(self) -> bool:
-        return self._dead is None and self._writer is not None
+        return self._dead is None and self._transport is not None and self._ready is None
 
     @property
     def pid(self) -> int | None:
@@ -184,6 +215,7 @@ class ScoringWorker:
 
     async def start(self) -> None:
         """Spawn the worker and wait until it has loaded the model (LOAD_TIMEOUT_S)."""
+        loop = asyncio.get_running_loop()
         ctx = mp.get_context("spawn")  # never fork a process that runs torch threads
         parent, child = ctx.Pipe(duplex=True)  # a Unix socket pair
         proc = ctx.Process(
@@ -199,77 +231,139 @@ class ScoringWorker:
         self._proc = proc
         sock = socket.socket(fileno=os.dup(parent.fileno()))
         parent.close()
-        reader, self._writer = await asyncio.open_unix_connection(sock=sock)
-        ready = asyncio.get_running_loop().create_future()
-        self._pending.append(ready)
-        self._reader_task = asyncio.create_task(self._read(reader), name="liverec-scorer-read")
+        self._ready = loop.create_future()
+        transport, _ = await loop.connect_accepted_socket(lambda: _Frames(self), sock)
+        self._transport = transport  # type: ignore[assignment]
         try:
-            await self._wait(ready, LOAD_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(self._ready), LOAD_TIMEOUT_S)
+        except TimeoutError:
+            self._fail(ModelError(f"scoring worker not ready in {LOAD_TIMEOUT_S:g} s"))
         except ModelError:
+            pass
+        self._ready = None
+        if self._dead is not None:
             await self.close()
-            raise
+            raise self._dead
 
-    async def score(self, inputs: list[ScoreInput], rescore: int) -> list[tuple[Ranked, Tensor]]:
-        """Score one batch in the worker (the hidden states travel as bytes)."""
+    def submit(self, inputs: list[ScoreInput], rescore: int, answer: Answer) -> None:
+        """Send one batch; `answer` gets ([(ranked, hidden bytes)], None) or (None,
+        error), always later, from the event loop. The hidden states travel as float32
+        bytes and come back as bytes: the server only stores them and sends them back."""
         if not self.alive:
             raise ModelError(f"scoring worker is not running ({self._dead!r})")
-        assert self._writer is not None
+        assert self._transport is not None
         raw = [
-            (i.feed, None if i.start is None else _to_bytes(i.start), i.blocked, i.want)
+            (
+                i.feed,
+                _to_bytes(i.start) if isinstance(i.start, Tensor) else i.start,
+                i.blocked,
+                i.want,
+            )
             for i in inputs
         ]
         payload = pickle.dumps(("score", rescore, raw), protocol=pickle.HIGHEST_PROTOCOL)
-        answer = asyncio.get_running_loop().create_future()
-        self._pending.append(answer)
-        self._writer.write(struct.pack("!i", len(payload)) + payload)
-        out = await self._wait(answer, SCORE_TIMEOUT_S)
-        return [(ranked, _from_bytes(h, self._shape)) for ranked, h in out]
+        self._transport.write(struct.pack("!i", len(payload)) + payload)
+        loop = asyncio.get_running_loop()
+        self._pending.append((loop.time() + SCORE_TIMEOUT_S, answer))
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(SCORE_TIMEOUT_S, self._check_overdue)
 
-    async def _wait(self, answer: asyncio.Future[Any], timeout: float) -> Any:
-        try:
-            kind, value = await asyncio.wait_for(asyncio.shield(answer), timeout)
-        except TimeoutError:
-            self._fail(ModelError(f"scoring worker gave no answer in {timeout:g} s"))
-            raise ModelError(f"scoring worker gave no answer in {timeout:g} s") from None
-        if kind == "error":
-            raise ModelError(f"scoring worker: {value}")
-        return value
+    async def score(self, inputs: list[ScoreInput], rescore: int) -> list[tuple[Ranked, bytes]]:
+        """`submit` for a caller that awaits (tools, tests)."""
+        done: asyncio.Future[list[tuple[Ranked, bytes]]] = (
+            asyncio.get_running_loop().create_future()
+        )
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                (n,) = struct.unpack("!i", await reader.readexactly(4))
-                if n == -1:  # Connection's header for frames over 2 GiB
-                    (n,) = struct.unpack("!Q", await reader.readexactly(8))
-                answer = pickle.loads(await reader.readexactly(n))
-                if self._pending:
-                    fut = self._pending.popleft()
-                    if not fut.done():
-                        fut.set_result(answer)
-        except (asyncio.IncompleteReadError, OSError) as exc:
-            self._fail(ModelError(f"scoring worker died: {exc!r}"))
+        def answer(value: list[tuple[Ranked, bytes]] | None, exc: ModelError | None) -> None:
+            if done.done():
+                return
+            if exc is not None:
+                done.set_exception(exc)
+            else:
+                assert value is not None
+                done.set_result(value)
+
+        self.submit(inputs, rescore, answer)
+        return await done
+
+    def _check_overdue(self) -> None:
+        self._watchdog = None
+        if not self._pending or self._dead is not None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = self._pending[0][0]
+        if loop.time() >= deadline:
+            self._fail(ModelError(f"scoring worker gave no answer in {SCORE_TIMEOUT_S:g} s"))
+        else:
+            self._watchdog = loop.call_at(deadline, self._check_overdue)
+
+    def _frame(self, data: bytes) -> None:
+        """One frame from the worker (called by the protocol)."""
+        kind, value = pickle.loads(data)
+        if self._ready is not None:  # the first frame says whether the model loaded
+            if not self._ready.done():
+                if kind == "ready":
+                    self._ready.set_result(None)
+                else:
+                    self._fail(ModelError(f"scoring worker did not load the model: {value}"))
+            return
+        if not self._pending:
+            return
+        _, answer = self._pending.popleft()
+        if kind == "ok":
+            answer(value, None)
+        else:  # the batch failed in the worker (the worker itself still runs)
+            answer(None, ModelError(f"scoring worker: {value}"))
 
     def _fail(self, exc: ModelError, quiet: bool = False) -> None:
-        """Mark dead, kill the process, fail every caller still waiting."""
+        """Mark dead, kill the process, hand the error to every request still out."""
         if self._dead is None:
             self._dead = exc
             if self._proc is not None and self._proc.is_alive():
                 if not quiet:
                     log.error("%s; killing it", exc)
                 self._proc.kill()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(exc)
+            self._ready.exception()  # retrieved: start() reads self._dead
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._pending:
-            fut = self._pending.popleft()
-            if not fut.done():
-                fut.set_exception(exc)
-                fut.exception()  # retrieved: a caller that timed out never awaits it
+            _, answer = self._pending.popleft()
+            answer(None, exc)
 
     async def close(self) -> None:
         self._fail(ModelError("scoring worker closed"), quiet=True)
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
-        if self._writer is not None:
-            self._writer.close()
+        if self._transport is not None:
+            self._transport.close()
         if self._proc is not None:
             await asyncio.to_thread(self._proc.join, 5)
+
+
+class _Frames(asyncio.Protocol):
+    """Splits the worker's byte stream into frames (Connection format) for its client."""
+
+    def __init__(self, client: ScoringWorker) -> None:
+        self.client = client
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        while len(buf) >= 4:
+            (n,) = struct.unpack_from("!i", buf)
+            start = 4
+            if n == -1:  # Connection's header for frames over 2 GiB
+                if len(buf) < 12:
+                    return
+                (n,) = struct.unpack_from("!Q", buf, 4)
+                start = 12
+            if len(buf) < start + n:
+                return
+            frame = bytes(buf[start : start + n])
+            del buf[: start + n]
+            self.client._frame(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._fail(ModelError(f"scoring worker died: {exc!r}"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,6 +23,7 @@ from ..model.data import ItemIndex
 from ..model.gru4rec import GRU4Rec
 
 CURRENT = "CURRENT"  # in a models/ registry: names the promoted version's directory
+SAMPLE_STRIDE = 16  # top_candidates: every 16th score sets a row's threshold
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -165,12 +167,20 @@ class ServedModel:
     def shortlist(self, out: Tensor, blocked: list[list[int]], width: int) -> Tensor:
         """The `width` best candidates of each row by the cheap scores, blocked items
         excluded: (B, C) item indices, C = min(width, n_items)."""
+        return self.shortlist_marked(out, blocked, width)[0]
+
+    def shortlist_marked(
+        self, out: Tensor, blocked: list[list[int]], width: int
+    ) -> tuple[Tensor, Tensor]:
+        """`shortlist`, plus a (B, C) mask of the candidates that are blocked (only
+        there when a row has fewer than C unblocked items)."""
         scores = self.item_scores(out)  # (B, n_items)
         if any(blocked):  # one indexed write for the whole batch, not one per row
             r = torch.tensor([r for r, rows in enumerate(blocked) for _ in rows])
             c = torch.tensor([i for rows in blocked for i in rows])
             scores.index_put_((r, c), torch.tensor(float("-inf")))
-        return torch.topk(scores, min(width, scores.shape[1]), dim=1).indices
+        cand = top_candidates(scores, width)  # (B, C)
+        return cand, torch.gather(scores, 1, cand) == float("-inf")
 
     def exact(self, out: Tensor, cand: Tensor) -> Tensor:
         """Exact scores of candidate items cand (B, C) for outputs out (B, H): (B, C).
@@ -181,3 +191,35 @@ class ServedModel:
         weight = self.model.item_weight
         rows = [torch.mv(weight.index_select(0, cand[r]), out[r]) for r in range(len(cand))]
         return torch.stack(rows).add_(self.model.item_bias[cand])  # (B, C)
+
+
+def top_candidates(scores: Tensor, width: int) -> Tensor:
+    """The indices of each row's `width` best scores, (B, C) with C = min(width, n):
+    the same set as torch.topk's (ties aside), in no particular order.
+
+    torch.topk over 43k scores costs ~0.1 ms per row here (it sorts (value, index)
+    pairs: ~700 KB per row, out of L2). Instead, per row: a threshold t = the j-th best
+    of every SAMPLE_STRIDE-th score (j = 3 * width / stride + 1, so that about three
+    times `width` scores pass), the scores >= t, and a partition of those. Exact: when
+    at least `width` scores are >= t, the width-th best is >= t; a row where fewer pass
+    (unlikely: the sample would have to hold 3x its expected share of the top) takes
+    a partition of the whole row. 2-3x faster than topk at 1-10 rows (bench_model.py).
+    """
+    b, n = scores.shape
+    width = min(width, n)
+    j = 3 * width // SAMPLE_STRIDE + 1
+    if n < 4 * SAMPLE_STRIDE * j:  # narrow rows: one partition is as cheap
+        return torch.topk(scores, width, dim=1).indices
+    a = scores.numpy()
+    sample = a[:, ::SAMPLE_STRIDE]
+    threshold = -np.partition(-sample, j - 1, axis=1)[:, j - 1]  # (B,) j-th best
+    out = np.empty((b, width), dtype=np.int64)
+    for r in range(b):
+        row = a[r]
+        idx = np.flatnonzero(row >= threshold[r])
+        if len(idx) < width:
+            out[r] = np.argpartition(row, n - width)[n - width :]
+        else:
+            sub = row[idx]
+            out[r] = idx[np.argpartition(sub, len(sub) - width)[len(sub) - width :]]
+    return torch.from_numpy(out)
