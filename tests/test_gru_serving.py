@@ -330,3 +330,20 @@ async def test_a_hung_worker_is_replaced_and_its_batch_scored_here(
         await rec.recommend(ctx("b", ["f2-0"]))
     finally:
         await rec.close()
+
+
+def test_top_candidates_is_the_topk_set() -> None:
+    from liverec.recommend.served import top_candidates
+
+    gen = torch.Generator().manual_seed(0)
+    wide = torch.randn(6, 20_000, generator=gen) * 2 + torch.randn(20_000, generator=gen)
+    wide[1, :19_990] = float("-inf")  # blocked nearly all: the threshold path falls back
+    wide[2, ::16] = -100.0  # a sample that sets the threshold far too low: still exact
+    wide[3, ::16] = 100.0  # one that sets it too high: fewer pass, the row falls back
+    narrow = torch.randn(3, 300, generator=gen)
+    for scores, width in ((wide, 150), (wide, 1), (narrow, 20), (narrow, 500)):
+        got = top_candidates(scores, width)
+        want = torch.topk(scores, min(width, scores.shape[1]), dim=1)
+        assert got.shape == want.indices.shape
+        for r in range(len(scores)):  # the same values (ties may pick other indices)
+            assert sorted(scores[r, got[r]].tolist()) == sorted(want.values[r].tolist())
