@@ -13,7 +13,8 @@ adds to an event. Nothing is asserted; read the numbers.
         --config process --config 'thread;model_rank=0'
 
 A config is a scorer ("process" | "thread") then ';'-separated GRURecommender options
-(rank, rescore, quantize, quantize_gru, max_batch, threads). --random NxH scores a
+(rank, rescore, quantize, quantize_gru, max_batch, pipeline, threads; default: the
+server's settings). --random NxH scores a
 randomly initialised model of that shape (the latency does not depend on the weights;
 the shortlist quality does, see bench_model.py quality).
 """
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from liverec.config import Settings
 from liverec.recommend.base import RecContext, Recommender
 from liverec.recommend.gru import GRURecommender
 from liverec.recommend.online import OnlineRecommender
@@ -61,7 +63,15 @@ def parse_config(text: str) -> tuple[str, dict[str, Any]]:
     mode, *opts = [p.strip() for p in text.split(";") if p.strip()]
     if mode not in ("process", "thread"):
         raise SystemExit(f"config must start with process or thread: {text!r}")
-    kw: dict[str, Any] = {"rank": 128, "rescore": 128, "quantize": True, "quantize_gru": True}
+    d = Settings()  # the server's defaults, overridden by the config's options
+    kw: dict[str, Any] = {
+        "rank": d.model_rank,
+        "rescore": d.model_rescore,
+        "quantize": d.model_quantize,
+        "quantize_gru": d.model_quantize_gru,
+        "pipeline": d.model_pipeline,
+        "max_batch": d.model_max_batch,
+    }
     for opt in opts:
         key, _, raw = opt.partition("=")
         key = key.removeprefix("model_")

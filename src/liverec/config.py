@@ -61,7 +61,7 @@ class Settings:
         True, "run the GRU layers with int8 weights too (reads a quarter of the bytes per step)"
     )
     model_rank: int = _s(
-        128,
+        64,
         "score items first with a rank-r factorisation of the item matrix (SVD, int8), then "
         "re-score the best k + model_rescore exactly; 0 (or >= hidden size): full rank",
     )
