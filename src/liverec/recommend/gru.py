@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections import OrderedDict
@@ -239,34 +240,39 @@ class GRURecommender(Recommender):
         event loop no task switch between its recommend() call and its answer."""
         while self._queue and len(self._out) < self.pipeline:
             served = self._queue[0].served
-            jobs = [j for j in self._queue[: self.max_batch] if j.served is served]
-            taken = {id(j) for j in jobs}
-            self._queue = [j for j in self._queue if id(j) not in taken]
+            jobs: list[_Job] = []
+            rest: list[_Job] = []
+            for job in self._queue:
+                same = job.served is served and len(jobs) < self.max_batch
+                (jobs if same else rest).append(job)
+            self._queue = rest
             self._out.append(jobs)
             worker = self._workers.get(served.version)
             if worker is not None and worker.alive:
-                inputs = [j.inp for j in jobs]
-
-                def answer(
-                    results: list[tuple[Ranked, bytes]] | None,
-                    exc: ModelError | None,
-                    served: ServedModel = served,
-                    jobs: list[_Job] = jobs,
-                ) -> None:
-                    if exc is None:
-                        assert results is not None
-                        self._settle(jobs, results, None)
-                        return
-                    log.error("scoring worker failed, this batch scored here: %s", exc)
-                    if served is self.served:
-                        self._replace_worker(served)
-                    self._score_here(served, jobs)
-
-                worker.submit(inputs, self.rescore, answer)
+                answer = functools.partial(self._answered, worker, served, jobs)
+                worker.submit([j.inp for j in jobs], self.rescore, answer)
             else:
                 if worker is not None and served is self.served:
                     self._replace_worker(served)
                 self._score_here(served, jobs)
+
+    def _answered(
+        self,
+        worker: ScoringWorker,
+        served: ServedModel,
+        jobs: list[_Job],
+        results: list[tuple[Ranked, bytes]] | None,
+        exc: ModelError | None,
+    ) -> None:
+        """The worker's answer to one batch (called from its socket's data callback)."""
+        if exc is None:
+            assert results is not None
+            self._settle(jobs, results, None)
+            return
+        log.error("scoring worker failed, this batch scored here: %s", exc)
+        if not worker.alive and served is self.served:
+            self._replace_worker(served)
+        self._score_here(served, jobs)
 
     def _score_here(self, served: ServedModel, jobs: list[_Job]) -> None:
         """Score a batch on this process's scoring thread (no worker, or it failed)."""
@@ -336,6 +342,8 @@ class GRURecommender(Recommender):
     def _retire_workers(self) -> None:
         """Close the workers of versions no longer served once no job waits for them."""
         current = self.served.version if self.served is not None else None
+        if all(v == current for v in self._workers):  # the common case: nothing to retire
+            return
         waiting = {j.served.version for j in self._queue}
         waiting |= {j.served.version for jobs in self._out for j in jobs}
         for version in [v for v in self._workers if v != current and v not in waiting]:
@@ -387,8 +395,8 @@ class GRURecommender(Recommender):
                 return False
         if served.version != self.version:
             log.info("serving model %s (was %s)", served.version, self.version)
-        # old states rebuild lazily; the old version's worker is closed by the batcher
-        # once no job waits for it
+        # old states rebuild lazily; the old version's worker is closed once no job
+        # waits for it (_retire_workers, after each batch)
         self.served = served
         return True
 

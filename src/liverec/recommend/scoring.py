@@ -11,10 +11,10 @@ Diginetica model, docs/benchmarks.md), the scoring thread was ~70 % busy and the
 event loop ~65 %, yet recs waited 50-110 ms at the median. Why no thread on the
 server's side of the pipe either: a thread that sends, waits and unpickles must take
 the GIL back from the loop after each blocking call, with the same waits; so the
-loop itself writes each request to the worker's socket and reads the answers as they
-come (asyncio streams). The worker receives plain lists and hidden-state bytes and
-returns the same; the server keeps the session states, so a worker that dies is
-replaced without losing any session.
+loop itself writes each request to the worker's socket and hands each answer to its
+caller from the socket's data callback (an asyncio Protocol). The worker receives
+plain lists and hidden-state bytes and returns the same; the server keeps the session
+states, so a worker that dies is replaced without losing any session.
 """
 
 from __future__ import annotations
@@ -199,7 +199,6 @@ class ScoringWorker:
         self.threads = threads
         self._proc: Any = None
         self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
         self._pending: collections.deque[tuple[float, Answer]] = collections.deque()
         self._ready: asyncio.Future[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -267,24 +266,6 @@ class ScoringWorker:
         self._pending.append((loop.time() + SCORE_TIMEOUT_S, answer))
         if self._watchdog is None:
             self._watchdog = loop.call_later(SCORE_TIMEOUT_S, self._check_overdue)
-
-    async def score(self, inputs: list[ScoreInput], rescore: int) -> list[tuple[Ranked, bytes]]:
-        """`submit` for a caller that awaits (tools, tests)."""
-        done: asyncio.Future[list[tuple[Ranked, bytes]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-        def answer(value: list[tuple[Ranked, bytes]] | None, exc: ModelError | None) -> None:
-            if done.done():
-                return
-            if exc is not None:
-                done.set_exception(exc)
-            else:
-                assert value is not None
-                done.set_result(value)
-
-        self.submit(inputs, rescore, answer)
-        return await done
 
     def _check_overdue(self) -> None:
         self._watchdog = None
