@@ -204,6 +204,42 @@ async def test_hot_reload_from_registry_and_broken_checkpoint(
         await rec.close()
 
 
+async def test_hot_reload_with_workers_retires_the_old_one(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    registry = tmp_path / "models"
+    shutil.copytree(checkpoint, registry / "v1")
+    (registry / CURRENT).write_text("v1\n")
+    rec = GRURecommender(registry, OnlineRecommender(), poll_s=None, process=True)
+    await rec.start()
+    try:
+        first = rec.version
+        old = rec._workers[first]
+        await rec.recommend(ctx("s", ["f1-0", "f1-1"]))
+        train(
+            synthetic_sessions(seed=5),
+            small_config(seed=9),
+            out_dir=registry / "v2",
+            progress=False,
+        )
+        (registry / CURRENT).write_text("v2\n")
+        assert await rec.reload() is True
+        assert rec.version != first and rec._workers[rec.version].alive
+        got = await rec.recommend(ctx("s", ["f1-0", "f1-1", "f1-2"]))
+        assert got.model == rec.version
+        # the old version's worker is closed once no batch waits for it, and the task
+        # that closed it is not kept
+        assert list(rec._workers) == [rec.version]
+        for _ in range(100):
+            if not rec._closing:
+                break
+            await asyncio.sleep(0.05)
+        assert not rec._closing
+        assert not old.alive and not old._proc.is_alive()
+    finally:
+        await rec.close()
+
+
 async def test_server_serves_the_model_over_the_socket(checkpoint: Path) -> None:
     server = LiverecServer("memory://", model_path=str(checkpoint)).start()
     try:

@@ -111,7 +111,8 @@ class GRURecommender(Recommender):
         self._queue: list[_Job] = []
         self._out: list[list[_Job]] = []  # batches sent and not answered yet
         self._started = False
-        self._tasks: list[asyncio.Task[None]] = []  # the model watcher, worker closes
+        self._tasks: list[asyncio.Task[None]] = []  # the model watcher
+        self._closing: set[asyncio.Task[None]] = set()  # retired workers being closed
         self._here: set[asyncio.Task[None]] = set()  # batches scored on the thread
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="liverec-gru")
         self._executor.submit(torch.set_num_threads, threads).result()
@@ -171,6 +172,8 @@ class GRURecommender(Recommender):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        for task in list(self._closing):
+            await task
         for task in self._replacing.values():
             task.cancel()
         for task in list(self._replacing.values()):
@@ -348,7 +351,8 @@ class GRURecommender(Recommender):
         waiting |= {j.served.version for jobs in self._out for j in jobs}
         for version in [v for v in self._workers if v != current and v not in waiting]:
             task = asyncio.create_task(self._workers.pop(version).close())
-            self._tasks.append(task)
+            self._closing.add(task)  # held until done, then dropped
+            task.add_done_callback(self._closing.discard)
 
     # --- hot reload -------------------------------------------------------------------------
 
