@@ -252,6 +252,17 @@ async def test_server_serves_the_model_over_the_socket(checkpoint: Path) -> None
             ids = [r["item_id"] for r in recs["items"]]
             assert ids == exact_top(checkpoint, ["f2-3"], 4, {"f2-3"})
             assert np.all(np.diff([r["score"] for r in recs["items"]]) <= 1e-6)
+            # the model's serving figures are in /metrics: one event, one batch so far
+            metrics = server.get_text("/metrics")
+            assert "# TYPE liverec_model_batches_total counter" in metrics
+            assert "liverec_model_batches_total 1\n" in metrics
+            assert "liverec_model_batched_events_total 1\n" in metrics
+            assert "liverec_model_sessions 1\n" in metrics
+        for _ in range(50):  # a closed socket's state is dropped
+            if "liverec_model_sessions 0\n" in server.get_text("/metrics"):
+                break
+            await asyncio.sleep(0.1)
+        assert "liverec_model_sessions 0\n" in server.get_text("/metrics")
     finally:
         server.stop()
 

@@ -117,6 +117,10 @@ async def test_ab_split_is_stable_per_session_and_near_the_share(
             sid = f"session-{i}"
             got = await ab.recommend(RecContext(sid, ["f1-0"], 3, current_item="f1-0"))
             assert got.model == arms[i] == ab.version_for(sid)
+        # the arms' serving figures add up (each arm scored its own sessions)
+        on_b = arms[:50].count(b.version)
+        assert a.figures()["liverec_model_sessions"] == 50 - on_b
+        assert ab.figures()["liverec_model_sessions"] == 50
     finally:
         await ab.close()
 

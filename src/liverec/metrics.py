@@ -72,12 +72,17 @@ class Counter:
 
 
 class Gauge:
-    def __init__(self, name: str, help: str, read: Callable[[], float]) -> None:
-        self.name, self.help, self.read = name, help, read
+    """A value read when /metrics is rendered; kind "counter" for one that only grows
+    (kept by its owner, e.g. the recommender's batch count)."""
+
+    def __init__(
+        self, name: str, help: str, read: Callable[[], float], kind: str = "gauge"
+    ) -> None:
+        self.name, self.help, self.read, self.kind = name, help, read, kind
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} gauge"
+        yield f"# TYPE {self.name} {self.kind}"
         yield f"{self.name} {self.read():g}"
 
 
@@ -161,8 +166,10 @@ class Metrics:
             )
         ]
 
-    def add_gauge(self, name: str, help: str, read: Callable[[], float]) -> None:
-        self._gauges.append(Gauge(name, help, read))
+    def add_gauge(
+        self, name: str, help: str, read: Callable[[], float], kind: str = "gauge"
+    ) -> None:
+        self._gauges.append(Gauge(name, help, read, kind))
 
     def render(self) -> str:
         series: list[Counter | Gauge | Histogram] = [

@@ -47,6 +47,10 @@ class ABRecommender(Recommender):
     def is_ready(self) -> bool:
         return self.a.is_ready() and self.b.is_ready()
 
+    def figures(self) -> dict[str, float]:
+        a, b = self.a.figures(), self.b.figures()
+        return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in a.keys() | b.keys()}
+
     async def start(self) -> None:
         await self.a.start()
         await self.b.start()

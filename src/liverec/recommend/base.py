@@ -45,6 +45,16 @@ class RecList:
     model: str
 
 
+# The figures a recommender may report (`Recommender.figures`), with their /metrics
+# help; names ending in _total only grow. Under an A/B split the arms' figures add up.
+MODEL_FIGURES = {
+    "liverec_model_sessions": "Sessions whose model hidden state is held in memory.",
+    "liverec_model_batches_total": "Micro-batches the session model scored.",
+    "liverec_model_batched_events_total": "Events in those micro-batches (mean batch: ratio).",
+    "liverec_model_worker_starts_total": "Scoring worker processes started (incl. restarts).",
+}
+
+
 class Recommender(abc.ABC):
     """Scores items for a session. Implementations must be cheap per call."""
 
@@ -75,6 +85,10 @@ class Recommender(abc.ABC):
 
     def is_ready(self) -> bool:
         return True
+
+    def figures(self) -> dict[str, float]:
+        """Serving figures for /metrics, by the names in MODEL_FIGURES (missing: 0)."""
+        return {}
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (threads, files)."""

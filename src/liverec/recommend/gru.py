@@ -404,6 +404,14 @@ class GRURecommender(Recommender):
         self.served = served
         return True
 
+    def figures(self) -> dict[str, float]:
+        return {
+            "liverec_model_sessions": float(len(self.states)),
+            "liverec_model_batches_total": float(self.batches),
+            "liverec_model_batched_events_total": float(self.batched_events),
+            "liverec_model_worker_starts_total": float(self.worker_starts),
+        }
+
     def stats(self) -> dict[str, float]:
         mean = self.batched_events / self.batches if self.batches else 0.0
         return {

@@ -8,6 +8,7 @@ shutdown: stop accepting, let uvicorn close sockets with 1012, flush the store.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..config import Settings
 from ..demo import start_demo
 from ..metrics import Metrics
 from ..recommend import build_recommender, warm_from_log
-from ..recommend.base import Recommender
+from ..recommend.base import MODEL_FIGURES, Recommender
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
@@ -66,6 +67,10 @@ def create_app(
             await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
         await catalog.start()
         manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
+        for name, help in MODEL_FIGURES.items():
+            kind = "counter" if name.endswith("_total") else "gauge"
+            read = functools.partial(_figure, the_recommender, name)
+            metrics.add_gauge(name, help, read, kind)
         feed = FeedHub(settings, catalog)
         manager.listeners.append(feed.on_entry)
         await feed.start()
@@ -133,3 +138,7 @@ def create_app(
 async def _home(request: Request) -> Response:
     demo = request.app.state.manager.settings.demo
     return RedirectResponse("/demo" if demo else "/web/", status_code=307)
+
+
+def _figure(recommender: Recommender, name: str) -> float:
+    return recommender.figures().get(name, 0.0)
