@@ -16,7 +16,8 @@ generator process (one asyncio process, `websockets` client), and the figures:
 * over the same window: server CPU per event, and the share of time the server's
   event-loop thread was runnable but waiting for a CPU (/proc schedstat: on a shared
   machine this says how much of the latency is the neighbours'); for liverec, the
-  server's own event -> recs-queued and store-write quantiles from /metrics.
+  server's own event -> recs-queued and store-write quantiles from /metrics, and with
+  a model the scoring worker's CPU per event and the mean micro-batch.
 
 Events: views of a catalog of `--items` items; each socket browses like a shopper:
 half of the steps go to one of the current item's 8 "related" items, the others to a
@@ -357,21 +358,47 @@ def runq_wait_s(pid: int) -> float:
     return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
 
 
-def histograms(port: int) -> dict[str, list[tuple[float, int]]]:
-    """Cumulative buckets [(le, count)] of liverec's latency histograms from /metrics."""
-    wanted = ("liverec_event_to_recs_seconds_bucket", "liverec_store_write_seconds_bucket")
-    out: dict[str, list[tuple[float, int]]] = {}
+def scrape(port: int) -> str:
+    """liverec's /metrics text ("" when it cannot be read)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            text = r.read().decode()
+            return str(r.read().decode())
     except OSError:
-        return out
+        return ""
+
+
+def histograms(text: str) -> dict[str, list[tuple[float, int]]]:
+    """Cumulative buckets [(le, count)] of liverec's latency histograms in /metrics."""
+    wanted = ("liverec_event_to_recs_seconds_bucket", "liverec_store_write_seconds_bucket")
+    out: dict[str, list[tuple[float, int]]] = {}
     for line in text.splitlines():
         name = line.partition("{")[0]
         if name in wanted:
             le = line.split('le="', 1)[1].split('"', 1)[0]
             out.setdefault(name, []).append((float(le), int(float(line.rsplit(" ", 1)[1]))))
     return out
+
+
+def series(text: str, name: str) -> float:
+    """The value of an unlabelled series in /metrics (nan when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return math.nan
+
+
+def children_cpu_s(pid: int) -> float:
+    """CPU seconds of the process's children (liverec: the scoring worker, and
+    multiprocessing's resource tracker, which sleeps)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    total = 0.0
+    for kid in kids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += cpu_s(int(kid))
+    return total
 
 
 def bucket_quantile(
@@ -520,10 +547,13 @@ def run_target(procs: Procs, target: str, args: argparse.Namespace, run: int) ->
         window = args.warmup + args.duration + args.drain + 30
         read_msg(client, "window_start", window)
         cpu0, wait0, load0 = cpu_s(server.pid), runq_wait_s(server.pid), loadavg()
-        hist0 = histograms(port) if target == "liverec" else {}
+        kids0 = children_cpu_s(server.pid)
+        text0 = scrape(port) if target == "liverec" else ""
         read_msg(client, "window_end", window)
         cpu1, wait1 = cpu_s(server.pid), runq_wait_s(server.pid)
-        hist1 = histograms(port) if target == "liverec" else {}
+        kids1 = children_cpu_s(server.pid)
+        text1 = scrape(port) if target == "liverec" else ""
+        hist0, hist1 = histograms(text0), histograms(text1)
         res = read_msg(client, "result", window)
         rss2 = rss_kib(server.pid)
         go(client)
@@ -555,6 +585,18 @@ def run_target(procs: Procs, target: str, args: argparse.Namespace, run: int) ->
         server_cpu_ms_per_event=(cpu1 - cpu0) * 1000 / answered,
         server_cpu_share=(cpu1 - cpu0) / args.duration,
         server_runq_wait_share=(wait1 - wait0) / args.duration,
+        # the scoring worker (a child of the server), when the model runs in one
+        worker_cpu_ms_per_event=(kids1 - kids0) * 1000 / answered,
+        worker_cpu_share=(kids1 - kids0) / args.duration,
+        mean_batch=(
+            series(text1, "liverec_model_batched_events_total")
+            - series(text0, "liverec_model_batched_events_total")
+        )
+        / max(
+            1.0,
+            series(text1, "liverec_model_batches_total")
+            - series(text0, "liverec_model_batches_total"),
+        ),
         client_cpu_share=res["client_cpu_s"] / args.duration,
         loadavg_window=load0,
     )
@@ -673,6 +715,12 @@ def main() -> None:
                         f"{res['server_p99_le_ms']:g} ms; store write p50 <= "
                         f"{res['store_p50_le_ms']:g} ms, p99 <= {res['store_p99_le_ms']:g} ms"
                     )
+                    if not math.isnan(res["mean_batch"]):
+                        print(
+                            f"    scoring worker CPU {res['worker_cpu_share']:.0%} "
+                            f"({res['worker_cpu_ms_per_event']:.3f} ms/event), "
+                            f"mean batch {res['mean_batch']:.2f} events"
+                        )
                 print(
                     f"    loadavg {res['loadavg_window']}, errors {res['errors']}, "
                     f"send lag p99 {res['send_lag_p99_ms']:.2f} ms, "

@@ -82,7 +82,7 @@ def score_rows(
     model = served.model
     table = model.input_table
     with torch.inference_mode():
-        shape = model.init_hidden(1)[:, 0].shape  # (L, H)
+        shape = (len(model.config.layers), max(model.config.layers))  # (L, H)
         starts = _starts(inputs, shape)  # (B, L, H)
         for r, inp in enumerate(inputs):
             if len(inp.feed) > 1:
@@ -118,14 +118,18 @@ def score_rows(
         return ranked, hidden.transpose(0, 1).contiguous()
 
 
-def _starts(inputs: list[ScoreInput], shape: torch.Size) -> Tensor:
+def _starts(inputs: list[ScoreInput], shape: tuple[int, int]) -> Tensor:
     """The inputs' start states as one new (B, L, H) tensor (zeros for None)."""
-    out = torch.zeros((len(inputs), *shape))
     raw = [(r, inp.start) for r, inp in enumerate(inputs) if isinstance(inp.start, bytes)]
     if raw:
         flat = np.frombuffer(bytearray(b"".join(b for _, b in raw)), np.float32)
         block = torch.from_numpy(flat).view(len(raw), *shape)
+        if len(raw) == len(inputs):  # the common case: every session continues
+            return block
+        out = torch.zeros((len(inputs), *shape))
         out.index_copy_(0, torch.tensor([r for r, _ in raw]), block)
+    else:
+        out = torch.zeros((len(inputs), *shape))
     for r, inp in enumerate(inputs):
         if isinstance(inp.start, Tensor):
             out[r] = inp.start
