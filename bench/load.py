@@ -389,15 +389,16 @@ def series(text: str, name: str) -> float:
 
 def children_cpu_s(pid: int) -> float:
     """CPU seconds of the process's children (liverec: the scoring worker, and
-    multiprocessing's resource tracker, which sleeps)."""
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return 0.0
+    multiprocessing's resource tracker, which sleeps). Found by their parent pid in
+    /proc (the kernel's per-task `children` list is not always built in)."""
     total = 0.0
-    for kid in kids:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         with contextlib.suppress(OSError, ValueError, IndexError):
-            total += cpu_s(int(kid))
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:  # ppid
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 

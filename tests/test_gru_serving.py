@@ -21,6 +21,7 @@ from liverec.recommend.base import RecContext
 from liverec.recommend.gru import CURRENT, GRURecommender, ServedModel, _low_rank
 from liverec.recommend.online import OnlineRecommender
 from liverec.recommend.scoring import ScoreInput, score_batch
+from liverec.recommend.served import SHORTLIST_ROWS
 
 from .servers import LiverecServer
 from .wsclient import Client
@@ -117,11 +118,13 @@ def test_low_rank_shortlist_holds_the_exact_top_k() -> None:
     index = ItemIndex(str(i) for i in range(n))
     served = ServedModel.prepare(model, index, quantize=True, rank=12)
     assert served.proj is not None and served.proj.shape == (h + 1, 12)
-    out = torch.randn(16, h, generator=g)
+    rows = SHORTLIST_ROWS + 5  # a batch shortlisted in two passes, the last one short
+    out = torch.randn(rows, h, generator=g)
     exact_all = model.score_all(out)
-    blocked = [[int(exact_all[r].argmax())] for r in range(16)]  # each row's best item
+    blocked = [[int(exact_all[r].argmax())] for r in range(rows)]  # each row's best item
     cand = served.shortlist(out, blocked, 60)
-    for r in range(16):
+    assert cand.shape == (rows, 60)
+    for r in range(rows):
         row = exact_all[r].clone()
         row[blocked[r]] = float("-inf")
         want = set(torch.topk(row, 10).indices.tolist())

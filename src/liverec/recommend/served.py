@@ -24,6 +24,11 @@ from ..model.gru4rec import GRU4Rec
 
 CURRENT = "CURRENT"  # in a models/ registry: names the promoted version's directory
 SAMPLE_STRIDE = 16  # top_candidates: every 16th score sets a row's threshold
+# shortlist rows per pass: the (rows, n_items) scores of one pass are written by the
+# item scan and read back by the top-k; 8 rows of 43k items (1.4 MB) stay in cache,
+# 32 rows of 1M items (128 MB) do not (bench_model.py cost: batch 32 cost more per
+# event than batch 8 before this)
+SHORTLIST_ROWS = 8
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -174,6 +179,14 @@ class ServedModel:
     ) -> tuple[Tensor, Tensor]:
         """`shortlist`, plus a (B, C) mask of the candidates that are blocked (only
         there when a row has fewer than C unblocked items)."""
+        if len(out) > SHORTLIST_ROWS:  # in chunks: each chunk's scores stay in cache
+            parts = [
+                self.shortlist_marked(
+                    out[i : i + SHORTLIST_ROWS], blocked[i : i + SHORTLIST_ROWS], width
+                )
+                for i in range(0, len(out), SHORTLIST_ROWS)
+            ]
+            return torch.cat([c for c, _ in parts]), torch.cat([m for _, m in parts])
         scores = self.item_scores(out)  # (B, n_items)
         if any(blocked):  # one indexed write for the whole batch, not one per row
             r = torch.tensor([r for r, rows in enumerate(blocked) for _ in rows])
