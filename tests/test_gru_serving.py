@@ -171,24 +171,30 @@ async def test_concurrent_sessions_are_micro_batched(checkpoint: Path, pipeline:
         await rec.close()
 
 
-async def test_hot_reload_from_registry_and_broken_checkpoint(
-    checkpoint: Path, tmp_path: Path
-) -> None:
+def registry_at_v1(checkpoint: Path, tmp_path: Path) -> Path:
+    """A models/ registry holding the checkpoint as v1, promoted."""
     registry = tmp_path / "models"
     shutil.copytree(checkpoint, registry / "v1")
     (registry / CURRENT).write_text("v1\n")
+    return registry
+
+
+def promote_new_model(registry: Path, name: str) -> None:
+    """Train a different model into the registry and promote it."""
+    train(synthetic_sessions(seed=5), small_config(seed=9), out_dir=registry / name, progress=False)
+    (registry / CURRENT).write_text(f"{name}\n")
+
+
+async def test_hot_reload_from_registry_and_broken_checkpoint(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    registry = registry_at_v1(checkpoint, tmp_path)
     rec = GRURecommender(registry, OnlineRecommender(), poll_s=0.05)
     await rec.start()
     try:
         first = rec.version
         await rec.recommend(ctx("s", ["f1-0", "f1-1"]))
-        train(
-            synthetic_sessions(seed=5),
-            small_config(seed=9),
-            out_dir=registry / "v2",
-            progress=False,
-        )
-        (registry / CURRENT).write_text("v2\n")
+        promote_new_model(registry, "v2")
         for _ in range(100):
             if rec.version != first:
                 break
@@ -210,22 +216,14 @@ async def test_hot_reload_from_registry_and_broken_checkpoint(
 async def test_hot_reload_with_workers_retires_the_old_one(
     checkpoint: Path, tmp_path: Path
 ) -> None:
-    registry = tmp_path / "models"
-    shutil.copytree(checkpoint, registry / "v1")
-    (registry / CURRENT).write_text("v1\n")
+    registry = registry_at_v1(checkpoint, tmp_path)
     rec = GRURecommender(registry, OnlineRecommender(), poll_s=None, process=True)
     await rec.start()
     try:
         first = rec.version
         old = rec._workers[first]
         await rec.recommend(ctx("s", ["f1-0", "f1-1"]))
-        train(
-            synthetic_sessions(seed=5),
-            small_config(seed=9),
-            out_dir=registry / "v2",
-            progress=False,
-        )
-        (registry / CURRENT).write_text("v2\n")
+        promote_new_model(registry, "v2")
         assert await rec.reload() is True
         assert rec.version != first and rec._workers[rec.version].alive
         got = await rec.recommend(ctx("s", ["f1-0", "f1-1", "f1-2"]))
