@@ -3,6 +3,8 @@ CURRENT pointer, and the one-learner lock."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,13 @@ def test_staging_leftovers_are_cleaned(tmp_path: Path) -> None:
     assert not half.exists()
     with pytest.raises(ModelError, match="not a checkpoint"):
         reg.add(reg.staging())
+
+
+def test_listing_and_promoting_models_does_not_import_torch() -> None:
+    """`liverec models` and other tools that only read or move registry entries stay
+    light: the registry knows the checkpoint file names without the model code."""
+    code = (
+        "import sys, liverec.learn.registry, liverec.learn.commands, liverec.cli; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

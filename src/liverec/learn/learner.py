@@ -50,8 +50,9 @@ import torch
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..model import META
 from ..model.baselines import Popularity
-from ..model.checkpoint import META, GRUScorer, load_checkpoint, save_checkpoint
+from ..model.checkpoint import GRUScorer, load_checkpoint, save_checkpoint
 from ..model.data import ItemIndex, Sessions, build_sessions, encode, fingerprint
 from ..model.evaluate import StepScorer, evaluate
 from ..model.gru4rec import GRU4Rec

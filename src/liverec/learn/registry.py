@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import ModelError
-from ..model.checkpoint import META
+from ..model import META
 
 CURRENT: Final = "CURRENT"  # the same name liverec.recommend.gru resolves
 REGISTRY: Final = "registry.json"

@@ -22,13 +22,10 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import ModelError
+from . import FORMAT_VERSION, META, WEIGHTS
 from .data import ItemIndex
 from .gru4rec import GRU4Rec
 from .train import TrainConfig
-
-FORMAT_VERSION = 1
-WEIGHTS = "model.safetensors"
-META = "meta.json"
 
 
 def save_checkpoint(

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..config import Settings
 from ..errors import ModelError
-from ..model.checkpoint import META
+from ..model import META
 from ..types import Event, Rec
 from .base import (
     RecContext,

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelError
-from ..model.checkpoint import META, load_checkpoint
+from ..model import META
+from ..model.checkpoint import load_checkpoint
 from ..model.data import ItemIndex
 from ..model.gru4rec import GRU4Rec
 
