@@ -348,8 +348,13 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: [state, ppid, ...]."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_s(pid: int, fields: list[str] | None = None) -> float:
+    fields = fields or stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
@@ -396,9 +401,9 @@ def children_cpu_s(pid: int) -> float:
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(int(entry.name))
             if int(fields[1]) == pid:  # ppid
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                total += cpu_s(int(entry.name), fields)
     return total
 
 
@@ -564,6 +569,10 @@ def run_target(procs: Procs, target: str, args: argparse.Namespace, run: int) ->
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     answered = max(1, round(res["recs_per_s"] * args.duration))  # events the server handled
+
+    def grown(name: str) -> float:  # a /metrics counter's growth over the window
+        return series(text1, name) - series(text0, name)
+
     for key, name in (
         ("server", "liverec_event_to_recs_seconds_bucket"),
         ("store", "liverec_store_write_seconds_bucket"),
@@ -589,15 +598,8 @@ def run_target(procs: Procs, target: str, args: argparse.Namespace, run: int) ->
         # the scoring worker (a child of the server), when the model runs in one
         worker_cpu_ms_per_event=(kids1 - kids0) * 1000 / answered,
         worker_cpu_share=(kids1 - kids0) / args.duration,
-        mean_batch=(
-            series(text1, "liverec_model_batched_events_total")
-            - series(text0, "liverec_model_batched_events_total")
-        )
-        / max(
-            1.0,
-            series(text1, "liverec_model_batches_total")
-            - series(text0, "liverec_model_batches_total"),
-        ),
+        mean_batch=grown("liverec_model_batched_events_total")
+        / max(1.0, grown("liverec_model_batches_total")),
         client_cpu_share=res["client_cpu_s"] / args.duration,
         loadavg_window=load0,
     )

@@ -413,13 +413,13 @@ class GRURecommender(Recommender):
         }
 
     def stats(self) -> dict[str, float]:
-        mean = self.batched_events / self.batches if self.batches else 0.0
-        return {
-            "sessions": len(self.states),
-            "batches": self.batches,
-            "mean_batch": mean,
-            "worker_starts": self.worker_starts,
+        """`figures` under short names, with the mean batch (for tools and tests)."""
+        f = {
+            k.removeprefix("liverec_model_").removesuffix("_total"): v
+            for k, v in self.figures().items()
         }
+        f["mean_batch"] = f["batched_events"] / f["batches"] if f["batches"] else 0.0
+        return f
 
 
 __all__ = [

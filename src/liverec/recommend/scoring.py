@@ -126,10 +126,9 @@ def _starts(inputs: list[ScoreInput], shape: tuple[int, int]) -> Tensor:
         block = torch.from_numpy(flat).view(len(raw), *shape)
         if len(raw) == len(inputs):  # the common case: every session continues
             return block
-        out = torch.zeros((len(inputs), *shape))
+    out = torch.zeros((len(inputs), *shape))
+    if raw:
         out.index_copy_(0, torch.tensor([r for r, _ in raw]), block)
-    else:
-        out = torch.zeros((len(inputs), *shape))
     for r, inp in enumerate(inputs):
         if isinstance(inp.start, Tensor):
             out[r] = inp.start
