@@ -183,6 +183,11 @@ def main() -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip the online recommender")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
+    if args.seconds <= args.warmup:
+        p.error(
+            f"--seconds ({args.seconds:g}) must exceed --warmup ({args.warmup:g}): "
+            "the warm-up is part of each run and nothing would be measured"
+        )
     configs = args.config or DEFAULT_CONFIGS
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else random_checkpoint(args.random, Path(tmp) / "m")
