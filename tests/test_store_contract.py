@@ -106,9 +106,17 @@ async def test_owner_never_changes(store: Store) -> None:
     await store.open_session("s1", "u1", 10.0)
     record, existed = await store.open_session("s1", "intruder", 11.0)
     assert existed is True and record.user_id == "u1"
+    # an anonymous session is claimed by the first user who opens it, and then kept
     await store.open_session("anon", None, 10.0)
-    record, existed = await store.open_session("anon", "u2", 11.0)
+    record, existed = await store.open_session("anon", None, 10.5)
     assert existed is True and record.user_id is None
+    record, existed = await store.open_session("anon", "u2", 11.0)
+    assert existed is True and record.user_id == "u2"
+    record, existed = await store.open_session("anon", "u3", 12.0)
+    assert record.user_id == "u2"
+    record, existed = await store.open_session("anon", None, 13.0)
+    assert record.user_id == "u2"
+    assert (await store.get_session("anon")) == record
     # an event from another user does not take the session over either
     await store.record_event(ev("e1", session="s1", user="intruder"))
     session = await store.get_session("s1")
@@ -120,6 +128,12 @@ async def test_concurrent_open_session_has_one_owner(store: Store) -> None:
     creators = [record.user_id for record, existed in results if not existed]
     assert len(creators) == 1
     assert {record.user_id for record, _ in results} == set(creators)
+
+
+async def test_concurrent_claims_have_one_winner(store: Store) -> None:
+    await store.open_session("a", None, 5.0)
+    results = await asyncio.gather(*(store.open_session("a", f"u{i}", 6.0) for i in range(30)))
+    assert len({record.user_id for record, _ in results}) == 1
 
 
 async def test_unknown_session_is_none(store: Store) -> None:

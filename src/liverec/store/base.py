@@ -66,8 +66,9 @@ class Store(abc.ABC):
     ) -> tuple[SessionRecord, bool]:
         """Load the session or create it owned by `user_id`.
 
-        Returns (record, existed). Never changes the owner of an existing session;
-        the caller checks `record.user_id` against the caller's identity.
+        Returns (record, existed). An anonymous session opened with a `user_id` is
+        claimed by that user (atomically: one claimant wins); an owner, once set,
+        never changes. The caller checks `record.user_id` against the caller's identity.
         """
 
     @abc.abstractmethod

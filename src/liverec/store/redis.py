@@ -145,11 +145,18 @@ if redis.call('HSETNX', KEYS[1], 'user', ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], 'created', ARGV[2], 'last_seen', ARGV[2])
   redis.call('DEL', KEYS[2])
   expire(ARGV[3])
-elseif redis.call('HGET', KEYS[1], 'user') == ARGV[1] then
-  if tonumber(ARGV[2]) > (tonumber(redis.call('HGET', KEYS[1], 'last_seen')) or 0) then
-    redis.call('HSET', KEYS[1], 'last_seen', ARGV[2])
+else
+  local owner = redis.call('HGET', KEYS[1], 'user')
+  if owner == '' and ARGV[1] ~= '' then  -- the first signed-in visit claims it
+    redis.call('HSET', KEYS[1], 'user', ARGV[1])
+    owner = ARGV[1]
   end
-  expire(ARGV[3])
+  if owner == ARGV[1] then
+    if tonumber(ARGV[2]) > (tonumber(redis.call('HGET', KEYS[1], 'last_seen')) or 0) then
+      redis.call('HSET', KEYS[1], 'last_seen', ARGV[2])
+    end
+    expire(ARGV[3])
+  end
 end
 local h = redis.call('HMGET', KEYS[1], 'user', 'created', 'last_seen')
 return {existed, h[1] or '', h[2] or '0', h[3] or '0', redis.call('LRANGE', KEYS[2], 0, -1)}

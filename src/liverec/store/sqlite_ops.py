@@ -53,6 +53,9 @@ class SqliteOps:
             )
             return SessionRecord(session_id, user_id, [], now, now), False
         owner, created, last_seen = row[0], row[1], row[2]
+        if owner is None and user_id is not None:  # the first signed-in visit claims it
+            c.execute("UPDATE sessions SET user_id = ? WHERE session_id = ?", (user_id, session_id))
+            owner = user_id
         if owner == user_id:  # only the owner's visit keeps the session alive
             last_seen = max(last_seen, now)
             c.execute(
