@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -79,8 +80,11 @@ async def test_forged_expired_and_malformed_tokens_are_refused(server: LiverecSe
 def test_http_bearer_tokens(server: LiverecServer) -> None:
     good = {"authorization": "Bearer " + mint_token("carol", SECRET)}
     bad = {"authorization": "Bearer " + mint_token("carol", "x" * 40)}
-    body = {"session_id": "carol-s", "events": [{"id": "c1", "action": "view", "item_id": "z"}]}
+    body: dict[str, Any] = {"events": [{"id": "c1", "action": "view", "item_id": "z"}]}
     assert server.post_json("/v1/events", body, headers=bad)[0] == 403
+    status, answer = server.post_json("/v1/events", body, headers=good)
+    assert status == 200
+    body["session_id"] = answer["session_id"]
     assert server.post_json("/v1/events", body, headers=good)[0] == 200
     assert server.post_json("/v1/events", body, headers={"authorization": "Basic abc"})[0] == 403
     # the session now belongs to carol

@@ -266,7 +266,6 @@ def test_http_events_and_recommendations(server: LiverecServer) -> None:
     status, body = server.post_json(
         "/v1/events",
         {
-            "session_id": "http-s1",
             "k": 3,
             "events": [
                 {"id": "h1", "action": "view", "item_id": "hA"},
@@ -276,14 +275,15 @@ def test_http_events_and_recommendations(server: LiverecServer) -> None:
     )
     assert status == 200, body
     assert body["acked"] == ["h1", "h2"] and body["recs"]["type"] == "recs"
+    sid = body["session_id"]  # issued by the server
     status, body = server.post_json(
         "/v1/events",
-        {"session_id": "http-s1", "events": [{"id": "h1", "action": "view", "item_id": "hA"}]},
+        {"session_id": sid, "events": [{"id": "h1", "action": "view", "item_id": "hA"}]},
     )
     assert status == 200 and body["duplicates"] == ["h1"]
-    status, body = server.get_json("/v1/recommendations?session_id=http-s1&k=2")
-    assert status == 200 and len(body["items"]) <= 2 and body["session_id"] == "http-s1"
-    assert server.get_json("/v1/recommendations?session_id=nope")[0] == 404
+    status, body = server.get_json(f"/v1/recommendations?session_id={sid}&k=2")
+    assert status == 200 and len(body["items"]) <= 2 and body["session_id"] == sid
+    assert server.get_json("/v1/recommendations?session_id=A" + "b" * 20 + "w")[0] == 404
     assert server.get_json("/v1/recommendations?k=0")[0] == 400
     status, body = server.post_json("/v1/events", b"{oops")
     assert status == 400 and body["error"]["code"] == "bad_json"

@@ -112,6 +112,8 @@ class Settings:
     default_k: int = _s(10, "recommendations per list when hello gives no k")
     max_k: int = _s(100, "largest k a client may ask for")
     hello_timeout_s: float = _s(10.0, "time allowed between connect and hello, seconds (1008)")
+    rating_min: float = _s(1.0, "lowest rating a 'rate' event may carry (bad_field below)")
+    rating_max: float = _s(5.0, "highest rating a 'rate' event may carry (bad_field above)")
     # --- flow control
     events_per_s: float = _s(50.0, "sustained events per second per connection (token bucket)")
     events_burst: int = _s(100, "token bucket size: events a connection may send at once")
@@ -198,6 +200,8 @@ class Settings:
             problems.append("max_k must be in 1..1000")
         if not 1 <= self.default_k <= self.max_k:
             problems.append("default_k must be in 1..max_k")
+        if not self.rating_min < self.rating_max:
+            problems.append("rating_min must be below rating_max")
         if self.max_frame_bytes < 256:
             problems.append("max_frame_bytes must be at least 256")
         if not 0.0 <= self.ab_share <= 1.0:

@@ -38,6 +38,8 @@ class Limits:
     max_id_chars: int = 128
     default_k: int = 10
     max_k: int = 100
+    rating_min: float = 1.0
+    rating_max: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +50,38 @@ class Hello:
     placement: str | None
 
 
+# Google Analytics 4 e-commerce event names accepted in `action`: each is one of
+# ours, or None for a name that says nothing about one item (acked, not recorded).
+GA4_ALIASES: dict[str, str | None] = {
+    "view_item": "view",
+    "select_item": "click",
+    "select_promotion": "click",
+    "add_to_wishlist": "click",
+    "add_to_cart": "add_to_cart",
+    "remove_from_cart": "remove_from_cart",
+    "purchase": "purchase",
+    "view_item_list": None,
+    "view_promotion": None,
+    "view_cart": None,
+    "begin_checkout": None,
+    "add_shipping_info": None,
+    "add_payment_info": None,
+    "refund": None,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class EventMsg:
     id: str
-    action: str
+    action: str  # one of ACTIONS, or "" for an ignored GA4 name (see `ignored`)
     item_id: str
     ts: float | None
     rating: float | None
+
+    @property
+    def ignored(self) -> bool:
+        """A GA4 name liverec does not use: acked, neither recorded nor answered."""
+        return not self.action
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,14 +189,9 @@ def parse_event(obj: dict[Any, Any], limits: Limits) -> EventMsg:
     ref = raw_id[: limits.max_id_chars] if isinstance(raw_id, str) else None
     try:
         event_id = _req_id(obj, "id", limits)
-        action = obj.get("action")
-        if action is None:
-            raise ProtocolError("missing_field", "event has no 'action'")
-        if action not in ACTIONS:
-            shown = action[:32] if isinstance(action, str) else type(action).__name__
-            raise ProtocolError(
-                "bad_action", f"unknown action {shown!r}; expected one of {', '.join(ACTIONS)}"
-            )
+        action = _action(obj.get("action"))
+        if not action:  # an ignored GA4 name: nothing of it is used but its id
+            return EventMsg(event_id, "", "-", None, None)
         item_id = _req_id(obj, "item_id", limits)
         ts = _opt_number(obj, "ts")
         if ts is not None and not _TS_MIN <= ts <= _TS_MAX:
@@ -178,14 +200,32 @@ def parse_event(obj: dict[Any, Any], limits: Limits) -> EventMsg:
         if action == "rate":
             if rating is None:
                 raise ProtocolError("missing_field", "a 'rate' event needs 'rating'")
-            if not -1e6 <= rating <= 1e6:
-                raise ProtocolError("bad_field", "'rating' is out of range")
+            if not limits.rating_min <= rating <= limits.rating_max:
+                raise ProtocolError(
+                    "bad_field",
+                    f"'rating' must be in {limits.rating_min:g}..{limits.rating_max:g}",
+                )
         elif rating is not None:
             rating = None  # only meaningful for "rate"; ignored elsewhere
     except ProtocolError as exc:
         exc.ref = exc.ref or ref
         raise
     return EventMsg(event_id, action, item_id, ts, rating)
+
+
+def _action(raw: Any) -> str:
+    """Our action for `raw` (one of ACTIONS or a GA4 alias); "" for an ignored alias."""
+    if raw is None:
+        raise ProtocolError("missing_field", "event has no 'action'")
+    if raw in ACTIONS:
+        return str(raw)
+    if isinstance(raw, str) and raw in GA4_ALIASES:
+        return GA4_ALIASES[raw] or ""
+    shown = raw[:32] if isinstance(raw, str) else type(raw).__name__
+    raise ProtocolError(
+        "bad_action",
+        f"unknown action {shown!r}; expected one of {', '.join(ACTIONS)} or a GA4 e-commerce name",
+    )
 
 
 def check_id(value: Any, name: str, limits: Limits) -> str:
@@ -242,10 +282,12 @@ def welcome(session_id: str, resumed: bool, model: str) -> dict[str, Any]:
     }
 
 
-def ack(event_id: str, duplicate: bool = False) -> dict[str, Any]:
+def ack(event_id: str, duplicate: bool = False, ignored: bool = False) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "ack", "id": event_id}
     if duplicate:
         frame["duplicate"] = True
+    if ignored:
+        frame["ignored"] = True
     return frame
 
 

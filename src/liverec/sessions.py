@@ -16,8 +16,8 @@ error frame, but never acked: the client sends it again later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -44,6 +44,7 @@ from .live import (
     Transport,
 )
 from .metrics import Metrics
+from .ownership import may_open, new_session_id, open_owned
 from .recommend.base import RecContext, RecList, Recommender
 from .store.base import Store
 from .types import Event
@@ -78,7 +79,12 @@ class SessionManager:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.limits = protocol.Limits(
-            settings.max_frame_bytes, settings.max_id_chars, settings.default_k, settings.max_k
+            settings.max_frame_bytes,
+            settings.max_id_chars,
+            settings.default_k,
+            settings.max_k,
+            settings.rating_min,
+            settings.rating_max,
         )
         self.sessions: dict[str, LiveSession] = {}
         self.connections: set[Connection] = set()
@@ -147,6 +153,11 @@ class SessionManager:
     async def serve(self, transport: Transport, address: str = "") -> None:
         """Run one connection until the peer leaves; raises Abuse subclasses on abuse."""
         conn = Connection(transport, self.settings, self.metrics, address)
+        # Every frame takes a token, from the first one on: hello, pings, malformed
+        # frames and events alike (the address's bucket too, see _admit).
+        conn.bucket = TokenBucket(
+            self.settings.events_per_s, self.settings.events_burst, time.monotonic()
+        )
         self.connections.add(conn)
         self.address_connections[address] = self.address_connections.get(address, 0) + 1
         self.metrics.connections.inc()
@@ -204,6 +215,9 @@ class SessionManager:
             if data is None:
                 return
             conn.encoding = protocol.encoding_of(data)
+            if not self._admit(conn):
+                self._refuse(conn, data)
+                continue
             try:
                 msg, _ = protocol.decode(data, self.limits)
                 if isinstance(msg, protocol.Ping):
@@ -225,35 +239,80 @@ class SessionManager:
         user_id = None
         if hello.user_token is not None:
             user_id = verify_token(hello.user_token, self.settings.jwt_secret)
-        session_id = hello.session_id or secrets.token_urlsafe(16)
         now = self.clock()
-        live = self.sessions.get(session_id)
+        live = None
+        if hello.session_id is not None:
+            live = await self._resume(conn, hello.session_id, user_id, now)
         resumed = live is not None
         if live is None:
-            try:
-                record, resumed = await self.store.open_session(session_id, user_id, now)
-            except StoreUnavailable:
-                self._store_failed()
-                record = None
-            if record is not None and record.user_id is not None and record.user_id != user_id:
-                raise Forbidden("session_forbidden", "this session belongs to another user")
-            live = LiveSession(session_id, user_id, list(record.items) if record else [])
-            if user_id is not None:
-                await self._load_profile(live, user_id, seed=True)
-            live = self.sessions.setdefault(session_id, live)
-        elif live.user_id is not None and live.user_id != user_id:
-            raise Forbidden("session_forbidden", "this session belongs to another user")
+            live = await self._fresh(user_id, now)
+        session_id = live.session_id
         live.connections += 1
         conn.session, conn.user_id = live, user_id
         conn.k, conn.placement = hello.k, hello.placement
-        conn.bucket = TokenBucket(
-            self.settings.events_per_s, self.settings.events_burst, time.monotonic()
-        )
         conn.push(protocol.welcome(session_id, resumed, self.recommender.version_for(session_id)))
         current = live.items[-1] if live.items else None
         recs = await self._recommend(live, conn.k, current, conn.placement)
         conn.push(self.recs_frame(live, None, recs, conn.placement))
         self._notify(FeedEntry("open", session_id, now, recs=recs, placement=conn.placement))
+
+    async def _resume(
+        self, conn: Connection, session_id: str, user_id: str | None, now: float
+    ) -> LiveSession | None:
+        """The session `session_id` opened by `user_id`, or None, after an error frame,
+        when it cannot be resumed: an id the server did not issue, unknown or expired,
+        or an owner that cannot be checked now (fail closed). Raises Forbidden for
+        another user's session."""
+        live = self.sessions.get(session_id)
+        if live is not None and live.user_id is not None:
+            if live.user_id != user_id:  # an owner never changes: no store needed
+                raise Forbidden("session_forbidden", "this session belongs to another user")
+            return live
+        try:  # the store decides: an anonymous session may have been claimed meanwhile
+            record = await open_owned(self.store, session_id, user_id, now, write=True)
+        except StoreUnavailable:
+            self._store_failed()
+            self._error(
+                conn,
+                "session_unverified",
+                "the session's owner cannot be checked now (store unreachable); "
+                "a new session was started",
+            )
+            return None
+        except ProtocolError as exc:
+            self._error(conn, exc.code, f"{exc.message}; a new session was started")
+            return None
+        if record is None:
+            message = "no such session (or it expired); a new session was started"
+            self._error(conn, "unknown_session", message)
+            return None
+        live = self.sessions.get(session_id)  # it may have opened here during the await
+        if live is None:
+            live = LiveSession(session_id, user_id, list(record.items))
+            if user_id is not None:
+                await self._load_profile(live, user_id, seed=True)
+            return self.sessions.setdefault(session_id, live)
+        if live.user_id is None and user_id is not None:  # claimed just now
+            live.user_id = user_id
+            await self._load_profile(live, user_id)
+        elif live.user_id != user_id:
+            raise Forbidden("session_forbidden", "this session belongs to another user")
+        return live
+
+    async def _fresh(self, user_id: str | None, now: float) -> LiveSession:
+        """A new session with a server-issued id, owned by `user_id`."""
+        session_id = new_session_id()
+        try:
+            await self.store.open_session(session_id, user_id, now)
+        except StoreUnavailable:
+            # A new id has no owner to check. Served from memory; the store learns the
+            # session (with its owner) from the first event it records.
+            self._store_failed()
+        live = LiveSession(session_id, user_id, [])
+        if user_id is not None:
+            await self._load_profile(live, user_id, seed=True)
+        self.sessions[session_id] = live
+        return live
 
     async def _load_profile(self, live: LiveSession, user_id: str, seed: bool = False) -> None:
         """Purchases and ratings always; with `seed`, a new session of a returning user
@@ -279,14 +338,10 @@ class SessionManager:
             if data is None:
                 return
             started = time.perf_counter()
-            if conn.limited > RATE_ERRORS_SENT and not self._has_token(conn):
-                # Still flooding after being told: drop the frame without even parsing it.
-                conn.limited += 1
-                self.metrics.errors.inc("rate_limited")
-                if conn.limited > self.settings.events_burst:
-                    raise RateLimited("event rate limit exceeded repeatedly")
-                continue
             conn.encoding = protocol.encoding_of(data)
+            if not self._admit(conn):
+                self._refuse(conn, data)
+                continue
             try:
                 msg, _ = protocol.decode(data, self.limits)
                 if isinstance(msg, protocol.EventMsg):
@@ -302,28 +357,45 @@ class SessionManager:
                     raise
                 self._error(conn, exc.code, exc.message, exc.ref)
 
-    def _has_token(self, conn: Connection) -> bool:
-        now = time.monotonic()
+    def _admit(self, conn: Connection) -> bool:
+        """Take one token for a received frame, of any kind, from the connection's
+        bucket and then from its address's; False when either is empty."""
         assert conn.bucket is not None
-        bucket = self.address_buckets.get(conn.address)
-        return conn.bucket.peek(now) >= 1.0 and (bucket is None or bucket.peek(now) >= 1.0)
+        if conn.bucket.take(time.monotonic()) and self.address_allows(conn.address):
+            conn.limited = 0
+            return True
+        return False
+
+    def _refuse(self, conn: Connection, data: str | bytes) -> None:
+        """Drop a frame over the rate. The first RATE_ERRORS_SENT of a run are told
+        (naming the event); the rest are dropped unread, a flood must not cost us a
+        frame each; more than events_burst in a run closes the connection (1013)."""
+        conn.limited += 1
+        if conn.limited > self.settings.events_burst:
+            raise RateLimited("frame rate limit exceeded repeatedly")
+        if conn.limited > RATE_ERRORS_SENT:
+            self.metrics.errors.inc("rate_limited")
+            return
+        ref = None
+        with contextlib.suppress(ProtocolError):
+            msg, _ = protocol.decode(data, self.limits)
+            ref = msg.id if isinstance(msg, protocol.EventMsg) else None
+        self._error(
+            conn,
+            "rate_limited",
+            f"more than {self.settings.events_per_s:g} frames/s; frame dropped, send it later",
+            ref,
+        )
 
     async def _on_event(self, conn: Connection, msg: protocol.EventMsg, started: float) -> None:
-        assert conn.session is not None and conn.bucket is not None
-        if not conn.bucket.take(time.monotonic()) or not self.address_allows(conn.address):
-            conn.limited += 1
-            if conn.limited > self.settings.events_burst:
-                raise RateLimited("event rate limit exceeded repeatedly")
-            if conn.limited > RATE_ERRORS_SENT:
-                self.metrics.errors.inc("rate_limited")
-                return  # dropped unanswered: a flood must not cost us a frame per event
-            raise ProtocolError(
-                "rate_limited",
-                f"more than {self.settings.events_per_s:g} events/s; event dropped, send it later",
-                msg.id,
-            )
-        conn.limited = 0
+        assert conn.session is not None
         live = conn.session
+        if live.user_id is not None and live.user_id != conn.user_id:
+            message = "a signed-in user claimed this session; start a new one"
+            raise ProtocolError("session_forbidden", message, msg.id)
+        if msg.ignored:
+            conn.push(protocol.ack(msg.id, ignored=True))
+            return
         event, acked, duplicate = await self.apply_event(live, msg, conn.user_id)
         if acked:
             conn.push(protocol.ack(msg.id, duplicate))
@@ -385,24 +457,29 @@ class SessionManager:
         return event, stored, duplicate
 
     async def open_transient(
-        self, session_id: str, user_id: str | None, create: bool
+        self, session_id: str | None, user_id: str | None, write: bool
     ) -> LiveSession | None:
-        """A session for an HTTP request: the live one when connected here, else from the store."""
+        """A session for one HTTP request: a new one when `session_id` is None (only
+        with `write`), else the stored one after the owner check (None when unknown).
+        The owner is always read from the store, even for a session live here: raises
+        StoreUnavailable when it cannot be (fail closed), Forbidden for another user's.
+        """
+        now = self.clock()
+        if session_id is None:
+            session_id = new_session_id()
+            await self.store.open_session(session_id, user_id, now)
+            return LiveSession(session_id, user_id, [])
+        record = await open_owned(self.store, session_id, user_id, now, write=write)
+        if record is None:
+            return None
         live = self.sessions.get(session_id)
         if live is not None:
-            if live.user_id is not None and live.user_id != user_id:
+            if write and live.user_id is None and user_id is not None:
+                live.user_id = user_id  # claimed by this request
+            if not may_open(live.user_id, user_id):
                 raise Forbidden("session_forbidden", "this session belongs to another user")
             return live
-        if create:
-            record, _ = await self.store.open_session(session_id, user_id, self.clock())
-        else:
-            found = await self.store.get_session(session_id)
-            if found is None:
-                return None
-            record = found
-        if record.user_id is not None and record.user_id != user_id:
-            raise Forbidden("session_forbidden", "this session belongs to another user")
-        live = LiveSession(session_id, user_id, list(record.items))
+        live = LiveSession(session_id, record.user_id if write else user_id, list(record.items))
         if user_id is not None:
             await self._load_profile(live, user_id)
         return live
@@ -449,9 +526,7 @@ class SessionManager:
     def _on_feedback(self, conn: Connection, msg: protocol.Feedback) -> None:
         """Count an impression or a click against the model and placement that made
         the list; each once per recs frame (and item)."""
-        assert conn.session is not None and conn.bucket is not None
-        if not conn.bucket.take(time.monotonic()):
-            raise ProtocolError("rate_limited", "feedback over the event rate; dropped")
+        assert conn.session is not None
         shown = conn.session.shown.get(msg.recs_id)
         if shown is None:
             raise ProtocolError("unknown_recs", "no recent recs frame has this recs_id")

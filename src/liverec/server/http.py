@@ -8,7 +8,6 @@ Validation is the wire protocol's (`protocol.parse_event`, `protocol.check_id`).
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from starlette.requests import Request
@@ -126,18 +125,21 @@ async def post_events(request: Request) -> Response:
                 429, "rate_limited", "too many events from this address; send them later"
             )
         raw_sid = obj.get("session_id")
-        session_id = (
-            secrets.token_urlsafe(16)
-            if raw_sid is None
-            else protocol.check_id(raw_sid, "session_id", limits)
-        )
+        asked = None if raw_sid is None else protocol.check_id(raw_sid, "session_id", limits)
         k = _k(obj.get("k"), limits)
-        live = await manager.open_transient(session_id, user_id, create=True)
-        assert live is not None
+        live = await manager.open_transient(asked, user_id, write=True)
+        if live is None:
+            return error_response(404, "unknown_session", "no such session (or it expired)")
+        session_id = live.session_id
         acks: list[str] = []
         failed: list[str] = []
         duplicates: list[str] = []
+        ignored: list[str] = []
         for msg in events:
+            if msg.ignored:  # a GA4 name liverec does not use: acked, not recorded
+                acks.append(msg.id)
+                ignored.append(msg.id)
+                continue
             _, acked, duplicate = await manager.apply_event(live, msg, user_id)
             (acks if acked else failed).append(msg.id)
             if duplicate:
@@ -149,6 +151,7 @@ async def post_events(request: Request) -> Response:
         "session_id": session_id,
         "acked": acks,
         "duplicates": duplicates,
+        "ignored": ignored,
         "not_recorded": failed,
         "recs": manager.recs_frame(live, events[-1].id, recs),
     }
@@ -166,7 +169,7 @@ async def get_recommendations(request: Request) -> Response:
             live = None
         else:
             session_id = protocol.check_id(raw_sid, "session_id", limits)
-            live = await manager.open_transient(session_id, user_id, create=False)
+            live = await manager.open_transient(session_id, user_id, write=False)
             if live is None:
                 return error_response(404, "unknown_session", "no such session")
         if live is None:
@@ -186,7 +189,7 @@ async def get_session(request: Request) -> Response:
         session_id = protocol.check_id(
             request.path_params["session_id"], "session_id", manager.limits
         )
-        live = await manager.open_transient(session_id, user_id, create=False)
+        live = await manager.open_transient(session_id, user_id, write=False)
     except (ProtocolError, Forbidden, StoreUnavailable) as exc:
         return _status_for(exc)
     if live is None:
