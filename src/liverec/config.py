@@ -115,15 +115,18 @@ class Settings:
     rating_min: float = _s(1.0, "lowest rating a 'rate' event may carry (bad_field below)")
     rating_max: float = _s(5.0, "highest rating a 'rate' event may carry (bad_field above)")
     # --- flow control
-    events_per_s: float = _s(50.0, "sustained events per second per connection (token bucket)")
-    events_burst: int = _s(100, "token bucket size: events a connection may send at once")
+    events_per_s: float = _s(
+        50.0, "sustained frames per second per connection, every kind counted (token bucket)"
+    )
+    events_burst: int = _s(100, "token bucket size: frames a connection may send at once")
     outbound_queue: int = _s(32, "frames queued per connection before the slow-client policy")
     max_connections: int = _s(10000, "open WebSocket connections in total (1013 above)")
     max_connections_per_address: int = _s(
         256, "open WebSocket connections from one client address (1013 above)"
     )
     address_events_per_s: float = _s(
-        500.0, "sustained events per second from one client address, all its connections"
+        500.0, "sustained frames (and HTTP events) per second from one client address, all its "
+        "connections"
     )
     address_events_burst: int = _s(1000, "token bucket size per client address")
     flood_penalty_s: float = _s(
