@@ -191,8 +191,9 @@ async def wait_go(timeout: float) -> None:
         raise SystemExit(f"load generator: expected 'go', got {line!r}")
 
 
-async def hello(ws: Any, session_id: str, timeout: float) -> None:
-    await ws.send(json.dumps({"type": "hello", "session_id": session_id}))
+async def hello(ws: Any, timeout: float) -> None:
+    """A new session (the server issues its id)."""
+    await ws.send(json.dumps({"type": "hello"}))
     got: set[str] = set()
     while got != {"welcome", "recs"}:
         got.add(json.loads(await asyncio.wait_for(ws.recv(), timeout))["type"])
@@ -214,7 +215,7 @@ async def client_main(cfg: dict[str, Any]) -> None:
     # 1. warm up the app on one socket (imports, first allocations), closed loop
     rnd = random.Random(cfg["seed"])
     async with connect(url, **opts) as ws:
-        await hello(ws, "warm-0", 10)
+        await hello(ws, 10)
         current = None
         for k in range(cfg["warm_events"]):
             current = catalog.step(current, rnd)
@@ -231,7 +232,7 @@ async def client_main(cfg: dict[str, Any]) -> None:
     async def open_one(i: int) -> Any:
         async with gate:
             ws = await connect(url, **opts)
-            await hello(ws, f"s{cfg['seed']}-{i}", 30)
+            await hello(ws, 30)
             return ws
 
     t0 = time.perf_counter()
