@@ -5,7 +5,10 @@ pings, idle expiry), the registry of live sessions shared by the connections of 
 process, the per-connection token bucket, and the outbound queue in which a newer
 recs frame replaces an unsent older one. It speaks to the socket through the small
 `Transport` protocol, so it imports neither starlette nor uvicorn. Abuse is raised
-as `errors.Abuse` subclasses; the server edge maps them to close codes.
+as `errors.Abuse` subclasses; the server edge maps them to close codes. Every frame
+a connection sends takes a token from its bucket and its address's. Session ids
+and the owner check (fail closed, claim at login) are ownership.py's; hello and
+the HTTP API both go through it.
 
 Order of work for one event: validate -> record durably in the store -> apply to
 the in-memory session (once per event id) -> ack -> recommend -> recs. An event
