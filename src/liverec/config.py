@@ -125,8 +125,9 @@ class Settings:
         256, "open WebSocket connections from one client address (1013 above)"
     )
     address_events_per_s: float = _s(
-        500.0, "sustained frames (and HTTP events) per second from one client address, all its "
-        "connections"
+        500.0,
+        "sustained frames (and HTTP events) per second from one client address, all its "
+        "connections",
     )
     address_events_burst: int = _s(1000, "token bucket size per client address")
     flood_penalty_s: float = _s(
