@@ -241,6 +241,28 @@ def test_anonymous_session_is_claimed_by_a_signed_in_http_write(server: LiverecS
     assert _get_as(server, f"/v1/sessions/{sid}", "carol")[0] == 200
 
 
+async def test_ids_and_claims_hold_across_two_processes_sharing_redis(redis_url: str) -> None:
+    a = LiverecServer(redis_url, jwt_secret=SECRET).start()
+    b = LiverecServer(redis_url, jwt_secret=SECRET).start()
+    try:
+        async with await Client.open(b.ws_url) as c:  # issued by B...
+            welcome, _ = await c.hello()
+            sid = welcome["session_id"]
+            await c.event("anon-on-b")
+        async with await Client.open(a.ws_url) as c:  # ...resumed and claimed on A
+            welcome, _ = await c.hello(session_id=sid, user_token=mint_token("alice", SECRET))
+            assert welcome["resumed"] is True and welcome["session_id"] == sid
+        for srv in (a, b):  # neither process lets anyone else in now
+            async with await Client.open(srv.ws_url) as c:
+                await c.send({"type": "hello", "session_id": sid})
+                frame = await c.recv()
+                assert frame["type"] == "error" and frame["code"] == "session_forbidden"
+            assert srv.get_json(f"/v1/sessions/{sid}")[0] == 403
+    finally:
+        a.stop()
+        b.stop()
+
+
 # --- item 7: frames that are not events count against the buckets ------------------------
 
 
