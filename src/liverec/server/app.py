@@ -26,6 +26,7 @@ from ..config import Settings
 from ..demo import start_demo
 from ..metrics import Metrics
 from ..recommend import build_recommender, warm_from_log
+from ..recommend.ab import ABRecommender
 from ..recommend.base import MODEL_FIGURES, Recommender
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
@@ -39,8 +40,9 @@ log = logging.getLogger("liverec.server")
 
 
 def default_web_dir() -> Path | None:
-    """web/ of a source checkout (the package lives in src/liverec)."""
-    candidate = Path(__file__).resolve().parents[3] / "web"
+    """The package's web assets: liverec/web in an installed wheel; in a source checkout
+    src/liverec/web, a link to the repository's web/."""
+    candidate = Path(__file__).resolve().parents[1] / "web"
     return candidate if candidate.is_dir() else None
 
 
@@ -67,6 +69,7 @@ def create_app(
             await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
         await catalog.start()
         manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
+        metrics.set_models(functools.partial(_arm_versions, the_recommender))
         for name, help in MODEL_FIGURES.items():
             kind = "counter" if name.endswith("_total") else "gauge"
             read = functools.partial(_figure, the_recommender, name)
@@ -138,6 +141,13 @@ def create_app(
 async def _home(request: Request) -> Response:
     demo = request.app.state.manager.settings.demo
     return RedirectResponse("/demo" if demo else "/web/", status_code=307)
+
+
+def _arm_versions(recommender: Recommender) -> dict[str, str]:
+    """The version each A/B arm serves (for /metrics' liverec_model_info)."""
+    if isinstance(recommender, ABRecommender):
+        return {"a": recommender.a.version, "b": recommender.b.version}
+    return {"a": recommender.version}
 
 
 def _figure(recommender: Recommender, name: str) -> float:
