@@ -5,6 +5,7 @@ setting."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,18 +22,52 @@ from .servers import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
-def test_docker_compose_config_is_valid() -> None:
-    out = subprocess.run(
-        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
+COMPOSE = shutil.which("docker-compose")
+
+
+def compose_config(token: str | None) -> subprocess.CompletedProcess[str]:
+    assert COMPOSE is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEREC_")}
+    if token is not None:
+        env["LIVEREC_ADMIN_TOKEN"] = token
+    return subprocess.run(
+        [COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "config"],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=ROOT,
+        env=env,
     )
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed")
+def test_docker_compose_config_is_valid() -> None:
+    out = compose_config("t" * 64)
     assert out.returncode == 0, out.stderr
     assert "appendonly" in out.stdout  # Redis persists what liverec acked
     assert "LIVEREC_STORE_URL: redis://redis:6379/0" in out.stdout
+    assert "LIVEREC_ADMIN_TOKEN: " + "t" * 64 in out.stdout  # the operator gets in
+    services = ("\n" + out.stdout).split("\nservices:\n", 1)[1].split("\nvolumes:\n", 1)[0]
+    blocks = {b.split(":", 1)[0]: b for b in re.split(r"\n  (?=\S)", "\n" + services)[1:]}
+    assert set(blocks) == {"learner", "liverec", "redis"}, list(blocks)
+    assert "- learn" in blocks["learner"] and "models:/models" in blocks["learner"]
+    assert "/readyz" in blocks["liverec"] and "healthcheck" in blocks["redis"]
+    assert "models:/models" in blocks["liverec"] and "./models" not in out.stdout
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed")
+def test_docker_compose_asks_for_the_admin_token() -> None:
+    out = compose_config(None)
+    assert out.returncode != 0
+    assert "set LIVEREC_ADMIN_TOKEN" in out.stderr, out.stderr
+
+
+def test_docker_build_context_leaves_out_the_environment() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for name in (".venv", ".git", "data", "models", "test-artifacts"):
+        assert name in ignored, name
+    dockerfile = (ROOT / ".ci" / "Dockerfile").read_text()
+    assert "USER liverec" in dockerfile and "chown liverec:liverec /app/data /models" in dockerfile
 
 
 def test_cli_help_lists_every_setting() -> None:

@@ -16,8 +16,6 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
@@ -34,6 +32,7 @@ from ..store.base import Store
 from . import http, pages
 from .collector import Collector
 from .feed import FeedHub
+from .landing import landing
 from .ws import quiet_denial_logs, websocket_endpoint
 
 log = logging.getLogger("liverec.server")
@@ -120,8 +119,8 @@ def create_app(
     if web_dir is not None and not web_dir.is_dir():
         web_dir = None
     routes.extend(pages.routes(settings, web_dir))
+    routes.append(Route("/", landing))
     if web_dir is not None:
-        routes.append(Route("/", _home))
         routes.append(Mount("/web", StaticFiles(directory=web_dir, html=True), name="web"))
     # CORS for the HTTP API follows the WebSocket origin allowlist; the server's own
     # origin needs no CORS. Bearer tokens travel in a header, never in cookies.
@@ -136,11 +135,6 @@ def create_app(
         )
     ]
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
-
-
-async def _home(request: Request) -> Response:
-    demo = request.app.state.manager.settings.demo
-    return RedirectResponse("/demo" if demo else "/web/", status_code=307)
 
 
 def _arm_versions(recommender: Recommender) -> dict[str, str]:
