@@ -165,3 +165,31 @@ def test_wheel_carries_web_assets_and_serves_them(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_docs_name_no_paths_of_a_development_machine() -> None:
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for prefix in ("/work/", "/tmp/", "/root/", "/home/"):
+            assert prefix not in text, f"{doc.name} names {prefix}..."
+
+
+def test_operations_doc_lists_every_liverec_series() -> None:
+    """Every liverec_* family a server exports is in docs/operations.md's table."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from liverec.metrics import Metrics
+    from liverec.recommend.base import MODEL_FIGURES
+    from liverec.server.collector import Collector
+
+    metrics = Metrics()
+    metrics.set_models(lambda: {"a": "online"})
+    Collector(None, metrics)
+    for name, help in MODEL_FIGURES.items():
+        kind = "counter" if name.endswith("_total") else "gauge"
+        metrics.add_gauge(name, help, lambda: 0.0, kind)
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    for family in text_string_to_metric_families(metrics.render()):
+        if family.name.startswith("liverec_"):
+            shown = family.name + ("_total" if family.type == "counter" else "")
+            assert f"`{shown}`" in doc, shown
