@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +21,7 @@ from .config import Settings
 from .errors import LiverecError
 from .flags import Parser, add_setting_flags, given_settings
 from .logs import setup_logging
+from .progress import progress
 
 
 def _serve_parser(sub: Any) -> None:
@@ -117,7 +118,8 @@ def _export_events(args: argparse.Namespace) -> int:
     path = getattr(store, "path", None)  # an embedded file: read it, never create it
     if isinstance(path, str) and not Path(path).is_file():
         raise LiverecError(f"no store file at {path} (check --store or LIVEREC_STORE_URL)")
-    count = asyncio.run(export_events(store, args.out))
+    with progress(None, "export-events", unit="ev", enabled=not args.quiet) as bar:
+        count = asyncio.run(export_events(store, args.out, on_batch=bar.update))
     print(f"exported {count} events to {args.out}", file=sys.stderr)
     return 0
 
@@ -130,15 +132,16 @@ def _catalog_import(args: argparse.Namespace) -> int:
     settings = Settings.from_env(store_url=args.store)
     items = read_items(args.file, Limits(max_id_chars=settings.max_id_chars))
 
-    async def write() -> int:
+    async def write(on_batch: Callable[[int], None]) -> int:
         store = open_store(settings.store_url, limits_from(settings))
         await store.open()
         try:
-            return await import_items(store, items)
+            return await import_items(store, items, on_batch)
         finally:
             await store.close()
 
-    version = asyncio.run(write())
+    with progress(len(items), "catalog import", unit="items", enabled=not args.quiet) as bar:
+        version = asyncio.run(write(bar.update))
     print(
         f"imported {len(items)} items into {mask_url(settings.store_url)} (catalog version "
         f"{version}); running servers pick them up within catalog_poll_s",
@@ -182,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export-events", help="write the event log as JSONL")
     e.add_argument("--store", default=None, help="store URL (default LIVEREC_STORE_URL)")
     e.add_argument("--out", required=True, help="output file (.jsonl or .jsonl.gz)")
+    e.add_argument("--quiet", action="store_true", help="no progress")
     e.set_defaults(func=_export_events)
     c = sub.add_parser("catalog", help="manage the item catalog")
     csub = c.add_subparsers(dest="catalog_command", required=True)
@@ -194,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ci.add_argument("file", help="items file: .jsonl, .ndjson or .csv (optionally .gz)")
     ci.add_argument("--store", default=None, help="store URL (default LIVEREC_STORE_URL)")
+    ci.add_argument("--quiet", action="store_true", help="no progress")
     ci.set_defaults(func=_catalog_import)
     s = sub.add_parser(
         "simulate",
