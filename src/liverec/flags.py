@@ -10,7 +10,6 @@ switches for booleans, `none`/`off` for optional limits), the short aliases
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import fields
 from typing import Any, NoReturn, get_type_hints
 
@@ -142,9 +141,3 @@ def add_setting_flags(
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given as flags (None included: an explicit "off")."""
     return {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
-
-
-def fail(message: str, prog: str = "liverec") -> NoReturn:
-    """Print one error line and exit 2 (for checks made before the command runs)."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
