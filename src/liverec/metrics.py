@@ -220,6 +220,7 @@ class Metrics:
         self.connections_open = 0
         # arm -> version; set by the server once the recommender is built
         self.model_versions: Callable[[], dict[str, str]] = dict
+        self._split = False
         self.events = Counter(
             "liverec_events_total",
             "Accepted events by action.",
@@ -291,12 +292,16 @@ class Metrics:
         """Where the served versions come from (arm -> version, read at each scrape and
         each count); the arms' latency series start at 0."""
         self.model_versions = versions
-        for arm in versions():
+        arms = versions()
+        self._split = "b" in arms  # fixed at start: a server has an A/B split or not
+        for arm in arms:
             self.recs_latency.observe_none(arm)
 
     def arm(self, version: str) -> str:
         """The A/B arm ("a" or "b") whose model has this version; "a" when not split
         or when the version is no longer served (a late feedback frame)."""
+        if not self._split:
+            return "a"
         versions = self.model_versions()
         return "b" if versions.get("b") == version and versions.get("a") != version else "a"
 
