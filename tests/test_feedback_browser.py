@@ -30,9 +30,16 @@ def server() -> Iterator[LiverecServer]:
 
 
 def counter(server: LiverecServer, name: str, model: str, placement: str) -> int:
+    """The count of the A/B arm that serves `model` (liverec_model_info names it)."""
     metrics = server.get_text("/metrics")
+    arm = re.search(
+        rf'^liverec_model_info\{{arm="(\w+)",version="{re.escape(model)}"\}} 1',
+        metrics,
+        re.MULTILINE,
+    )
+    assert arm is not None, metrics
     found = re.search(
-        rf'^{name}\{{model="{re.escape(model)}",placement="{placement}"\}} (\S+)$',
+        rf'^{name}\{{arm="{arm.group(1)}",placement="{placement}"\}} (\S+)$',
         metrics,
         re.MULTILINE,
     )

@@ -81,12 +81,12 @@ async def test_feedback_counts_impressions_and_clicks_by_model_and_placement(
             got = await c.recv()
             assert got["type"] == "error" and got["code"] == code, (frame, got)
     metrics = server.get_text("/metrics")
+    # counted by A/B arm; liverec_model_info names the arm's model
+    assert 'liverec_model_info{arm="a",version="online"} 1' in metrics
     imp = re.search(
-        r'liverec_rec_impressions_total\{model="online",placement="product"\} (\S+)', metrics
+        r'liverec_rec_impressions_total\{arm="a",placement="product"\} (\S+)', metrics
     )
-    clk = re.search(
-        r'liverec_rec_clicks_total\{model="online",placement="product"\} (\S+)', metrics
-    )
+    clk = re.search(r'liverec_rec_clicks_total\{arm="a",placement="product"\} (\S+)', metrics)
     assert imp is not None and float(imp.group(1)) >= 1
     assert clk is not None and float(clk.group(1)) >= 1
 

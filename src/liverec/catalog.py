@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Final
@@ -233,12 +233,17 @@ def write_jsonl(items: Iterable[CatalogItem]) -> str:
     return out.getvalue()
 
 
-async def import_items(store: Store, items: Sequence[CatalogItem]) -> int:
-    """Upsert items into the store in batches; returns the catalog version after."""
+async def import_items(
+    store: Store, items: Sequence[CatalogItem], on_batch: Callable[[int], None] | None = None
+) -> int:
+    """Upsert items into the store in batches; returns the catalog version after.
+    `on_batch(n)` is told the size of each batch written (progress)."""
     version = await store.catalog_version()
     for start in range(0, len(items), IMPORT_BATCH):
         batch = items[start : start + IMPORT_BATCH]
         version = await store.upsert_items({i.item_id: i.to_dict() for i in batch})
+        if on_batch is not None:
+            on_batch(len(batch))
     return version
 
 

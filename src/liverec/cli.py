@@ -9,55 +9,55 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import dataclasses
+import json
 import sys
-from collections.abc import Sequence
-from dataclasses import fields
-from typing import Any, get_type_hints
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
 
-from .config import Settings, parse_value, setting_docs
+from . import __version__
+from .config import Settings
 from .errors import LiverecError
+from .flags import Parser, add_setting_flags, given_settings
+from .logs import setup_logging
+from .progress import progress
 
 
 def _serve_parser(sub: Any) -> None:
-    env_help = "\n".join(f"  {env:32} {doc}" for _, env, _, doc in setting_docs())
     p = sub.add_parser(
         "serve",
         help="run the recommendation server",
-        description="Run the liverec server (WebSocket /v1/ws, HTTP API, web pages).",
-        epilog="Every flag is also read from its environment variable:\n" + env_help,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the liverec server (WebSocket /v1/ws, HTTP API, web pages). Every "
+        "flag is also read from its LIVEREC_* environment variable (flags win); `none` or "
+        "`off` switches an optional limit off. Reference: docs/configuration.md.",
+        usage="liverec serve [--check] [--SETTING VALUE ...]",
     )
-    hints = get_type_hints(Settings)
-    for f in fields(Settings):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        p.add_argument(
-            flag,
-            dest=f.name,
-            default=None,
-            metavar=f.name.upper().split("_")[-1],
-            help=f"{f.metadata.get('help', '')} [default: {default!r}; env "
-            f"LIVEREC_{f.name.upper()}]",
-            type=lambda raw, n=f.name, h=hints[f.name]: parse_value(n, h, raw),
-        )
-    # Shorter aliases matching the issue's contract: --model, --store.
-    p.add_argument("--model", dest="model_path", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--store", dest="store_url", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the settings (flags, environment), print them as JSON (secrets masked) "
+        "and exit without serving",
+    )
+    add_setting_flags(p)
     p.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .server.guard import StartupGuard, preflight
+
+    settings = Settings.from_sources(None, given_settings(args))
+    preflight(settings)
+    if args.check:
+        print(json.dumps(shown_settings(settings), indent=1))
+        return 0
+    setup_logging(settings.log_level, settings.log_format)
+
     import uvicorn
 
     from .server.app import create_app
 
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
-    settings = Settings.from_env(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app = create_app(settings)
+    app = StartupGuard(create_app(settings))
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -68,14 +68,34 @@ def _serve(args: argparse.Namespace) -> int:
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1,
-        log_level=settings.log_level,
+        log_config=None,  # liverec.logs formats uvicorn's lines too
+        log_level=None,
         lifespan="on",
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
     )
     server = uvicorn.Server(config)
-    asyncio.run(server.serve())
+    try:
+        asyncio.run(server.serve())
+    except SystemExit:  # uvicorn exits 3 when start-up failed: say why, in one line
+        app.raise_startup_error()
+        raise
     return 0
+
+
+SECRETS = ("jwt_secret", "admin_token")
+
+
+def shown_settings(settings: Settings) -> dict[str, Any]:
+    """The effective settings as JSON values, secrets masked."""
+    from .store import mask_url
+
+    shown = dataclasses.asdict(settings)
+    for name in SECRETS:
+        if shown[name] is not None:
+            shown[name] = "***"
+    shown["store_url"] = mask_url(settings.store_url)
+    return shown
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -95,7 +115,11 @@ def _export_events(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(store_url=args.store)
     store = open_store(settings.store_url, limits_from(settings))
-    count = asyncio.run(export_events(store, args.out))
+    path = getattr(store, "path", None)  # an embedded file: read it, never create it
+    if isinstance(path, str) and not Path(path).is_file():
+        raise LiverecError(f"no store file at {path} (check --store or LIVEREC_STORE_URL)")
+    with progress(None, "export-events", unit="ev", enabled=not args.quiet) as bar:
+        count = asyncio.run(export_events(store, args.out, on_batch=bar.update))
     print(f"exported {count} events to {args.out}", file=sys.stderr)
     return 0
 
@@ -108,15 +132,16 @@ def _catalog_import(args: argparse.Namespace) -> int:
     settings = Settings.from_env(store_url=args.store)
     items = read_items(args.file, Limits(max_id_chars=settings.max_id_chars))
 
-    async def write() -> int:
+    async def write(on_batch: Callable[[int], None]) -> int:
         store = open_store(settings.store_url, limits_from(settings))
         await store.open()
         try:
-            return await import_items(store, items)
+            return await import_items(store, items, on_batch)
         finally:
             await store.close()
 
-    version = asyncio.run(write())
+    with progress(len(items), "catalog import", unit="items", enabled=not args.quiet) as bar:
+        version = asyncio.run(write(bar.update))
     print(
         f"imported {len(items)} items into {mask_url(settings.store_url)} (catalog version "
         f"{version}); running servers pick them up within catalog_poll_s",
@@ -126,8 +151,6 @@ def _catalog_import(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    import json
-
     from .simulate import SimConfig, run
 
     config = SimConfig(
@@ -147,8 +170,12 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="liverec", description="Real-time recommendations.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="liverec", description="Real-time recommendations.")
+    parser.add_argument("--version", action="version", version=f"liverec {version()}")
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True),
+    )
     _serve_parser(sub)
     t = sub.add_parser("token", help="print a signed user token (development)")
     t.add_argument("user_id")
@@ -158,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export-events", help="write the event log as JSONL")
     e.add_argument("--store", default=None, help="store URL (default LIVEREC_STORE_URL)")
     e.add_argument("--out", required=True, help="output file (.jsonl or .jsonl.gz)")
+    e.add_argument("--quiet", action="store_true", help="no progress")
     e.set_defaults(func=_export_events)
     c = sub.add_parser("catalog", help="manage the item catalog")
     csub = c.add_subparsers(dest="catalog_command", required=True)
@@ -170,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ci.add_argument("file", help="items file: .jsonl, .ndjson or .csv (optionally .gz)")
     ci.add_argument("--store", default=None, help="store URL (default LIVEREC_STORE_URL)")
+    ci.add_argument("--quiet", action="store_true", help="no progress")
     ci.set_defaults(func=_catalog_import)
     s = sub.add_parser(
         "simulate",
@@ -191,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    """The installed distribution's version (the source tree's when not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("liverec")
+    except PackageNotFoundError:
+        return __version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -198,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
     except LiverecError as exc:
         print(f"liverec: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file named on the command line: missing, unreadable, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"liverec: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -11,7 +11,12 @@ A value of `None` on an optional limit means "off".
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
+import math
 import os
+import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
@@ -161,7 +166,7 @@ class Settings:
     session_ttl_s: float | None = _s(7 * 86400.0, "expire a session this long after last use")
     profile_ttl_s: float | None = _s(180 * 86400.0, "expire a profile this long after last use")
     dedup_ttl_s: float = _s(86400.0, "remember event ids for duplicate detection this long")
-    event_log_max: int | None = _s(None, "approximate cap on event log entries (None = keep all)")
+    event_log_max: int | None = _s(None, "approximate cap on event log entries (none = keep all)")
     # --- online recommender
     popularity_half_life_s: float = _s(3600.0, "half-life of the time-decayed popularity")
     warm_events: int = _s(
@@ -196,7 +201,9 @@ class Settings:
     feed_max_subscribers: int = _s(16, "operator pages connected to /v1/feed at once")
     feed_window_s: int = _s(300, "seconds of history in the feed's charts")
     web_dir: str | None = _s(None, "directory with the web/ assets (default: the bundled one)")
-    log_level: str = _s("info", "log level: debug, info, warning, error")
+    # --- logs
+    log_level: str = _s("info", "log level: debug, info, warning, error, critical")
+    log_format: str = _s("text", "log line format: text, or json (one object per line)")
 
     def __post_init__(self) -> None:
         problems = []
@@ -236,6 +243,7 @@ class Settings:
             problems.append("demo_warmup_sessions must be >= 0")
         if not 0 < self.port < 65536 and self.port != 0:
             problems.append("port must be in 0..65535")
+        problems += _choice_problems(self)
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -244,53 +252,165 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then `LIVEREC_<NAME>` variables, then explicit overrides."""
+        """Defaults, then `LIVEREC_<NAME>` variables, then explicit overrides (None: not given).
+
+        Raises ConfigError naming the variable for a value that does not parse and for a
+        `LIVEREC_*` variable that names no setting (a typo would otherwise be ignored)."""
+        return cls.from_sources(env, {k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_sources(
+        cls, env: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """Defaults, then `LIVEREC_<NAME>` variables, then `flags` (values already parsed;
+        None in `flags` is an explicit "off", e.g. `--learn-interval-s none`)."""
         env = os.environ if env is None else env
+        check_variables(env)
         values: dict[str, Any] = {}
         hints = get_type_hints(cls)
         for f in fields(cls):
-            raw = env.get("LIVEREC_" + f.name.upper())
+            var = ENV_PREFIX + f.name.upper()
+            raw = env.get(var)
             if raw is not None:
-                values[f.name] = parse_value(f.name, hints[f.name], raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+                values[f.name] = parse_value(var, hints[f.name], raw, CHOICES.get(f.name, ()))
+        values.update(flags or {})
         return cls(**values)
 
 
-def parse_value(name: str, hint: Any, raw: str) -> Any:
-    """Parse one setting from its string form (environment or CLI)."""
+ENV_PREFIX = "LIVEREC_"
+# `LIVEREC_*` variables read by the development tools (.ci/dev, the tests), not settings.
+TOOL_VARIABLES = frozenset({"LIVEREC_SKIP_BROWSER", "LIVEREC_CHROMIUM"})
+CHOICES: dict[str, tuple[str, ...]] = {
+    "log_level": ("debug", "info", "warning", "error", "critical"),
+    "log_format": ("text", "json"),
+    "learn_mode": ("finetune", "retrain"),
+}
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def _choice_problems(settings: Settings) -> list[str]:
+    return [
+        f"{name} must be one of {', '.join(allowed)} (got {getattr(settings, name)!r})"
+        for name, allowed in CHOICES.items()
+        if getattr(settings, name) not in allowed
+    ]
+
+
+def check_variables(env: Mapping[str, str]) -> None:
+    """Raise ConfigError for a `LIVEREC_*` variable that names no setting."""
+    known = {ENV_PREFIX + f.name.upper() for f in fields(Settings)} | TOOL_VARIABLES
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise ConfigError(f"{name}: no such setting{hint}{more}")
+
+
+def is_optional(hint: Any) -> bool:
+    return type(None) in typing.get_args(hint)
+
+
+def base_type(hint: Any) -> Any:
+    """int for `int | None`, tuple for `tuple[str, ...]`, the hint itself otherwise."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        return tuple
+    if is_optional(hint) and len(args) == 1:
+        return base_type(args[0])
+    return hint
+
+
+def parse_value(name: str, hint: Any, raw: str, choices: tuple[str, ...] = ()) -> Any:
+    """Parse one setting from its string form (environment or CLI); `name` is what the
+    error message calls it (the variable or the flag). Raises ConfigError."""
     text = raw.strip()
-    optional = "None" in str(hint)
-    if optional and text.lower() in ("", "none", "off"):
+    if choices and text.lower() not in choices:
+        raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+    if is_optional(hint) and text.lower() in ("", "none", "off"):
         return None
-    kind = str(hint)
+    kind = base_type(hint)
+    if kind is bool:
+        if text.lower() in TRUE_WORDS:
+            return True
+        if text.lower() in FALSE_WORDS:
+            return False
+        raise ConfigError(f"{name}: {raw!r} is not a boolean (on/off, true/false, yes/no, 1/0)")
+    if kind is tuple:
+        return tuple(p.strip() for p in text.split(",") if p.strip())
     try:
-        if "tuple" in kind:
-            return tuple(p.strip() for p in text.split(",") if p.strip())
-        if "float" in kind:
-            return float(text)
-        if "int" in kind:
+        if kind is float:
+            value = float(text.replace("_", ""))
+            if math.isnan(value):
+                raise ValueError("nan")
+            return value
+        if kind is int:
             return int(text.replace("_", ""))
-        if "bool" in kind:
-            return text.lower() in ("1", "true", "yes", "on")
-    except ValueError as exc:
-        raise ConfigError(f"{name}: cannot parse {raw!r} as {kind}") from exc
-    return text
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        off = " (or none)" if is_optional(hint) else ""
+        raise ConfigError(f"{name}: {raw!r} is not {what}{off}") from None
+    return text.lower() if choices else text
+
+
+def shown_default(default: Any) -> str:
+    """A default as one would type it on the command line."""
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, tuple):
+        return ",".join(default) or "(empty)"
+    return str(default)
 
 
 def setting_docs() -> list[tuple[str, str, str, str]]:
     """(name, env var, default, help) for every setting, for --help and docs."""
     return [
-        (f.name, "LIVEREC_" + f.name.upper(), repr(f.default), f.metadata.get("help", ""))
+        (f.name, ENV_PREFIX + f.name.upper(), shown_default(f.default), f.metadata.get("help", ""))
         for f in fields(Settings)
     ]
 
 
+def setting_groups() -> list[tuple[str, list[str]]]:
+    """The settings by the `# --- title` comments of the Settings class, in order."""
+    names = [f.name for f in fields(Settings)]
+    try:
+        source = inspect.getsource(Settings)
+    except (OSError, TypeError):  # no source (e.g. a zipped install): one group
+        return [("settings", names)]
+    groups: list[tuple[str, list[str]]] = []
+    title = "settings"
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# ---"):
+            title = stripped.lstrip("#- ").strip()
+            continue
+        match = re.match(r"(\w+)\s*:", stripped)
+        if match and match.group(1) in names:
+            if not groups or groups[-1][0] != title:
+                groups.append((title, []))
+            groups[-1][1].append(match.group(1))
+    seen = {n for _, group in groups for n in group}
+    missing = [n for n in names if n not in seen]
+    return groups + ([("other", missing)] if missing else [])
+
+
 def markdown_table() -> str:
-    """The settings table of docs/configuration.md (regenerate with `python -m liverec.config`)."""
-    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
-    for name, env, default, doc in setting_docs():
-        rows.append(f"| `{name}` | `{env}` | `{default}` | {doc} |")
-    return "\n".join(rows) + "\n"
+    """The settings tables of docs/configuration.md (regenerate with `python -m liverec.config`),
+    one per group of the Settings class."""
+    docs = {name: (env, default, doc) for name, env, default, doc in setting_docs()}
+    out: list[str] = []
+    for title, names in setting_groups():
+        out += [f"### {title[:1].upper()}{title[1:]}", ""]
+        out += ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+        for name in names:
+            env, default, doc = docs[name]
+            out.append(f"| `{name}` | `{env}` | `{default}` | {doc} |")
+        out.append("")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

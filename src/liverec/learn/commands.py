@@ -20,12 +20,12 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import logging
-from collections.abc import Callable
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import TYPE_CHECKING
 
-from ..config import Settings, parse_value
+from ..config import Settings
+from ..flags import add_setting_flags, given_settings
+from ..logs import setup_logging
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -41,24 +41,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "served model on the latest held-out sessions and promote it into the models/ "
         "registry when it is not worse by more than learn_margin. See docs/learning.md.",
     )
-    lp.add_argument("--store", dest="store_url", default=None, help="store URL")
+    lp.add_argument("--store", dest="store_url", default=argparse.SUPPRESS, help="store URL")
     lp.add_argument(
-        "--models", dest="model_path", default=None, help="the models/ registry to write"
+        "--models",
+        dest="model_path",
+        default=argparse.SUPPRESS,
+        help="the models/ registry to write",
     )
     lp.add_argument("--once", action="store_true", help="one round on the whole log, then exit")
-    hints = get_type_hints(Settings)
-    for f in fields(Settings):
-        if not f.name.startswith("learn_") or f.name == "learn_in_serve":
-            continue
-        lp.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            default=None,
-            metavar=f.name.upper().split("_")[-1],
-            help=f"{f.metadata.get('help', '')} [default: {f.default!r}; env "
-            f"LIVEREC_{f.name.upper()}]",
-            type=_parser_of(f.name, hints[f.name]),
-        )
+    names = [f.name for f in fields(Settings) if f.name.startswith("learn_")]
+    add_setting_flags(lp, [n for n in names if n != "learn_in_serve"], groups=False)
     lp.set_defaults(func=cmd_learn)
 
     mp = subparsers.add_parser("models", help="list the models/ registry, show, roll back")
@@ -85,18 +77,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rb.set_defaults(func=cmd_models_rollback)
 
 
-def _parser_of(name: str, hint: Any) -> Callable[[str], Any]:
-    return lambda raw: parse_value(name, hint, raw)
-
-
 def cmd_learn(args: argparse.Namespace) -> int:
     from .learner import run
 
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
-    settings = Settings.from_env(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings = Settings.from_sources(None, given_settings(args))
+    setup_logging(settings.log_level, settings.log_format)
     result = asyncio.run(run(settings, once=args.once))
     if args.once and result is not None:
         print(json.dumps(dataclasses.asdict(result)))

@@ -60,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     t.add_argument("--data", required=True, help="training session file")
     t.add_argument("--out", required=True, help="checkpoint directory to write")
     t.add_argument("--format", default="auto", choices=FORMATS, help="layout of --data")
+    _add_columns(t)
     t.add_argument("--preset", default="diginetica", help="parameter preset [diginetica]")
     t.add_argument(
         "--set",
@@ -96,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--serving-rules", action="store_true", help="never rank the current item (as served)"
     )
     e.add_argument("--format", default="auto", choices=FORMATS, help="layout of both files")
+    _add_columns(e)
     e.add_argument("--k", default=(5, 10, 20), type=_ks, help="cut-offs [default: 5,10,20]")
     e.add_argument("--batch-size", default=512, type=int, help="sessions evaluated in parallel")
     e.add_argument("--progress", action="store_true", help="report progress on stderr")
@@ -117,6 +119,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="instead of --days: the last fraction of the sessions in file order (untimed data)",
     )
     s.add_argument("--format", default="auto", choices=FORMATS, help="layout of --data")
+    _add_columns(s)
     s.add_argument("--min-length", default=2, type=int, help="shortest training session kept")
     s.add_argument(
         "--by",
@@ -125,6 +128,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a session's time for --days: its first or last event [default: start]",
     )
     s.set_defaults(func=cmd_split)
+
+
+def _add_columns(p: argparse.ArgumentParser) -> None:
+    """Which fields or columns hold the session, the item and the time (jsonl, csv, tsv)."""
+    p.add_argument("--session-col", default=None, metavar="NAME", help="session id field/column")
+    p.add_argument("--item-col", default=None, metavar="NAME", help="item id field/column")
+    p.add_argument("--time-col", default=None, metavar="NAME", help="timestamp field/column")
+
+
+def _load(path: str | Path, args: argparse.Namespace) -> Sessions:
+    """A session file in the layout and with the columns the flags name."""
+    return load_sessions(
+        path,
+        fmt=args.format,
+        session_col=args.session_col,
+        item_col=args.item_col,
+        time_col=args.time_col,
+    )
 
 
 def override_config(config: Any, key: str, raw: str) -> Any:
@@ -175,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.validate()
     except ValueError as exc:
         raise LiverecError(f"invalid parameters: {exc}") from None
-    sessions = load_sessions(args.data, fmt=args.format)
+    sessions = _load(args.data, args)
     _log(f"training on {sessions.n_events} events in {sessions.n_sessions} sessions")
     item_index = ItemIndex.from_sessions(sessions)
     eval_fn = None
@@ -183,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .checkpoint import GRUScorer
         from .evaluate import evaluate
 
-        test = load_sessions(args.test, fmt=args.format)
+        test = _load(args.test, args)
 
         def eval_fn(model: Any) -> dict[str, float]:
             res = evaluate(GRUScorer(model), item_index, test, ks=(20,))
@@ -241,9 +262,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise LiverecError("--train is needed to fit baselines (or pass --baselines none)")
     if not args.baselines and item_index is None:
         raise LiverecError("nothing to evaluate: give --model or some --baselines")
-    test = load_sessions(args.test, fmt=args.format)
+    test = _load(args.test, args)
     if args.baselines:
-        train = load_sessions(args.train, fmt=args.format)
+        train = _load(args.train, args)
         if item_index is None:
             item_index = ItemIndex.from_sessions(train)
         for name in args.baselines:
@@ -289,7 +310,7 @@ def _stats(s: Sessions) -> dict[str, int]:
 def cmd_split(args: argparse.Namespace) -> int:
     data_path = Path(args.data)
     fmt = detect_format(data_path) if args.format == "auto" and data_path.is_file() else args.format
-    sessions = load_sessions(data_path, fmt=fmt)
+    sessions = _load(data_path, args)
     params: dict[str, Any]
     if args.fraction is not None:
         train, test = last_fraction(sessions, args.fraction, min_length=args.min_length)

@@ -334,8 +334,28 @@ def detect_format(path: str | Path) -> str:
     if len(cols) > 1 and "sessionid" in cols and "itemid" in cols:
         return "sessionrec"
     if not any(c in line for c in ",;\t|"):
+        _check_item_ids(Path(path))
         return "lines"
     return "csv"
+
+
+def _check_item_ids(path: Path, sample: int = 1000) -> None:
+    """Raise DataError unless the file looks like one session of item ids per line: at
+    least half of the words of its first lines carry a digit (ids), unlike prose."""
+    words = ids = 0
+    with _open_text(path) as f:
+        for n, line in enumerate(f):
+            if n >= sample:
+                break
+            for token in line.split():
+                words += 1
+                ids += any(c.isdigit() for c in token)
+    if words and ids < words / 2:
+        raise DataError(
+            f"{path}: does not look like sessions (one session of item ids per line): "
+            f"{100 * ids / words:.0f}% of its words look like ids; give --format lines "
+            "to read it that way anyway"
+        )
 
 
 def _sniff_sep(header: str) -> str:
@@ -614,7 +634,11 @@ def load_sessions(
             )
         if fmt == "jsonl":
             if session_col is None or item_col is None:
-                raise DataError("jsonl needs session_col and item_col")
+                raise DataError(
+                    f"{p}: name the session and item fields of these JSON lines: "
+                    "--session-col NAME --item-col NAME [--time-col NAME] "
+                    "(session_col=, item_col=, time_col= in Python)"
+                )
             return _read_jsonl(
                 p, str(session_col), str(item_col), _col(time_col), _col(action_col), actions
             )

@@ -509,7 +509,7 @@ def train(
     model (in eval mode) after each epoch; its figures go to the epoch stats and the
     last one to the checkpoint's metadata. Deterministic for a given seed and threads.
     """
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     config = config or TrainConfig()
     if item_index is None:
@@ -533,14 +533,9 @@ def train(
     started = time.perf_counter()
     try:
         for epoch in range(1, config.n_epochs + 1):
-            bar = tqdm(
-                total=n_pairs,
-                desc=f"epoch {epoch}/{config.n_epochs}",
-                unit="ev",
-                unit_scale=True,
-                file=sys.stderr,
-                disable=not progress,
-                dynamic_ncols=True,
+            # a bar on a terminal, a line every few seconds in a log or a pipe
+            bar = progress_bar(
+                n_pairs, f"epoch {epoch}/{config.n_epochs}", unit="ev", enabled=progress
             )
             t0 = time.perf_counter()
             with bar:

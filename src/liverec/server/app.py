@@ -16,8 +16,6 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
@@ -26,6 +24,7 @@ from ..config import Settings
 from ..demo import start_demo
 from ..metrics import Metrics
 from ..recommend import build_recommender, warm_from_log
+from ..recommend.ab import ABRecommender
 from ..recommend.base import MODEL_FIGURES, Recommender
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
@@ -33,14 +32,16 @@ from ..store.base import Store
 from . import http, pages
 from .collector import Collector
 from .feed import FeedHub
+from .landing import landing
 from .ws import quiet_denial_logs, websocket_endpoint
 
 log = logging.getLogger("liverec.server")
 
 
 def default_web_dir() -> Path | None:
-    """web/ of a source checkout (the package lives in src/liverec)."""
-    candidate = Path(__file__).resolve().parents[3] / "web"
+    """The package's web assets: liverec/web in an installed wheel; in a source checkout
+    src/liverec/web, a link to the repository's web/."""
+    candidate = Path(__file__).resolve().parents[1] / "web"
     return candidate if candidate.is_dir() else None
 
 
@@ -67,6 +68,7 @@ def create_app(
             await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
         await catalog.start()
         manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
+        metrics.set_models(functools.partial(_arm_versions, the_recommender))
         for name, help in MODEL_FIGURES.items():
             kind = "counter" if name.endswith("_total") else "gauge"
             read = functools.partial(_figure, the_recommender, name)
@@ -117,8 +119,8 @@ def create_app(
     if web_dir is not None and not web_dir.is_dir():
         web_dir = None
     routes.extend(pages.routes(settings, web_dir))
+    routes.append(Route("/", landing))
     if web_dir is not None:
-        routes.append(Route("/", _home))
         routes.append(Mount("/web", StaticFiles(directory=web_dir, html=True), name="web"))
     # CORS for the HTTP API follows the WebSocket origin allowlist; the server's own
     # origin needs no CORS. Bearer tokens travel in a header, never in cookies.
@@ -135,9 +137,11 @@ def create_app(
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
-async def _home(request: Request) -> Response:
-    demo = request.app.state.manager.settings.demo
-    return RedirectResponse("/demo" if demo else "/web/", status_code=307)
+def _arm_versions(recommender: Recommender) -> dict[str, str]:
+    """The version each A/B arm serves (for /metrics' liverec_model_info)."""
+    if isinstance(recommender, ABRecommender):
+        return {"a": recommender.a.version, "b": recommender.b.version}
+    return {"a": recommender.version}
 
 
 def _figure(recommender: Recommender, name: str) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -18,8 +19,14 @@ from .base import Store
 PAGE = 5000
 
 
-async def export_events(store: Store, out: str | Path, after: str | None = None) -> int:
-    """Write every logged event after `after` to `out` (.gz compresses); returns the count."""
+async def export_events(
+    store: Store,
+    out: str | Path,
+    after: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Write every logged event after `after` to `out` (.gz compresses); returns the count.
+    `on_batch(n)` is told the size of each page written (progress)."""
     path = Path(out)
     tmp = path.with_name(path.name + ".tmp")
     await store.open()
@@ -50,6 +57,8 @@ async def export_events(store: Store, out: str | Path, after: str | None = None)
                     )
                 count += len(batch)
                 cursor = batch[-1].position
+                if on_batch is not None:
+                    on_batch(len(batch))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
