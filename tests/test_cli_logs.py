@@ -14,7 +14,7 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ER
 
 async def one_connection(server: LiverecServer) -> None:
     client = await Client.open(server.ws_url, origin=server.base)
-    await client.hello(session_id="log-s1")
+    await client.hello()
     await client.event("i1")
     await client.ws.close()
     server.get_text("/healthz")

@@ -125,7 +125,7 @@ async def test_served_metrics_are_a_valid_exposition() -> None:
         before = server.get_text("/metrics")
         assert value(before, "liverec_events_total", action="view") == 0
         client = await Client.open(server.ws_url, origin=server.base)
-        await client.hello(session_id="metrics-s1")
+        await client.hello()
         for item in ("i1", "i2", "i3"):
             await client.event(item)
         await client.event("i2", action="add_to_cart")
