@@ -30,6 +30,7 @@ class StoreLimits:
     profile_ttl_s: float | None = 180 * 86400.0
     dedup_ttl_s: float = 86400.0
     event_log_max: int | None = None
+    event_log_partitions: int = 8  # streams the log is split over (Redis Cluster only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -245,28 +245,7 @@ class RedisStore(Store):
     def from_url(cls, url: str, limits: StoreLimits) -> RedisStore:
         """``redis[s]://[[user]:password@]HOST:PORT/DB[?prefix=P&socket_timeout=2&...]``."""
         parts = urlsplit(url)
-        options: dict[str, Any] = {}
-        numbers = {
-            "socket_timeout": ("socket_timeout_s", float),
-            "socket_connect_timeout": ("socket_connect_timeout_s", float),
-            "health_check_interval": ("health_check_interval_s", int),
-            "max_connections": ("max_connections", int),
-            "pool_timeout": ("pool_timeout_s", float),
-        }
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key == "prefix":
-                options["prefix"] = value
-            elif key in numbers:
-                name, kind = numbers[key]
-                try:
-                    options[name] = kind(value)
-                except ValueError:
-                    raise ConfigError(f"{key}: not a number: {value!r}") from None
-                if options[name] <= 0 and key != "health_check_interval":
-                    raise ConfigError(f"{key} must be > 0")
-            else:
-                known = ", ".join(["prefix", *numbers])
-                raise ConfigError(f"unknown option {key!r} in store URL (known: {known})")
+        options = redis_url_options(parts.query)
         if not parts.hostname:
             raise ConfigError("redis:// URL needs a host, e.g. redis://127.0.0.1:6379/0")
         return cls(urlunsplit(parts._replace(query="")), limits, url=url, **options)
@@ -690,6 +669,33 @@ class RedisStore(Store):
     async def _ack_stream(client: Redis, stream: str, group: str, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), PIPELINE_CHUNK):
             await client.xack(stream, group, *ids[start : start + PIPELINE_CHUNK])
+
+
+def redis_url_options(query: str) -> dict[str, Any]:
+    """The RedisStore keyword arguments given in a store URL's query string."""
+    options: dict[str, Any] = {}
+    numbers = {
+        "socket_timeout": ("socket_timeout_s", float),
+        "socket_connect_timeout": ("socket_connect_timeout_s", float),
+        "health_check_interval": ("health_check_interval_s", int),
+        "max_connections": ("max_connections", int),
+        "pool_timeout": ("pool_timeout_s", float),
+    }
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "prefix":
+            options["prefix"] = value
+        elif key in numbers:
+            name, kind = numbers[key]
+            try:
+                options[name] = kind(value)
+            except ValueError:
+                raise ConfigError(f"{key}: not a number: {value!r}") from None
+            if options[name] <= 0 and key != "health_check_interval":
+                raise ConfigError(f"{key} must be > 0")
+        else:
+            known = ", ".join(["prefix", *numbers])
+            raise ConfigError(f"unknown option {key!r} in store URL (known: {known})")
+    return options
 
 
 def _ms(seconds: float | None) -> str:
