@@ -16,12 +16,16 @@ tag ``{catalog}``.
 
 Recording an event takes two round trips of per-slot scripts, in this order:
 
-1. the session's slot: claim the event id (``SET NX`` of the dedup key), and only if
-   the claim is new, apply the event to the session. The claim decides the return
-   value: True for the call that made it, False for any later one.
-2. the log partition's slot and the user's slot, in one pipeline: each script first
-   claims its own marker for (session, event id) and applies the event only when
-   the claim is new, so running it twice changes nothing.
+1. the session's slot: unless the event id's dedup key exists, apply the event to the
+   session and then set the dedup key. It decides the return value: True for the
+   call that set it, False for any later one.
+2. the log partition's slot and the user's slot, in one pipeline: each script applies
+   the event unless its own marker for (session, event id) exists, then sets the
+   marker, so running it twice changes nothing.
+
+Each marker is set last in its script: Redis does not roll a failed script back, so a
+script that fails on its first write (a foreign key of the wrong type) leaves no
+marker, and the retry applies that part again.
 
 Step 2 runs for a duplicate too, so whatever a failed earlier attempt left undone is
 done by the retry; a call returns (True or False) only once all three parts are in
@@ -60,8 +64,9 @@ from .redis import LUA_FUNCTIONS, RedisStore, _decode, _ms, _Script, redis_url_o
 SESSION_STEP_LUA: Final = (
     LUA_FUNCTIONS
     + """
-if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 apply_session(KEYS[2], KEYS[3], ARGV[3], ARGV[2], ARGV[4], ARGV[5], ARGV[6])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
 return 1
 """
 )
@@ -72,10 +77,11 @@ return 1
 LOG_STEP_LUA: Final = (
     LUA_FUNCTIONS
     + """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 append_log(KEYS[2], ARGV[2], ARGV[3], {'id', ARGV[4], 'session_id', ARGV[5],
            'action', ARGV[6], 'item_id', ARGV[7], 'ts', ARGV[8], 'user_id', ARGV[9],
            'rating', ARGV[10]})
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return 1
 """
 )
@@ -86,9 +92,10 @@ return 1
 PROFILE_STEP_LUA: Final = (
     LUA_FUNCTIONS
     + """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 apply_profile({KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, ARGV[2], ARGV[3], ARGV[4],
               ARGV[5], ARGV[6], ARGV[7])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return 1
 """
 )
@@ -117,6 +124,9 @@ class RedisClusterStore(RedisStore):
         # follow(): (group, consumer) -> events read from Redis (so delivered and
         # pending there) but not yet returned, in log order
         self._unreturned: dict[tuple[str, str], list[tuple[_Key, LoggedEvent]]] = {}
+        # follow(): (group, consumer) -> partitions whose last read returned events, so
+        # may hold more that were not read yet
+        self._maybe_more: dict[tuple[str, str], set[int]] = {}
 
     @classmethod
     def from_url(cls, url: str, limits: StoreLimits) -> RedisClusterStore:
@@ -264,30 +274,39 @@ class RedisClusterStore(RedisStore):
                 return sum(int(n) for n in await pipe.execute())
 
     async def follow(self, group: str, consumer: str, count: int = 1000) -> list[LoggedEvent]:
-        """A consumer group on every partition, merged: each partition with none of its
-        events waiting here is read (pending first, as RedisStore.follow); the oldest
-        `count` are returned and the rest wait for the next call. Those are pending in
-        Redis too, so after a restart they are delivered again."""
+        """A consumer group on every partition, merged (a k-way merge across calls).
+
+        Each partition with none of its events waiting here is read (pending entries
+        first, as RedisStore.follow). An event is returned only when no partition that
+        may hold more unread events could still have an older one, oldest first, up to
+        `count`; the rest wait here for the next call. Those are pending in Redis too,
+        so after a restart they are delivered again.
+        """
         if count <= 0:
             return []
-        waiting = self._unreturned.setdefault((group, consumer), [])
-        held = {key[2] for key, _ in waiting}
+        key = (group, consumer)
+        waiting = self._unreturned.setdefault(key, [])
+        more = self._maybe_more.setdefault(key, set())
+        fresh = sorted(set(range(self.partitions)) - {k[2] for k, _ in waiting})
         async with self._use("follow") as client:
             reads = await asyncio.gather(
-                *(
-                    self._follow_stream(client, self._logs[n], group, consumer, count)
-                    for n in range(self.partitions)
-                    if n not in held
-                )
+                *(self._follow_stream(client, self._logs[n], group, consumer, count) for n in fresh)
             )
-        fresh = [n for n in range(self.partitions) if n not in held]
         for n, entries in zip(fresh, reads, strict=True):
+            if entries:
+                more.add(n)
+            else:
+                more.discard(n)
             for entry_id, event in entries:
                 ms, seq = _split_id(entry_id)
                 waiting.append(((ms, seq, n), LoggedEvent(f"{entry_id}@{n}", event)))
         waiting.sort(key=lambda pair: pair[0])
-        out = [logged for _, logged in waiting[:count]]
-        del waiting[:count]
+        # the newest waiting event of a partition that may have more bounds what is safe
+        newest: dict[int, _Key] = {k[2]: k for k, _ in waiting}
+        bound = min((newest[n] for n in more if n in newest), default=None)
+        ready = [i for i, (k, _) in enumerate(waiting[:count]) if bound is None or k <= bound]
+        out = [waiting[i][1] for i in ready]
+        del waiting[: len(ready)]
         return out
 
     async def ack(self, group: str, positions: Sequence[str]) -> None:
