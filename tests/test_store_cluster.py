@@ -17,9 +17,8 @@ from liverec.errors import ConfigError, StoreError, StoreUnavailable
 from liverec.store import Store, StoreLimits, open_store
 from liverec.types import Event
 
+from . import test_durability as durability
 from .conftest import RedisClusterServers, free_cluster_ports
-from .servers import LiverecServer
-from .wsclient import Client
 
 
 @pytest.fixture
@@ -187,32 +186,12 @@ async def test_unreachable_cluster_is_unavailable() -> None:
 
 
 async def test_two_servers_on_one_cluster_share_sessions(redis_cluster_url: str) -> None:
-    a = LiverecServer(redis_cluster_url).start()
-    b = LiverecServer(redis_cluster_url).start()
-    try:
-        async with await Client.open(a.ws_url, binary=True) as c:
-            welcome, _ = await c.hello()
-            sid = welcome["session_id"]
-            for item in ("p1", "p2", "p3"):
-                ack, _ = await c.event(item)
-                assert ack["type"] == "ack" and not ack.get("duplicate")
-        async with await Client.open(b.ws_url) as c:
-            welcome, recs = await c.hello(session_id=sid)
-            assert welcome["resumed"] is True and welcome["session_id"] == sid
-            assert "p3" not in [r["item_id"] for r in recs["items"]]
-            await c.event("p4")
-            ack, _ = await c.event("p1", id="dup-on-b")
-            ack, _ = await c.event("p1", id="dup-on-b")
-            assert ack.get("duplicate") is True
-        for server in (a, b):
-            status, body = server.get_json(f"/v1/sessions/{sid}")
-            assert status == 200 and body["items"] == ["p1", "p2", "p3", "p4", "p1"]
-    finally:
-        a.stop()
-        b.stop()
+    # the two-process scenario of the single-node Redis backend, on the cluster
+    await durability.test_resume_across_two_processes_sharing_redis(redis_cluster_url)
     store = await _opened(redis_cluster_url)
     try:
-        logged = [e.event.item_id for e in await store.read_events() if e.event.session_id == sid]
-        assert logged == ["p1", "p2", "p3", "p4", "p1"]
+        logged = await store.read_events()
+        assert [e.event.item_id for e in logged] == ["p1", "p2", "p3", "p4", "p1"]
+        assert len({e.event.session_id for e in logged}) == 1
     finally:
         await store.close()
