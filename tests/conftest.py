@@ -118,9 +118,10 @@ def redis_url(redis_server: RedisServer) -> str:
 class RedisClusterServers:
     """A 3-master Redis Cluster (no replicas) this test run started and owns."""
 
-    def __init__(self, ports: list[int], workdir: Path) -> None:
+    def __init__(self, ports: list[int], workdir: Path, appendonly: bool = False) -> None:
         self.ports = ports
         self.workdir = workdir
+        self.appendonly = appendonly
         self.procs: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -129,17 +130,10 @@ class RedisClusterServers:
         return f"redis+cluster://127.0.0.1:{self.ports[0]}"
 
     def start(self) -> None:
-        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-        if binary is None or cli is None:
+        cli = shutil.which("redis-cli")
+        if shutil.which("redis-server") is None or cli is None:
             pytest.fail("redis-server and redis-cli are needed (apt-get install redis-server)")
-        for port in self.ports:
-            args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled"]
-            args += ["yes", "--cluster-config-file", str(self.workdir / f"nodes-{port}.conf")]
-            args += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
-            args += ["--dir", str(self.workdir), "--loglevel", "warning"]
-            self.procs.append(
-                subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            )
+        self.procs = [self._spawn(port) for port in self.ports]
         for port in self.ports:
             self._wait_for(port, "PING", "PONG")
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
@@ -150,6 +144,28 @@ class RedisClusterServers:
             stderr=subprocess.DEVNULL,
             timeout=30,
         )
+        for port in self.ports:
+            self._wait_for(port, "CLUSTER INFO", "cluster_state:ok")
+
+    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+        args = [shutil.which("redis-server") or "redis-server", "--port", str(port)]
+        args += ["--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+        args += ["--cluster-config-file", str(self.workdir / f"nodes-{port}.conf")]
+        args += ["--save", "", "--appendonly", "yes" if self.appendonly else "no"]
+        args += ["--appendfilename", f"appendonly-{port}.aof"]
+        args += ["--appenddirname", f"aof-{port}", "--appendfsync", "everysec"]
+        args += ["--daemonize", "no", "--dir", str(self.workdir), "--loglevel", "warning"]
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one master (its append-only file, when on, keeps what it acked)."""
+        self.procs[index].kill()
+        self.procs[index].wait()
+
+    def restart(self, index: int) -> None:
+        """Start a killed master again on its port, config and data; wait until the
+        cluster is ok on every node."""
+        self.procs[index] = self._spawn(self.ports[index])
         for port in self.ports:
             self._wait_for(port, "CLUSTER INFO", "cluster_state:ok")
 

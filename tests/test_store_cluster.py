@@ -7,7 +7,10 @@ The cluster is the private 3-master Redis Cluster of tests/conftest.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -195,3 +198,67 @@ async def test_two_servers_on_one_cluster_share_sessions(redis_cluster_url: str)
         assert len({e.event.session_id for e in logged}) == 1
     finally:
         await store.close()
+
+
+async def test_master_killed_and_restarted_under_load_loses_no_acked_event(
+    tmp_path: Path,
+) -> None:
+    """Clients record one event at a time and send it again until it is acked, as the
+    widget does; a master is SIGKILLed mid-run and restarted on its append-only file.
+    Every acked event is then logged once and applied once to its session and user."""
+    cluster = RedisClusterServers(free_cluster_ports(3), tmp_path, appendonly=True)
+    cluster.start()
+    store = await _opened(f"{cluster.url}?socket_timeout=0.5&socket_connect_timeout=0.5")
+    acked: dict[str, list[str]] = {f"s{c}": [] for c in range(12)}
+    failures = 0
+    stop = asyncio.Event()
+
+    async def client(session: str) -> None:
+        nonlocal failures
+        n = 0
+        while not stop.is_set():
+            event = ev(f"e{n}", session, item=f"i{n}", user=f"u-{session}")
+            while True:  # the same event again until it is acked
+                try:
+                    await store.record_event(event)
+                    break
+                except StoreUnavailable:
+                    failures += 1
+                    await asyncio.sleep(0.05)
+            acked[session].append(event.item_id)
+            n += 1
+
+    def total() -> int:
+        return sum(len(items) for items in acked.values())
+
+    async def until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    tasks = [asyncio.create_task(client(s)) for s in acked]
+    try:
+        await until(lambda: total() >= 300, "events before the kill")
+        cluster.kill(1)
+        await until(lambda: failures > 0, "a refused event")
+        await asyncio.to_thread(cluster.restart, 1)
+        before = total()
+        await until(lambda: total() >= before + 300, "events after the restart")
+        stop.set()
+        await asyncio.gather(*tasks)
+        logged = await store.read_events(limit=100_000)
+        for session, items in acked.items():
+            mine = [e.event.item_id for e in logged if e.event.session_id == session]
+            assert mine == items  # each acked event logged once, in the session's order
+            record = await store.get_session(session)
+            assert record is not None and record.items == items[-200:]
+            profile = await store.get_profile(f"u-{session}")
+            assert profile.counters == {"view": len(items)}
+        assert failures > 0
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await store.close()
+        cluster.stop()
