@@ -113,3 +113,121 @@ def redis_url(redis_server: RedisServer) -> str:
     return (
         f"redis://127.0.0.1:{redis_server.port}/{db}?prefix=t{os.getpid()}x{time.monotonic_ns()}:"
     )
+
+
+class RedisClusterServers:
+    """A 3-master Redis Cluster (no replicas) this test run started and owns."""
+
+    def __init__(self, ports: list[int], workdir: Path, appendonly: bool = False) -> None:
+        self.ports = ports
+        self.workdir = workdir
+        self.appendonly = appendonly
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        """A ``redis+cluster://`` URL naming the first node."""
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> None:
+        cli = shutil.which("redis-cli")
+        if shutil.which("redis-server") is None or cli is None:
+            pytest.fail("redis-server and redis-cli are needed (apt-get install redis-server)")
+        self.procs = [self._spawn(port) for port in self.ports]
+        for port in self.ports:
+            self._wait_for(port, "PING", "PONG")
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
+        for port in self.ports:
+            self._wait_for(port, "CLUSTER INFO", "cluster_state:ok")
+
+    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+        args = [shutil.which("redis-server") or "redis-server", "--port", str(port)]
+        args += ["--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+        args += ["--cluster-config-file", str(self.workdir / f"nodes-{port}.conf")]
+        args += ["--save", "", "--appendonly", "yes" if self.appendonly else "no"]
+        args += ["--appendfilename", f"appendonly-{port}.aof"]
+        args += ["--appenddirname", f"aof-{port}", "--appendfsync", "everysec"]
+        args += ["--daemonize", "no", "--dir", str(self.workdir), "--loglevel", "warning"]
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one master (its append-only file, when on, keeps what it acked)."""
+        self.procs[index].kill()
+        self.procs[index].wait()
+
+    def restart(self, index: int) -> None:
+        """Start a killed master again on its port, config and data; wait until the
+        cluster is ok on every node."""
+        self.procs[index] = self._spawn(self.ports[index])
+        for port in self.ports:
+            self._wait_for(port, "CLUSTER INFO", "cluster_state:ok")
+
+    @staticmethod
+    def _wait_for(port: int, command: str, expected: str) -> None:
+        cli = shutil.which("redis-cli") or "redis-cli"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            reply = subprocess.run(
+                [cli, "-h", "127.0.0.1", "-p", str(port), *command.split()],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+            if expected in reply.stdout:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {port} never answered {expected!r}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
+
+
+def free_cluster_ports(count: int) -> list[int]:
+    """`count` free loopback ports below 55535 whose cluster bus port (+10000) is free."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port >= 55535 or port in ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """One private 3-master Redis Cluster for the whole run; tests use distinct prefixes."""
+    workdir = Path(tempfile.mkdtemp(prefix="liverec-cluster-"))
+    cluster = RedisClusterServers(free_cluster_ports(3), workdir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisClusterServers) -> str:
+    """A URL on the private cluster with a key prefix no other test in this run used."""
+    return f"{redis_cluster.url}?prefix=t{os.getpid()}x{time.monotonic_ns()}:"

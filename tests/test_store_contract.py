@@ -1,8 +1,11 @@
-"""One contract suite for every store backend: memory://, embedded:// (file) and Redis.
+"""One contract suite for every store backend: memory://, embedded:// (file), Redis and
+Redis Cluster.
 
 Each test runs against each backend through `open_store(url)`; Redis is the private
-redis-server of tests/conftest.py. Backend-specific behaviour (crash safety, outages,
-URL options) is in tests/test_store_embedded.py, test_store_redis.py, test_store_urls.py.
+redis-server of tests/conftest.py, Redis Cluster its private 3-master cluster.
+Backend-specific behaviour (crash safety, outages, URL options) is in
+tests/test_store_embedded.py, test_store_redis.py, test_store_cluster.py and
+test_store_urls.py.
 """
 
 from __future__ import annotations
@@ -26,16 +29,19 @@ def _url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
         return "memory://"
     if kind == "embedded":
         return f"embedded://{tmp_path}/x.db"
+    if kind == "cluster":
+        cluster_url: str = request.getfixturevalue("redis_cluster_url")
+        return cluster_url
     url: str = request.getfixturevalue("redis_url")
     return url
 
 
-@pytest.fixture(params=["memory", "embedded", "redis"])
+@pytest.fixture(params=["memory", "embedded", "redis", "cluster"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return _url(request.param, tmp_path, request)
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", "redis", "cluster"])
 def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return _url(request.param, tmp_path, request)
 

@@ -37,7 +37,7 @@ class Settings:
     store_url: str = _s(
         "embedded://./data/liverec.db",
         "profile store: embedded://PATH (SQLite file), memory:// (tests only), "
-        "redis://HOST:PORT/DB",
+        "redis://HOST:PORT/DB, redis+cluster://HOST:PORT (any node of a Redis Cluster)",
     )
     model_path: str | None = _s(
         None, "GRU4Rec checkpoint directory (or a models/ registry); none = online recommender"
@@ -167,6 +167,9 @@ class Settings:
     profile_ttl_s: float | None = _s(180 * 86400.0, "expire a profile this long after last use")
     dedup_ttl_s: float = _s(86400.0, "remember event ids for duplicate detection this long")
     event_log_max: int | None = _s(None, "approximate cap on event log entries (none = keep all)")
+    event_log_partitions: int = _s(
+        8, "Redis Cluster: streams the event log is split over, by session (fixed per log)"
+    )
     # --- online recommender
     popularity_half_life_s: float = _s(3600.0, "half-life of the time-decayed popularity")
     warm_events: int = _s(

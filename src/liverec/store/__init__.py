@@ -3,14 +3,16 @@
 Owns: `open_store(url, limits)`, the URL schemes, the mapping from Settings to
 StoreLimits, and masking secrets in URLs. The interface is in `base.py`; each
 backend is one module (`embedded.py`, which keeps its SQLite parts in `sqlite_*.py`,
-and `redis.py`), imported only when its scheme is used so that redis stays out of
-processes that do not need it.
+`redis.py`, and `redis_cluster.py` built on it), imported only when its scheme is
+used so that redis stays out of processes that do not need it.
 
 Schemes (details in docs/storage.md):
 
 - ``embedded://PATH`` -- SQLite file; relative paths are relative to the cwd.
 - ``memory://`` -- the embedded backend on an in-memory database; tests only.
 - ``redis://[[user]:password@]HOST:PORT/DB`` and ``rediss://...`` -- Redis.
+- ``redis+cluster://[[user]:password@]HOST:PORT`` and ``rediss+cluster://...`` --
+  Redis Cluster, reached through any of its nodes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ __all__ = [
     "open_store",
 ]
 
-SCHEMES = ("embedded://", "memory://", "redis://", "rediss://")
+SCHEMES = (
+    "embedded://",
+    "memory://",
+    "redis://",
+    "rediss://",
+    "redis+cluster://",
+    "rediss+cluster://",
+)
 
 
 def open_store(url: str, limits: StoreLimits) -> Store:
@@ -50,6 +59,10 @@ def open_store(url: str, limits: StoreLimits) -> Store:
         from .redis import RedisStore
 
         return RedisStore.from_url(url, limits)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from .redis_cluster import RedisClusterStore
+
+        return RedisClusterStore.from_url(url, limits)
     raise ConfigError(
         f"unsupported store URL {mask_url(url)!r}: expected one of {', '.join(SCHEMES)}"
     )
@@ -68,6 +81,8 @@ def check_limits(limits: StoreLimits) -> None:
             problems.append(f"{name} must be > 0 (or None for no expiry where allowed)")
     if limits.event_log_max is not None and limits.event_log_max < 1:
         problems.append("event_log_max must be >= 1 (or None to keep every event)")
+    if not 1 <= limits.event_log_partitions <= 1024:
+        problems.append("event_log_partitions must be between 1 and 1024")
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -82,6 +97,7 @@ def limits_from(settings: Settings) -> StoreLimits:
         profile_ttl_s=settings.profile_ttl_s,
         dedup_ttl_s=settings.dedup_ttl_s,
         event_log_max=settings.event_log_max,
+        event_log_partitions=settings.event_log_partitions,
     )
 
 

@@ -1,7 +1,8 @@
 """The profile-store and event-log interface that every backend implements.
 
 Owns: the contract between the server and storage. One backend per file
-(`embedded.py`, `redis.py`), chosen by URL in `open_store` (store/__init__.py).
+(`embedded.py`, `redis.py`, `redis_cluster.py`), chosen by URL in `open_store`
+(store/__init__.py).
 The contract test suite (tests/test_store_contract.py) runs against every backend.
 
 Durability rule: when `record_event` returns, the event is in the event log and
@@ -30,6 +31,7 @@ class StoreLimits:
     profile_ttl_s: float | None = 180 * 86400.0
     dedup_ttl_s: float = 86400.0
     event_log_max: int | None = None
+    event_log_partitions: int = 8  # streams the log is split over (Redis Cluster only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,11 +49,8 @@ from .base import LoggedEvent, Store, StoreLimits
 DEFAULT_PREFIX: Final = "liverec:"
 PIPELINE_CHUNK: Final = 500  # record_events: script calls per round trip
 
-# KEYS: dedup, log, session hash, session items, counters, recent, purchases,
-#       ratings, ratings order
-# ARGV: dedup_ttl_ms, log_max (0 = off), session_max, session_ttl_ms (0 = never),
-#       recent_max, profile_ttl_ms (0 = never), id, session_id, action, item_id, ts,
-#       user_id ('' = anonymous), rating ('' = none), profile_max
+# Lua shared by the single-node script below and the per-slot scripts of the Cluster
+# backend (redis_cluster.py): each function touches only the keys it is given.
 #
 # Purchases and the order of ratings are sorted sets whose score is the key's own
 # counter: one more than its highest score, so the newest (or repeated) item ranks
@@ -61,7 +58,7 @@ PIPELINE_CHUNK: Final = 500  # record_events: script calls per round trip
 # Keys written before profile_max_items (purchases a plain set, ratings without an
 # order) are converted on their user's next purchase or rating: their items get
 # score 0, the oldest, among themselves in member order.
-RECORD_LUA: Final = """
+LUA_FUNCTIONS: Final = """
 local function expire(key, ttl)
   if ttl == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ttl) end
 end
@@ -89,47 +86,76 @@ local function add_newest(key, member, max, hash)
     redis.call('ZREMRANGEBYRANK', key, 0, extra - 1)
   end
 end
-if not redis.call('SET', KEYS[1], ARGV[11], 'NX', 'PX', ARGV[1]) then return 0 end
-local fields = {'id', ARGV[7], 'session_id', ARGV[8], 'action', ARGV[9], 'item_id', ARGV[10],
-                'ts', ARGV[11], 'user_id', ARGV[12], 'rating', ARGV[13]}
-if ARGV[2] ~= '0' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
-else
-  redis.call('XADD', KEYS[2], '*', unpack(fields))
-end
-if redis.call('HSETNX', KEYS[3], 'user', ARGV[12]) == 1 then
-  redis.call('HSET', KEYS[3], 'created', ARGV[11], 'last_seen', ARGV[11])
-  redis.call('DEL', KEYS[4])
-elseif tonumber(ARGV[11]) > (tonumber(redis.call('HGET', KEYS[3], 'last_seen')) or 0) then
-  redis.call('HSET', KEYS[3], 'last_seen', ARGV[11])
-end
-redis.call('RPUSH', KEYS[4], ARGV[10])
-redis.call('LTRIM', KEYS[4], -tonumber(ARGV[3]), -1)
-expire(KEYS[3], ARGV[4])
-expire(KEYS[4], ARGV[4])
-if ARGV[12] ~= '' then
-  redis.call('HINCRBY', KEYS[5], ARGV[9], 1)
-  redis.call('RPUSH', KEYS[6], ARGV[10])
-  redis.call('LTRIM', KEYS[6], -tonumber(ARGV[5]), -1)
-  local max = tonumber(ARGV[14])
-  if ARGV[9] == 'purchase' then
-    if redis.call('TYPE', KEYS[7])['ok'] == 'set' then  -- written before the bound
-      local old = redis.call('SMEMBERS', KEYS[7])
-      redis.call('DEL', KEYS[7])
-      zadd_old(KEYS[7], old)
-    end
-    add_newest(KEYS[7], ARGV[10], max, false)
-  elseif ARGV[9] == 'rate' and ARGV[13] ~= '' then
-    if redis.call('EXISTS', KEYS[9]) == 0 then  -- none, or ratings from before the bound
-      zadd_old(KEYS[9], redis.call('HKEYS', KEYS[8]))
-    end
-    redis.call('HSET', KEYS[8], ARGV[10], ARGV[13])
-    add_newest(KEYS[9], ARGV[10], max, KEYS[8])
+-- log: the stream; max: MAXLEN ~ ('0' = off); id: '*', or an explicit id that falls
+-- back to '*' when the stream already holds a greater one
+local function append_log(log, max, id, fields)
+  local args = {'XADD', log}
+  if max ~= '0' then
+    args[3], args[4], args[5] = 'MAXLEN', '~', max
   end
-  for i = 5, 9 do expire(KEYS[i], ARGV[6]) end
+  local at = #args + 1
+  args[at] = id
+  for i = 1, #fields do args[at + i] = fields[i] end
+  if id ~= '*' and type(redis.pcall(unpack(args))) == 'string' then return end
+  args[at] = '*'
+  redis.call(unpack(args))
+end
+-- s: session hash, items: its list; creates the session (owned by user) when missing
+local function apply_session(s, items, item, ts, user, max, ttl)
+  if redis.call('HSETNX', s, 'user', user) == 1 then
+    redis.call('HSET', s, 'created', ts, 'last_seen', ts)
+    redis.call('DEL', items)
+  elseif tonumber(ts) > (tonumber(redis.call('HGET', s, 'last_seen')) or 0) then
+    redis.call('HSET', s, 'last_seen', ts)
+  end
+  redis.call('RPUSH', items, item)
+  redis.call('LTRIM', items, -tonumber(max), -1)
+  expire(s, ttl)
+  expire(items, ttl)
+end
+-- k: counters, recent, purchases, ratings, ratings order (one user's keys)
+local function apply_profile(k, action, item, rating, recent_max, profile_max, ttl)
+  redis.call('HINCRBY', k[1], action, 1)
+  redis.call('RPUSH', k[2], item)
+  redis.call('LTRIM', k[2], -tonumber(recent_max), -1)
+  local max = tonumber(profile_max)
+  if action == 'purchase' then
+    if redis.call('TYPE', k[3])['ok'] == 'set' then  -- written before the bound
+      local old = redis.call('SMEMBERS', k[3])
+      redis.call('DEL', k[3])
+      zadd_old(k[3], old)
+    end
+    add_newest(k[3], item, max, false)
+  elseif action == 'rate' and rating ~= '' then
+    if redis.call('EXISTS', k[5]) == 0 then  -- none, or ratings from before the bound
+      zadd_old(k[5], redis.call('HKEYS', k[4]))
+    end
+    redis.call('HSET', k[4], item, rating)
+    add_newest(k[5], item, max, k[4])
+  end
+  for i = 1, 5 do expire(k[i], ttl) end
+end
+"""
+
+# KEYS: dedup, log, session hash, session items, counters, recent, purchases,
+#       ratings, ratings order
+# ARGV: dedup_ttl_ms, log_max (0 = off), session_max, session_ttl_ms (0 = never),
+#       recent_max, profile_ttl_ms (0 = never), id, session_id, action, item_id, ts,
+#       user_id ('' = anonymous), rating ('' = none), profile_max
+RECORD_LUA: Final = (
+    LUA_FUNCTIONS
+    + """
+if not redis.call('SET', KEYS[1], ARGV[11], 'NX', 'PX', ARGV[1]) then return 0 end
+append_log(KEYS[2], ARGV[2], '*', {'id', ARGV[7], 'session_id', ARGV[8], 'action', ARGV[9],
+           'item_id', ARGV[10], 'ts', ARGV[11], 'user_id', ARGV[12], 'rating', ARGV[13]})
+apply_session(KEYS[3], KEYS[4], ARGV[10], ARGV[11], ARGV[12], ARGV[3], ARGV[4])
+if ARGV[12] ~= '' then
+  apply_profile({KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]}, ARGV[9], ARGV[10], ARGV[13],
+                ARGV[5], ARGV[14], ARGV[6])
 end
 return 1
 """
+)
 
 # KEYS: session hash, session items.  ARGV: user_id ('' = anonymous), now, session_ttl_ms
 # Returns {existed, owner, created, last_seen, items}.
@@ -206,41 +232,20 @@ class RedisStore(Store):
         # starves some of them past any timeout under load.
         self._gate = asyncio.Semaphore(max_connections)
         self._client: Redis | None = None
-        self._waiting: deque[tuple[list[str], list[str], asyncio.Future[bool]]] = deque()
+        self._waiting: deque[tuple[Event, asyncio.Future[bool]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._log_key = f"{prefix}log"
         self._catalog_key = f"{prefix}catalog:items"
         self._catalog_version_key = f"{prefix}catalog:version"
-        # follow(): (group, consumer) -> where its pending entries are read from next;
-        # None once they are drained (then only new entries, '>', are read)
-        self._pending_from: dict[tuple[str, str], str | None] = {}
+        # follow(): (stream, group, consumer) -> where its pending entries are read from
+        # next; None once they are drained (then only new entries, '>', are read)
+        self._pending_from: dict[tuple[str, str, str], str | None] = {}
 
     @classmethod
     def from_url(cls, url: str, limits: StoreLimits) -> RedisStore:
         """``redis[s]://[[user]:password@]HOST:PORT/DB[?prefix=P&socket_timeout=2&...]``."""
         parts = urlsplit(url)
-        options: dict[str, Any] = {}
-        numbers = {
-            "socket_timeout": ("socket_timeout_s", float),
-            "socket_connect_timeout": ("socket_connect_timeout_s", float),
-            "health_check_interval": ("health_check_interval_s", int),
-            "max_connections": ("max_connections", int),
-            "pool_timeout": ("pool_timeout_s", float),
-        }
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key == "prefix":
-                options["prefix"] = value
-            elif key in numbers:
-                name, kind = numbers[key]
-                try:
-                    options[name] = kind(value)
-                except ValueError:
-                    raise ConfigError(f"{key}: not a number: {value!r}") from None
-                if options[name] <= 0 and key != "health_check_interval":
-                    raise ConfigError(f"{key} must be > 0")
-            else:
-                known = ", ".join(["prefix", *numbers])
-                raise ConfigError(f"unknown option {key!r} in store URL (known: {known})")
+        options = redis_url_options(parts.query)
         if not parts.hostname:
             raise ConfigError("redis:// URL needs a host, e.g. redis://127.0.0.1:6379/0")
         return cls(urlunsplit(parts._replace(query="")), limits, url=url, **options)
@@ -250,22 +255,34 @@ class RedisStore(Store):
     async def open(self) -> None:
         if self._client is not None:
             raise StoreError("store already opened")
+        client = self._connect()
+        try:
+            with self._errors("open"):
+                await client.ping()
+                for script in self._scripts():
+                    await client.script_load(script.text)
+                await self._opened(client)
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client = client
+
+    def _connect(self) -> Redis:
+        """A client (not yet connected) for the URL and options."""
         pool = BlockingConnectionPool.from_url(
             self._connect_url,
             decode_responses=True,
             retry=Retry(NoBackoff(), 1),  # one reconnect; the record script is idempotent
             **self._options,
         )
-        client = Redis.from_pool(pool)
-        try:
-            with self._errors("open"):
-                await client.ping()
-                for script in (self._record_script, self._open_script):
-                    await client.script_load(script.text)
-        except BaseException:
-            await client.aclose()
-            raise
-        self._client = client
+        return Redis.from_pool(pool)
+
+    def _scripts(self) -> tuple[_Script, ...]:
+        """The Lua scripts loaded at open (and again when Redis has lost them)."""
+        return (self._record_script, self._open_script)
+
+    async def _opened(self, client: Redis) -> None:
+        """Checks a backend makes once connected, before the store is usable."""
 
     async def close(self) -> None:
         if self._flusher is not None:  # let calls already made finish first
@@ -287,7 +304,7 @@ class RedisStore(Store):
     async def open_session(
         self, session_id: str, user_id: str | None, now: float
     ) -> tuple[SessionRecord, bool]:
-        keys = [self._key("session", session_id), self._key("items", session_id)]
+        keys = [self._session_key("session", session_id), self._session_key("items", session_id)]
         args = [user_id or "", repr(float(now)), _ms(self.limits.session_ttl_s)]
         async with self._use("open_session") as client:
             existed, owner, created, last_seen, items = await self._eval(
@@ -301,8 +318,8 @@ class RedisStore(Store):
     async def get_session(self, session_id: str) -> SessionRecord | None:
         async with self._use("get_session") as client:
             async with client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(self._key("session", session_id))
-                pipe.lrange(self._key("items", session_id), 0, -1)
+                pipe.hgetall(self._session_key("session", session_id))
+                pipe.lrange(self._session_key("items", session_id), 0, -1)
                 fields, items = await pipe.execute()
         if not fields:
             return None
@@ -317,12 +334,11 @@ class RedisStore(Store):
     async def record_event(self, event: Event) -> bool:
         """One script call. Calls made while a round trip is in flight are sent
         together in the next one (one pipeline), like the embedded group commit."""
-        keys, args = self._record_args(event)
         if self._client is None:
             raise StoreUnavailable(f"the store {self.url} is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        self._waiting.append((keys, args, future))
+        self._waiting.append((event, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush(), name="liverec-redis-record")
         return await future
@@ -332,7 +348,7 @@ class RedisStore(Store):
         results: list[bool] = []
         async with self._use("record_events") as client:
             for start in range(0, len(events), PIPELINE_CHUNK):
-                chunk = [self._record_args(e) for e in events[start : start + PIPELINE_CHUNK]]
+                chunk = list(events[start : start + PIPELINE_CHUNK])
                 for reply in await self._record_chunk(client, chunk):
                     if isinstance(reply, Exception):
                         raise reply
@@ -340,13 +356,13 @@ class RedisStore(Store):
         return results
 
     async def get_profile(self, user_id: str) -> Profile:
-        purchases_key = self._key("purchases", user_id)
+        purchases_key = self._user_key("purchases", user_id)
         async with self._use("get_profile") as client:
             async with client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(self._key("counters", user_id))
-                pipe.lrange(self._key("recent", user_id), 0, -1)
+                pipe.hgetall(self._user_key("counters", user_id))
+                pipe.lrange(self._user_key("recent", user_id), 0, -1)
                 pipe.zrange(purchases_key, 0, -1)
-                pipe.hgetall(self._key("ratings", user_id))
+                pipe.hgetall(self._user_key("ratings", user_id))
                 replies = await pipe.execute(raise_on_error=False)
             counters, recent, purchases, ratings = replies
             if isinstance(purchases, ResponseError) and "WRONGTYPE" in str(purchases):
@@ -439,19 +455,33 @@ class RedisStore(Store):
         # Each kind has its own word before the id, so ids containing ':' cannot collide.
         return f"{self.prefix}{kind}:{ident}"
 
+    # The key layout: the Cluster backend overrides these three to add hash tags.
+
+    def _session_key(self, kind: str, session_id: str) -> str:
+        """A key of one session: ``session`` (hash) or ``items`` (list)."""
+        return self._key(kind, session_id)
+
+    def _user_key(self, kind: str, user_id: str) -> str:
+        """A key of one user's profile: counters, recent, purchases, ratings, ratings_order."""
+        return self._key(kind, user_id)
+
+    def _dedup_key(self, session_id: str, event_id: str) -> str:
+        # the length makes (session, event) unambiguous whatever ':' the ids hold
+        return self._key("dedup", f"{len(session_id)}:{session_id}:{event_id}")
+
+    def _profile_keys(self, user_id: str) -> list[str]:
+        """The keys `apply_profile` (Lua) takes, in its order."""
+        kinds = ("counters", "recent", "purchases", "ratings", "ratings_order")
+        return [self._user_key(kind, user_id) for kind in kinds]
+
     def _record_args(self, e: Event) -> tuple[list[str], list[str]]:
         lim, user = self.limits, e.user_id or ""
         keys = [
-            # the length makes (session, event) unambiguous whatever ':' the ids hold
-            self._key("dedup", f"{len(e.session_id)}:{e.session_id}:{e.id}"),
+            self._dedup_key(e.session_id, e.id),
             self._log_key,
-            self._key("session", e.session_id),
-            self._key("items", e.session_id),
-            self._key("counters", user),
-            self._key("recent", user),
-            self._key("purchases", user),
-            self._key("ratings", user),
-            self._key("ratings_order", user),
+            self._session_key("session", e.session_id),
+            self._session_key("items", e.session_id),
+            *self._profile_keys(user),
         ]
         args = [
             _ms(lim.dedup_ttl_s),
@@ -479,18 +509,18 @@ class RedisStore(Store):
             outcomes: list[bool | BaseException]
             try:
                 async with self._use("record_event") as client:
-                    replies = await self._record_chunk(client, [(k, a) for k, a, _ in batch])
+                    replies = await self._record_chunk(client, [e for e, _ in batch])
                 outcomes = [self._mapped("record_event", r) for r in replies]
             except StoreError as exc:
                 outcomes = [exc] * count
             except BaseException:  # cancelled (loop shutting down): nobody is left to wait
                 failure = StoreUnavailable(f"the store {self.url} was closed while recording")
-                for *_, future in (*batch, *self._waiting):
+                for _, future in (*batch, *self._waiting):
                     if not future.done():
                         future.set_exception(failure)
                 self._waiting.clear()
                 raise
-            for (*_, future), outcome in zip(batch, outcomes, strict=True):
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():  # its caller was cancelled
                     continue
                 if isinstance(outcome, BaseException):
@@ -498,23 +528,31 @@ class RedisStore(Store):
                 else:
                     future.set_result(outcome)
 
-    async def _record_chunk(
-        self, client: Redis, chunk: list[tuple[list[str], list[str]]]
-    ) -> list[bool | Exception]:
+    async def _record_chunk(self, client: Redis, chunk: list[Event]) -> list[bool | Exception]:
         """Replies in order: True/False, or the redis-py error of that call."""
-        script = self._record_script
+        calls = [(self._record_script, *self._record_args(e)) for e in chunk]
+        replies = await self._run_scripts(client, calls)
+        return [r if isinstance(r, Exception) else bool(r) for r in replies]
+
+    async def _run_scripts(
+        self, client: Redis, calls: Sequence[tuple[_Script, list[str], list[str]]]
+    ) -> list[Any]:
+        """Script calls (script, keys, args) in one pipeline; replies in order, a
+        redis-py error in place of the reply of a call that failed."""
         async with client.pipeline(transaction=False) as pipe:
-            for keys, args in chunk:
+            for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
         if any(isinstance(r, NoScriptError) for r in replies):
             # The server lost its script cache (restart, SCRIPT FLUSH): nothing of the
-            # failed calls ran, so load it and run exactly those again, in order.
-            await client.script_load(script.text)
-            for i, (keys, args) in enumerate(chunk):
+            # failed calls ran, so run exactly those again, in order (EVAL loads it).
+            for i, (script, keys, args) in enumerate(calls):
                 if isinstance(replies[i], NoScriptError):
-                    replies[i] = await self._eval(client, script, keys, args)
-        return [r if isinstance(r, Exception) else bool(r) for r in replies]
+                    try:
+                        replies[i] = await self._eval(client, script, keys, args)
+                    except RedisError as exc:
+                        replies[i] = exc
+        return replies
 
     @staticmethod
     async def _eval(client: Redis, script: _Script, keys: list[str], args: list[str]) -> Any:
@@ -574,32 +612,39 @@ class RedisStore(Store):
         then new ones. The group is created (XGROUP CREATE ... 0 MKSTREAM) on first use."""
         if count <= 0:
             return []
-        key = (group, consumer)
         async with self._use("follow") as client:
-            for _ in range(2):  # a second time when the group vanished (stream deleted)
-                if key not in self._pending_from:
-                    try:
-                        await client.xgroup_create(self._log_key, group, id="0", mkstream=True)
-                    except ResponseError as exc:
-                        if "BUSYGROUP" not in str(exc):
-                            raise
-                    self._pending_from[key] = "0"
+            entries = await self._follow_stream(client, self._log_key, group, consumer, count)
+        return [LoggedEvent(position, event) for position, event in entries]
+
+    async def _follow_stream(
+        self, client: Redis, stream: str, group: str, consumer: str, count: int
+    ) -> list[tuple[str, Event]]:
+        """Up to `count` (entry id, event) of `stream` for the consumer, as `follow`."""
+        key = (stream, group, consumer)
+        for _ in range(2):  # a second time when the group vanished (stream deleted)
+            if key not in self._pending_from:
                 try:
-                    return await self._follow(client, group, consumer, count)
+                    await client.xgroup_create(stream, group, id="0", mkstream=True)
                 except ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
+                    if "BUSYGROUP" not in str(exc):
                         raise
-                    self._pending_from.pop(key, None)
+                self._pending_from[key] = "0"
+            try:
+                return await self._read_group(client, key, count)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._pending_from.pop(key, None)
         raise StoreError(f"follow: the consumer group {group!r} keeps disappearing")
 
-    async def _follow(
-        self, client: Redis, group: str, consumer: str, count: int
-    ) -> list[LoggedEvent]:
-        key = (group, consumer)
+    async def _read_group(
+        self, client: Redis, key: tuple[str, str, str], count: int
+    ) -> list[tuple[str, Event]]:
+        stream, group, consumer = key
         while True:
             start = self._pending_from[key]
             reply: Any = await client.xreadgroup(
-                group, consumer, {self._log_key: start or ">"}, count=count
+                group, consumer, {stream: start or ">"}, count=count
             )
             entries = reply[0][1] if reply else []
             if start is not None:
@@ -609,8 +654,8 @@ class RedisStore(Store):
                 self._pending_from[key] = str(entries[-1][0])
             trimmed = [position for position, fields in entries if not fields]
             if trimmed:  # pending entries trimmed from the stream come back empty
-                await client.xack(self._log_key, group, *trimmed)
-            events = [LoggedEvent(str(p), _decode(f)) for p, f in entries if f]
+                await client.xack(stream, group, *trimmed)
+            events = [(str(p), _decode(f)) for p, f in entries if f]
             if events or not entries:
                 return events
 
@@ -618,8 +663,39 @@ class RedisStore(Store):
         if not positions:
             return
         async with self._use("ack") as client:
-            for start in range(0, len(positions), PIPELINE_CHUNK):
-                await client.xack(self._log_key, group, *positions[start : start + PIPELINE_CHUNK])
+            await self._ack_stream(client, self._log_key, group, positions)
+
+    @staticmethod
+    async def _ack_stream(client: Redis, stream: str, group: str, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), PIPELINE_CHUNK):
+            await client.xack(stream, group, *ids[start : start + PIPELINE_CHUNK])
+
+
+def redis_url_options(query: str) -> dict[str, Any]:
+    """The RedisStore keyword arguments given in a store URL's query string."""
+    options: dict[str, Any] = {}
+    numbers = {
+        "socket_timeout": ("socket_timeout_s", float),
+        "socket_connect_timeout": ("socket_connect_timeout_s", float),
+        "health_check_interval": ("health_check_interval_s", int),
+        "max_connections": ("max_connections", int),
+        "pool_timeout": ("pool_timeout_s", float),
+    }
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "prefix":
+            options["prefix"] = value
+        elif key in numbers:
+            name, kind = numbers[key]
+            try:
+                options[name] = kind(value)
+            except ValueError:
+                raise ConfigError(f"{key}: not a number: {value!r}") from None
+            if options[name] <= 0 and key != "health_check_interval":
+                raise ConfigError(f"{key} must be > 0")
+        else:
+            known = ", ".join(["prefix", *numbers])
+            raise ConfigError(f"unknown option {key!r} in store URL (known: {known})")
+    return options
 
 
 def _ms(seconds: float | None) -> str:
