@@ -242,6 +242,40 @@ def test_first_visit_with_the_server_down_breaks_nothing_and_loses_nothing(
         srv.stop()
 
 
+def test_first_visit_with_the_socket_down_keeps_space_and_events(
+    browser: Any, shop: ShopSite
+) -> None:
+    """The store serves the widget itself and the liverec server is down: the row
+    blanks after a while without moving anything, and the events wait for the server."""
+    port = free_port()
+    tag = widget_tag("/liverec.js", server=f"http://127.0.0.1:{port}", max_backoff_ms="500")
+    url = shop.page("bulma", "sku-14", tag)
+    tab = Tab(browser)
+    page = tab.page
+    srv = None
+    try:
+        page.goto(url)
+        page.click("#add")
+        assert page.evaluate("liverec.pending") == 2  # the view and the add
+        # nothing came: the row goes blank (after 6 s) and keeps its space
+        page.wait_for_selector("#recs .liverec.is-idle", state="attached", timeout=WAIT_MS)
+        assert page.eval_on_selector("#recs .liverec", "s => getComputedStyle(s).visibility") == (
+            "hidden"
+        )
+        tab.cls()
+        assert page.evaluate("liverec.state") != "refused"  # down is not refused: it retries
+        srv = start(shop, port=port)
+        recs = tab.synced()
+        assert len(recs) == 8 and "sku-14" not in recs
+        status, body = session_items(srv, page.evaluate("liverec.sessionId"))
+        assert status == 200 and body["items"] == ["sku-14", "sku-14"]
+        tab.cls()
+    finally:
+        tab.close()
+        if srv is not None:
+            srv.stop()
+
+
 def test_server_down_later_keeps_events_and_the_viewed_item_out_of_the_cached_row(
     browser: Any, shop: ShopSite
 ) -> None:

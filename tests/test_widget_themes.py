@@ -75,7 +75,8 @@ def script_src(server: LiverecServer, theme: str) -> str:
 
 STYLE = """(el) => { const s = getComputedStyle(el);
   return {size: s.fontSize, weight: s.fontWeight, color: s.color, transform: s.textTransform,
-          spacing: s.letterSpacing, deco: s.textDecorationLine}; }"""
+          spacing: s.letterSpacing, deco: s.textDecorationLine, style: s.fontStyle,
+          words: s.wordSpacing}; }"""
 BOXES = """els => els.map(e => { const r = e.getBoundingClientRect();
   return {x: r.x, y: r.y, w: r.width, h: r.height}; })"""
 
@@ -99,6 +100,7 @@ def test_day_one_row_is_full_still_and_untouched_by_the_theme(
     # `* {line-height: 2.2 !important}`... do not reach the cards.
     name = page.eval_on_selector("#recs .liverec-name", STYLE)
     assert (name["size"], name["weight"], name["transform"]) == ("14px", "400", "none")
+    assert (name["style"], name["words"]) == ("normal", "0px")  # `main, section {...}`
     title = page.eval_on_selector("#recs .liverec-title", STYLE)
     assert (title["size"], title["transform"], title["spacing"]) == ("20px", "none", "normal")
     assert title["color"] != "rgb(128, 0, 128)"
