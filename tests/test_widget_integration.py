@@ -141,15 +141,32 @@ def test_ga4_datalayer_and_ga4_shaped_track_calls_become_events(
     ]""")
     assert sent == [1, 1, 0, 0, 1]
     tab.synced()
+    # A tag manager loaded later installs its own push over the widget's: still followed.
+    last = page.evaluate("liverec.lastEventId")
+    page.evaluate("""() => {
+      dataLayer.push = function () { return Array.prototype.push.apply(dataLayer, arguments); };
+      dataLayer.push({ event: "add_to_cart", ecommerce: { items: [{ item_id: "sku-14" }] } });
+    }""")
+    page.wait_for_function("(last) => liverec.lastEventId !== last", arg=last, timeout=WAIT_MS)
+    tab.synced()
     sid = page.evaluate("liverec.sessionId")
     status, body = session_items(server, sid)
     assert status == 200
-    assert body["items"] == ["sku-4", "sku-4", "sku-4", "sku-9", "sku-11", "sku-9", "sku-13"]
+    assert body["items"] == [
+        "sku-4",
+        "sku-4",
+        "sku-4",
+        "sku-9",
+        "sku-11",
+        "sku-9",
+        "sku-13",
+        "sku-14",
+    ]
     after = counts(server)
     grew = {a: after.get(a, 0) - before.get(a, 0) for a in after}
     assert {a: n for a, n in grew.items() if n} == {
         "view": 1,
-        "add_to_cart": 2,
+        "add_to_cart": 3,
         "purchase": 2,
         "click": 1,
         "remove_from_cart": 1,

@@ -85,7 +85,8 @@ BOXES = """els => els.map(e => { const r = e.getBoundingClientRect();
 def test_day_one_row_is_full_still_and_untouched_by_the_theme(
     browser: Any, shop: ShopSite, server: LiverecServer, theme: str
 ) -> None:
-    url = shop.page(theme, "sku-3", widget_tag(script_src(server, theme)))
+    part = "<style>#recs liverec-recs::part(price) { color: rgb(0, 110, 60); }</style>"
+    url = shop.page(theme, "sku-3", widget_tag(script_src(server, theme)), head=part)
     tab = Tab(browser)
     page = tab.page
     page.goto(url)
@@ -104,6 +105,8 @@ def test_day_one_row_is_full_still_and_untouched_by_the_theme(
     title = page.eval_on_selector("#recs .liverec-title", STYLE)
     assert (title["size"], title["transform"], title["spacing"]) == ("20px", "none", "normal")
     assert title["color"] != "rgb(128, 0, 128)"
+    # ...while the store's deliberate ::part() rules do
+    assert page.eval_on_selector("#recs .liverec-price", STYLE)["color"] == "rgb(0, 110, 60)"
     link = page.locator("#recs .liverec-link").first
     before = link.evaluate(STYLE)
     link.hover()

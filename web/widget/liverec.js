@@ -436,19 +436,23 @@ function build() {
   section.setAttribute("aria-labelledby", id);
   const h = document.createElement("h2");
   h.className = "liverec-title";
+  h.part = "title";
   h.id = id;
   h.textContent = cfg.title || "Recommended for you";
   const scroller = document.createElement("div");
   scroller.className = "liverec-scroller";
   row = document.createElement("ul");
   row.className = "liverec-row";
+  row.part = "row";
   row.setAttribute("role", "list");
   for (let i = 0; i < k; i++) {
     const li = document.createElement("li");
     li.className = "liverec-card is-empty";
-    li.innerHTML = '<a class="liverec-link"><span class="liverec-img"><img alt="" width="400" '
-      + 'height="400" decoding="async"></span><span class="liverec-name">&nbsp;</span>'
-      + '<span class="liverec-price">&nbsp;</span></a>';
+    li.part = "card";
+    li.innerHTML = '<a class="liverec-link" part="link"><span class="liverec-img" part="image">'
+      + '<img alt="" width="400" height="400" decoding="async"></span>'
+      + '<span class="liverec-name" part="name">&nbsp;</span>'
+      + '<span class="liverec-price" part="price">&nbsp;</span></a>';
     li.setAttribute("aria-hidden", "true");
     row.append(li);
     slots.push(li);
@@ -459,6 +463,7 @@ function build() {
     const b = document.createElement("button");
     b.type = "button";
     b.className = `liverec-arrow liverec-${name}`;
+    b.part = "arrow";
     b.textContent = glyph;
     b.tabIndex = -1;
     b.setAttribute("aria-hidden", "true");
