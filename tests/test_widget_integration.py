@@ -349,3 +349,23 @@ def test_refused_origin_is_named_and_retries_stop(browser: Any, shop: ShopSite) 
     finally:
         tab.close()
         srv.stop()
+
+
+def test_an_error_page_from_a_proxy_is_an_outage_not_a_refusal(
+    browser: Any, shop: ShopSite
+) -> None:
+    """A proxy in front of a stopped server answers the upgrade and every URL with an
+    error page (here: the shop's own server, 404 under /proxy/): the widget keeps
+    retrying past the refusal limit, so it is there again when the backend is."""
+    tag = widget_tag("/liverec.js", server=f"{shop.origin}/proxy/", max_backoff_ms="300")
+    url = shop.page("bootstrap", "sku-15", tag)
+    tab = Tab(browser)
+    page = tab.page
+    try:
+        page.goto(url)
+        while len(tab.sockets) < 6:  # more than the 4 refusals after which it would stop
+            page.wait_for_event("websocket", timeout=WAIT_MS)
+        assert page.evaluate("liverec.state") != "refused"
+        assert not any("refused by server" in line for line in tab.console)
+    finally:
+        tab.close()

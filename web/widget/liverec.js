@@ -138,11 +138,14 @@ function connect() {
   };
 }
 
-// A socket that never opened: the browser shows only "1006". If plain HTTP reaches the
-// server, it refused the upgrade (HTTP 403: this page's origin is not allowed), which
-// retrying will not change; if not, the server is down and retrying is right.
+// A socket that never opened: the browser shows only "1006". If liverec itself answers
+// plain HTTP (its widget manifest, readable from any origin), it refused the upgrade
+// (HTTP 403: this page's origin is not allowed), which retrying will not change. If
+// not (no answer, or a proxy's error page), it is down, and retrying is right.
 function diagnose() {
-  fetch(serverBase + "healthz", { mode: "no-cors", cache: "no-store" }).then(() => {
+  fetch(serverBase + "widget/manifest.json", { cache: "no-store" }).then((r) => {
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+  }).then(() => {
     refusals += 1;
     const why = `refused by server (origin not allowed?): ${location.origin} must be in the`
       + ` server's allowed_origins (LIVEREC_ALLOWED_ORIGINS)`;
