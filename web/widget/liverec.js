@@ -315,7 +315,11 @@ function followDataLayer(name) {
       try { fromDataLayer(layer[seen]); } catch (e) { log("dataLayer entry", e); }
     }
   };
-  const layer = (window[name] = Array.isArray(window[name]) ? window[name] : []);
+  if (window[name] !== undefined && !Array.isArray(window[name])) {
+    log(`data-datalayer: window.${name} is not an array; not followed`);
+    return;
+  }
+  const layer = (window[name] = window[name] || []);
   drain();
   const push = layer.push;
   layer.push = function (...args) { const n = push.apply(this, args); drain(); return n; };

@@ -56,7 +56,7 @@ def load(path: Path) -> Asset:
         body=body,
         gzipped=gzip.compress(body, compresslevel=9, mtime=0),
         media_type=media_type,
-        etag=f'"{digest}"',
+        etag=f'W/"{digest}"',  # weak: the gzipped and the plain body share it
     )
 
 
