@@ -55,6 +55,9 @@ def test_stable_url_is_gzipped_when_accepted_and_short_cached(server: LiverecSer
     assert status == 200 and plain == source and "content-encoding" not in headers
     status, plain, headers = fetch(server, "/widget/liverec.js", accept_encoding="gzip;q=0")
     assert plain == source and "content-encoding" not in headers
+    status, empty, headers = fetch(server, "/widget/liverec.js", "HEAD", accept_encoding="gzip")
+    assert status == 200 and empty == b"" and headers["content-encoding"] == "gzip"
+    assert int(headers["content-length"]) == len(body)
 
 
 def test_hashed_url_serves_the_same_bytes_immutably(server: LiverecServer) -> None:
