@@ -105,3 +105,19 @@ def test_docs_state_the_served_gzip_size(server: LiverecServer) -> None:
     figures += [("docs/benchmarks.md", int(b.replace(" ", "")) / 1000) for b in bench]
     for doc, kb in figures:
         assert abs(kb - served_kb) <= SIZE_TOLERANCE_KB, (doc, kb, served_kb)
+
+
+def test_demo_and_feed_static_files_are_gzipped_when_accepted() -> None:
+    srv = LiverecServer("memory://", demo="on", demo_warmup_sessions=0).start()
+    try:
+        for path, source in (
+            ("/demo/static/store.css", ROOT / "web" / "demo" / "store.css"),
+            ("/feed/static/feed.js", ROOT / "web" / "feed" / "feed.js"),
+        ):
+            status, body, headers = fetch(srv, path, accept_encoding="gzip")
+            assert status == 200 and headers["content-encoding"] == "gzip", path
+            assert gzip.decompress(body) == source.read_bytes()
+            status, body, headers = fetch(srv, path)
+            assert body == source.read_bytes() and "content-encoding" not in headers
+    finally:
+        srv.stop()

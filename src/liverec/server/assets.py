@@ -1,7 +1,8 @@
 """The widget's static files: compressed, content-hashed, cached, open to every origin.
 
-Owns: serving web/widget/. Each file is read once at start and kept with its gzip
-form and a content hash. Two URLs per file:
+Owns: serving web/widget/, and gzip for the other static files of web/ (the demo
+store's and the feed's). Each widget file is read once at start and kept with its
+gzip form and a content hash. Two URLs per file:
 
 - `/widget/liverec.js`: the stable name stores put in their pages; cached briefly
   (`widget_max_age_s`) and revalidated with its ETag, so a new release reaches
@@ -24,12 +25,20 @@ import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 HASH_CHARS = 12
 IMMUTABLE = "public, max-age=31536000, immutable"
+GZIP_MIN_BYTES = 500  # smaller bodies gain nothing from compression
+
+
+def compressed(app: ASGIApp) -> ASGIApp:
+    """Other static files (the demo store's and the feed's): gzipped on the fly when
+    accepted; they are small and few, so nothing is kept."""
+    return GZipMiddleware(app, minimum_size=GZIP_MIN_BYTES)
 
 
 @dataclass(frozen=True)

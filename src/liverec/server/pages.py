@@ -25,7 +25,7 @@ from ..catalog import Catalog, CatalogItem, parse_item
 from ..config import Settings
 from ..errors import ProtocolError, StoreUnavailable
 from ..sessions import SessionManager
-from .assets import WidgetAssets
+from .assets import WidgetAssets, compressed
 from .feed import feed_endpoint, is_operator
 from .http import error_response, read_body
 
@@ -48,7 +48,7 @@ def routes(settings: Settings, web_dir: Path | None) -> list[BaseRoute]:
     feed_page = web_dir / "feed" / "index.html"
     out += [
         Route("/feed", FeedPage(feed_page)),
-        Mount("/feed/static", StaticFiles(directory=web_dir / "feed")),
+        Mount("/feed/static", compressed(StaticFiles(directory=web_dir / "feed"))),
         Mount("/widget", WidgetAssets(web_dir / "widget", settings.widget_max_age_s)),
     ]
     if settings.demo:
@@ -60,7 +60,7 @@ def routes(settings: Settings, web_dir: Path | None) -> list[BaseRoute]:
             Route("/demo/cart", pages.cart),
             Route("/demo/checkout", pages.checkout),
             Route("/demo/img/{item_id}.svg", pages.image),
-            Mount("/demo/static", StaticFiles(directory=web_dir / "demo")),
+            Mount("/demo/static", compressed(StaticFiles(directory=web_dir / "demo"))),
         ]
     return out
 
