@@ -62,7 +62,10 @@ INSTRUMENT = """() => {
   window.__lat = [];
   let started = null;
   addEventListener('click', (e) => {
-    if (!e.target.closest('#recs a[data-liverec-item]')) return;
+    // the row's cards are in the widget's shadow root: look along the composed path
+    const path = e.composedPath();
+    if (!path.some((el) => el instanceof Element && el.matches('a[data-liverec-item]'))
+        || !path.some((el) => el instanceof Element && el.matches('#recs'))) return;
     e.preventDefault();
     started = e.timeStamp;
   }, true);

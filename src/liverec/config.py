@@ -204,6 +204,11 @@ class Settings:
     feed_max_subscribers: int = _s(16, "operator pages connected to /v1/feed at once")
     feed_window_s: int = _s(300, "seconds of history in the feed's charts")
     web_dir: str | None = _s(None, "directory with the web/ assets (default: the bundled one)")
+    widget_max_age_s: int = _s(
+        300,
+        "seconds browsers may cache /widget/liverec.js before revalidating "
+        "(the content-hashed /widget/liverec.<hash>.js is cached for a year)",
+    )
     # --- logs
     log_level: str = _s("info", "log level: debug, info, warning, error, critical")
     log_format: str = _s("text", "log line format: text, or json (one object per line)")
@@ -244,6 +249,8 @@ class Settings:
             problems.append("feed_queue, feed_max_subscribers must be >= 1, feed_window_s >= 10")
         if self.demo_warmup_sessions < 0:
             problems.append("demo_warmup_sessions must be >= 0")
+        if self.widget_max_age_s < 0:
+            problems.append("widget_max_age_s must be >= 0")
         if not 0 < self.port < 65536 and self.port != 0:
             problems.append("port must be in 0..65535")
         problems += _choice_problems(self)

@@ -2,7 +2,7 @@
 
 Owns: the routes of /demo (pages rendered on the server from the catalog, templates
 and styles in web/demo), /feed (the operator page; its socket is server/feed.py),
-/widget (static, open to every origin so that any store can load the script),
+/widget (server/assets.py: compressed, content-hashed, open to every origin),
 `PUT/GET/DELETE /v1/catalog/items`, and the operator check: the `admin_token`
 setting as a bearer token, or, when none is set, a client on the loopback interface.
 """
@@ -13,7 +13,6 @@ import html
 import json
 from pathlib import Path
 from string import Template
-from typing import Any
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -26,6 +25,7 @@ from ..catalog import Catalog, CatalogItem, parse_item
 from ..config import Settings
 from ..errors import ProtocolError, StoreUnavailable
 from ..sessions import SessionManager
+from .assets import WidgetAssets, compressed
 from .feed import feed_endpoint, is_operator
 from .http import error_response, read_body
 
@@ -48,8 +48,8 @@ def routes(settings: Settings, web_dir: Path | None) -> list[BaseRoute]:
     feed_page = web_dir / "feed" / "index.html"
     out += [
         Route("/feed", FeedPage(feed_page)),
-        Mount("/feed/static", StaticFiles(directory=web_dir / "feed")),
-        Mount("/widget", OpenStatic(web_dir / "widget")),
+        Mount("/feed/static", compressed(StaticFiles(directory=web_dir / "feed"))),
+        Mount("/widget", WidgetAssets(web_dir / "widget", settings.widget_max_age_s)),
     ]
     if settings.demo:
         pages = DemoPages(web_dir)
@@ -60,7 +60,7 @@ def routes(settings: Settings, web_dir: Path | None) -> list[BaseRoute]:
             Route("/demo/cart", pages.cart),
             Route("/demo/checkout", pages.checkout),
             Route("/demo/img/{item_id}.svg", pages.image),
-            Mount("/demo/static", StaticFiles(directory=web_dir / "demo")),
+            Mount("/demo/static", compressed(StaticFiles(directory=web_dir / "demo"))),
         ]
     return out
 
@@ -77,24 +77,6 @@ class FeedPage:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await FileResponse(self.path, headers=NO_STORE)(scope, receive, send)
-
-
-class OpenStatic:
-    """Static files any origin may load (the widget is an ES module: CORS applies)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.files = StaticFiles(directory=directory)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_open(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"access-control-allow-origin", b"*"))
-                headers.append((b"cache-control", b"public, max-age=300"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.files(scope, receive, send_open)
 
 
 # --- operator access (the check itself is feed.is_operator) --------------------------------
