@@ -94,7 +94,7 @@ def seed_events(srv: LiverecServer) -> None:
         events = [
             {"id": f"seed-{s}-{i}", "action": "view", "item_id": sku} for i, sku in enumerate(order)
         ]
-        status, _ = srv.post_json("/v1/events", {"session_id": f"seed-{s}", "events": events})
+        status, _ = srv.post_json("/v1/events", {"events": events})
         assert status == 200
 
 
