@@ -50,6 +50,7 @@ def _serve_parser(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .server import edge
     from .server.app import create_app
 
     overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
@@ -58,10 +59,14 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings)
+    # The edge protocol adds header/body/handshake deadlines and caps at accept
+    # (server/edge.py); forwarded headers are read by the app's gate, for every route
+    # alike, so uvicorn's own X-Forwarded-For handling is off.
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=edge.protocol_class(settings),
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,
@@ -70,11 +75,10 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or 1,
         log_level=settings.log_level,
         lifespan="on",
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
-    asyncio.run(server.serve())
+    asyncio.run(edge.serve(server, settings))
     return 0
 
 
