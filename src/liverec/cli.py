@@ -67,6 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         http=edge.protocol_class(settings),
+        backlog=settings.accept_backlog,
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,

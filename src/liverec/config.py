@@ -201,10 +201,16 @@ class Settings:
         "connections that are not (yet) WebSockets from one peer address (HTTP 503 at accept "
         "above; trusted_proxies are exempt)",
     )
+    accept_backlog: int = _s(
+        128,
+        "connections the kernel queues for accept, and the most accepted in one go (so "
+        "that one burst cannot take the descriptors fd_reserve keeps)",
+    )
     fd_reserve: int = _s(
-        64,
-        "file descriptors kept free for the store, model and logs: a socket accepted beyond "
-        "the process's open-file limit minus this is answered 503 and closed",
+        256,
+        "file descriptors kept free for the store, model, logs and one burst of accepts: a "
+        "socket accepted beyond the process's open-file limit minus this is answered 503 "
+        "and closed (at least 2 x accept_backlog)",
     )
     get_requests_per_s: float = _s(
         20.0,
@@ -281,7 +287,7 @@ class Settings:
             if secret is not None and len(secret.encode("utf-8", "surrogatepass")) < MIN_SECRET:
                 problems.append(
                     f"{name} must be at least {MIN_SECRET} bytes (make one with: python -c "
-                    "\"import secrets; print(secrets.token_urlsafe(48))\")"
+                    '"import secrets; print(secrets.token_urlsafe(48))")'
                 )
         for name in ("header_timeout_s", "body_timeout_s", "handshake_timeout_s"):
             value = getattr(self, name)
@@ -289,8 +295,8 @@ class Settings:
                 problems.append(f"{name} must be > 0 (or none)")
         if self.max_pending_connections < 1 or self.max_pending_per_address < 1:
             problems.append("max_pending_connections and max_pending_per_address must be >= 1")
-        if self.fd_reserve < 8:
-            problems.append("fd_reserve must be at least 8")
+        if self.accept_backlog < 1 or self.fd_reserve < 2 * self.accept_backlog:
+            problems.append("accept_backlog must be >= 1 and fd_reserve >= 2 x accept_backlog")
         if self.get_requests_per_s <= 0 or self.get_requests_burst < 1:
             problems.append("get_requests_per_s must be > 0 and get_requests_burst >= 1")
         if self.log_repeat_s < 0:

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -140,7 +140,12 @@ def create_app(
             max_age=600,
         ),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={ClientDisconnect: _client_gone},
+    )
     app.state.origins = origins
     return app
 
@@ -154,6 +159,11 @@ class _OriginCORS(CORSMiddleware):
 
     def is_allowed_origin(self, origin: str) -> bool:
         return self.policy.listed(origin)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A body cut off (body_timeout_s, or the client left): nobody reads the answer."""
+    return Response(status_code=400)
 
 
 async def _home(request: Request) -> Response:
