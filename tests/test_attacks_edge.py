@@ -130,6 +130,11 @@ def test_slow_request_head_is_cut_with_408(server: LiverecServer) -> None:
     assert reply.startswith(b"HTTP/1.1 408 "), reply[:60]
 
 
+def test_silent_connection_is_closed(server: LiverecServer) -> None:
+    with connect(server, ATTACKER) as s:  # connects, then sends nothing at all
+        assert read_all(s).startswith(b"HTTP/1.1 408 ")
+
+
 def test_slow_head_on_a_kept_alive_connection_is_cut(server: LiverecServer) -> None:
     with connect(server, ATTACKER) as s:
         s.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
