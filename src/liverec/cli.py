@@ -59,15 +59,26 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings)
-    # The edge protocol adds header/body/handshake deadlines and caps at accept
-    # (server/edge.py); forwarded headers are read by the app's gate, for every route
-    # alike, so uvicorn's own X-Forwarded-For handling is off.
-    config = uvicorn.Config(
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    asyncio.run(edge.serve(server, settings))
+    return 0
+
+
+def uvicorn_config(app: Any, settings: Settings, stock_http: bool = False) -> Any:
+    """How `liverec serve` runs uvicorn. The edge protocol adds header/body/handshake
+    deadlines and caps at accept (server/edge.py); forwarded headers are read by the
+    app's gate for every route alike, so uvicorn's own X-Forwarded-For handling is off.
+    `stock_http` (benchmarks only) runs uvicorn's plain h11 protocol instead."""
+    import uvicorn
+
+    from .server import edge
+
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        http=edge.protocol_class(settings),
-        backlog=settings.accept_backlog,
+        http="h11" if stock_http else edge.protocol_class(settings),
+        backlog=2048 if stock_http else settings.accept_backlog,
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,
@@ -78,9 +89,6 @@ def _serve(args: argparse.Namespace) -> int:
         lifespan="on",
         proxy_headers=False,
     )
-    server = uvicorn.Server(config)
-    asyncio.run(edge.serve(server, settings))
-    return 0
 
 
 def _token(args: argparse.Namespace) -> int:
