@@ -233,6 +233,49 @@ async def test_descriptor_limit_refuses_cleanly_and_keeps_existing_sockets() -> 
         srv.stop()
 
 
+def test_accept_errors_at_descriptor_exhaustion_are_logged_rate_limited() -> None:
+    # Leave the limit at accept no room (fd_reserve 8, 64 descriptors), so that the
+    # process really runs out: asyncio retries accept() every second and reports each
+    # failure; the log gets one line per log_repeat_s, saying how many it left out.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        srv = LiverecServer(
+            "memory://",
+            max_pending_per_address=10_000,
+            header_timeout_s=120,
+            accept_backlog=4,
+            fd_reserve=8,  # less than the process's own descriptors: accept() fails
+            log_repeat_s=2,
+        ).start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    held: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while srv.log().count("out of system resource") < 2:
+            assert time.monotonic() < deadline, srv.log()[-2000:]
+            if len(held) < 120:  # one at a time: the accept queue is only 4 deep
+                try:
+                    held.append(
+                        socket.create_connection(
+                            ("127.0.0.1", srv.port), timeout=1, source_address=(ATTACKER, 0)
+                        )
+                    )
+                except OSError:
+                    pass  # not accepted (yet): the server is out of descriptors
+            else:
+                time.sleep(0.1)
+        lines = [ln for ln in srv.log().splitlines() if "out of system resource" in ln]
+        assert "(0 more not logged)" in lines[0]
+        assert "more not logged" in lines[1] and "(0 more not logged)" not in lines[1]
+        assert "Traceback" not in srv.log()
+    finally:
+        for s in held:
+            s.close()
+        srv.stop()
+
+
 # --- Host, forwarding headers, origins ----------------------------------------------------
 
 
