@@ -103,10 +103,3 @@ class OriginPolicy:
             path,
         )
         return False
-
-
-def origin_allowed(
-    headers: Mapping[str, str], allowed: Iterable[str], scheme: str = "http"
-) -> bool:
-    """One-off check (tests, tools); the server uses its OriginPolicy."""
-    return OriginPolicy(allowed, 0.0).allows(headers, scheme)
