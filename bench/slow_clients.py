@@ -153,6 +153,7 @@ def attack_process(
         )
 
     asyncio.run(run())
+    stats["cpu_ms"] = int(time.process_time() * 1000)
     out.put(stats)
 
 
@@ -180,10 +181,18 @@ async def probes(port: int, until: float, out: dict[str, int]) -> None:
         await asyncio.sleep(0.5)
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def phase(
     port: int, shoppers: list[Shopper], args: argparse.Namespace, attack: bool
 ) -> dict[str, Any]:
     until = time.monotonic() + args.seconds
+    cpu0, wall0 = cpu_s(args.server_pid), time.monotonic()
     lat: list[float] = []
     probe: dict[str, int] = dict.fromkeys(
         ("health_ok", "health_failed", "fresh_ok", "fresh_failed"), 0
@@ -207,7 +216,10 @@ async def phase(
     if attacker is not None:
         stats = await asyncio.to_thread(reports.get, True, 60)
         attacker.join(10)
+    server_cpu = (cpu_s(args.server_pid) - cpu0) / (time.monotonic() - wall0)
     return {
+        "server_cpu_share": round(server_cpu, 2),  # of one core, over the phase
+        "client_cpu_s": round(time.process_time(), 1),  # this process, so far
         "events": len(lat),
         "p50_ms": round(percentile(lat, 0.5), 2),
         "p99_ms": round(percentile(lat, 0.99), 2),
@@ -273,6 +285,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise SystemExit(f"server did not start:\n{log.read_text()}") from None
                 time.sleep(0.1)
+        args.server_pid = proc.pid
         report = asyncio.run(measure(port, args))
     finally:
         proc.send_signal(signal.SIGTERM)
