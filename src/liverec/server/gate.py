@@ -96,29 +96,33 @@ class ForwardingPolicy:
         return client, scheme, True
 
 
+def hostname(host: str) -> str:
+    """The name in a Host header or an `allowed_hosts` entry: no port, no brackets."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else ""
+    if host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return host.rstrip(".")
+
+
 class HostList:
-    """`allowed_hosts`: exact names, `*.domain` suffixes, or `*`."""
+    """`allowed_hosts`: exact names, `*.domain` suffixes, or `*` (ports are ignored)."""
 
     def __init__(self, settings: Settings) -> None:
         entries = list(settings.allowed_hosts) or [*LOOPBACK_HOSTS, settings.host]
         self.any = "*" in entries
-        names = {e.strip().lower().strip("[]") for e in entries if e and not e.startswith("*")}
-        names.discard("0.0.0.0")  # a wildcard bind address names no host
-        names.discard("::")
+        names = {hostname(e) for e in entries if e and not e.startswith("*")}
+        names -= {"", "0.0.0.0", "::"}  # a wildcard bind address names no host
         self.names = frozenset(names)
-        self.suffixes = tuple(e[1:].lower() for e in entries if e.startswith("*."))
+        self.suffixes = tuple(hostname(e)[1:] for e in entries if e.startswith("*."))
 
     def allows(self, host_header: str | None) -> bool:
         if self.any:
             return True
         if not host_header:
             return False
-        host = host_header.strip().lower()
-        if host.startswith("["):
-            host = host[1 : host.find("]")] if "]" in host else ""
-        else:
-            host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        host = host.rstrip(".")
+        host = hostname(host_header)
         return host in self.names or any(host.endswith(s) for s in self.suffixes)
 
 
