@@ -17,7 +17,7 @@ import pytest
 from .servers import LiverecServer
 from .wsclient import Client
 
-ADMIN = "s3cret-admin"
+ADMIN = "s3cret-admin-0123456789abcdef012345"
 
 
 def request(

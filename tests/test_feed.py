@@ -265,8 +265,11 @@ async def test_feed_needs_hello_and_limits_pages(server: LiverecServer) -> None:
         await page.close()
 
 
+OP_TOKEN = "op-token-0123456789abcdef0123456789"  # admin tokens are at least 32 bytes
+
+
 async def test_feed_requires_the_admin_token_when_set() -> None:
-    srv = LiverecServer("memory://", admin_token="op-token").start()
+    srv = LiverecServer("memory://", admin_token=OP_TOKEN).start()
     try:
         for hello in ({"type": "hello"}, {"type": "hello", "token": "nope"}):
             ws = await feed(srv.ws_url, hello)
@@ -277,7 +280,7 @@ async def test_feed_requires_the_admin_token_when_set() -> None:
                 1008,
                 "operator token required",
             )
-        ws = await feed(srv.ws_url, {"type": "hello", "token": "op-token"})
+        ws = await feed(srv.ws_url, {"type": "hello", "token": OP_TOKEN})
         assert (await next_of(ws, "snapshot"))["type"] == "snapshot"
         await ws.close()
     finally:

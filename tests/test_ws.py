@@ -299,7 +299,7 @@ def test_http_body_limit_without_reading_it_all(server: LiverecServer) -> None:
     # A client that announces a huge body is refused at once, from the header alone.
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
         s.sendall(
-            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: 1000000000\r\n\r\n{"
         )
         reply = s.recv(4096)

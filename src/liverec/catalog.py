@@ -112,9 +112,19 @@ def _text(value: Any, name: str, limit: int, required: bool = False) -> str | No
     value = value.strip()
     if len(value) > limit:
         raise ProtocolError("bad_field", f"{name!r} is longer than {limit} characters")
+    if not value.isascii() and not _encodable(value):  # every reader would fail on it
+        raise ProtocolError("bad_text", f"{name!r} holds a lone surrogate (not text)")
     if required and not value:
         raise ProtocolError("missing_field", f"{name!r} is blank")
     return value or None
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _price(value: Any) -> float | None:
@@ -145,6 +155,8 @@ def _url(value: Any, name: str) -> str | None:
     if not isinstance(value, str) or len(value) > MAX_URL:
         raise ProtocolError("bad_field", f"{name!r} must be a URL of at most {MAX_URL} chars")
     text: str = value.strip()
+    if not text.isascii() and not _encodable(text):
+        raise ProtocolError("bad_text", f"{name!r} holds a lone surrogate (not text)")
     try:
         scheme = urlsplit(text).scheme.lower()
     except ValueError:

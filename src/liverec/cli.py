@@ -55,13 +55,34 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from .server import edge
     from .server.app import create_app
 
     app = StartupGuard(create_app(settings))
-    config = uvicorn.Config(
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    try:
+        asyncio.run(edge.serve(server, settings))
+    except SystemExit:  # uvicorn exits 3 when start-up failed: say why, in one line
+        app.raise_startup_error()
+        raise
+    return 0
+
+
+def uvicorn_config(app: Any, settings: Settings, stock_http: bool = False) -> Any:
+    """How `liverec serve` runs uvicorn. The edge protocol adds header/body/handshake
+    deadlines and caps at accept (server/edge.py); forwarded headers are read by the
+    app's gate for every route alike, so uvicorn's own X-Forwarded-For handling is off.
+    `stock_http` (benchmarks only) runs uvicorn's plain h11 protocol instead."""
+    import uvicorn
+
+    from .server import edge
+
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http="h11" if stock_http else edge.protocol_class(settings),
+        backlog=2048 if stock_http else settings.accept_backlog,
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,
@@ -71,16 +92,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,  # liverec.logs formats uvicorn's lines too
         log_level=None,
         lifespan="on",
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+        proxy_headers=False,
     )
-    server = uvicorn.Server(config)
-    try:
-        asyncio.run(server.serve())
-    except SystemExit:  # uvicorn exits 3 when start-up failed: say why, in one line
-        app.raise_startup_error()
-        raise
-    return 0
 
 
 SECRETS = ("jwt_secret", "admin_token")

@@ -23,6 +23,8 @@ from typing import Any, get_type_hints
 
 from .errors import ConfigError
 
+MIN_SECRET = 32  # bytes: HS256 keys and the admin token (RFC 7518 3.2: at least the hash size)
+
 
 def _s(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
@@ -142,7 +144,9 @@ class Settings:
     )
     max_tracked_addresses: int = _s(100_000, "client addresses whose rates are tracked (LRU)")
     trusted_proxies: tuple[str, ...] = _s(
-        (), "proxy addresses whose X-Forwarded-For names the client (comma list)"
+        (),
+        "proxy addresses or networks (CIDR) whose X-Forwarded-For, Forwarded or X-Real-IP "
+        "name the client and scheme (comma list); from other peers these headers are ignored",
     )
     # --- liveness
     ping_interval_s: float | None = _s(20.0, "server heartbeat ping interval, seconds")
@@ -183,6 +187,56 @@ class Settings:
     # --- security
     allowed_origins: tuple[str, ...] = _s((), "extra origins allowed to open sockets (comma list)")
     jwt_secret: str | None = _s(None, "HS256 secret for user tokens; none = anonymous only")
+    # --- the HTTP/WebSocket edge (docs/security.md, "Attacks and defences")
+    allowed_hosts: tuple[str, ...] = _s(
+        (),
+        "Host header values served (comma list; '*.example.com' matches its subdomains, '*' "
+        "any host: not for production); empty: localhost, 127.0.0.1, ::1 and the bound host. "
+        "The server's own origin is the Host once it passed this list (HTTP 400 otherwise)",
+    )
+    header_timeout_s: float | None = _s(
+        10.0,
+        "time for a request's line and headers to arrive, and on a kept-alive connection for "
+        "the next request to complete its head, seconds (HTTP 408, connection closed)",
+    )
+    body_timeout_s: float | None = _s(
+        30.0, "time for a request body to arrive once its headers are in, seconds (closed)"
+    )
+    handshake_timeout_s: float | None = _s(
+        10.0, "time from a WebSocket upgrade request to the completed handshake, seconds"
+    )
+    max_pending_connections: int = _s(
+        2000,
+        "connections that are not (yet) WebSockets, in total: HTTP requests, kept-alive and "
+        "half-sent ones (HTTP 503 at accept above)",
+    )
+    max_pending_per_address: int = _s(
+        64,
+        "connections that are not (yet) WebSockets from one peer address (HTTP 503 at accept "
+        "above; trusted_proxies are exempt)",
+    )
+    accept_backlog: int = _s(
+        128,
+        "connections the kernel queues for accept, and the most accepted in one go (so "
+        "that one burst cannot take the descriptors fd_reserve keeps)",
+    )
+    fd_reserve: int = _s(
+        256,
+        "file descriptors kept free for the store, model, logs and one burst of accepts: a "
+        "socket accepted beyond the process's open-file limit minus this is answered 503 "
+        "and closed (at least 2 x accept_backlog)",
+    )
+    get_requests_per_s: float = _s(
+        20.0,
+        "sustained GET/HEAD requests per second from one client address (HTTP 429 above; "
+        "/healthz and /readyz exempt)",
+    )
+    get_requests_burst: int = _s(200, "token bucket size for GET/HEAD requests per address")
+    log_repeat_s: float = _s(
+        10.0,
+        "a repeated warning (a refused origin, descriptor exhaustion, a cut slow client) is "
+        "logged at most once per this many seconds, with a count of those not logged",
+    )
     # --- catalog
     catalog_poll_s: float | None = _s(
         2.0, "seconds between checks for catalog changes made by other processes (none = never)"
@@ -254,6 +308,25 @@ class Settings:
         if not 0 < self.port < 65536 and self.port != 0:
             problems.append("port must be in 0..65535")
         problems += _choice_problems(self)
+        for name in ("jwt_secret", "admin_token"):
+            secret = getattr(self, name)
+            if secret is not None and len(secret.encode("utf-8", "surrogatepass")) < MIN_SECRET:
+                problems.append(
+                    f"{name} must be at least {MIN_SECRET} bytes (make one with: python -c "
+                    '"import secrets; print(secrets.token_urlsafe(48))")'
+                )
+        for name in ("header_timeout_s", "body_timeout_s", "handshake_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                problems.append(f"{name} must be > 0 (or none)")
+        if self.max_pending_connections < 1 or self.max_pending_per_address < 1:
+            problems.append("max_pending_connections and max_pending_per_address must be >= 1")
+        if self.accept_backlog < 1 or self.fd_reserve < 2 * self.accept_backlog:
+            problems.append("accept_backlog must be >= 1 and fd_reserve >= 2 x accept_backlog")
+        if self.get_requests_per_s <= 0 or self.get_requests_burst < 1:
+            problems.append("get_requests_per_s must be > 0 and get_requests_burst >= 1")
+        if self.log_repeat_s < 0:
+            problems.append("log_repeat_s must be >= 0")
         if problems:
             raise ConfigError("; ".join(problems))
 

@@ -120,10 +120,7 @@ def decode(data: str | bytes, limits: Limits) -> tuple[ClientMessage, Encoding]:
     obj: Any
     if isinstance(data, str):
         encoding: Encoding = "json"
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
+        obj = loads_json(data, "frame")
     else:
         encoding = "msgpack"
         try:
@@ -131,6 +128,42 @@ def decode(data: str | bytes, limits: Limits) -> tuple[ClientMessage, Encoding]:
         except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, ...)
             raise ProtocolError("bad_msgpack", f"frame is not valid MessagePack: {exc}") from None
     return parse_message(obj, limits), encoding
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def loads_json(data: str | bytes, what: str = "body") -> Any:
+    """JSON text (a frame or an HTTP body) to objects; ProtocolError when it is not
+    JSON, nests too deeply, or holds a string that is not text (a lone surrogate
+    such as "\\ud800", which no store, log or reply could encode)."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ProtocolError("bad_json", f"{what} is not valid JSON: {reason}") from None
+    text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+    if _SURROGATE_ESCAPE.search(text) and not _is_text(obj):
+        raise ProtocolError("bad_text", f"{what} holds a string with a lone surrogate")
+    return obj
+
+
+def _is_text(obj: Any) -> bool:
+    """Every string in `obj` is encodable as UTF-8 (pairs of escapes are fine)."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def parse_message(obj: Any, limits: Limits) -> ClientMessage:
@@ -315,8 +348,8 @@ def recs(
 
 def error(code: str, message: str, ref: str | None = None) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if ref is not None:
-        frame["ref"] = ref
+    if ref is not None:  # echoed from the client: made encodable whatever it holds
+        frame["ref"] = ref.encode("utf-8", "backslashreplace").decode("utf-8")
     return frame
 
 

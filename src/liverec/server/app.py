@@ -12,12 +12,16 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from ..catalog import Catalog
 from ..config import Settings
@@ -32,7 +36,9 @@ from ..store.base import Store
 from . import http, pages
 from .collector import Collector
 from .feed import FeedHub
+from .gate import Gate
 from .landing import landing
+from .origins import OriginPolicy
 from .ws import quiet_denial_logs, websocket_endpoint
 
 log = logging.getLogger("liverec.server")
@@ -53,6 +59,7 @@ def create_app(
     """The liverec ASGI app. `store`/`recommender` override what settings would open."""
     metrics = Metrics()
     quiet_denial_logs()
+    origins = OriginPolicy(settings.allowed_origins, settings.log_repeat_s)  # checked at start
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -122,19 +129,45 @@ def create_app(
     routes.append(Route("/", landing))
     if web_dir is not None:
         routes.append(Mount("/web", StaticFiles(directory=web_dir, html=True), name="web"))
-    # CORS for the HTTP API follows the WebSocket origin allowlist; the server's own
-    # origin needs no CORS. Bearer tokens travel in a header, never in cookies.
+    # CORS for the HTTP API follows the WebSocket origin allowlist (one normalisation);
+    # the server's own origin needs no CORS. Bearer tokens travel in a header, never in
+    # cookies. The gate (Host allowlist, forwarded headers, GET rates) comes first.
     middleware = [
+        Middleware(Gate, settings=settings),
         Middleware(
-            CORSMiddleware,
+            _OriginCORS,
+            policy=origins,
             allow_origins=list(settings.allowed_origins),
             allow_methods=["GET", "POST", "PUT"],
             allow_headers=["authorization", "content-type"],
             allow_credentials=False,
             max_age=600,
-        )
+        ),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={ClientDisconnect: _client_gone},
+    )
+    app.state.origins = origins
+    return app
+
+
+class _OriginCORS(CORSMiddleware):
+    """Starlette's CORS with origins compared in the origin policy's normal form."""
+
+    def __init__(self, app: ASGIApp, /, policy: OriginPolicy, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.policy = policy
+
+    def is_allowed_origin(self, origin: str) -> bool:
+        return self.policy.listed(origin)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A body cut off (body_timeout_s, or the client left): nobody reads the answer."""
+    return Response(status_code=400)
 
 
 def _arm_versions(recommender: Recommender) -> dict[str, str]:

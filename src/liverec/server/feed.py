@@ -36,7 +36,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..config import Settings
 from ..sessions import CatalogView, FeedEntry
-from .origins import origin_allowed
+from .gate import FORWARDING_HEADERS, PEER_TRUSTED
+from .origins import OriginPolicy
 
 log = logging.getLogger("liverec.feed")
 
@@ -376,14 +377,16 @@ def is_operator(conn: HTTPConnection, settings: Settings, token: str | None) -> 
     """The admin token when one is configured; otherwise only loopback clients.
 
     Without a token, a request forwarded by a proxy that is not in `trusted_proxies`
-    is refused even from loopback: there the proxy, not the client, is the peer.
+    (any of X-Forwarded-For, Forwarded, X-Real-IP) is refused even from loopback:
+    there the proxy, not the client, is the peer. From a trusted proxy the client it
+    names (gate.py) must be on loopback.
     """
     if settings.admin_token:
         return token is not None and hmac.compare_digest(
             token.encode(), settings.admin_token.encode()
         )
-    forwarded = "x-forwarded-for" in conn.headers or "forwarded" in conn.headers
-    if forwarded and not settings.trusted_proxies:
+    forwarded = any(name in conn.headers for name in FORWARDING_HEADERS)
+    if forwarded and not conn.scope.get(PEER_TRUSTED, False):
         return False
     host = conn.client.host if conn.client else ""
     try:
@@ -395,7 +398,8 @@ def is_operator(conn: HTTPConnection, settings: Settings, token: str | None) -> 
 async def feed_endpoint(ws: WebSocket) -> None:
     hub: FeedHub = ws.app.state.feed
     settings = hub.settings
-    if not origin_allowed(ws.headers, settings.allowed_origins):
+    origins: OriginPolicy = ws.app.state.origins
+    if not origins.allows(ws.headers, ws.scope["scheme"], ws.url.path):
         await ws.close(CLOSE_POLICY, "origin not allowed")
         return
     await ws.accept()

@@ -7,7 +7,6 @@ Validation is the wire protocol's (`protocol.parse_event`, `protocol.check_id`).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -100,10 +99,7 @@ async def post_events(request: Request) -> Response:
         return error_response(413, "body_too_large", f"request body over {limit} bytes")
     try:
         user_id = _user_id(request, manager)
-        try:
-            obj = json.loads(body)
-        except ValueError as exc:
-            raise ProtocolError("bad_json", f"body is not valid JSON: {exc}") from None
+        obj = protocol.loads_json(body)
         if not isinstance(obj, dict):
             raise ProtocolError("bad_frame", "body must be a JSON object")
         raw = obj.get("events")

@@ -10,7 +10,6 @@ setting as a bearer token, or, when none is set, a client on the loopback interf
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from string import Template
 
@@ -21,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from .. import demo as demo_data
+from .. import protocol
 from ..catalog import Catalog, CatalogItem, parse_item
 from ..config import Settings
 from ..errors import ProtocolError, StoreUnavailable
@@ -103,10 +103,7 @@ async def put_items(request: Request) -> Response:
     if body is None:
         return error_response(413, "body_too_large", f"request body over {MAX_PUT_BYTES} bytes")
     try:
-        try:
-            obj = json.loads(body)
-        except ValueError as exc:
-            raise ProtocolError("bad_json", f"body is not valid JSON: {exc}") from None
+        obj = protocol.loads_json(body)
         raw = obj.get("items") if isinstance(obj, dict) else obj
         if not isinstance(raw, list) or not raw:
             raise ProtocolError("missing_field", "body needs a non-empty 'items' list")

@@ -21,7 +21,7 @@ from ..errors import (
     SlowConsumer,
 )
 from ..sessions import SessionManager
-from .origins import origin_allowed
+from .origins import OriginPolicy
 
 log = logging.getLogger("liverec.server")
 
@@ -95,8 +95,8 @@ def close_code_for(exc: BaseException) -> tuple[int, str]:
 
 async def websocket_endpoint(ws: WebSocket) -> None:
     manager: SessionManager = ws.app.state.manager
-    settings = manager.settings
-    if not origin_allowed(ws.headers, settings.allowed_origins):
+    origins: OriginPolicy = ws.app.state.origins
+    if not origins.allows(ws.headers, ws.scope["scheme"], ws.url.path):
         manager.metrics.closes.inc("403")
         await ws.close(CLOSE_POLICY, "origin not allowed")  # before accept: HTTP 403
         return

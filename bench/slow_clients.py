@@ -1,0 +1,316 @@
+"""Do shoppers stay fast, and is nothing acked lost, while slow clients attack?
+
+Starts the server in its own process (memory:// store, open-file limit --nofile),
+connects N shoppers from 127.0.0.1 and measures their event-to-recs latency twice:
+unloaded, then while an attacker holds slow sockets from --addresses loopback
+addresses (127.0.0.2, ...): request heads trickled one header line a second, bodies
+that never finish, sockets that send nothing, each reopened as soon as the server
+closes it. During both phases it also probes /healthz and opens a fresh shopper
+socket every 0.5 s. At the end it checks that every acked event is in its session.
+
+`--server stock` runs the same app on uvicorn's plain h11 protocol with its default
+accept backlog (what `liverec serve` ran before server/edge.py), for comparison.
+
+    python bench/slow_clients.py --shoppers 20 --seconds 15 --slow 600 --addresses 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+RUNNER = """
+import asyncio, logging, os, resource, sys
+nofile = int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+import uvicorn
+from liverec.cli import uvicorn_config
+from liverec.config import Settings
+from liverec.server import edge
+from liverec.server.app import create_app
+settings = Settings.from_env(port=int(sys.argv[1]))
+logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+server = uvicorn.Server(uvicorn_config(create_app(settings), settings, sys.argv[2] == "stock"))
+asyncio.run(edge.serve(server, settings) if sys.argv[2] == "edge" else server.serve())
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Shopper:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.session_id = ""
+        self.acked: list[str] = []
+        self.ids = itertools.count()
+
+    async def run(self, url: str, until: float, think_s: float, lat: list[float]) -> None:
+        async with connect(url, open_timeout=30) as ws:
+            await ws.send(json.dumps({"type": "hello"}))
+            welcome = json.loads(await ws.recv())
+            self.session_id = welcome["session_id"]
+            await ws.recv()  # first recs
+            while time.monotonic() < until:
+                n = next(self.ids)
+                item = f"s{self.index}-i{n}"
+                event = {"type": "event", "id": f"{item}-e", "action": "view", "item_id": item}
+                t0 = time.perf_counter()
+                await ws.send(json.dumps(event))
+                got_recs = False
+                while not got_recs:
+                    frame = json.loads(await ws.recv())
+                    if frame["type"] == "ack":
+                        self.acked.append(item)
+                    got_recs = frame["type"] == "recs"
+                lat.append((time.perf_counter() - t0) * 1000)
+                await asyncio.sleep(think_s)
+
+
+async def slow_socket(
+    port: int, source: str, kind: int, until: float, stats: dict[str, int]
+) -> None:
+    """One attacker socket, reopened whenever the server closes or refuses it."""
+    while time.monotonic() < until:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)), 10
+            )
+        except (OSError, TimeoutError):
+            stats["connect_failed"] += 1
+            await asyncio.sleep(1)
+            continue
+        stats["opened"] += 1
+        try:
+            if kind == 0:  # trickled head
+                writer.write(b"GET /healthz HTTP/1.1\r\n")
+            elif kind == 1:  # body that never finishes
+                writer.write(
+                    b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"
+                )
+            while time.monotonic() < until:  # kind 2 sends nothing at all
+                if kind == 0:
+                    writer.write(b"X-Slow: 1\r\n")
+                await writer.drain()
+                try:
+                    data = await asyncio.wait_for(reader.read(4096), 1.0)
+                except TimeoutError:
+                    continue
+                if data.startswith(b"HTTP/1.1 503"):
+                    stats["refused_503"] += 1
+                    await asyncio.sleep(1)  # a slowloris keeps its socket count, no more
+                elif data.startswith(b"HTTP/1.1 408"):
+                    stats["cut_408"] += 1
+                else:
+                    stats["closed"] += 1
+                break
+        except OSError:
+            stats["closed"] += 1
+        finally:
+            writer.close()
+        await asyncio.sleep(0.2)
+
+
+def attack_process(
+    port: int, sockets: int, addresses: int, seconds: float, out: mp.Queue[dict[str, int]]
+) -> None:
+    stats = dict.fromkeys(("opened", "refused_503", "cut_408", "closed", "connect_failed"), 0)
+    until = time.monotonic() + seconds
+
+    async def run() -> None:
+        await asyncio.gather(
+            *(
+                slow_socket(port, f"127.0.0.{2 + i % addresses}", i % 3, until, stats)
+                for i in range(sockets)
+            )
+        )
+
+    asyncio.run(run())
+    stats["cpu_ms"] = int(time.process_time() * 1000)
+    out.put(stats)
+
+
+async def probes(port: int, until: float, out: dict[str, int]) -> None:
+    """/healthz and a fresh shopper handshake every 0.5 s."""
+    loop = asyncio.get_running_loop()
+
+    def health() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    while time.monotonic() < until:
+        ok = await loop.run_in_executor(None, health)
+        out["health_ok" if ok else "health_failed"] += 1
+        try:
+            async with connect(f"ws://127.0.0.1:{port}/v1/ws", open_timeout=5) as ws:
+                await ws.send(json.dumps({"type": "hello"}))
+                await asyncio.wait_for(ws.recv(), 5)
+                out["fresh_ok"] += 1
+        except Exception:
+            out["fresh_failed"] += 1
+        await asyncio.sleep(0.5)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def phase(
+    port: int, shoppers: list[Shopper], args: argparse.Namespace, attack: bool
+) -> dict[str, Any]:
+    until = time.monotonic() + args.seconds
+    cpu0, wall0 = cpu_s(args.server_pid), time.monotonic()
+    lat: list[float] = []
+    probe: dict[str, int] = dict.fromkeys(
+        ("health_ok", "health_failed", "fresh_ok", "fresh_failed"), 0
+    )
+    stats: dict[str, int] = {}
+    tasks = [asyncio.ensure_future(probes(port, until, probe))]
+    attacker = None
+    if attack:  # in its own process: its CPU is not the shoppers' client loop
+        reports: mp.Queue[dict[str, int]] = mp.get_context("spawn").Queue()
+        attacker = mp.get_context("spawn").Process(
+            target=attack_process, args=(port, args.slow, args.addresses, args.seconds, reports)
+        )
+        attacker.start()
+        await asyncio.sleep(min(5.0, args.seconds / 3))  # let the attack build up
+    url = f"ws://127.0.0.1:{port}/v1/ws"
+    results = await asyncio.gather(
+        *(s.run(url, until, args.think_ms / 1000, lat) for s in shoppers), return_exceptions=True
+    )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if attacker is not None:
+        stats = await asyncio.to_thread(reports.get, True, 60)
+        attacker.join(10)
+    server_cpu = (cpu_s(args.server_pid) - cpu0) / (time.monotonic() - wall0)
+    return {
+        "server_cpu_share": round(server_cpu, 2),  # of one core, over the phase
+        "client_cpu_s": round(time.process_time(), 1),  # this process, so far
+        "events": len(lat),
+        "p50_ms": round(percentile(lat, 0.5), 2),
+        "p99_ms": round(percentile(lat, 0.99), 2),
+        "max_ms": round(max(lat, default=float("nan")), 2),
+        "shoppers_failed": len(failed),
+        **probe,
+        **({"attack": stats} if attack else {}),
+    }
+
+
+def lost_acks(port: int, shoppers: list[Shopper]) -> int:
+    lost = 0
+    for s in shoppers:
+        if not s.session_id:
+            continue
+        url = f"http://127.0.0.1:{port}/v1/sessions/{s.session_id}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                items = set(json.loads(r.read())["items"])
+        except OSError:
+            return -1  # the server no longer answers: unknown
+
+        lost += sum(1 for item in s.acked if item not in items)
+    return lost
+
+
+async def measure(port: int, args: argparse.Namespace) -> dict[str, Any]:
+    unloaded_shoppers = [Shopper(i) for i in range(args.shoppers)]
+    unloaded = await phase(port, unloaded_shoppers, args, attack=False)
+    attacked_shoppers = [Shopper(1000 + i) for i in range(args.shoppers)]
+    attacked = await phase(port, attacked_shoppers, args, attack=True)
+    await asyncio.sleep(1)
+    everyone = unloaded_shoppers + attacked_shoppers
+    return {
+        "unloaded": unloaded,
+        "attacked": attacked,
+        "p99_ratio": round(attacked["p99_ms"] / unloaded["p99_ms"], 2),
+        "acked": sum(len(s.acked) for s in everyone),
+        "acked_lost": await asyncio.to_thread(lost_acks, port, everyone),
+    }
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEREC_")}
+    env.update(LIVEREC_STORE_URL="memory://", LIVEREC_LOG_LEVEL="warning")
+    env["LIVEREC_SESSION_MAX_ITEMS"] = "1000"
+    log = Path(tempfile.mkstemp(prefix="slow-clients-", suffix=".log")[1])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", RUNNER, str(port), args.server, str(args.nofile)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit(f"server did not start:\n{log.read_text()}") from None
+                time.sleep(0.1)
+        args.server_pid = proc.pid
+        report = asyncio.run(measure(port, args))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    with log.open("rb") as lines:
+        log_lines = sum(1 for _ in lines)
+    return {
+        "server": args.server,
+        "nofile": args.nofile,
+        **report,
+        "log_bytes": log.stat().st_size,
+        "log_lines": log_lines,
+    }
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--server", choices=("edge", "stock"), default="edge")
+    p.add_argument("--shoppers", type=int, default=20)
+    p.add_argument("--seconds", type=float, default=15.0, help="per phase")
+    p.add_argument("--think-ms", type=float, default=100.0)
+    p.add_argument("--slow", type=int, default=600, help="attacker sockets")
+    p.add_argument("--addresses", type=int, default=4, help="attacker source addresses")
+    p.add_argument("--nofile", type=int, default=1024, help="server's open-file limit")
+    print(json.dumps(main(p.parse_args()), indent=2))
