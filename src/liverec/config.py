@@ -182,6 +182,11 @@ class Settings:
     demo_warmup_sessions: int = _s(
         2000, "simulated shopper sessions taught to the online model at demo start"
     )
+    demo_model: str | None = _s(
+        "bundled",
+        "with demo on and no model_path: the GRU4Rec checkpoint the demo serves; bundled = "
+        "models/demo of the source tree (`liverec demo-model` makes it); none = online only",
+    )
     admin_token: str | None = _s(
         None,
         "token for the /feed operator page and catalog writes; none = loopback clients only",
