@@ -50,7 +50,7 @@ def test_index_bounds_sessions_queues_and_items_per_session() -> None:
             index.add(f"s{n}", item)
     assert list(index.sessions) == ["s2", "s3", "s4"]  # the least recently active went
     assert index.support == {"a": 3, "b": 3} and not index.knows("c")
-    assert list(index.by_item["a"]) == ["s3", "s4"]  # the most recent per_item
+    assert [s.key for s in index.by_item["a"]] == ["s3", "s4"]  # the most recent per_item
     index.add("s2", "a")  # activity makes a session recent again
     index.add("s5", "z")
     assert list(index.sessions) == ["s4", "s2", "s5"] and index.support["a"] == 2

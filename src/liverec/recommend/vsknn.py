@@ -36,13 +36,21 @@ import heapq
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from ..config import Settings
 from ..types import Event
-from .base import RecContext, RecList, Recommender, apply_rules, demote_low_rated
+from .base import (
+    RecContext,
+    RecList,
+    Recommender,
+    apply_rules,
+    blocked_items,
+    demote_low_rated,
+)
 
 if TYPE_CHECKING:
     from ..model.data import ItemIndex, Sessions
@@ -52,14 +60,28 @@ log = logging.getLogger("liverec.vsknn")
 VERSION: Final = "vsknn"
 FILL: Final = 1100  # popular items kept for filling lists (> max_k + blocked items)
 FILL_REFRESH: Final = 10_000  # indexed events between refreshes of the fill list
+SPARE: Final = 16  # items ranked beyond k + blocked ones, for items the catalog drops
 
 
 class _Session:
-    __slots__ = ("items", "stamp")
+    __slots__ = ("items", "key", "stamp")
 
-    def __init__(self, stamp: int) -> None:
-        self.stamp = stamp
+    def __init__(self, key: str, stamp: int) -> None:
+        self.key = key
+        self.stamp = stamp  # -1 once evicted: its entries in item queues are stale
         self.items: dict[str, None] = {}  # distinct items, first occurrence order
+
+
+_stamp_of = attrgetter("stamp")
+_similarity = itemgetter(1)
+
+
+def ranked_items(scores: dict[str, float], limit: int | None = None) -> list[tuple[str, float]]:
+    """(item, score), best first, ties by item id (every path orders alike); the
+    best `limit` only when given (a partial sort)."""
+    pairs = [(-v, i) for i, v in scores.items()]
+    top = sorted(pairs) if limit is None or limit >= len(pairs) else heapq.nsmallest(limit, pairs)
+    return [(i, -v) for v, i in top]
 
 
 class SessionIndex:
@@ -78,7 +100,7 @@ class SessionIndex:
         self.neighbours, self.sample, self.per_item = neighbours, sample, per_item
         self.window, self.session_items, self.max_sessions = window, session_items, max_sessions
         self.sessions: OrderedDict[str, _Session] = OrderedDict()  # least recent first
-        self.by_item: dict[str, deque[str]] = {}
+        self.by_item: dict[str, deque[_Session]] = {}
         self.support: dict[str, int] = {}  # indexed sessions holding each item
         self.clock = 0  # stamps: one per indexed event
         self._fill: list[str] | None = None
@@ -97,7 +119,7 @@ class SessionIndex:
         self.clock += 1
         s = self.sessions.get(session)
         if s is None:
-            s = self.sessions[session] = _Session(self.clock)
+            s = self.sessions[session] = _Session(session, self.clock)
             if len(self.sessions) > self.max_sessions:
                 self._evict()
         else:
@@ -108,7 +130,7 @@ class SessionIndex:
             queue = self.by_item.get(item)
             if queue is None:
                 queue = self.by_item[item] = deque(maxlen=self.per_item)
-            queue.append(session)
+            queue.append(s)
             self.support[item] = self.support.get(item, 0) + 1
         self._since_fill += 1
 
@@ -124,6 +146,7 @@ class SessionIndex:
 
     def _evict(self) -> None:
         _, old = self.sessions.popitem(last=False)
+        old.stamp = -1
         for item in old.items:
             left = self.support[item] - 1
             if left:
@@ -133,7 +156,7 @@ class SessionIndex:
             queue = self.by_item.get(item)
             if queue is None:  # emptied before: this session had left the queue
                 continue
-            while queue and queue[0] not in self.sessions:
+            while queue and queue[0].stamp < 0:
                 queue.popleft()
             if not queue:
                 del self.by_item[item]
@@ -145,40 +168,42 @@ class SessionIndex:
         window = items[-self.window :]
         length = len(window)
         last = {item: p for p, item in enumerate(window)}  # latest position of each
-        sim: dict[str, float] = {}
-        step: dict[str, int] = {}
-        sessions = self.sessions
-        for item, p in last.items():
-            queue = self.by_item.get(item)
+        sim: dict[_Session, float] = {}
+        step: dict[_Session, int] = {}
+        by_item = self.by_item
+        # most recent item first: the first shared item seen gives a session's step
+        for p in sorted(last.values(), reverse=True):
+            queue = by_item.get(window[p])
             if queue is None:
                 continue
-            w, d = (p + 1) / length, length - p
-            for key in queue:
-                if key == exclude:
-                    continue
-                sim[key] = sim.get(key, 0.0) + w
-                if d < step.get(key, length + 1):
-                    step[key] = d
-        if not sim:
-            return {}
-        keys: Iterable[str] = sim
+            w = (p + 1) / length
+            for s in queue:
+                if s in sim:
+                    sim[s] += w
+                else:
+                    sim[s] = w
+                    step[s] = length - p
+        me = self.sessions.get(exclude) if exclude is not None else None
+        if me is not None:
+            sim.pop(me, None)
+        candidates: Iterable[_Session] = sim
         if len(sim) > self.sample:
-            stamp = {k: held.stamp for k in sim if (held := sessions.get(k)) is not None}
-            keys = heapq.nlargest(self.sample, stamp, key=stamp.__getitem__)
-        live = [(sim[k], k) for k in keys if k in sessions]
-        nearest = heapq.nlargest(self.neighbours, live) if len(live) > self.neighbours else live
+            candidates = heapq.nlargest(self.sample, sim, key=_stamp_of)
+        live = [(s, sim[s]) for s in candidates if s.stamp >= 0]
+        if len(live) > self.neighbours:
+            live = heapq.nlargest(self.neighbours, live, key=_similarity)
         n_items = len(last)
         out: dict[str, float] = {}
-        for similarity, key in nearest:
-            gain = similarity / n_items / step[key]
-            for item in sessions[key].items:
-                out[item] = out.get(item, 0.0) + gain
+        get = out.get
+        for s, similarity in live:
+            gain = similarity / n_items / step[s]
+            for item in s.items:
+                out[item] = get(item, 0.0) + gain
         return out
 
     def order(self, items: Sequence[str], exclude: str | None = None) -> list[tuple[str, float]]:
-        """The scored items, best first; ties by item id (every path orders alike)."""
-        scored = self.scores(items, exclude)
-        return sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))
+        """The scored items, best first (`ranked_items`)."""
+        return ranked_items(self.scores(items, exclude))
 
     def fill(self) -> list[str]:
         """The FILL items held by most indexed sessions (ties by id), for short lists."""
@@ -247,12 +272,18 @@ class VSKNNRecommender(Recommender):
         current = ctx.current_item
         if not ctx.items or (current is not None and not index.knows(current)):
             return await self.fallback.recommend(ctx)
-        ranked = index.order(ctx.items, exclude=ctx.session_id)
-        if not ranked:
+        scores = index.scores(ctx.items, exclude=ctx.session_id)
+        if not scores:
             return await self.fallback.recommend(ctx)
-        known = {i for i, _ in ranked}
-        tail = [(i, 0.0) for i in index.fill() if i not in known]
-        items = demote_low_rated(apply_rules(ranked + tail, ctx), ctx.ratings)
+        # The best `limit` are enough unless the rules drop more than the spare ones.
+        limit = ctx.k + len(blocked_items(ctx)) + len(ctx.ratings) + SPARE
+        ranked = ranked_items(scores, limit)
+        items = apply_rules(ranked, ctx)
+        if len(items) < ctx.k:
+            ranked = ranked_items(scores)  # every scored item, then the popular ones
+            ranked += [(i, 0.0) for i in index.fill() if i not in scores]
+            items = apply_rules(ranked, ctx)
+        items = demote_low_rated(items, ctx.ratings)
         if len(items) < ctx.k:  # a tiny index: fill from the online model
             more = await self.fallback.recommend(ctx)
             have = {r.item_id for r in items}
