@@ -22,6 +22,8 @@ from liverec.types import Event
 from .servers import LiverecServer
 from .wsclient import Client
 
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "demo"
+
 
 def walks(n: int, seed: int) -> Sessions:
     """Walks over 20 families of 10 items with noise and repeats: 200 items."""
@@ -128,6 +130,44 @@ async def test_a_live_session_is_neighbour_evidence_for_the_next_event() -> None
             _, recs = await second.event("tent")
         assert recs["model"] == "vsknn"
         assert {"stove", "gas"} <= {r["item_id"] for r in recs["items"][:2]}
+    finally:
+        server.stop()
+
+
+async def test_a_restarted_server_rebuilds_the_index_from_the_event_log(tmp_path: Path) -> None:
+    url = f"embedded://{tmp_path / 'store.db'}"
+    server = LiverecServer(url, recommender="vsknn").start()
+    try:
+        async with await Client.open(server.ws_url) as first:
+            await first.hello()
+            for item in ("kayak", "paddle", "vest"):
+                await first.event(item)
+    finally:
+        server.stop()
+    server = LiverecServer(url, recommender="vsknn").start()  # same store, empty memory
+    try:
+        async with await Client.open(server.ws_url) as second:
+            await second.hello(k=5)
+            _, recs = await second.event("kayak")
+        assert recs["model"] == "vsknn"
+        assert {"paddle", "vest"} <= {r["item_id"] for r in recs["items"][:2]}
+    finally:
+        server.stop()
+
+
+async def test_gru4rec_over_vsknn_answers_items_the_checkpoint_lacks_from_the_index() -> None:
+    server = LiverecServer("memory://", recommender="vsknn", model_path=str(DEMO_MODEL)).start()
+    try:
+        async with await Client.open(server.ws_url) as first:
+            await first.hello()
+            for item in ("new-lamp", "new-bulb"):  # not in the checkpoint
+                await first.event(item)
+        async with await Client.open(server.ws_url) as second:
+            welcome, _ = await second.hello(k=5)
+            _, recs = await second.event("new-lamp")
+            assert recs["model"] == "vsknn" and recs["items"][0]["item_id"] == "new-bulb"
+            _, recs = await second.event("aurora-15")
+            assert recs["model"] == welcome["model"] != "vsknn"  # the checkpoint's
     finally:
         server.stop()
 
