@@ -57,6 +57,7 @@ def one_error_line(out: subprocess.CompletedProcess[str]) -> str:
         (["serve", "--max-k", "0"], {}, ["max_k"]),
         (["serve", "--store", "postgres://x/y"], {}, ["store_url", "postgres://x/y"]),
         (["serve", "--model", "models/nope"], {}, ["model_path", "models/nope"]),
+        (["serve", "--vsknn-data", "sessions/nope.txt"], {}, ["vsknn_data", "sessions/nope.txt"]),
         (["catalog", "import", "missing.jsonl", "--store", "memory://"], {}, ["missing.jsonl"]),
         (["export-events", "--store", "embedded://./none.db", "--out", "x.jsonl"], {}, ["none.db"]),
         (["train", "--data", "missing.tsv", "--out", "m"], {}, ["missing.tsv"]),

@@ -28,6 +28,8 @@ OTHER_VALUE = {
     "web_dir": ".",
     "jwt_secret": "x" * 32,
     "admin_token": "t" * 32,
+    "vsknn_data": __file__,  # any existing file: --check only looks for it
+    "demo_model": ".",
 }
 
 

@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .learn.commands import register as register_learn_commands
 
     register_learn_commands(sub)
+    from .demo_model import register as register_demo_model
+
+    register_demo_model(sub)
     return parser
 
 

@@ -184,6 +184,24 @@ class Settings:
     max_items: int = _s(
         200_000, "items the online recommender tracks, least recently seen dropped (~250 B each)"
     )
+    # --- session-kNN (V-SkNN), served with recommender = vsknn
+    recommender: str = _s(
+        "online",
+        "online = popularity + co-occurrence; vsknn = session-kNN over an index of recent "
+        "sessions (online as its fallback); a model_path serves GRU4Rec over either",
+    )
+    vsknn_data: str | None = _s(
+        None, "vsknn: a session file (any `liverec train` format) indexed at start"
+    )
+    vsknn_live: bool = _s(True, "vsknn: index every accepted event at once (off: the file only)")
+    vsknn_max_sessions: int = _s(
+        1_000_000, "vsknn: sessions indexed, least recently active dropped (~250 B each + items)"
+    )
+    vsknn_per_item: int = _s(100, "vsknn: most recent sessions kept per item (M)")
+    vsknn_sample: int = _s(250, "vsknn: most recent candidate sessions compared per event (S)")
+    vsknn_neighbours: int = _s(50, "vsknn: most similar candidates whose items are scored (k)")
+    vsknn_window: int = _s(10, "vsknn: latest events of the session that find neighbours")
+    vsknn_session_items: int = _s(50, "vsknn: distinct items indexed per session")
     # --- security
     allowed_origins: tuple[str, ...] = _s((), "extra origins allowed to open sockets (comma list)")
     jwt_secret: str | None = _s(None, "HS256 secret for user tokens; none = anonymous only")
@@ -250,6 +268,11 @@ class Settings:
     demo_warmup_sessions: int = _s(
         2000, "simulated shopper sessions taught to the online model at demo start"
     )
+    demo_model: str | None = _s(
+        "bundled",
+        "with demo on and no model_path: the GRU4Rec checkpoint the demo serves; bundled = "
+        "models/demo of the source tree (`liverec demo-model` makes it); none = online only",
+    )
     admin_token: str | None = _s(
         None,
         "token for the /feed operator page and catalog writes; none = loopback clients only",
@@ -301,6 +324,10 @@ class Settings:
             problems.append("catalog_poll_s must be > 0 (or none)")
         if self.feed_queue < 1 or self.feed_max_subscribers < 1 or self.feed_window_s < 10:
             problems.append("feed_queue, feed_max_subscribers must be >= 1, feed_window_s >= 10")
+        vsknn = [self.vsknn_max_sessions, self.vsknn_per_item, self.vsknn_sample]
+        vsknn += [self.vsknn_neighbours, self.vsknn_window, self.vsknn_session_items]
+        if min(vsknn) < 1:
+            problems.append("vsknn_* sizes must be >= 1")
         if self.demo_warmup_sessions < 0:
             problems.append("demo_warmup_sessions must be >= 0")
         if self.widget_max_age_s < 0:
@@ -367,6 +394,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error", "critical"),
     "log_format": ("text", "json"),
     "learn_mode": ("finetune", "retrain"),
+    "recommender": ("online", "vsknn"),
 }
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")

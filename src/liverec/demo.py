@@ -428,12 +428,12 @@ async def start_demo(catalog: Catalog, recommender: Recommender, sessions: int) 
         await catalog.upsert(demo.items)
         log.info("demo catalog written to the store: %d products", len(demo.products))
     if any(catalog.get(item_id) is None for item_id in demo.products):
-        log.warning("the store holds another catalog: the demo model is not warmed up")
+        log.warning("the store holds another catalog: the online model is not warmed up")
         return
     started = time.perf_counter()
     events = warm_up(recommender, demo, sessions)
     log.info(
-        "demo model warmed up: %d sessions, %d events in %.2f s",
+        "online model warmed up: %d demo sessions, %d events in %.2f s",
         sessions,
         events,
         time.perf_counter() - started,

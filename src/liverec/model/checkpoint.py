@@ -37,8 +37,9 @@ def save_checkpoint(
 ) -> Path:
     """Write weights + metadata into out_dir (created); returns out_dir.
 
-    meta may carry data_fingerprint, evaluation, parent, training; the version string
-    "gru4rec-YYYYMMDD-HHMMSS-<hash8>" hashes the weights.
+    meta may carry data_fingerprint, evaluation, parent, training, and `name` (default
+    "gru4rec"), which starts the version string "<name>-YYYYMMDD-HHMMSS-<hash8>"; its
+    hash is of the weights.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,10 +52,11 @@ def save_checkpoint(
         digest.update(tensors[k].numpy().tobytes())
     now = datetime.now(UTC)
     info: dict[str, Any] = dict(meta or {})
+    name = str(info.pop("name", None) or "gru4rec")
     info.update(
         format_version=FORMAT_VERSION,
         kind="gru4rec",
-        version=f"gru4rec-{now:%Y%m%d-%H%M%S}-{digest.hexdigest()[:8]}",
+        version=f"{name}-{now:%Y%m%d-%H%M%S}-{digest.hexdigest()[:8]}",
         created=now.isoformat(timespec="seconds"),
         liverec_version=__version__,
         config=config.to_dict(),

@@ -1,5 +1,5 @@
 """Recommenders: the interface (base.py), the online popularity + co-occurrence
-recommender (online.py) and the GRU4Rec serving side (gru.py).
+recommender (online.py), session-kNN (vsknn.py) and the GRU4Rec serving side (gru.py).
 
 Owns: choosing and building the recommender a server process runs.
 """
@@ -12,11 +12,16 @@ from .base import Recommender
 
 
 def build_recommender(settings: Settings) -> Recommender:
-    """The online recommender, or GRU4Rec over it when a model path is set; with an
-    A/B model path and share, that share of sessions goes to the second model."""
+    """The online recommender (or session-kNN over it, with recommender = vsknn), or
+    GRU4Rec over that when a model path is set; with an A/B model path and share,
+    that share of sessions goes to the second model."""
     from .online import OnlineRecommender
 
-    online = OnlineRecommender.from_settings(settings)
+    online: Recommender = OnlineRecommender.from_settings(settings)
+    if settings.recommender == "vsknn":
+        from .vsknn import VSKNNRecommender
+
+        online = VSKNNRecommender.from_settings(settings, fallback=online)
     live: Recommender = online
     if settings.model_path is not None:
         from .gru import GRURecommender  # torch is imported only when a model is served

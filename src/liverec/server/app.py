@@ -26,6 +26,7 @@ from starlette.types import ASGIApp
 from ..catalog import Catalog
 from ..config import Settings
 from ..demo import start_demo
+from ..demo_model import demo_serving_settings
 from ..metrics import Metrics
 from ..recommend import build_recommender, warm_from_log
 from ..recommend.ab import ABRecommender
@@ -65,7 +66,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         the_store = store or open_store(settings.store_url, limits_from(settings))
         await the_store.open()
-        the_recommender = recommender or build_recommender(settings)
+        the_recommender = recommender or build_recommender(demo_serving_settings(settings))
         await the_recommender.start()
         warmed = await warm_from_log(the_recommender, the_store, settings.warm_events)
         # The catalog is read from the store here and polled for other processes' writes.

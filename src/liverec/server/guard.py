@@ -31,6 +31,8 @@ def preflight(settings: Settings) -> None:
         value = getattr(settings, name)
         if value is not None and not Path(value).is_dir():
             raise ConfigError(f"{name}: no such directory: {value}")
+    if settings.vsknn_data is not None and not Path(settings.vsknn_data).is_file():
+        raise ConfigError(f"vsknn_data: no such file: {settings.vsknn_data}")
 
 
 class StartupGuard:
