@@ -44,7 +44,7 @@ class Decay:
 
     def advance(self, t: float) -> float:
         """Start a new epoch at t; returns the factor converting current values."""
-        factor = 1.0 / self.gain(t)
+        factor = math.exp(-self.rate * (t - self.t0))  # 0.0 after a very long gap
         self.t0 = t
         self.epoch += 1
         self._t0s.append(t)

@@ -391,16 +391,17 @@ class OnlineRecommender(Recommender):
 
     def _popular(self, available: Filter | None, now: float) -> list[tuple[str, float]]:
         """The ranked popular candidates for a list: the top set, or with a catalog
-        filter the top set of the items it accepts (re-seeded from the top set when
-        the filter changes, O(popular_size))."""
+        filter the top set of the items it accepts (re-seeded from both when the
+        filter changes, O(popular_size))."""
         if available is None:
             return self._top.ranked(now, self.popular_refresh_s)
         if available != self._filter:
             self._filter = available
-            self._top_ok = TopSet(self.popular_size, available)
-            for key, pop in self._top.members.items():
-                if available(key):
-                    self._top_ok.bump(key, pop)
+            before, self._top_ok = self._top_ok, TopSet(self.popular_size, available)
+            for members in (before.members, self._top.members):
+                for key, pop in members.items():
+                    if available(key):
+                        self._top_ok.bump(key, pop)
         return self._top_ok.ranked(now, self.popular_refresh_s)
 
     @staticmethod
