@@ -189,7 +189,14 @@ def catalog(cover: float) -> Callable[[str], bool]:
     return available
 
 
-def run(n_items: int, n_events: int, seed: int, with_memory: bool, cover: float = 0.01) -> None:
+def run(
+    n_items: int,
+    n_events: int,
+    seed: int,
+    with_memory: bool,
+    cover: float = 0.01,
+    n_filtered: int = 2000,
+) -> None:
     stream = make_stream(n_items, n_events, seed)
     rec = OnlineRecommender()
     t0 = time.perf_counter()
@@ -203,14 +210,14 @@ def run(n_items: int, n_events: int, seed: int, with_memory: bool, cover: float 
     cold = [RecContext(f"c{i}", [], k=10) for i in range(2000)]
     cold_us = time_recommend(rec, cold)
     top = {item for item, _ in itertools.islice(rec.popular_iter(2000), 2000)}
-    big_exclude = [RecContext(f"x{i}", [], k=10, exclude=top) for i in range(50)]
+    big_exclude = [RecContext(f"x{i}", [], k=10, exclude=top) for i in range(n_filtered // 40)]
     excl_us = time_recommend(rec, big_exclude)
     available = catalog(cover)
     filtered = [
         RecContext(c.session_id, c.items, c.k, c.current_item, available=available)
-        for c in ctxs[:1000]
+        for c in ctxs[: n_filtered // 2]
     ]
-    filtered += [RecContext(f"f{i}", [], k=10, available=available) for i in range(1000)]
+    filtered += [RecContext(f"f{i}", [], k=10, available=available) for i in range(n_filtered // 2)]
     time_recommend(rec, filtered[:20])  # first sorts
     filt_us = time_recommend(rec, filtered)
     got = [len(rec.recommend_sync(c)) for c in filtered[:200]]
@@ -288,6 +295,7 @@ def main() -> None:
     parser.add_argument("--events-per-item", type=int, default=20)
     parser.add_argument("--events", type=int, default=None, help="total (default: per item)")
     parser.add_argument("--catalog-cover", type=float, default=0.01)
+    parser.add_argument("--filtered", type=int, default=2000, help="catalog-filtered lists")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-memory", action="store_true", help="no tracemalloc pass")
     parser.add_argument("--quality", nargs="*", default=[], help="session files to replay")
@@ -298,7 +306,7 @@ def main() -> None:
         return
     for n in args.items:
         events = args.events if args.events is not None else n * args.events_per_item
-        run(n, events, args.seed, not args.skip_memory, args.catalog_cover)
+        run(n, events, args.seed, not args.skip_memory, args.catalog_cover, args.filtered)
 
 
 if __name__ == "__main__":

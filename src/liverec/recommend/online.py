@@ -374,12 +374,13 @@ class OnlineRecommender(Recommender):
         cached = self._strongest_cache.get(src.key)
         if cached is not None and now - cached[0] < STRONGEST_REFRESH_S:
             return cached[1]
-        get, beta, occ = self._items.get, self.beta, self._occ
+        get, beta, epoch = self._items.get, self.beta, self._cooc.epoch
         weights: dict[str, float] = {}
         for b, c in src.nbrs.items():
             nb = get(b)
             if nb is not None and nb.occ > 0.0:
-                weights[b] = c / (occ(nb) + shrink) ** beta
+                o = nb.occ if nb.cep == epoch else self._occ(nb)
+                weights[b] = c / (o + shrink) ** beta
         if len(weights) <= STRONGEST_N:
             return list(weights.items())  # cheap enough to redo every time
         best = heapq.nlargest(STRONGEST_N, weights, key=weights.__getitem__)
