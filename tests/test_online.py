@@ -336,3 +336,6 @@ def test_a_clock_jump_of_many_half_lives_forgets_without_overflow() -> None:
     feed.session("t", ["C", "D"])
     assert rec.popularity("A") == 0.0 and rec.popularity("C") == pytest.approx(1.0)
     assert ids(rec, ["C"], k=3, current_item="C")[0] == "D"
+    feed.event("u", "E", ts=math.nan)  # a time that is not a number counts as now
+    feed.event("v", "F", ts=clock.t + 1e6)  # and one in the future too
+    assert rec.popularity("E") == rec.popularity("F") == pytest.approx(1.0)

@@ -208,7 +208,8 @@ class OnlineRecommender(Recommender):
                     recent[recent.index(event.item_id)],
                 )
             return
-        t = min(event.ts, self._clock())  # replayed events decay by their age
+        now = self._clock()
+        t = event.ts if event.ts < now else now  # replayed events decay by their age
         self._catch_up(t)
         item = self._touch(event.item_id)
         b = item.key
