@@ -59,11 +59,14 @@ async def genuine_traffic(server: LiverecServer) -> None:
 
 async def attack(server: LiverecServer) -> int:
     """One session: 1,000 rounds of a phone view then every action on the target,
-    ratings at 5 and at 1e6 (refused where ratings are checked against a scale)."""
+    ratings at 5, and in the first rounds at 1e6 (refused where ratings are checked
+    against a scale, so only a few: refused frames may count against the socket)."""
     acked = 0
     async with await Client.open(server.ws_url) as c:
         await c.hello()
-        for _ in range(1000):
+        for n in range(1000):
+            if n < 5:
+                acked += (await send(c, TARGET, "rate", rating=1_000_000))["type"] == "ack"
             frames = [
                 await send(c, "phone", "view"),
                 *[
@@ -71,7 +74,6 @@ async def attack(server: LiverecServer) -> int:
                     for action in ("view", "click", "add_to_cart", "purchase", "remove_from_cart")
                 ],
                 await send(c, TARGET, "rate", rating=5),
-                await send(c, TARGET, "rate", rating=1_000_000),
             ]
             acked += sum(f["type"] == "ack" for f in frames)
     return acked
@@ -80,7 +82,7 @@ async def attack(server: LiverecServer) -> int:
 async def test_one_session_cannot_push_an_item_to_the_top(server: LiverecServer) -> None:
     await genuine_traffic(server)
     acked = await attack(server)
-    assert acked >= 7000  # at least the phone views and every in-scale event counted
+    assert acked >= 7000  # every event on the scale was accepted
     async with await Client.open(server.ws_url) as c:
         _, cold = await c.hello(k=10)
         cold_ids = [r["item_id"] for r in cold["items"]]
