@@ -147,9 +147,10 @@ def memory(stream: Stream) -> dict[str, float]:
         rec.forget(f"s{s}")
     gc.collect()
     without_sessions = tracemalloc.get_traced_memory()[0] - base
+    ledger, contributors = ledger_bytes(stream)  # kept after forget(): not an edge's
     tracemalloc.stop()
     per_session = (total - without_sessions) / max(1, stats.sessions)
-    per_edge = (without_sessions - per_item * stats.items) / max(1, stats.edges)
+    per_edge = (without_sessions - per_item * stats.items - ledger) / max(1, stats.edges)
     return {
         "total_mb": total / 2**20,
         "items": stats.items,
@@ -158,7 +159,23 @@ def memory(stream: Stream) -> dict[str, float]:
         "per_item": per_item,
         "per_edge": per_edge,
         "per_session": per_session,
+        "per_contributor": ledger / max(1, contributors),
     }
+
+
+def ledger_bytes(stream: Stream) -> tuple[float, int]:
+    """Bytes the influence ledger holds for the stream, and its contributors (0, 0
+    for a recommender without one)."""
+    try:
+        from liverec.recommend.influence import Ledger
+    except ImportError:
+        return 0.0, 0
+    gc.collect()
+    base = tracemalloc.get_traced_memory()[0]
+    ledger = Ledger()
+    for event in events(stream):
+        ledger.gain(event)
+    return tracemalloc.get_traced_memory()[0] - base, len(ledger)
 
 
 def contexts(stream: Stream, n: int, seed: int) -> list[RecContext]:
@@ -242,7 +259,8 @@ def run(
     if mem is not None:
         print(
             f"memory: {mem['total_mb']:.1f} MiB total; {mem['per_item']:.0f} B/item, "
-            f"{mem['per_edge']:.0f} B/neighbour entry, {mem['per_session']:.0f} B/session"
+            f"{mem['per_edge']:.0f} B/neighbour entry, {mem['per_session']:.0f} B/session "
+            f"window, {mem['per_contributor']:.0f} B/contributor in the influence ledger"
         )
 
 
