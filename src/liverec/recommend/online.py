@@ -377,11 +377,17 @@ class OnlineRecommender(Recommender):
             return cached[1]
         get, beta, epoch = self._items.get, self.beta, self._cooc.epoch
         weights: dict[str, float] = {}
-        for b, c in src.nbrs.items():
-            nb = get(b)
-            if nb is not None and nb.occ > 0.0:
-                o = nb.occ if nb.cep == epoch else self._occ(nb)
-                weights[b] = c / (o + shrink) ** beta
+        if epoch == 0:  # every value is in the first epoch's units (the first ~8 years)
+            for b, c in src.nbrs.items():
+                nb = get(b)
+                if nb is not None and nb.occ > 0.0:
+                    weights[b] = c / (nb.occ + shrink) ** beta
+        else:
+            for b, c in src.nbrs.items():
+                nb = get(b)
+                if nb is not None and nb.occ > 0.0:
+                    o = nb.occ if nb.cep == epoch else self._occ(nb)
+                    weights[b] = c / (o + shrink) ** beta
         if len(weights) <= STRONGEST_N:
             return list(weights.items())  # cheap enough to redo every time
         best = heapq.nlargest(STRONGEST_N, weights, key=weights.__getitem__)
