@@ -7,6 +7,13 @@ as one table per catalog size. Nothing here is asserted; read the numbers.
 
     nice -n 10 .venv/bin/python bench/bench_online.py              # 10k and 100k items
     nice -n 10 .venv/bin/python bench/bench_online.py --items 10000 --events-per-item 10
+
+The "catalog filters" rows time the lists when a catalog covers only a small share of
+the traffic's items (`--catalog-cover`, default 1%): the rules then reject most
+candidates, the case where a list used to cost a scan of every known item:
+
+    nice -n 10 .venv/bin/python bench/bench_online.py --items 5000 100000 1000000 \
+        --events 1000000 --skip-memory
 """
 
 from __future__ import annotations
@@ -140,9 +147,10 @@ def memory(stream: Stream) -> dict[str, float]:
         rec.forget(f"s{s}")
     gc.collect()
     without_sessions = tracemalloc.get_traced_memory()[0] - base
+    ledger, contributors = ledger_bytes(stream)  # kept after forget(): not an edge's
     tracemalloc.stop()
     per_session = (total - without_sessions) / max(1, stats.sessions)
-    per_edge = (without_sessions - per_item * stats.items) / max(1, stats.edges)
+    per_edge = (without_sessions - per_item * stats.items - ledger) / max(1, stats.edges)
     return {
         "total_mb": total / 2**20,
         "items": stats.items,
@@ -151,7 +159,23 @@ def memory(stream: Stream) -> dict[str, float]:
         "per_item": per_item,
         "per_edge": per_edge,
         "per_session": per_session,
+        "per_contributor": ledger / max(1, contributors),
     }
+
+
+def ledger_bytes(stream: Stream) -> tuple[float, int]:
+    """Bytes the influence ledger holds for the stream, and its contributors (0, 0
+    for a recommender without one)."""
+    try:
+        from liverec.recommend.influence import Ledger
+    except ImportError:
+        return 0.0, 0
+    gc.collect()
+    base = tracemalloc.get_traced_memory()[0]
+    ledger = Ledger()
+    for event in events(stream):
+        ledger.gain(event)
+    return tracemalloc.get_traced_memory()[0] - base, len(ledger)
 
 
 def contexts(stream: Stream, n: int, seed: int) -> list[RecContext]:
@@ -172,8 +196,24 @@ def time_recommend(rec: OnlineRecommender, ctxs: list[RecContext]) -> Timings:
     return timings
 
 
-def run(n_items: int, events_per_item: int, seed: int, with_memory: bool) -> None:
-    n_events = n_items * events_per_item
+def catalog(cover: float) -> Callable[[str], bool]:
+    """Availability of a catalog holding `cover` of the traffic's items (by id hash)."""
+    cut = int(cover * 1000)
+
+    def available(item_id: str) -> bool:
+        return int(item_id[4:]) * 7919 % 1000 < cut
+
+    return available
+
+
+def run(
+    n_items: int,
+    n_events: int,
+    seed: int,
+    with_memory: bool,
+    cover: float = 0.01,
+    n_filtered: int = 2000,
+) -> None:
     stream = make_stream(n_items, n_events, seed)
     rec = OnlineRecommender()
     t0 = time.perf_counter()
@@ -187,8 +227,17 @@ def run(n_items: int, events_per_item: int, seed: int, with_memory: bool) -> Non
     cold = [RecContext(f"c{i}", [], k=10) for i in range(2000)]
     cold_us = time_recommend(rec, cold)
     top = {item for item, _ in itertools.islice(rec.popular_iter(2000), 2000)}
-    big_exclude = [RecContext(f"x{i}", [], k=10, exclude=top) for i in range(50)]
+    big_exclude = [RecContext(f"x{i}", [], k=10, exclude=top) for i in range(n_filtered // 40)]
     excl_us = time_recommend(rec, big_exclude)
+    available = catalog(cover)
+    filtered = [
+        RecContext(c.session_id, c.items, c.k, c.current_item, available=available)
+        for c in ctxs[: n_filtered // 2]
+    ]
+    filtered += [RecContext(f"f{i}", [], k=10, available=available) for i in range(n_filtered // 2)]
+    time_recommend(rec, filtered[:20])  # first sorts
+    filt_us = time_recommend(rec, filtered)
+    got = [len(rec.recommend_sync(c)) for c in filtered[:200]]
     mem = memory(stream) if with_memory else None
     print(f"\n== {n_items} items, {n_events} events, {len(stream.sessions)} sessions ==")
     print(f"build: {build_s:.1f} s ({n_events / build_s:,.0f} events/s incl. Event creation)")
@@ -200,24 +249,82 @@ def run(n_items: int, events_per_item: int, seed: int, with_memory: bool) -> Non
         ("recommend (session)", rec_us),
         ("recommend (empty)", cold_us),
         ("recommend (top 2000 excl)", excl_us),
+        ("recommend (catalog filters)", filt_us),
     ):
         print(values.row(name))
+    print(
+        f"catalog filters: {cover:.1%} of the traffic's items available; "
+        f"list length median {sorted(got)[len(got) // 2]} of 10"
+    )
     if mem is not None:
         print(
             f"memory: {mem['total_mb']:.1f} MiB total; {mem['per_item']:.0f} B/item, "
-            f"{mem['per_edge']:.0f} B/neighbour entry, {mem['per_session']:.0f} B/session"
+            f"{mem['per_edge']:.0f} B/neighbour entry, {mem['per_session']:.0f} B/session "
+            f"window, {mem['per_contributor']:.0f} B/contributor in the influence ledger"
         )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def quality(path: str, k: int = 20) -> None:
+    """Prequential next-item Recall@k / MRR@k of the online lists over a session file."""
+    from liverec.model.data import load_sessions
+
+    data = load_sessions(path)
+    clock = Clock()
+    offsets, items, times = data.offsets, data.items.tolist(), data.times
+    timed = data.timed
+    clock.t = float(times.min()) if timed else 0.0
+    rec = OnlineRecommender(clock=clock)
+    start = data.n_events // 2
+    hits, rr, cases, n = 0, 0.0, 0, 0
+    for s in range(data.n_sessions):
+        lo, hi = int(offsets[s]), int(offsets[s + 1])
+        sid = str(data.session_ids[s])
+        for pos in range(lo, hi):
+            n += 1
+            clock.t = float(times[pos]) if timed else float(n)
+            item = items[pos]
+            rec.observe(Event(f"e{n}", sid, "view", item, clock.t))
+            if pos + 1 < hi and pos >= start:
+                ctx = RecContext(sid, items[lo : pos + 1], k, current_item=item)
+                got = [r.item_id for r in rec.recommend_sync(ctx)]
+                target = items[pos + 1]
+                cases += 1
+                if target in got:
+                    hits += 1
+                    rr += 1.0 / (got.index(target) + 1)
+        rec.forget(sid)
+    print(
+        f"quality {path}: {data.n_sessions} sessions, {data.n_events} events, {cases} cases: "
+        f"Recall@{k} {hits / max(1, cases):.4f} MRR@{k} {rr / max(1, cases):.4f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--events-per-item", type=int, default=20)
+    parser.add_argument("--events", type=int, default=None, help="total (default: per item)")
+    parser.add_argument("--catalog-cover", type=float, default=0.01)
+    parser.add_argument("--filtered", type=int, default=2000, help="catalog-filtered lists")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-memory", action="store_true", help="no tracemalloc pass")
+    parser.add_argument("--quality", nargs="*", default=[], help="session files to replay")
     args = parser.parse_args()
+    for path in args.quality:
+        quality(path)
+    if args.quality:
+        return
     for n in args.items:
-        run(n, args.events_per_item, args.seed, not args.skip_memory)
+        events = args.events if args.events is not None else n * args.events_per_item
+        run(n, events, args.seed, not args.skip_memory, args.catalog_cover, args.filtered)
 
 
 if __name__ == "__main__":

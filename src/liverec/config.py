@@ -184,6 +184,22 @@ class Settings:
     max_items: int = _s(
         200_000, "items the online recommender tracks, least recently seen dropped (~250 B each)"
     )
+    cooc_shrink: float = _s(
+        5.0,
+        "co-occurrence: weight added to each item's occurrence when normalising, so items "
+        "only a few sessions saw cannot top a related list",
+    )
+    popular_candidates: int = _s(
+        512, "most popular items kept ranked (up to twice this) for cold-start lists and fills"
+    )
+    influence_item_cap: float = _s(
+        3.0,
+        "most weight one session or signed-in user adds to an item's popularity and to a "
+        "co-occurrence edge into it (a purchase: 3); repeats add nothing",
+    )
+    influence_session_items: int = _s(
+        50, "distinct items one session or signed-in user adds weight to; later ones add none"
+    )
     # --- session-kNN (V-SkNN), served with recommender = vsknn
     recommender: str = _s(
         "online",

@@ -10,7 +10,9 @@ window back (the consumer group's pending entries are the persisted window). A
 round starts when `min_events` new events have arrived, or `interval_s` after the
 last round when any have. A round, on a worker thread:
 
-1. groups the window into sessions ordered by start time and holds out the latest
+1. keeps each contributor's bounded share of the window (weighting.py: a session
+   or user adds at most a few steps per item, over at most `contributor_items`
+   items), groups it into sessions ordered by start time and holds out the latest
    `holdout_fraction` of them; the rest is the training part;
 2. trains a candidate on the training part: fine-tuned from the served model with
    the vocabulary grown by the items it has never seen (`finetune`), or a fresh
@@ -60,6 +62,7 @@ from ..model.train import TrainConfig, get_preset
 from ..store.base import LoggedEvent, Store
 from .finetune import Candidate, Stopped, finetune, retrain
 from .registry import Registry, VersionRecord, learner_lock
+from .weighting import bounded_events
 
 log = logging.getLogger("liverec.learn")
 
@@ -85,6 +88,8 @@ class LearnConfig:
     group: str = "liverec-learn"
     consumer: str = "learner"
     read_batch: int = 5000
+    item_repeats: int = 3  # bounded influence (weighting.py): steps per contributor and item
+    contributor_items: int = 50  # ...and distinct items per contributor
 
     def __post_init__(self) -> None:
         problems = []
@@ -100,6 +105,8 @@ class LearnConfig:
             problems.append("learn_window_events must be >= 2")
         if not 0.0 < self.holdout_fraction < 1.0:
             problems.append("learn_holdout_fraction must be in (0, 1)")
+        if self.item_repeats < 1 or self.contributor_items < 1:
+            problems.append("influence_item_cap and influence_session_items must be >= 1")
         if self.min_holdout_cases < 1 or self.margin < 0 or self.poll_s <= 0:
             problems.append("need learn_min_holdout_cases >= 1, learn_margin >= 0, poll > 0")
         if problems:
@@ -145,6 +152,8 @@ class LearnConfig:
             poll_s=settings.learn_poll_s,
             keep_versions=settings.learn_keep_versions,
             group=settings.learn_group,
+            item_repeats=max(1, int(settings.influence_item_cap)),
+            contributor_items=settings.influence_session_items,
         )
 
 
@@ -381,11 +390,14 @@ class Learner:
         )
 
     def plan(self, events: Sequence[LoggedEvent]) -> _Plan:
-        """Sessions of the window, split by start time; the served model; the cases."""
+        """Sessions of the window (each contributor's share bounded), split by start
+        time; the served model; the cases."""
+        cfg = self.config
+        kept = bounded_events(events, cfg.item_repeats, cfg.contributor_items)
         sessions = build_sessions(
-            [e.event.session_id for e in events],
-            [e.event.item_id for e in events],
-            np.array([e.event.ts for e in events], dtype=np.float64),
+            [e.event.session_id for e in kept],
+            [e.event.item_id for e in kept],
+            np.array([e.event.ts for e in kept], dtype=np.float64),
         )
         n_hold = max(1, round(sessions.n_sessions * self.config.holdout_fraction))
         is_hold = np.arange(sessions.n_sessions) >= sessions.n_sessions - n_hold
@@ -402,11 +414,12 @@ class Learner:
             "first": events[0].position if events else None,
             "last": events[-1].position if events else None,
             "events": len(events),
+            "kept_events": len(kept),
             "sessions": sessions.n_sessions,
             "train_sessions": train.n_sessions,
             "holdout_sessions": holdout.n_sessions,
-            "first_ts": float(sessions.times.min()) if len(events) else None,
-            "last_ts": float(sessions.times.max()) if len(events) else None,
+            "first_ts": float(sessions.times.min()) if kept else None,
+            "last_ts": float(sessions.times.max()) if kept else None,
         }
         cases = int(np.maximum(np.diff(offsets) - 1, 0).sum())
         return _Plan(train, holdout, union, cases, live, live_model, live_index, window)

@@ -40,7 +40,11 @@ def build_recommender(settings: Settings) -> Recommender:
 
 async def warm_from_log(recommender: Recommender, store: Store, events: int) -> int:
     """Replay the newest `events` of the event log into the recommender's online state
-    (it lives in memory: without this a restart would forget what it learnt)."""
+    (it lives in memory: without this a restart would forget what it learnt).
+
+    Each replayed event is observed as a live one (same bounded influence, same
+    O(cooc_window) cost), so the replay costs O(events) and the lists served after
+    it cost what they cost before the restart."""
     if events <= 0:
         return 0
     tail = await store.read_tail(events)

@@ -107,7 +107,11 @@ def apply_rules(
     ctx: RecContext,
     is_known: Callable[[str], bool] | None = None,
 ) -> list[Rec]:
-    """Filter candidates (best first) to k unique, allowed, known, available items."""
+    """Filter candidates (best first) to k unique, allowed, known, available items.
+
+    Reads candidates until k pass, so its cost is the number read (times the cost of
+    `is_known` and `ctx.available`): give it a bounded candidate list, never every
+    item, since with a catalog that rejects most candidates all of them are read."""
     blocked = blocked_items(ctx)
     out: list[Rec] = []
     seen: set[str] = set()

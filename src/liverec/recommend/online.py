@@ -5,32 +5,55 @@ and the lists made from it. Every accepted event updates it at once, so an item 
 seen a minute ago already receives recommendations (it is a neighbour of the items
 seen before it in a session) and gives them (the reverse edge).
 
-How it learns, per event with weight w > 0 (see `DEFAULT_ACTION_WEIGHTS`):
+How it learns. Each event first goes through the influence ledger (influence.py):
+its gain g is what it adds beyond what its contributor (signed-in user, else
+session) has already been credited for the item, at most `item_cap` per item and
+over at most `influence_items` items per contributor. With g > 0:
 
-* popularity: pop[b] += w, decaying with half-life `half_life_s`;
-* co-occurrence: for each of the last `cooc_window` distinct items a of the session,
-  at distance d (1 = the item just before b), cooc[a][b] += w / d and
-  cooc[b][a] += reverse_weight * w / d, decaying with half-life `cooc_half_life_s`.
-  Repeating the item just seen (view, then add to cart) strengthens the same edges
-  only by the increase in weight, so an edge counts the strongest action of a visit.
+* popularity: pop[b] += g, decaying with half-life `half_life_s`;
+* co-occurrence: for each of the last `cooc_window` distinct items a of the session
+  other than b, at distance d (1 = the item just before b), cooc[a][b] += g / d and
+  cooc[b][a] += reverse_weight * g / d, decaying with half-life `cooc_half_life_s`.
+  Seeing b again moves it to the end of the window but adds no weight.
 
-Decay costs nothing per item: values are stored in the units of a moving reference
-time t0 (an event at time t adds w * exp(rate * (t - t0))), and every value is read
-as stored * exp(-rate * (now - t0)). Since all items decay alike, ranking by stored
-value is ranking by decayed value. Before exp() could overflow, every stored value
-is multiplied down once and t0 moves (a sweep every ~430 half-lives).
+Decay costs nothing per item: values are stored in the units of a reference time t0
+(an event at time t adds g * exp(rate * (t - t0))) and read as stored * exp(-rate *
+(now - t0)); all items decay alike, so ranking by stored value is ranking by decayed
+value. Before exp() could overflow (every ~430 half-lives) t0 moves on: an epoch
+starts, the bounded top sets are converted at once and every other item lazily, when
+it is next touched (O(its neighbours)); nothing ever sweeps all items.
 
 Scoring: a candidate b of the session's recent items a_j (most recent first,
-j = 0, 1, ...) scores sum_j 1/(j+1) * cooc[a_j][b] / (occ[a_j]^(1-beta) * occ[b]^beta)
-where occ is each item's decayed occurrence weight; beta = 0.5 is cosine-like and
-keeps popular items from topping every list. Co-occurrence candidates come first,
-then decayed popularity fills up to k; items the user rated low come last. A score
-is comparable only within its source; the list order is the ranking.
+j = 0, 1, ...) scores sum_j 1/(j+1) * cooc[a_j][b] / ((occ[a_j] + s)^(1-beta) *
+(occ[b] + s)^beta) where occ is each item's decayed occurrence weight and s is
+`shrink`; beta = 0.5 is cosine-like and keeps popular items from topping every list,
+s keeps items that only a few sessions ever saw from doing so. Co-occurrence
+candidates come first, then the most popular items fill up to k; items the user
+rated low come last. A score is comparable only within its source.
+
+Popular items come from a top set of `popular_size` to twice that items, kept exact
+incrementally, and, for lists with a catalog filter, a second one holding only items
+that passed the filter when they were last seen (an item back in stock rejoins at
+its next event). The rules (base.apply_rules) therefore see at most
+context_items * STRONGEST_N co-occurrence candidates plus 2 * popular_size popular
+ones, whatever the catalog and the traffic.
+
+Per-event cost, with W = cooc_window, N = max_neighbours, C = context_items,
+P = popular_size, R = the user's ratings and exclusions (bounded by
+profile_max_items):
+
+* observe: O(W) amortised (plus O(N) for a neighbour-list trim every N/4 new
+  neighbours, O(P) for a top-set trim every P new members);
+* recommend: O(C * STRONGEST_N + P + R) (plus O(N) per context item whose strongest
+  neighbours are older than STRONGEST_REFRESH_S, O(P log P) for a re-sort of the
+  top set at most every `popular_refresh_s`).
+
+Neither depends on the number of items, sessions or catalog entries.
 
 Bounds: `max_items` items (least recently seen dropped), `max_neighbours` per item
 (the weakest quarter dropped when full, amortised), `max_sessions` session windows
-(least recently active dropped). Edges to a dropped item stay until their owner's
-next trim but are never recommended (only known items are).
+and ledger entries (least recently active dropped). Edges to a dropped item stay
+until their owner's next trim but are never recommended (only known items are).
 
 Thread-safety: none. Call every method from the event loop thread only; nothing here
 does I/O, so `recommend` runs inline (`recommend_sync`).
@@ -45,52 +68,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from types import MappingProxyType
-from typing import Final
 
 from ..config import Settings
 from ..errors import ConfigError
 from ..types import Event, Rec
 from .base import RecContext, RecList, Recommender, apply_rules, blocked_items
+from .decay import Decay, Filter, TopSet
+from .influence import DEFAULT_ACTION_WEIGHTS, LOW_RATING, Ledger
 
-DEFAULT_ACTION_WEIGHTS: Final[Mapping[str, float]] = MappingProxyType(
-    {
-        "view": 1.0,
-        "click": 1.0,
-        "add_to_cart": 2.0,
-        "purchase": 3.0,
-        "remove_from_cart": 0.0,
-        "rate": 1.0,  # multiplies (rating - LOW_RATING): 3 -> 1, 4 -> 2, 5 -> 3
-    }
-)
-LOW_RATING: Final = 2.0  # on a 1..5 scale, ratings <= this are "low"
-_MAX_EXPONENT: Final = 300.0  # exp(300) ~ 1e130, far from overflow (exp(709))
+__all__ = ["DEFAULT_ACTION_WEIGHTS", "LOW_RATING", "OnlineRecommender", "OnlineStats"]
+
 _by_score = itemgetter(1)
-
-
-def _pop_of(kv: tuple[str, _Item]) -> float:
-    return kv[1].pop
-
-
-class _Decay:
-    """Exponential decay read against a moving reference time t0."""
-
-    __slots__ = ("rate", "t0")
-
-    def __init__(self, half_life_s: float, t0: float) -> None:
-        self.rate = math.log(2.0) / half_life_s
-        self.t0 = t0
-
-    def gain(self, t: float) -> float:
-        """What one unit of weight at time t is worth in stored units."""
-        return math.exp(self.rate * (t - self.t0))
-
-    def to_now(self, now: float) -> float:
-        """Multiply a stored value by this to get its decayed value at `now`."""
-        return math.exp(-self.rate * (now - self.t0))
-
-    def due(self, t: float) -> bool:
-        return self.rate * (t - self.t0) > _MAX_EXPONENT
 
 
 STRONGEST_N = 64  # neighbours of a context item considered per list
@@ -99,58 +87,15 @@ STRONGEST_CACHED = 20_000  # items whose strongest neighbours are cached (~6 KB 
 
 
 class _Item:
-    __slots__ = ("key", "nbrs", "occ", "pop")
+    __slots__ = ("cep", "key", "nbrs", "occ", "pep", "pop")
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, pep: int, cep: int) -> None:
         self.key = key  # the one str object every structure shares for this id
-        self.pop = 0.0  # popularity, stored units
-        self.occ = 0.0  # occurrence weight, co-occurrence stored units
-        self.nbrs: dict[str, float] | None = None  # b -> cooc[self][b], stored units
-
-
-class _TopSet:
-    """Candidates for the most popular items, kept exact without scanning all items.
-
-    Invariant: every item outside `members` has a stored popularity <= `floor` <=
-    every member's. Stored popularity only grows (rescales are uniform), so an item
-    that rises above the floor joins, and trimming keeps the best `size`.
-    """
-
-    __slots__ = ("dirty", "floor", "members", "size", "sorted", "sorted_at")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.members: dict[str, float] = {}
-        self.floor = 0.0
-        self.sorted: list[tuple[str, float]] = []
-        self.sorted_at = -math.inf
-        self.dirty = False
-
-    def bump(self, key: str, pop: float) -> None:
-        if pop > self.floor or key in self.members:
-            self.members[key] = pop
-            self.dirty = True
-            if len(self.members) > 2 * self.size:
-                best = heapq.nlargest(self.size, self.members.items(), key=_by_score)
-                self.members = dict(best)
-                self.floor = best[-1][1]
-
-    def remove(self, key: str) -> None:
-        if self.members.pop(key, None) is not None:
-            self.dirty = True
-
-    def rescale(self, factor: float) -> None:
-        self.members = {k: v * factor for k, v in self.members.items()}
-        self.floor *= factor
-        self.sorted = [(k, v * factor) for k, v in self.sorted]
-
-    def ranked(self, now: float, refresh_s: float) -> list[tuple[str, float]]:
-        """Members best first; re-sorted at most every `refresh_s` seconds."""
-        if self.dirty and now - self.sorted_at >= refresh_s:
-            self.sorted = sorted(self.members.items(), key=_by_score, reverse=True)
-            self.sorted_at = now
-            self.dirty = False
-        return self.sorted
+        self.pop = 0.0  # popularity, stored units of epoch pep
+        self.occ = 0.0  # occurrence weight, co-occurrence stored units of epoch cep
+        self.nbrs: dict[str, float] | None = None  # b -> cooc[self][b], epoch cep
+        self.pep = pep
+        self.cep = cep
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +103,7 @@ class OnlineStats:
     items: int
     sessions: int
     edges: int  # neighbour entries over all items (including edges to dropped items)
+    contributors: int = 0  # sessions and users in the influence ledger
 
 
 class OnlineRecommender(Recommender):
@@ -176,9 +122,12 @@ class OnlineRecommender(Recommender):
         action_weights: Mapping[str, float] = DEFAULT_ACTION_WEIGHTS,
         reverse_weight: float = 0.5,
         beta: float = 0.5,
+        shrink: float = 5.0,
         context_items: int = 5,
         popular_size: int = 512,
         popular_refresh_s: float = 1.0,
+        item_cap: float = 3.0,
+        influence_items: int = 50,
     ) -> None:
         problems = []
         if half_life_s <= 0 or cooc_half_life_s <= 0:
@@ -187,30 +136,35 @@ class OnlineRecommender(Recommender):
             problems.append("cooc_window, max_neighbours, max_items, max_sessions must be >= 1")
         if min(context_items, popular_size) < 1 or popular_refresh_s < 0:
             problems.append("context_items, popular_size >= 1 and popular_refresh_s >= 0")
-        if not 0.0 <= beta <= 1.0 or reverse_weight < 0:
-            problems.append("beta must be in 0..1 and reverse_weight >= 0")
+        if not 0.0 <= beta <= 1.0 or reverse_weight < 0 or not 0 <= shrink < math.inf:
+            problems.append("beta must be in 0..1, reverse_weight and shrink >= 0")
         if problems:
             raise ConfigError("online recommender: " + "; ".join(problems))
         self._clock = clock
+        self._ledger = Ledger(item_cap, influence_items, max_sessions, action_weights)
         # item -> (computed at, strongest neighbours); insertion-ordered, oldest evicted
         self._strongest_cache: dict[str, tuple[float, list[tuple[str, float]]]] = {}
         now = clock()
-        self._pop = _Decay(half_life_s, now)
-        self._cooc = _Decay(cooc_half_life_s, now)
+        self._pop = Decay(half_life_s, now)
+        self._cooc = Decay(cooc_half_life_s, now)
         self.cooc_window = cooc_window
         self.max_neighbours = max_neighbours
         self._keep_on_trim = max(1, max_neighbours * 3 // 4)
         self.max_items = max_items
         self.max_sessions = max_sessions
-        self.action_weights = dict(action_weights)
         self.reverse_weight = reverse_weight
         self.beta = beta
+        self.shrink = shrink
         self.context_items = context_items
+        self.popular_size = popular_size
         self.popular_refresh_s = popular_refresh_s
         self._items: OrderedDict[str, _Item] = OrderedDict()  # least recently seen first
-        # session id -> (its last distinct items, oldest first; weight of the last event)
-        self._sessions: OrderedDict[str, tuple[tuple[str, ...], float]] = OrderedDict()
-        self._top = _TopSet(popular_size)
+        # session id -> its last distinct items, oldest first
+        self._sessions: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._top = TopSet(popular_size)
+        # the popular items a catalog filter accepts (built at the first filtered list)
+        self._filter: Filter | None = None
+        self._top_ok = TopSet(popular_size)
         self._edges = 0
 
     @classmethod
@@ -223,83 +177,118 @@ class OnlineRecommender(Recommender):
             max_neighbours=settings.cooc_max_neighbours,
             max_items=settings.max_items,
             clock=clock,
+            shrink=settings.cooc_shrink,
+            popular_size=settings.popular_candidates,
+            item_cap=settings.influence_item_cap,
+            influence_items=settings.influence_session_items,
         )
 
     @property
     def version(self) -> str:
         return "online"
 
+    @property
+    def action_weights(self) -> dict[str, float]:
+        return self._ledger.action_weights
+
     # --- learning
 
     def weight(self, event: Event) -> float:
-        """How much one event counts; events weighing <= 0 are ignored."""
-        w = self.action_weights.get(event.action, 0.0)
-        if event.action == "rate":
-            w *= max(0.0, (event.rating or 0.0) - LOW_RATING)
-        return w
+        """How much one event counts on its own (0..item_cap); <= 0 is ignored."""
+        return self._ledger.weight(event)
 
     def observe(self, event: Event) -> None:
-        w = self.weight(event)
-        if w <= 0.0:
+        gain = self._ledger.gain(event)
+        sessions = self._sessions
+        recent = sessions.get(event.session_id)
+        if gain <= 0.0:  # nothing to learn; a repeated item still moves up the window
+            if recent is not None and event.item_id in recent and recent[-1] != event.item_id:
+                sessions[event.session_id] = (
+                    *(a for a in recent if a != event.item_id),
+                    recent[recent.index(event.item_id)],
+                )
             return
-        t = min(event.ts, self._clock())  # replayed events decay by their age
-        if self._pop.due(t):
-            self._rescale_pop(t)
-        if self._cooc.due(t):
-            self._rescale_cooc(t)
+        now = self._clock()
+        t = event.ts if event.ts < now else now  # replayed events decay by their age
+        self._catch_up(t)
         item = self._touch(event.item_id)
         b = item.key
-        item.pop += w * self._pop.gain(t)
+        item.pop += gain * self._pop.gain(t)
         self._top.bump(b, item.pop)
+        if self._filter is not None and self._filter(b):
+            self._top_ok.bump(b, item.pop)
 
-        sessions = self._sessions
-        state = sessions.get(event.session_id)
-        if state is None:
-            recent: tuple[str, ...] = ()
-            last_w = 0.0
+        if recent is None:
+            sources: tuple[str, ...] = ()
+            sessions[event.session_id] = (b,)
+            if len(sessions) > self.max_sessions:
+                sessions.popitem(last=False)
         else:
-            recent, last_w = state
+            sources = tuple(a for a in recent if a != b)
+            sessions[event.session_id] = (*sources, b)[-self.cooc_window :]
             sessions.move_to_end(event.session_id)
-        if recent and recent[-1] == b:  # same item again: only a stronger action adds
-            if w <= last_w:
-                return
-            edge_w, sources = w - last_w, recent[:-1]
-        else:
-            edge_w, sources = w, recent
-            recent = (*recent, b)[-self.cooc_window :]
-        sessions[event.session_id] = (recent, w)
-        if state is None and len(sessions) > self.max_sessions:
-            sessions.popitem(last=False)
 
-        gw = edge_w * self._cooc.gain(t)
+        gw = gain * self._cooc.gain(t)
         item.occ += gw
         back = self.reverse_weight
         for d, a in enumerate(reversed(sources), 1):
-            if a != b:
-                self._add_edge(a, b, gw / d)
-                if back:
-                    self._add_edge(b, a, back * gw / d)
+            self._add_edge(a, b, gw / d)
+            if back:
+                self._add_edge(b, a, back * gw / d)
 
     def forget(self, session_id: str) -> None:
+        # the ledger entry stays: a reconnect must not earn the session new weight
         self._sessions.pop(session_id, None)
+
+    def _catch_up(self, t: float) -> None:
+        """Start new decay epochs before exp() could overflow; O(popular_size)."""
+        if self._pop.due(t):
+            factor = self._pop.advance(t)
+            self._top.rescale(factor)
+            self._top_ok.rescale(factor)
+        if self._cooc.due(t):
+            self._cooc.advance(t)
+            self._strongest_cache = {}  # computed in the old epoch's units
+
+    def _sync(self, item: _Item) -> None:
+        """Convert the item's values to the current epochs (O(its neighbours), once
+        per epoch)."""
+        if item.pep != self._pop.epoch:
+            item.pop *= self._pop.carry(item.pep)
+            item.pep = self._pop.epoch
+        if item.cep != self._cooc.epoch:
+            f = self._cooc.carry(item.cep)
+            item.occ *= f
+            if item.nbrs:
+                item.nbrs = {k: v * f for k, v in item.nbrs.items()}
+            item.cep = self._cooc.epoch
+
+    def _occ(self, item: _Item) -> float:
+        """The item's occurrence weight in the current epoch's units (no update)."""
+        if item.cep == self._cooc.epoch:
+            return item.occ
+        return item.occ * self._cooc.carry(item.cep)
 
     def _touch(self, item_id: str) -> _Item:
         items = self._items
         item = items.get(item_id)
         if item is not None:
             items.move_to_end(item_id)
+            self._sync(item)
             return item
-        item = items[item_id] = _Item(item_id)
+        item = items[item_id] = _Item(item_id, self._pop.epoch, self._cooc.epoch)
         if len(items) > self.max_items:
             old_id, old = items.popitem(last=False)
             self._edges -= len(old.nbrs or ())
             self._top.remove(old_id)
+            self._top_ok.remove(old_id)
         return item
 
     def _add_edge(self, a: str, b: str, x: float) -> None:
         src = self._items.get(a)
         if src is None:  # dropped since it entered the session window
             return
+        self._sync(src)
         nbrs = src.nbrs
         if nbrs is None:
             nbrs = src.nbrs = {}
@@ -319,21 +308,6 @@ class OnlineRecommender(Recommender):
         self._edges -= len(nbrs) - len(live)
         src.nbrs = dict(live)
 
-    def _rescale_pop(self, t: float) -> None:
-        factor = 1.0 / self._pop.gain(t)
-        for item in self._items.values():
-            item.pop *= factor
-        self._top.rescale(factor)
-        self._pop.t0 = t
-
-    def _rescale_cooc(self, t: float) -> None:
-        factor = 1.0 / self._cooc.gain(t)
-        for item in self._items.values():
-            item.occ *= factor
-            if item.nbrs:
-                item.nbrs = {k: v * factor for k, v in item.nbrs.items()}
-        self._cooc.t0 = t
-
     # --- serving
 
     async def recommend(self, ctx: RecContext) -> RecList:
@@ -343,23 +317,25 @@ class OnlineRecommender(Recommender):
         """The list for `ctx`, computed inline (no I/O, no awaits)."""
         if ctx.k <= 0:
             return []
+        now = self._clock()
+        self._catch_up(now)
         low = {i for i, r in ctx.ratings.items() if r <= LOW_RATING}
         blocked = blocked_items(ctx)
-        cooc = self._cooc_candidates(ctx.items, low, ctx.k + len(blocked) + len(low))
-        # enough popular items for k allowed ones, even if every candidate repeats
-        ranked = self._ranked(cooc, low, blocked, ctx.k + len(low) + len(cooc))
-        return apply_rules(ranked, ctx, self.knows)
+        cooc = self._cooc_candidates(ctx.items, low, ctx.k + len(blocked) + len(low), now)
+        popular = self._popular(ctx.available, now)
+        f = self._pop.to_now(now)
+        return apply_rules(self._ranked(cooc, low, popular, f), ctx, self.knows)
 
     def knows(self, item_id: str) -> bool:
         return item_id in self._items
 
     def _cooc_candidates(
-        self, seq: Sequence[str], low: set[str], limit: int
+        self, seq: Sequence[str], low: set[str], limit: int, now: float
     ) -> list[tuple[str, float]]:
         """Co-occurrence candidates of the session's recent items, best first."""
         get = self._items.get
         beta = self.beta
-        now = self._clock()
+        shrink = self.shrink * self._cooc.gain(now)
         scores: dict[str, float] = {}
         score_of = scores.get
         seen: set[str] = set()
@@ -374,10 +350,13 @@ class OnlineRecommender(Recommender):
                 continue
             src = get(a)
             j += 1
-            if src is None or not src.nbrs or src.occ <= 0.0:
+            if src is None or not src.nbrs:
                 continue
-            ra = 1.0 / (j * src.occ ** (1.0 - beta))
-            for b, w in self._strongest(src, now):
+            self._sync(src)
+            if src.occ <= 0.0:
+                continue
+            ra = 1.0 / (j * (src.occ + shrink) ** (1.0 - beta))
+            for b, w in self._strongest(src, now, shrink):
                 scores[b] = score_of(b, 0.0) + ra * w
         # rank the keys, not (key, score) tuples: a thousand short-lived tuples per
         # call would set off the garbage collector every call
@@ -387,21 +366,28 @@ class OnlineRecommender(Recommender):
             best = heapq.nlargest(limit, scores, key=scores.__getitem__)
         return [(b, scores[b]) for b in best]
 
-    def _strongest(self, src: _Item, now: float) -> list[tuple[str, float]]:
-        """src's neighbours b with weight cooc[src][b] / occ[b]^beta, the strongest
-        STRONGEST_N of them. Items with many neighbours (the popular ones, which are
-        in most sessions) keep the list for up to STRONGEST_REFRESH_S: scanning every
-        neighbour on every event was half of the server's CPU per event."""
+    def _strongest(self, src: _Item, now: float, shrink: float) -> list[tuple[str, float]]:
+        """src's neighbours b with weight cooc[src][b] / (occ[b] + shrink)^beta, the
+        strongest STRONGEST_N of them. Items with many neighbours (the popular ones,
+        which are in most sessions) keep the list for up to STRONGEST_REFRESH_S:
+        scanning every neighbour on every event was half of the server's CPU."""
         assert src.nbrs is not None
         cached = self._strongest_cache.get(src.key)
         if cached is not None and now - cached[0] < STRONGEST_REFRESH_S:
             return cached[1]
-        get, beta = self._items.get, self.beta
+        get, beta, epoch = self._items.get, self.beta, self._cooc.epoch
         weights: dict[str, float] = {}
-        for b, c in src.nbrs.items():
-            nb = get(b)
-            if nb is not None and nb.occ > 0.0:
-                weights[b] = c / nb.occ**beta
+        if epoch == 0:  # every value is in the first epoch's units (the first ~8 years)
+            for b, c in src.nbrs.items():
+                nb = get(b)
+                if nb is not None and nb.occ > 0.0:
+                    weights[b] = c / (nb.occ + shrink) ** beta
+        else:
+            for b, c in src.nbrs.items():
+                nb = get(b)
+                if nb is not None and nb.occ > 0.0:
+                    o = nb.occ if nb.cep == epoch else self._occ(nb)
+                    weights[b] = c / (o + shrink) ** beta
         if len(weights) <= STRONGEST_N:
             return list(weights.items())  # cheap enough to redo every time
         best = heapq.nlargest(STRONGEST_N, weights, key=weights.__getitem__)
@@ -411,8 +397,27 @@ class OnlineRecommender(Recommender):
             del self._strongest_cache[next(iter(self._strongest_cache))]
         return strongest
 
+    def _popular(self, available: Filter | None, now: float) -> list[tuple[str, float]]:
+        """The ranked popular candidates for a list: the top set, or with a catalog
+        filter the top set of the items it accepts (re-seeded from both when the
+        filter changes, O(popular_size))."""
+        if available is None:
+            return self._top.ranked(now, self.popular_refresh_s)
+        if available != self._filter:
+            self._filter = available
+            before, self._top_ok = self._top_ok, TopSet(self.popular_size, available)
+            for members in (before.members, self._top.members):
+                for key, pop in members.items():
+                    if available(key):
+                        self._top_ok.bump(key, pop)
+        return self._top_ok.ranked(now, self.popular_refresh_s)
+
+    @staticmethod
     def _ranked(
-        self, cooc: list[tuple[str, float]], low: set[str], blocked: set[str], limit: int
+        cooc: list[tuple[str, float]],
+        low: set[str],
+        popular: list[tuple[str, float]],
+        f: float,
     ) -> Iterator[tuple[str, float]]:
         """Co-occurrence candidates, then popular items; low-rated items last."""
         demoted: list[tuple[str, float]] = []
@@ -421,37 +426,33 @@ class OnlineRecommender(Recommender):
                 demoted.append((item, score))
             else:
                 yield item, score
-        for item, score in self.popular_iter(limit, blocked):
+        for item, stored in popular:
             if item in low:
-                demoted.append((item, score))
+                demoted.append((item, stored * f))
             else:
-                yield item, score
+                yield item, stored * f
         yield from demoted
 
     def popular_iter(self, limit: int, skip: Container[str] = ()) -> Iterator[tuple[str, float]]:
-        """Known items by decayed popularity, best first.
-
-        Yields the top set (`popular_size` to twice that, `skip` not applied), then,
-        only if the caller reads past it, the best `limit` items outside it and
-        outside `skip`, found by one scan of every item: O(items), ~0.1 s at 100k
-        items. Only an exclusion list covering most of the top set gets there."""
+        """The most popular known items with their decayed popularity, best first:
+        up to `limit` of the top set's `popular_size` to twice that items, `skip`
+        left out. O(popular_size); items outside the top set are never listed."""
         now = self._clock()
+        self._catch_up(now)
         f = self._pop.to_now(now)
-        ranked = self._top.ranked(now, self.popular_refresh_s)
-        for item, stored in ranked:
-            yield item, stored * f
-        if len(ranked) >= len(self._items):
-            return
-        done = {item for item, _ in ranked}
-        rest = (kv for kv in self._items.items() if kv[0] not in done and kv[0] not in skip)
-        for item, state in heapq.nlargest(limit, rest, key=_pop_of):
-            yield item, state.pop * f
+        n = 0
+        for item, stored in self._top.ranked(now, self.popular_refresh_s):
+            if n >= limit:
+                return
+            if item not in skip:
+                n += 1
+                yield item, stored * f
 
     # --- introspection
 
     def neighbours(self, item_id: str, n: int = 20) -> list[tuple[str, float]]:
         """The item's strongest known neighbours with their normalised scores."""
-        return self._cooc_candidates((item_id,), set(), n)
+        return self._cooc_candidates((item_id,), set(), n, self._clock())
 
     def degree(self, item_id: str) -> int:
         """Neighbour entries stored for one item (0 if unknown)."""
@@ -461,7 +462,16 @@ class OnlineRecommender(Recommender):
     def popularity(self, item_id: str) -> float:
         """The item's decayed popularity now (0 if unknown)."""
         item = self._items.get(item_id)
-        return 0.0 if item is None else item.pop * self._pop.to_now(self._clock())
+        if item is None:
+            return 0.0
+        now = self._clock()
+        self._catch_up(now)
+        return item.pop * self._pop.carry(item.pep) * self._pop.to_now(now)
 
     def stats(self) -> OnlineStats:
-        return OnlineStats(items=len(self._items), sessions=len(self._sessions), edges=self._edges)
+        return OnlineStats(
+            items=len(self._items),
+            sessions=len(self._sessions),
+            edges=self._edges,
+            contributors=len(self._ledger),
+        )
