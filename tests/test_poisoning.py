@@ -38,7 +38,9 @@ async def send(c: Client, item_id: str, action: str, **fields: Any) -> dict[str,
     await c.send({"type": "event", "id": event_id, "action": action, "item_id": item_id, **fields})
     while True:
         frame = await c.recv()
-        if frame["type"] in ("ack", "error") and frame.get("id") == event_id:
+        if frame["type"] == "ack" and frame.get("id") == event_id:
+            return frame
+        if frame["type"] == "error" and frame.get("ref") == event_id:
             return frame
 
 
