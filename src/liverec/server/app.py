@@ -23,7 +23,7 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..demo import start_demo
 from ..metrics import Metrics
-from ..recommend import build_recommender, warm_from_log
+from ..recommend import attach_catalog, build_recommender, warm_from_log
 from ..recommend.ab import ABRecommender
 from ..recommend.base import MODEL_FIGURES, Recommender
 from ..sessions import SessionManager
@@ -64,6 +64,7 @@ def create_app(
         # The catalog is read from the store here and polled for other processes' writes.
         catalog = Catalog(the_store, settings.catalog_poll_s)
         await catalog.load()
+        attach_catalog(the_recommender, catalog)  # the content model follows the catalog
         if settings.demo:
             await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
         await catalog.start()
