@@ -4,7 +4,7 @@ Owns: `BlendedRecommender`, which wraps the behavioural recommender (online, GRU
 or an A/B split) and a `ContentIndex`, counts the evidence behind each list, and
 shares the list between the two by one rule:
 
-    content share s = N / (N + e),  content slots c = round(k * s)
+    behavioural slots b = floor(k * e / (N + e)),  content slots c = k - b
 
 * A list for an item (the item just interacted with, else the session's newest):
   e = co-view events of that item: events on it in a session whose previous distinct
@@ -17,13 +17,14 @@ shares the list between the two by one rule:
   (default 200); the content part is the cold-start home list. The same holds for an
   item the catalog does not describe.
 
-The list is then: the behavioural list's best k - c, the content list's best c, then
+The list is then: the behavioural list's best b, the content list's best c, then
 the rest of the behavioural list, then the rest of the content list, filtered by the
 business rules (never the current or an excluded item, only available items, no
 repeats) and cut at k. So a new item's page shows related catalog items first and
-popular items only after them; at N co-views behaviour and content share the row
-half and half, behaviour first; at 9N the row is 90 % behaviour. An empty catalog
-leaves the behavioural list untouched. With N = 0 content only fills a short list.
+popular items only after them; with k = 8 and N = 10, the first behavioural item
+leads the row from 2 co-views on, half the row is behaviour at 10 (= N), 7 of 8 at
+70. An empty catalog leaves the behavioural list untouched. With N = 0 content only
+fills a short list.
 
 Cost per event: O(1) to count (bounded maps: `max_items` items, `max_sessions`
 sessions, least recently used dropped); per list: the behavioural model's cost plus
@@ -140,10 +141,11 @@ class BlendedRecommender(Recommender):
     # --- lists
 
     def content_slots(self, k: int, evidence: float, threshold: float) -> int:
-        """round(k * N / (N + e)): the slots the content list gets first."""
+        """k - floor(k * e / (N + e)): the slots the content list gets before the rest
+        of the behavioural list."""
         if threshold <= 0 or math.isinf(evidence):
             return 0
-        return round(k * threshold / (threshold + evidence))
+        return k - math.floor(k * evidence / (threshold + evidence))
 
     async def recommend(self, ctx: RecContext) -> RecList:
         behavioural = await self.inner.recommend(ctx)
