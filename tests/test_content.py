@@ -72,6 +72,10 @@ def test_related_items_share_category_and_brand_first() -> None:
     assert set(related[2:4]) == {"shoe-4", "shoe-5"}  # same category
     assert "shoe-1" not in related and "shoe-6" not in related  # itself, out of stock
     assert index.related("no-such-item", 5) == []
+    # a session: the newest item's related items weigh most, the anchors never appear
+    session = [i for i, _ in index.related_to(["shoe-1", "hat-1"], 8)]
+    assert set(session[:2]) == {"hat-2", "hat-3"} and {"shoe-2", "shoe-3"} <= set(session)
+    assert "shoe-1" not in session and "hat-1" not in session
 
 
 def test_updates_and_removals_apply_item_by_item() -> None:

@@ -11,7 +11,8 @@ shares the list between the two by one rule:
   item was another one, and events on another item right after it (each co-view
   counts for both items); N = `item_evidence` (default 10). Items of a served GRU
   checkpoint's training set count as fully evidenced (e = infinity): the model
-  learnt their neighbours. The content part is the item's related items.
+  learnt their neighbours. The content part: the related items of the session's
+  newest `CONTEXT_ITEMS` (3) distinct items, the newest weighing most (content.py).
 * A list with no item (a new shopper's hello, a home page): e = events seen by this
   process (including those replayed from the log at start), N = `home_evidence`
   (default 200); the content part is the cold-start home list. The same holds for an
@@ -47,6 +48,8 @@ from .base import (
     demote_low_rated,
 )
 from .content import ContentIndex
+
+CONTEXT_ITEMS = 3  # the session's newest distinct items whose related items are merged
 
 
 class BlendedRecommender(Recommender):
@@ -155,7 +158,7 @@ class BlendedRecommender(Recommender):
         anchor = ctx.current_item or (ctx.items[-1] if ctx.items else None)
         want = ctx.k + len(ctx.exclude) + 1
         if anchor is not None and anchor in index:
-            content = index.related(anchor, want)
+            content = index.related_to(ctx.items or [anchor], want, CONTEXT_ITEMS)
             c = self.content_slots(ctx.k, self.evidence(anchor), self.item_evidence)
         else:
             content = [(i, 0.0) for i in index.home(want)]

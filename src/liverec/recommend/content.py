@@ -230,6 +230,31 @@ class ContentIndex:
         out = [(b, s) for b, s in self._neighbours(item_id) if stocked.get(b, False)]
         return out[:n]
 
+    def related_to(
+        self, recent: Sequence[str], n: int, context: int = 3
+    ) -> list[tuple[str, float]]:
+        """Related items of a session: the related lists of its newest `context`
+        distinct catalog items (newest first, j = 1, 2, ...), each score divided by j,
+        summed; never one of those items. O(context * neighbours) from the cache."""
+        scores: dict[str, float] = {}
+        anchors: list[str] = []
+        for item in reversed(recent):
+            if len(anchors) >= context:
+                break
+            if item in anchors or item not in self._tokens:
+                continue
+            anchors.append(item)
+            j = len(anchors)
+            for b, s in self._neighbours(item):
+                scores[b] = scores.get(b, 0.0) + s / j
+        stocked = self._in_stock
+        for a in anchors:
+            scores.pop(a, None)
+        best = heapq.nlargest(
+            n, (b for b in scores if stocked.get(b, False)), key=scores.__getitem__
+        )
+        return [(b, scores[b]) for b in best]
+
     def _neighbours(self, item_id: str) -> list[tuple[str, float]]:
         now = self._clock()
         cached = self._cache.get(item_id)
