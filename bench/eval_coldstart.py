@@ -10,12 +10,16 @@ Interactions (ratings, any value, as views) are ordered by time; the last
 Protocol, streaming as the server runs: every model first learns the training
 events, then for each test event in time order predicts the user's next item from
 their history so far (the newest item is the anchor; every item the user already
-rated is excluded), and only then learns that event. A hit: the event's item is in
-the top k. Recall@k = hits / test events (one target per event), reported for all
-test events, for the events whose item had fewer than N training events (its
-"cold" targets; N = 1: never seen in training), and for those whose item had fewer
-than N events before the prediction ("now": training and earlier test events; the
-cold start a server meets, since it learns from test events too).
+rated is excluded), and only then learns that event. `--new-items 0.2` also drops
+the training events of a random 20 % of the items, as if they entered the catalog
+at the split (more cold targets than the data's own new releases give).
+
+A hit: the event's item is in the top k. Recall@k = hits / test events (one target
+per event), reported for all test events, for the events whose item had fewer than
+N training events (its "cold" targets; N = 1: never seen in training), and for those
+whose item had fewer than N events before the prediction ("now": training and
+earlier test events; the cold start a server meets, since it learns from test
+events too).
 
 Models (all from liverec's own code, except the popularity count):
 
@@ -42,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import random
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -117,6 +122,11 @@ async def evaluate(args: argparse.Namespace) -> None:
     cutoff = rows[0][2] + (rows[-1][2] - rows[0][2]) * (1.0 - args.test_share)
     train = [r for r in rows if r[2] < cutoff]
     test = [r for r in rows if r[2] >= cutoff]
+    new: set[str] = set()
+    if args.new_items > 0:  # items that enter the catalog at the split: no training events
+        ids = sorted({r[1] for r in rows}, key=int)
+        new = set(random.Random(args.seed).sample(ids, round(len(ids) * args.new_items)))
+        train = [r for r in train if r[1] not in new]
     train_count = Counter(item for _, item, _ in train)
 
     settings = Settings()
@@ -192,9 +202,10 @@ async def evaluate(args: argparse.Namespace) -> None:
         learn(user, item, ts)
     elapsed = time.perf_counter() - started
 
+    held = f", {len(new)} items held out as new" if new else ""
     print(
         f"MovieLens 100k: {len(catalog)} items, {len(train)} training and {len(test)} test "
-        f"events (last {args.test_share:.0%} of the time range); Recall@{k}; "
+        f"events (last {args.test_share:.0%} of the time range{held}); Recall@{k}; "
         f"blend N = {args.item_evidence:g}; {elapsed:.1f} s"
     )
     head = " | ".join(f"{g} ({totals[g]})" for g in groups)
@@ -225,6 +236,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--item-evidence", type=float, default=10.0, help="the blend's N")
     parser.add_argument("--half-life-days", type=float, default=30.0)
+    parser.add_argument(
+        "--new-items", type=float, default=0.0,
+        help="share of items (random) whose training events are dropped: new in the catalog",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="picks the --new-items")
     args = parser.parse_args()
     asyncio.run(evaluate(args))
 

@@ -4,7 +4,7 @@ Owns: `BlendedRecommender`, which wraps the behavioural recommender (online, GRU
 or an A/B split) and a `ContentIndex`, counts the evidence behind each list, and
 shares the list between the two by one rule:
 
-    behavioural slots b = floor(k * e / (N + e)),  content slots c = k - b
+    content slots c = floor(k * N / (N + e)),  behavioural slots b = k - c
 
 * A list for an item (the item just interacted with, else the session's newest):
   e = co-view events of that item: events on it in a session whose previous distinct
@@ -22,10 +22,11 @@ The list is then: the behavioural list's best b, the content list's best c, then
 the rest of the behavioural list, then the rest of the content list, filtered by the
 business rules (never the current or an excluded item, only available items, no
 repeats) and cut at k. So a new item's page shows related catalog items first and
-popular items only after them; with k = 8 and N = 10, the first behavioural item
-leads the row from 2 co-views on, half the row is behaviour at 10 (= N), 7 of 8 at
-70. An empty catalog leaves the behavioural list untouched. With N = 0 content only
-fills a short list.
+popular items only after them; with k = 8 and N = 10, the behavioural model's best
+item leads the row from the first co-view on, half the row is behaviour at 10 (= N),
+and content no longer leads any slot past 70 (N * (k - 1)) co-views: it only fills
+a short list. An empty catalog leaves the behavioural list untouched; with N = 0
+content only fills short lists.
 
 Cost per event: O(1) to count (bounded maps: `max_items` items, `max_sessions`
 sessions, least recently used dropped); per list: the behavioural model's cost plus
@@ -144,11 +145,11 @@ class BlendedRecommender(Recommender):
     # --- lists
 
     def content_slots(self, k: int, evidence: float, threshold: float) -> int:
-        """k - floor(k * e / (N + e)): the slots the content list gets before the rest
-        of the behavioural list."""
+        """floor(k * N / (N + e)): the slots the content list gets before the rest of
+        the behavioural list."""
         if threshold <= 0 or math.isinf(evidence):
             return 0
-        return k - math.floor(k * evidence / (threshold + evidence))
+        return math.floor(k * threshold / (threshold + evidence))
 
     async def recommend(self, ctx: RecContext) -> RecList:
         behavioural = await self.inner.recommend(ctx)
