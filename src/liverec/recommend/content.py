@@ -47,6 +47,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 from typing import Final
 
 from ..catalog import CatalogItem
@@ -274,32 +275,39 @@ class ContentIndex:
         tokens = self._tokens.get(item_id)
         if not tokens:
             return []
-        idf = {t: self._idf(t) for t in tokens}
-        # rarest (highest idf) tokens first: they say the most, and the scan budget
-        # is spent on them before the broad ones
-        order = sorted(tokens, key=lambda t: idf[t] * tokens[t], reverse=True)
+        # A token belongs to one field (its prefix), so it has the same weight w in
+        # every item: each shared token adds (w * idf)^2 to the dot product.
+        gain = {t: (w * self._idf(t)) ** 2 for t, w in tokens.items()}
+        # rarest and heaviest tokens first: they say the most, and the scan budget is
+        # spent on them before the broad ones
+        order = sorted(gain, key=gain.__getitem__, reverse=True)
         scores: dict[str, float] = {}
         get = scores.get
         budget = self.scan
+        postings = self._postings
         for token in order:
             if budget <= 0:
                 break
-            qw = tokens[token] * idf[token] ** 2
-            posting = self._postings.get(token, {})
+            posting = postings.get(token)
+            if not posting:
+                continue
+            g = gain[token]
             # the newest postings first (reversed dict: O(1) to start)
-            for n, b in enumerate(reversed(posting)):
-                if n >= budget:
-                    break
-                scores[b] = get(b, 0.0) + qw * self._tokens[b][token]
+            for b in islice(reversed(posting), budget):
+                scores[b] = get(b, 0.0) + g
             budget -= min(len(posting), budget)
         scores.pop(item_id, None)
         if not scores:
             return []
-        norm = self._norm
-        qn = norm(item_id)
-        for b in scores:
-            scores[b] /= qn * norm(b)
-        best = heapq.nlargest(self.neighbours, scores, key=lambda b: (scores[b], b))
+        norms, n = self._norms, len(self._tokens)
+        qn = self._norm(item_id)
+        for b, dot in scores.items():
+            have = norms.get(b)
+            if have is not None and have[1] <= 2 * n and n <= 2 * have[1]:
+                scores[b] = dot / (qn * have[0])
+            else:
+                scores[b] = dot / (qn * self._norm(b))
+        best = heapq.nlargest(self.neighbours, scores, key=scores.__getitem__)
         return [(b, scores[b]) for b in best]
 
     def home(self, n: int) -> list[str]:
