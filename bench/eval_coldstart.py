@@ -31,7 +31,7 @@ Models (all from liverec's own code, except the popularity count):
 * content only: `ContentIndex.related_to` the user's newest 3 items (as the blend
   uses it), the home list without any;
 * blend: `BlendedRecommender(online, content)` with the served defaults
-  (`content_item_evidence` 10), as `liverec serve` runs it.
+  (`content_item_evidence` 3), as `liverec serve` runs it.
 
 Run (one command; the baselines come from the same run):
 
@@ -234,7 +234,10 @@ def main() -> None:
         "--cold", type=lambda s: [int(x) for x in s.split(",")], default=[1, 5, 20],
         help="cold thresholds N: targets with fewer than N training events",
     )  # fmt: skip
-    parser.add_argument("--item-evidence", type=float, default=10.0, help="the blend's N")
+    parser.add_argument(
+        "--item-evidence", type=float, default=Settings().content_item_evidence,
+        help="the blend's N (default: the served default)",
+    )  # fmt: skip
     parser.add_argument("--half-life-days", type=float, default=30.0)
     parser.add_argument(
         "--new-items", type=float, default=0.0,

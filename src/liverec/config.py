@@ -185,7 +185,7 @@ class Settings:
         True, "blend a content model over catalog fields into every list (cold start)"
     )
     content_item_evidence: float = _s(
-        10.0,
+        3.0,
         "co-view events of an item at which content and behaviour each get half of its "
         "list (content share N / (N + events)); 0: content only fills short lists",
     )

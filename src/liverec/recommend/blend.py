@@ -9,7 +9,7 @@ shares the list between the two by one rule:
 * A list for an item (the item just interacted with, else the session's newest):
   e = co-view events of that item: events on it in a session whose previous distinct
   item was another one, and events on another item right after it (each co-view
-  counts for both items); N = `item_evidence` (default 10). Items of a served GRU
+  counts for both items); N = `item_evidence` (default 3). Items of a served GRU
   checkpoint's training set count as fully evidenced (e = infinity): the model
   learnt their neighbours. The content part: the related items of the session's
   newest `CONTEXT_ITEMS` (3) distinct items, the newest weighing most (content.py).
@@ -22,10 +22,11 @@ The list is then: the behavioural list's best b, the content list's best c, then
 the rest of the behavioural list, then the rest of the content list, filtered by the
 business rules (never the current or an excluded item, only available items, no
 repeats) and cut at k. So a new item's page shows related catalog items first and
-popular items only after them; with k = 8 and N = 10, the behavioural model's best
-item leads the row from the first co-view on, half the row is behaviour at 10 (= N),
-and content no longer leads any slot past 70 (N * (k - 1)) co-views: it only fills
-a short list. An empty catalog leaves the behavioural list untouched; with N = 0
+popular items only after them; with k = 8 and N = 3, the behavioural model's best
+two items lead the row from the first co-view on, half the row is behaviour at 3
+(= N), and content no longer leads any slot past 21 (N * (k - 1)) co-views: it only
+fills a short list. (N = 3 measured better than N = 10 on MovieLens 100k, see
+docs/model-quality.md.) An empty catalog leaves the behavioural list untouched; with N = 0
 content only fills short lists.
 
 Cost per event: O(1) to count (bounded maps: `max_items` items, `max_sessions`
@@ -61,7 +62,7 @@ class BlendedRecommender(Recommender):
         inner: Recommender,
         content: ContentIndex,
         *,
-        item_evidence: float = 10.0,
+        item_evidence: float = 3.0,
         home_evidence: float = 200.0,
         max_items: int = 200_000,
         max_sessions: int = 100_000,
