@@ -300,3 +300,26 @@ async def test_behavioural_neighbours_come_first_as_co_views_accumulate(
         got = [r["item_id"] for r in recs["items"]]
         assert got[0] == "hat-1" and "bag-1" not in got and len(got) == 8
         assert {"bag-2", "bag-3"} <= set(got)  # content still fills the row
+
+
+def test_ab_arms_still_named_in_metrics_with_content_blended(tmp_path: Path) -> None:
+    from liverec.model.train import train  # torch: only this test
+
+    from .test_gru_serving import small_config, synthetic_sessions
+
+    train(synthetic_sessions(), small_config(seed=1), out_dir=tmp_path / "a", progress=False)
+    train(synthetic_sessions(seed=3), small_config(seed=2), out_dir=tmp_path / "b", progress=False)
+    srv = LiverecServer(
+        "memory://", model_path=str(tmp_path / "a"), ab_model_path=str(tmp_path / "b"),
+        ab_share=0.5,
+    ).start()  # fmt: skip
+    try:
+        metrics = srv.get_text("/metrics")
+        arms = {
+            line.split('arm="')[1].split('"')[0]
+            for line in metrics.splitlines()
+            if line.startswith("liverec_model_info{")
+        }
+        assert arms == {"a", "b"}
+    finally:
+        srv.stop()

@@ -26,6 +26,7 @@ from ..metrics import Metrics
 from ..recommend import attach_catalog, build_recommender, warm_from_log
 from ..recommend.ab import ABRecommender
 from ..recommend.base import MODEL_FIGURES, Recommender
+from ..recommend.blend import BlendedRecommender
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
@@ -140,6 +141,8 @@ def create_app(
 
 def _arm_versions(recommender: Recommender) -> dict[str, str]:
     """The version each A/B arm serves (for /metrics' liverec_model_info)."""
+    if isinstance(recommender, BlendedRecommender):  # content blended into the arms' lists
+        recommender = recommender.inner
     if isinstance(recommender, ABRecommender):
         return {"a": recommender.a.version, "b": recommender.b.version}
     return {"a": recommender.version}
