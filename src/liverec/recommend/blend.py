@@ -25,9 +25,9 @@ repeats) and cut at k. So a new item's page shows related catalog items first an
 popular items only after them; with k = 8 and N = 3, the behavioural model's best
 two items lead the row from the first co-view on, half the row is behaviour at 3
 (= N), and content no longer leads any slot past 21 (N * (k - 1)) co-views: it only
-fills a short list. (N = 3 measured better than N = 10 on MovieLens 100k, see
-docs/model-quality.md.) An empty catalog leaves the behavioural list untouched; with N = 0
-content only fills short lists.
+fills a short list (N = 3 measured better than N = 10 on MovieLens 100k, see
+docs/model-quality.md). An empty catalog leaves the behavioural list untouched; with
+N = 0 content only fills short lists.
 
 Cost per event: O(1) to count (bounded maps: `max_items` items, `max_sessions`
 sessions, least recently used dropped); per list: the behavioural model's cost plus

@@ -3,14 +3,15 @@ store without traffic.
 
 Owns: `ContentIndex`, an inverted index over weighted catalog tokens kept up to date
 item by item from the catalog's change notifications, the related items of one item
-(`related`) and the cold-start home list (`home`).
+(`related`) or of a session's newest items (`related_to`, which merges the cached
+lists of its anchors) and the cold-start home list (`home`).
 
 Tokens and weights (a token's weight in an item is its field weight times its idf,
 idf = log(1 + items / items with the token)):
 
 * category 3, brand 3, each attribute name=value 2 (`{"genre": ["Drama", "War"]}`
   gives two tokens), title words 1, price band 0.5 (currency and a factor-of-2 band:
-  20-39.99 USD is one band), description words 0.5 (its first `DESCRIPTION_WORDS`
+  16-31.99 USD is one band), description words 0.5 (its first `DESCRIPTION_WORDS`
   distinct words). Words are lower-cased Unicode word runs of 2+ characters, common
   English stop words left out.
 
