@@ -28,7 +28,6 @@ from .widgetsite import (
     Tab,
     launch_browser,
     put_catalog,
-    seed_events,
     widget_tag,
 )
 
@@ -61,7 +60,6 @@ def start(shop: ShopSite, port: int | None = None, **settings: Any) -> LiverecSe
     settings.setdefault("allowed_origins", shop.origin)
     srv = LiverecServer("memory://", port=port, jwt_secret=SECRET, **settings).start()
     put_catalog(srv, shop.origin)
-    seed_events(srv)  # DAY-ONE STAND-IN (see widgetsite.seed_events): remove with issue 15
     return srv
 
 

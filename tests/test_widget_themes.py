@@ -29,7 +29,6 @@ from .widgetsite import (
     Tab,
     launch_browser,
     put_catalog,
-    seed_events,
     widget_tag,
 )
 
@@ -52,7 +51,6 @@ def shop() -> Iterator[ShopSite]:
 def server(shop: ShopSite) -> Iterator[LiverecServer]:
     srv = LiverecServer("memory://", allowed_origins=shop.origin).start()
     put_catalog(srv, shop.origin)
-    seed_events(srv)  # DAY-ONE STAND-IN (see widgetsite.seed_events): remove with issue 15
     yield srv
     srv.stop()
 

@@ -82,22 +82,6 @@ def catalog(shop_origin: str) -> list[dict[str, Any]]:
     ]
 
 
-def seed_events(srv: LiverecServer) -> None:
-    """DAY-ONE STAND-IN: a few sessions over the whole catalog, posted over HTTP.
-
-    Until the catalog-based cold start (issue 15, the content model) is on main, a
-    server with a catalog and no events sends empty lists. Once it lands, drop the
-    calls to this function: the day-one assertions must then hold without it.
-    """
-    for s in range(6):
-        order = ITEMS[s:] + ITEMS[:s]
-        events = [
-            {"id": f"seed-{s}-{i}", "action": "view", "item_id": sku} for i, sku in enumerate(order)
-        ]
-        status, _ = srv.post_json("/v1/events", {"events": events})
-        assert status == 200
-
-
 def put_catalog(srv: LiverecServer, shop_origin: str) -> None:
     import json
     import urllib.request

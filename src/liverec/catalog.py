@@ -41,6 +41,10 @@ log = logging.getLogger("liverec.catalog")
 MAX_TITLE: Final = 200
 MAX_CATEGORY: Final = 100
 MAX_DESCRIPTION: Final = 5000
+MAX_BRAND: Final = 100
+MAX_ATTRIBUTES: Final = 50  # attribute names per item
+MAX_ATTRIBUTE_VALUES: Final = 20  # values per attribute name (a list)
+MAX_ATTRIBUTE_TEXT: Final = 100  # characters per attribute name or value
 MAX_URL: Final = 2048
 MAX_PRICE: Final = 1e9
 IMPORT_BATCH: Final = 1000  # items per store write when importing a file
@@ -65,10 +69,25 @@ class CatalogItem:
     category: str | None = None
     in_stock: bool = True
     description: str | None = None
+    brand: str | None = None
+    # (name, value) pairs, names in input order; a multi-valued name repeats
+    attributes: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """The stored and served form: every field, None for the unset ones."""
-        return asdict(self)
+        """The stored and served form: every field, None for the unset ones;
+        `attributes` as {name: value or [values]}."""
+        out = asdict(self)
+        attrs: dict[str, Any] = {}
+        for name, value in self.attributes:
+            have = attrs.get(name)
+            if have is None:
+                attrs[name] = value
+            elif isinstance(have, list):
+                have.append(value)
+            else:
+                attrs[name] = [have, value]
+        out["attributes"] = attrs
+        return out
 
     def card(self) -> dict[str, Any]:
         """What the widget needs to render a card (added to each recs item)."""
@@ -96,6 +115,8 @@ def parse_item(raw: Mapping[str, Any], limits: Limits) -> CatalogItem:
             category=_text(obj.get("category"), "category", MAX_CATEGORY),
             in_stock=_flag(obj.get("in_stock")),
             description=_text(obj.get("description"), "description", MAX_DESCRIPTION),
+            brand=_text(obj.get("brand"), "brand", MAX_BRAND),
+            attributes=_attributes(obj.get("attributes")),
         )
     except ProtocolError as exc:
         exc.ref = item_id
@@ -165,6 +186,48 @@ def _url(value: Any, name: str) -> str | None:
     if scheme not in ("", "http", "https") or _URL_BAD_RE.search(text):
         raise ProtocolError("bad_field", f"{name!r} must be an http(s) or relative URL")
     return text
+
+
+def _attributes(value: Any) -> tuple[tuple[str, str], ...]:
+    """{name: value or [values]} (strings, numbers, booleans) as (name, value) pairs."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):  # a CSV cell: JSON text
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ProtocolError("bad_field", "'attributes' must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_field", "'attributes' must be an object of name: value")
+    if len(value) > MAX_ATTRIBUTES:
+        raise ProtocolError("bad_field", f"'attributes' has more than {MAX_ATTRIBUTES} names")
+    pairs: list[tuple[str, str]] = []
+    for name, raw in value.items():
+        name = name.strip()
+        values = raw if isinstance(raw, list) else [raw]
+        if not name or len(name) > MAX_ATTRIBUTE_TEXT or len(values) > MAX_ATTRIBUTE_VALUES:
+            raise ProtocolError(
+                "bad_field",
+                f"attribute names must be 1..{MAX_ATTRIBUTE_TEXT} characters with at most "
+                f"{MAX_ATTRIBUTE_VALUES} values",
+            )
+        for v in values:
+            if isinstance(v, bool):
+                text = "true" if v else "false"
+            elif isinstance(v, str | int | float) and not (
+                isinstance(v, float) and not math.isfinite(v)
+            ):
+                text = str(v).strip()
+            else:
+                raise ProtocolError(
+                    "bad_field", f"attribute {name!r}: values are strings, numbers or booleans"
+                )
+            if len(text) > MAX_ATTRIBUTE_TEXT:
+                limit = MAX_ATTRIBUTE_TEXT
+                raise ProtocolError("bad_field", f"attribute {name!r}: values over {limit} chars")
+            if text:
+                pairs.append((name, text))
+    return tuple(pairs)
 
 
 def _flag(value: Any) -> bool:
@@ -280,6 +343,9 @@ class Catalog:
         self._categories: dict[str, list[CatalogItem]] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._poll_failed = False
+        # Called with (items upserted or changed, ids removed) after every change of
+        # this cache, from the event loop; a listener must be cheap per item.
+        self.listeners: list[Callable[[Sequence[CatalogItem], Sequence[str]], None]] = []
 
     # --- CatalogView (what the session manager asks) ---------------------------------
 
@@ -329,7 +395,7 @@ class Catalog:
         self._apply(version, (), item_ids)
         return version
 
-    def _apply(self, version: int, items: Iterable[CatalogItem], gone: Iterable[str]) -> None:
+    def _apply(self, version: int, items: Sequence[CatalogItem], gone: Sequence[str]) -> None:
         if version <= self.version:
             return  # a reload already brought this write (or a newer one)
         for item in items:
@@ -339,6 +405,7 @@ class Catalog:
             self._items.pop(item_id, None)
             self._cards.pop(item_id, None)
         self._categories = None
+        self._notify(items, gone)
         if version == self.version + 1:
             self.version = version
         # else: another process wrote in between; the next poll reloads everything.
@@ -355,10 +422,20 @@ class Catalog:
                 items[item_id] = parse_item({**data, "item_id": item_id}, limits)
             except ProtocolError as exc:  # written by a newer or older liverec
                 log.warning("catalog item %r skipped: %s", item_id, exc.message)
-        self._items = items
+        old, self._items = self._items, items
         self._cards = {i: item.card() for i, item in items.items()}
         self._categories = None
         self.version = version
+        if self.listeners:
+            changed = [item for i, item in items.items() if old.get(i) != item]
+            self._notify(changed, [i for i in old if i not in items])
+
+    def _notify(self, items: Sequence[CatalogItem], gone: Sequence[str]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(items, gone)
+            except Exception:  # a listener's bug must not stop the catalog
+                log.exception("catalog listener failed")
 
     async def refresh(self) -> bool:
         """Reload when the store's catalog version moved; True when it did."""

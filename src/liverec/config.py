@@ -218,6 +218,27 @@ class Settings:
     vsknn_neighbours: int = _s(50, "vsknn: most similar candidates whose items are scored (k)")
     vsknn_window: int = _s(10, "vsknn: latest events of the session that find neighbours")
     vsknn_session_items: int = _s(50, "vsknn: distinct items indexed per session")
+    # --- content model (cold start from the catalog)
+    content_model: bool = _s(
+        True, "blend a content model over catalog fields into every list (cold start)"
+    )
+    content_item_evidence: float = _s(
+        3.0,
+        "co-view events of an item at which content and behaviour each get half of its "
+        "list (content share N / (N + events)); 0: content only fills short lists",
+    )
+    content_home_evidence: float = _s(
+        200.0, "events seen at which a list with no item (home) is half catalog, half popular"
+    )
+    content_max_postings: int = _s(1000, "content model: items kept per catalog token")
+    content_scan: int = _s(2000, "content model: postings read per related-items lookup")
+    content_cache_items: int = _s(10_000, "content model: items whose related lists are cached")
+    content_refresh_s: float = _s(
+        1.0, "content model: seconds a cached list may outlive a catalog change"
+    )
+    content_max_sessions: int = _s(
+        100_000, "sessions whose last item is kept to count co-view evidence (LRU beyond)"
+    )
     # --- security
     allowed_origins: tuple[str, ...] = _s((), "extra origins allowed to open sockets (comma list)")
     jwt_secret: str | None = _s(None, "HS256 secret for user tokens; none = anonymous only")
@@ -344,6 +365,12 @@ class Settings:
         vsknn += [self.vsknn_neighbours, self.vsknn_window, self.vsknn_session_items]
         if min(vsknn) < 1:
             problems.append("vsknn_* sizes must be >= 1")
+        if self.content_item_evidence < 0 or self.content_home_evidence < 0:
+            problems.append("content_item_evidence and content_home_evidence must be >= 0")
+        if min(self.content_max_postings, self.content_scan, self.content_cache_items) < 1:
+            problems.append("content_max_postings, content_scan, content_cache_items >= 1")
+        if self.content_max_sessions < 1 or self.content_refresh_s < 0:
+            problems.append("content_max_sessions must be >= 1 and content_refresh_s >= 0")
         if self.demo_warmup_sessions < 0:
             problems.append("demo_warmup_sessions must be >= 0")
         if self.widget_max_age_s < 0:

@@ -28,9 +28,10 @@ from ..config import Settings
 from ..demo import start_demo
 from ..demo_model import demo_serving_settings
 from ..metrics import Metrics
-from ..recommend import build_recommender, warm_from_log
+from ..recommend import attach_catalog, build_recommender, warm_from_log
 from ..recommend.ab import ABRecommender
 from ..recommend.base import MODEL_FIGURES, Recommender
+from ..recommend.blend import BlendedRecommender
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
@@ -72,6 +73,7 @@ def create_app(
         # The catalog is read from the store here and polled for other processes' writes.
         catalog = Catalog(the_store, settings.catalog_poll_s)
         await catalog.load()
+        attach_catalog(the_recommender, catalog)  # the content model follows the catalog
         if settings.demo:
             await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
         await catalog.start()
@@ -173,6 +175,8 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 def _arm_versions(recommender: Recommender) -> dict[str, str]:
     """The version each A/B arm serves (for /metrics' liverec_model_info)."""
+    if isinstance(recommender, BlendedRecommender):  # content blended into the arms' lists
+        recommender = recommender.inner
     if isinstance(recommender, ABRecommender):
         return {"a": recommender.a.version, "b": recommender.b.version}
     return {"a": recommender.version}

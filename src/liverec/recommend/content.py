@@ -1,0 +1,339 @@
+"""The content model: items related by their catalog fields, and a home list for a
+store without traffic.
+
+Owns: `ContentIndex`, an inverted index over weighted catalog tokens kept up to date
+item by item from the catalog's change notifications, the related items of one item
+(`related`) or of a session's newest items (`related_to`, which merges the cached
+lists of its anchors) and the cold-start home list (`home`).
+
+Tokens and weights (a token's weight in an item is its field weight times its idf,
+idf = log(1 + items / items with the token)):
+
+* category 3, brand 3, each attribute name=value 2 (`{"genre": ["Drama", "War"]}`
+  gives two tokens), title words 1, price band 0.5 (currency and a factor-of-2 band:
+  16-31.99 USD is one band), description words 0.5 (its first `DESCRIPTION_WORDS`
+  distinct words). Words are lower-cased Unicode word runs of 2+ characters, common
+  English stop words left out.
+
+`related(item)` ranks the candidates that share a token with the item by the cosine
+of their weighted token vectors. Its cost does not grow with the catalog:
+
+* each token keeps at most `max_postings` items (the most recently updated ones: a
+  category of 100k items keeps 1,000 of them), and one query reads at most `scan`
+  postings, rarest tokens first (they say the most);
+* item norms are computed after each update batch with the idf of that moment, and
+  recomputed lazily (O(tokens)) when the catalog has grown or shrunk by more than a
+  factor of 2 since, so norms drift only within that factor and each item pays for
+  it about log2(catalog growth) times;
+* the best `neighbours` of an item are cached (LRU, `cache_items` items) and reused
+  until the index changed and the entry is `refresh_s` old.
+
+So a query costs O(tokens of the item + scan), an upsert or removal O(tokens of the
+item) (postings are insertion-ordered dicts: add, remove and evict-oldest are O(1)),
+and memory is O(items * tokens per item). Nothing is rebuilt per change.
+
+`home(n)` is the cold-start list: in-stock items taken round-robin over the largest
+categories, newest first within each (catalog order: the most recently added or
+updated item is the newest). It is rebuilt at most every `refresh_s` after a change,
+at O(categories + n) (per-category in-stock sets are kept up to date per item).
+
+Thread-safety: none; call from the event loop thread only.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
+from typing import Final
+
+from ..catalog import CatalogItem
+
+FIELD_WEIGHTS: Final = {
+    "c": 3.0,  # category
+    "b": 3.0,  # brand
+    "a": 2.0,  # attribute name=value
+    "t": 1.0,  # title word
+    "p": 0.5,  # price band
+    "d": 0.5,  # description word
+}
+TITLE_WORDS: Final = 32
+DESCRIPTION_WORDS: Final = 64
+_WORD_RE: Final = re.compile(r"[^\W_]{2,}")
+_STOP: Final = frozenset(
+    "a an and are as at be by for from has in is it its of on or the this to was were "
+    "will with".split()
+)
+
+
+def _words(text: str | None, limit: int) -> list[str]:
+    if not text:
+        return []
+    out: dict[str, None] = {}
+    for match in _WORD_RE.finditer(text.lower()):
+        word = match.group()
+        if word not in _STOP:
+            out[word] = None
+            if len(out) >= limit:
+                break
+    return list(out)
+
+
+def item_tokens(item: CatalogItem) -> dict[str, float]:
+    """The item's tokens with their field weights (a token in two fields: the larger)."""
+    out: dict[str, float] = {}
+
+    def add(token: str, weight: float) -> None:
+        if out.get(token, 0.0) < weight:
+            out[token] = weight
+
+    if item.category:
+        add("c:" + item.category.lower(), FIELD_WEIGHTS["c"])
+    if item.brand:
+        add("b:" + item.brand.lower(), FIELD_WEIGHTS["b"])
+    for name, value in item.attributes:
+        add(f"a:{name.lower()}={value.lower()}", FIELD_WEIGHTS["a"])
+    for word in _words(item.title, TITLE_WORDS):
+        add("t:" + word, FIELD_WEIGHTS["t"])
+    if item.price is not None and item.price > 0:
+        add(f"p:{item.currency}:{math.floor(math.log2(item.price))}", FIELD_WEIGHTS["p"])
+    for word in _words(item.description, DESCRIPTION_WORDS):
+        add("d:" + word, FIELD_WEIGHTS["d"])
+    return out
+
+
+class ContentIndex:
+    """Weighted catalog tokens with an inverted index; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        max_postings: int = 1000,
+        scan: int = 2000,
+        neighbours: int = 50,
+        cache_items: int = 10_000,
+        refresh_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if min(max_postings, scan, neighbours, cache_items) < 1 or refresh_s < 0:
+            raise ValueError("content index: sizes must be >= 1 and refresh_s >= 0")
+        self.max_postings = max_postings
+        self.scan = scan
+        self.neighbours = neighbours
+        self.cache_items = cache_items
+        self.refresh_s = refresh_s
+        self._clock = clock
+        self._tokens: dict[str, dict[str, float]] = {}  # item -> token -> field weight
+        self._norms: dict[str, tuple[float, int]] = {}  # item -> (norm, items when computed)
+        self._in_stock: dict[str, bool] = {}
+        self._postings: dict[str, dict[str, None]] = {}  # token -> items, oldest first
+        self._df: dict[str, int] = {}  # token -> items with it (not capped)
+        self._category: dict[str, str] = {}  # item -> its category key ("" = none)
+        self._stocked: dict[str, dict[str, None]] = {}  # category -> in-stock items
+        self._cache: OrderedDict[str, tuple[int, float, list[tuple[str, float]]]] = OrderedDict()
+        self._home: tuple[int, float, list[str]] = (-1, -math.inf, [])
+        self.generation = 0  # bumped by every change
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._tokens
+
+    # --- updates (catalog listener)
+
+    def update(self, items: Iterable[CatalogItem], gone: Iterable[str] = ()) -> None:
+        """Index (or re-index) items and drop removed ones: O(tokens) per item."""
+        added = []
+        for item in items:
+            self._remove(item.item_id)
+            self._add(item)
+            added.append(item.item_id)
+        for item_id in gone:
+            self._remove(item_id)
+        for item_id in added:  # after the batch: the idf of the whole batch
+            self._norm(item_id)
+        self.generation += 1
+
+    def on_catalog_change(self, items: Sequence[CatalogItem], gone: Sequence[str]) -> None:
+        """The `Catalog.listeners` entry."""
+        self.update(items, gone)
+
+    def _idf(self, token: str) -> float:
+        return math.log(1.0 + len(self._tokens) / max(1, self._df.get(token, 0)))
+
+    def _add(self, item: CatalogItem) -> None:
+        key = item.item_id
+        tokens = item_tokens(item)
+        self._tokens[key] = tokens
+        self._in_stock[key] = item.in_stock
+        for token in tokens:
+            self._df[token] = self._df.get(token, 0) + 1
+            posting = self._postings.get(token)
+            if posting is None:
+                posting = self._postings[token] = {}
+            posting[key] = None
+            if len(posting) > self.max_postings:
+                del posting[next(iter(posting))]
+        category = (item.category or "").lower()
+        self._category[key] = category
+        if item.in_stock:
+            self._stocked.setdefault(category, {})[key] = None
+
+    def _norm(self, key: str) -> float:
+        """The item's vector norm, recomputed when the catalog size moved 2x since."""
+        have = self._norms.get(key)
+        n = len(self._tokens)
+        if have is not None and have[1] <= 2 * n and n <= 2 * have[1]:
+            return have[0]
+        idf = self._idf
+        tokens = self._tokens[key]
+        norm = math.sqrt(sum((w * idf(t)) ** 2 for t, w in tokens.items())) or 1.0
+        self._norms[key] = (norm, n)
+        return norm
+
+    def _remove(self, key: str) -> None:
+        tokens = self._tokens.pop(key, None)
+        if tokens is None:
+            return
+        for token in tokens:
+            left = self._df[token] - 1
+            posting = self._postings.get(token)
+            if posting is not None:
+                posting.pop(key, None)
+            if left <= 0:
+                del self._df[token]
+                self._postings.pop(token, None)
+            else:
+                self._df[token] = left
+        self._norms.pop(key, None)
+        del self._in_stock[key]
+        category = self._category.pop(key)
+        stocked = self._stocked.get(category)
+        if stocked is not None:
+            stocked.pop(key, None)
+            if not stocked:
+                del self._stocked[category]
+        self._cache.pop(key, None)
+
+    # --- queries
+
+    def in_stock(self, item_id: str) -> bool:
+        return self._in_stock.get(item_id, False)
+
+    def related(self, item_id: str, n: int) -> list[tuple[str, float]]:
+        """Up to n in-stock items most similar to item_id (never itself), best first;
+        [] for an item the index does not hold."""
+        stocked = self._in_stock
+        out = [(b, s) for b, s in self._neighbours(item_id) if stocked.get(b, False)]
+        return out[:n]
+
+    def related_to(
+        self, recent: Sequence[str], n: int, context: int = 3
+    ) -> list[tuple[str, float]]:
+        """Related items of a session: the related lists of its newest `context`
+        distinct catalog items (newest first, j = 1, 2, ...), each score divided by j,
+        summed; never one of those items. O(context * neighbours) from the cache."""
+        scores: dict[str, float] = {}
+        anchors: list[str] = []
+        for item in reversed(recent):
+            if len(anchors) >= context:
+                break
+            if item in anchors or item not in self._tokens:
+                continue
+            anchors.append(item)
+            j = len(anchors)
+            for b, s in self._neighbours(item):
+                scores[b] = scores.get(b, 0.0) + s / j
+        stocked = self._in_stock
+        for a in anchors:
+            scores.pop(a, None)
+        best = heapq.nlargest(
+            n, (b for b in scores if stocked.get(b, False)), key=scores.__getitem__
+        )
+        return [(b, scores[b]) for b in best]
+
+    def _neighbours(self, item_id: str) -> list[tuple[str, float]]:
+        now = self._clock()
+        cached = self._cache.get(item_id)
+        if cached is not None and (
+            cached[0] == self.generation or now - cached[1] < self.refresh_s
+        ):
+            self._cache.move_to_end(item_id)
+            return cached[2]
+        best = self._score(item_id)
+        self._cache[item_id] = (self.generation, now, best)
+        self._cache.move_to_end(item_id)
+        if len(self._cache) > self.cache_items:
+            self._cache.popitem(last=False)
+        return best
+
+    def _score(self, item_id: str) -> list[tuple[str, float]]:
+        tokens = self._tokens.get(item_id)
+        if not tokens:
+            return []
+        # A token belongs to one field (its prefix), so it has the same weight w in
+        # every item: each shared token adds (w * idf)^2 to the dot product.
+        gain = {t: (w * self._idf(t)) ** 2 for t, w in tokens.items()}
+        # rarest and heaviest tokens first: they say the most, and the scan budget is
+        # spent on them before the broad ones
+        order = sorted(gain, key=gain.__getitem__, reverse=True)
+        scores: dict[str, float] = {}
+        get = scores.get
+        budget = self.scan
+        postings = self._postings
+        for token in order:
+            if budget <= 0:
+                break
+            posting = postings.get(token)
+            if not posting:
+                continue
+            g = gain[token]
+            # the newest postings first (reversed dict: O(1) to start)
+            for b in islice(reversed(posting), budget):
+                scores[b] = get(b, 0.0) + g
+            budget -= min(len(posting), budget)
+        scores.pop(item_id, None)
+        if not scores:
+            return []
+        norms, n = self._norms, len(self._tokens)
+        qn = self._norm(item_id)
+        for b, dot in scores.items():
+            have = norms.get(b)
+            if have is not None and have[1] <= 2 * n and n <= 2 * have[1]:
+                scores[b] = dot / (qn * have[0])
+            else:
+                scores[b] = dot / (qn * self._norm(b))
+        best = heapq.nlargest(self.neighbours, scores, key=scores.__getitem__)
+        return [(b, scores[b]) for b in best]
+
+    def home(self, n: int) -> list[str]:
+        """The cold-start list: n in-stock items, round-robin over the largest
+        categories, newest first in each."""
+        generation, built, items = self._home
+        now = self._clock()
+        if generation != self.generation and (len(items) < n or now - built >= self.refresh_s):
+            items = self._build_home(max(n, 100))
+            self._home = (self.generation, now, items)
+        stocked = self._in_stock  # a list kept for up to refresh_s: re-check stock
+        return [i for i in items if stocked.get(i, False)][:n]
+
+    def _build_home(self, n: int) -> list[str]:
+        groups = heapq.nlargest(n, self._stocked.items(), key=lambda kv: (len(kv[1]), kv[0]))
+        iters = [reversed(members) for _, members in groups]
+        out: list[str] = []
+        while iters and len(out) < n:
+            alive = []
+            for it in iters:
+                nxt = next(it, None)
+                if nxt is not None:
+                    out.append(nxt)
+                    alive.append(it)
+                    if len(out) >= n:
+                        break
+            iters = alive
+        return out
