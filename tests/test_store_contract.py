@@ -557,3 +557,19 @@ async def test_follow_redelivers_what_was_not_acked(durable_url: str) -> None:
         assert await third.follow("learn", "worker") == []
     finally:
         await third.close()
+
+
+async def test_read_tail_longer_than_one_page(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm-up reads many events: the Redis backends page their reads (TAIL_PAGE),
+    and the pages join into the same newest-first-then-reversed list."""
+    import liverec.store.redis as redis_backend
+
+    monkeypatch.setattr(redis_backend, "TAIL_PAGE", 3)
+    for n in range(11):
+        await store.record_event(ev(f"e{n}", session=f"s{n % 4}", item=f"i{n}"))
+    everything = await store.read_events(limit=100)
+    assert await store.read_tail(7) == everything[-7:]
+    assert await store.read_tail(9) == everything[-9:]  # a page boundary
+    assert await store.read_tail(100) == everything

@@ -195,6 +195,28 @@ class _Script:
         self.sha = hashlib.sha1(text.encode()).hexdigest()
 
 
+TAIL_PAGE = 5000  # stream entries per XREVRANGE: one call for 100k would outlast the timeout
+
+
+async def read_stream_tail(client: Any, key: str, limit: int) -> list[Any]:
+    """The newest `limit` entries of stream `key`, oldest first, read newest-first in
+    pages of TAIL_PAGE (each page's upper bound exclusive of the last id read), so a
+    warm-up of many events is many short commands, not one the socket timeout cuts."""
+    pages: list[Any] = []
+    upper, left = "+", limit
+    while left > 0:
+        page: Any = await client.xrevrange(key, upper, "-", count=min(left, TAIL_PAGE))
+        if not page:
+            break
+        pages.append(page)
+        left -= len(page)
+        last = page[-1][0]
+        upper = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+        if len(page) < TAIL_PAGE:
+            break
+    return [entry for page in reversed(pages) for entry in reversed(page)]
+
+
 class RedisStore(Store):
     """Redis-backed store (redis.asyncio). See the module docstring for its limits."""
 
@@ -391,10 +413,8 @@ class RedisStore(Store):
         if limit <= 0:
             return []
         async with self._use("read_tail") as client:
-            entries: Any = await client.xrevrange(self._log_key, "+", "-", count=limit)
-        return [
-            LoggedEvent(str(position), _decode(fields)) for position, fields in reversed(entries)
-        ]
+            entries = await read_stream_tail(client, self._log_key, limit)
+        return [LoggedEvent(str(position), _decode(fields)) for position, fields in entries]
 
     async def count_events(self) -> int:
         async with self._use("count_events") as client:

@@ -57,7 +57,15 @@ from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..types import Event
 from .base import LoggedEvent, StoreLimits
-from .redis import LUA_FUNCTIONS, RedisStore, _decode, _ms, _Script, redis_url_options
+from .redis import (
+    LUA_FUNCTIONS,
+    RedisStore,
+    _decode,
+    _ms,
+    _Script,
+    read_stream_tail,
+    redis_url_options,
+)
 
 # KEYS: dedup, session hash, session items
 # ARGV: dedup_ttl_ms, ts, item_id, user_id ('' = anonymous), session_max, session_ttl_ms
@@ -260,11 +268,8 @@ class RedisClusterStore(RedisStore):
         if limit <= 0:
             return []
         async with self._use("read_tail") as client:
-            async with client.pipeline(transaction=False) as pipe:
-                for log in self._logs:
-                    pipe.xrevrange(log, "+", "-", count=limit)
-                replies: list[Any] = await pipe.execute()
-        return _merged([list(reversed(r)) for r in replies])[-limit:]
+            replies = [await read_stream_tail(client, log, limit) for log in self._logs]
+        return _merged(replies)[-limit:]
 
     async def count_events(self) -> int:
         async with self._use("count_events") as client:
