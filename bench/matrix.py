@@ -350,7 +350,7 @@ def main() -> None:
     parser.add_argument("--cells", default="*", help="comma list of cell names or globs")
     parser.add_argument("--quick", action="store_true", help=f"cells {','.join(QUICK)}, "
                         "a 100k-event log, 3 s warm-up, 10 s measured")  # fmt: skip
-    parser.add_argument("--list", action="store_true", help="print the cells and exit")
+    parser.add_argument("--list", action="store_true", help="print the chosen cells, exit")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per cell")
     parser.add_argument("--drain", type=float, default=5.0, help="max wait for late recs, s")
@@ -368,17 +368,24 @@ def main() -> None:
     if args.quick:
         args.cells = ",".join(QUICK)
         args.warmup, args.duration, args.log_events = 3.0, 10.0, 100_000
+    size = (
+        f"{args.log_events // 1000}k"
+        if args.log_events % 1_000_000
+        else f"{args.log_events // 1_000_000}M"
+    )
     cells = [
-        replace(c, log_events=args.log_events) if c.log_events else c
+        replace(c, name=c.name.replace("1M", size), log_events=args.log_events)
+        if c.log_events
+        else c
         for c in CELLS
         if any(fnmatch(c.name, pat.strip()) for pat in args.cells.split(","))
     ]
-    if args.list:
-        for c in CELLS:
-            print(f"{c.name:28} {json.dumps(asdict(c))}")
-        return
     if not cells:
         parser.error(f"no cell matches --cells {args.cells!r} (see --list)")
+    if args.list:
+        for c in cells:
+            print(f"{c.name:28} {json.dumps(asdict(c))}")
+        return
     if raise_fd_limit() < 10_100:
         parser.error("the open-file limit is too low for 10,000 sockets")
     env = {**environment(), "loadavg_start": loadavg()}
