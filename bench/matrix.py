@@ -306,6 +306,8 @@ def row(cell: Cell, res: dict[str, Any], echo: dict[str, Any], note: str) -> dic
         return out
     for k in ("p50_ms", "p99_ms", "max_ms", "server_cpu_ms_per_event", "lost", "events_per_s"):
         out[k] = res[k]
+    # the share of the window the server's event loop waited for a CPU (a busy machine)
+    out["runq_wait"] = res["server_runq_wait_share"]
     out["echo_p99_ms"] = echo["p99_ms"]
     out["echo_cpu_ms_per_event"] = echo["server_cpu_ms_per_event"]
     out["p99_vs_echo"] = ratio(res["p99_ms"], echo["p99_ms"])
@@ -330,6 +332,7 @@ COLUMNS = [  # (key, header, format)
     ("kib_per_socket", "KiB/sock", "{:.1f}"),
     ("echo_kib_per_socket", "echo KiB", "{:.1f}"),
     ("lost", "lost", "{:.0f}"),
+    ("runq_wait", "runq wait", "{:.0%}"),
     ("done", "done", "{}"),
 ]
 

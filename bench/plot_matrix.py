@@ -7,7 +7,9 @@ measured in the same run beside each:
   and issue 14's limit (10 ms at 1,000 events/s); a cell that lost events is drawn
   at the top of the axis and marked "lost";
 * ``matrix-cpu.png``: server CPU ms per event, liverec and the floor; below it, the
-  server's RSS per idle socket, liverec and the floor.
+  server's RSS per idle socket, liverec and the floor;
+
+and, on stdout, the table of docs/benchmarks.md (Markdown).
 
 When a cell appears more than once in the file, its last line is drawn. Needs
 matplotlib (`pip install -e '.[bench]'`).
@@ -109,6 +111,43 @@ def plot_cpu(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     plt.close(fig)
 
 
+def fmt(value: Any, spec: str) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    return spec.format(value)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The current-figures table of docs/benchmarks.md."""
+    cols = [  # (header, key, format)
+        ("p50 / p99 / max ms", ("p50_ms", "p99_ms", "max_ms"), "{:.1f}"),
+        ("echo p99 ms", ("echo_p99_ms",), "{:.1f}"),
+        ("p99 / echo", ("p99_vs_echo",), "{:.1f}x"),
+        ("CPU ms/event (echo)", ("server_cpu_ms_per_event", "echo_cpu_ms_per_event"), "{:.3f}"),
+        ("CPU / echo", ("cpu_vs_echo",), "{:.1f}x"),
+        ("KiB/socket (echo)", ("kib_per_socket", "echo_kib_per_socket"), "{:.1f}"),
+        ("lost", ("lost",), "{:.0f}"),
+        ("loop runq wait", ("runq_wait",), "{:.0%}"),
+        ("done", ("done",), "{}"),
+    ]
+    lines = ["| cell | " + " | ".join(h for h, _, _ in cols) + " |"]
+    lines.append("|---" * (len(cols) + 1) + "|")
+    for r in rows:
+        cells = []
+        for _, keys, spec in cols:
+            values = [fmt(r.get(k), spec) for k in keys]
+            if len(keys) == 2 and "echo" in keys[1]:
+                cells.append(f"{values[0]} ({values[1]})")
+            else:
+                cells.append(" / ".join(values))
+        lines.append(f"| {r['cell']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="PNG plots of bench/matrix.py's JSON lines")
     parser.add_argument("results", help="the --out file of bench/matrix.py")
@@ -124,6 +163,7 @@ def main() -> None:
     plot_latency(rows, out / "matrix-latency.png", title)
     plot_cpu(rows, out / "matrix-cpu.png", title)
     print(f"wrote {out / 'matrix-latency.png'} and {out / 'matrix-cpu.png'} ({len(rows)} cells)")
+    print(markdown(rows))
 
 
 if __name__ == "__main__":
