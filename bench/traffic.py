@@ -8,7 +8,9 @@ Owns: which item each socket views next, and when the aggregate rate bursts.
 * ``unseen``: every view an item id never seen before (a new SKU each time);
 * ``hot``: one item takes 50% of the views, the rest uniform;
 * bursts (any shape): the rate is ``factor`` times the base rate for ``on_s`` seconds
-  of every ``period_s``, with the base rate chosen so the mean stays the asked rate.
+  of every ``period_s``, with the base rate chosen so the mean stays the asked rate
+  (each socket's schedule runs on a warped clock, so even a socket that sends less
+  than once per burst takes part in it).
 
 No asyncio and no I/O here: plain functions of a seeded `random.Random`.
 """
@@ -82,12 +84,27 @@ def walker(
 
 def next_due(due: float, mean: float, rnd: random.Random, burst: Sequence[float] | None) -> float:
     """The next send time of a socket whose mean interval is `mean` seconds (uniform
-    jitter +-50%); with `burst` = (factor, on_s, period_s), the interval is shorter by
-    `factor` inside the first `on_s` of every period, and longer outside it so that
-    the mean rate is unchanged."""
+    jitter +-50%). With `burst` = (factor, on_s, period_s) the socket's clock is warped:
+    the rate is `factor` times the base rate in the first `on_s` of every period, and
+    the base rate is such that the mean over a period is unchanged."""
     if not burst:
         return due + mean * (0.5 + rnd.random())
+    return unwarp(warp(due, burst) + mean * (0.5 + rnd.random()), burst)
+
+
+def warp(t: float, burst: Sequence[float]) -> float:
+    """Cumulative intensity: seconds of mean-rate traffic sent by time `t`."""
     factor, on_s, period_s = burst
-    base = mean * (period_s - on_s + factor * on_s) / period_s  # the base interval
-    interval = base / factor if due % period_s < on_s else base
-    return due + interval * (0.5 + rnd.random())
+    base = period_s / (period_s - on_s + factor * on_s)  # the base rate / the mean rate
+    k, x = divmod(t, period_s)
+    return k * period_s + base * factor * min(x, on_s) + base * max(0.0, x - on_s)
+
+
+def unwarp(u: float, burst: Sequence[float]) -> float:
+    """The inverse of `warp`."""
+    factor, on_s, period_s = burst
+    base = period_s / (period_s - on_s + factor * on_s)
+    k, y = divmod(u, period_s)
+    y_on = base * factor * on_s
+    x = y / (base * factor) if y < y_on else on_s + (y - y_on) / base
+    return k * period_s + x
