@@ -396,12 +396,14 @@ def main() -> None:
     procs = Procs()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows: list[dict[str, Any]] = []
+    skipped = 0
     echoes: dict[str, dict[str, Any]] = {}
     try:
         for cell in cells:
             if cell.model == "gru" and not args.gru:
                 print(f"skipped {cell.name}: no --gru PATH given (a trained GRU4Rec checkpoint, "
                       "e.g. `liverec train` on Diginetica)", flush=True)  # fmt: skip
+                skipped += 1
                 continue
             print(
                 f"cell {cell.name} ({time.strftime('%H:%M:%S')}, loadavg {loadavg()})", flush=True
@@ -419,7 +421,7 @@ def main() -> None:
         procs.stop_all()
     print(f"\n{args.duration:g} s measured per cell; loadavg end {loadavg()}")
     print(table(rows))
-    sys.exit(0 if rows else 1)
+    sys.exit(0 if rows or skipped == len(cells) else 1)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     for line in path.read_text().splitlines():
         if line.strip():
             row = json.loads(line)
+            if "p99_ms" in row:  # lines written before matrix.py reported it at the top
+                row.setdefault("runq_wait", row["liverec"].get("server_runq_wait_share"))
             rows[row["cell"]] = row
     return list(rows.values())
 
@@ -90,7 +92,7 @@ def plot_latency(rows: list[dict[str, Any]], out: Path, title: str) -> None:
 def plot_cpu(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     if not rows:
         return
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8.0, 0.7 * len(rows) + 2), 7.0))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(9.0, 0.7 * len(rows) + 4), 7.0))
     x = list(range(len(rows)))
     names = [r["cell"] for r in rows]
     w = 0.38
@@ -104,7 +106,7 @@ def plot_cpu(rows: list[dict[str, Any]], out: Path, title: str) -> None:
         ax.bar([i + w / 2 for i in x], floor, w, label="echo floor", color="#bdbdbd")
         ax.set_ylabel(label)
         ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     top.set_title(f"Server CPU and memory per cell{title}")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
