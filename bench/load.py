@@ -56,6 +56,7 @@ import tempfile
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -551,12 +552,14 @@ def drive(
     cfgs: list[dict[str, Any]],
     metrics: bool,
     settle: float,
+    on_window: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run one load generator process per cfg against a started server (on `port`,
     process `server_pid`), phase by phase in step, and return the figures of the
     window: the client's own with one cfg; with several, their counts summed and
     latency quantiles over all of them (each writes its latencies to a file).
-    `metrics`: also read liverec's /metrics before and after the window."""
+    `metrics`: also read liverec's /metrics before and after the window; `on_window`
+    is called when the measured window starts (e.g. to start a profiler)."""
     multi = len(cfgs) > 1
     tmp = Path(tempfile.mkdtemp(prefix="liverec-lat-")) if multi else None
     if tmp is not None:
@@ -606,6 +609,8 @@ def drive(
         cpu0, wait0, load0 = cpu_s(server_pid), runq_wait_s(server_pid), loadavg()
         kids0 = children_cpu_s(server_pid)
         text0 = scrape(port) if metrics else ""
+        if on_window is not None:
+            on_window()
         for client in clients:
             read_msg(client, "window_end", window)
         cpu1, wait1 = cpu_s(server_pid), runq_wait_s(server_pid)

@@ -238,22 +238,55 @@ def run_server(
     if target == "liverec" and cell.model == "gru":
         extra.append(f"--model-path={args.gru}")
     server = procs.start(server_cmd(target, port, store_url, extra), args.src)
+    profiler: list[subprocess.Popen[bytes]] = []
+    profile = Path(args.profile) / f"{cell.name}.txt" if args.profile else None
+
+    def start_profiler() -> None:  # py-spy on the server for the measured window
+        if profile is not None and target == "liverec":
+            cmd = [str(pyspy()), "record", "--nonblocking", "-r", "100",
+                   "-d", str(int(args.duration)), "-f", "raw", "-o", str(profile),
+                   "-p", str(server.pid)]  # fmt: skip
+            profiler.append(procs.start(cmd, stdout=subprocess.DEVNULL))
+
     try:
         t0 = time.perf_counter()
         wait_healthy(server, port, timeout=args.start_timeout)
         start_s = time.perf_counter() - t0
-        res = drive(
-            procs,
-            server.pid,
-            port,
-            client_cfgs(cell, port, args, ids),
-            target == "liverec",
-            args.settle,
-        )
+        cfgs = client_cfgs(cell, port, args, ids)
+        res = drive(procs, server.pid, port, cfgs, target == "liverec", args.settle, start_profiler)
+        for proc in profiler:  # it stops by itself after the window
+            proc.wait(60)
     finally:
         procs.stop_all()
     res["start_s"] = start_s
+    if profiler and profile is not None and profile.is_file():
+        res["profile"] = {"file": profile.name, "top": top_frames(profile)}
     return res
+
+
+def pyspy() -> str | None:
+    """py-spy beside this Python (a virtual environment's bin/) or on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.is_file() else shutil.which("py-spy")
+
+
+def top_frames(path: Path, n: int = 8) -> list[tuple[str, float]]:
+    """Where a cell's server time goes, from py-spy's raw (collapsed stacks) output:
+    each sample is charged to the innermost liverec function on its stack (with what
+    it calls in libraries), or to its innermost frame when no liverec code is on it."""
+    total, charged = 0, dict[str, int]()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        ours = [f for f in frames if "(liverec/" in f]
+        name, _, where = (ours or frames)[-1].partition(" (")
+        frame = f"{name} ({where.rpartition(':')[0]})"  # one entry per function, not line
+        charged[frame] = charged.get(frame, 0) + int(count)
+        total += int(count)
+    ranked = sorted(charged.items(), key=lambda kv: -kv[1])[:n]
+    return [(frame, count / total) for frame, count in ranked]
 
 
 def traffic_ids(cell: Cell, args: argparse.Namespace) -> list[str]:
@@ -363,6 +396,12 @@ def main() -> None:
     parser.add_argument("--gru", default=None, help="a trained GRU4Rec checkpoint directory")
     parser.add_argument("--echo-each", action="store_true", help="echo floor beside every cell")
     parser.add_argument("--start-timeout", type=float, default=300.0, help="server start, s")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="py-spy each liverec server over its window: DIR/<cell>.txt (raw stacks), "
+        "the top functions in the JSON line",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=None, help="append one JSON line per cell here")
     parser.add_argument("--src", default=None, help="run liverec from this source dir")
@@ -389,6 +428,10 @@ def main() -> None:
         for c in cells:
             print(f"{c.name:28} {json.dumps(asdict(c))}")
         return
+    if args.profile:
+        if pyspy() is None:
+            parser.error("--profile needs py-spy (pip install -e '.[bench]')")
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     if raise_fd_limit() < 10_100:
         parser.error("the open-file limit is too low for 10,000 sockets")
     env = {**environment(), "loadavg_start": loadavg()}
@@ -412,6 +455,8 @@ def main() -> None:
             out["env"] = {**env, "loadavg_end": loadavg()}
             rows.append(out)
             print(table([out]).splitlines()[1], flush=True)
+            for frame, share in out["liverec"].get("profile", {}).get("top", [])[:5]:
+                print(f"    profile: {share:4.0%} in {frame}", flush=True)
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(json.dumps(out) + "\n")

@@ -101,3 +101,19 @@ def test_several_load_generators_merge_into_one_distribution(tmp_path: Path) -> 
     assert merged["lost"] == 1 and merged["errors"] == {"rate_limited": 2}
     assert merged["p50_ms"] == 10.0 and merged["max_ms"] == float("inf")
     assert merged["events_sent_window"] == 6 and merged["clients"] == 2
+
+
+def test_profile_charges_each_sample_to_the_innermost_liverec_function(tmp_path: Path) -> None:
+    raw = tmp_path / "cell.txt"
+    raw.write_text(
+        "main (liverec/cli.py:1);serve (liverec/sessions.py:9);pick (liverec/online.py:4);"
+        "nlargest (heapq.py:500) 6\n"
+        "main (liverec/cli.py:1);serve (liverec/sessions.py:9);pick (liverec/online.py:7) 2\n"
+        "main (liverec/cli.py:1);serve (liverec/sessions.py:12) 1\n"
+        "_run_once (asyncio/base_events.py:1922);select (selectors.py:468) 1\n"
+    )
+    assert matrix.top_frames(raw) == [
+        ("pick (liverec/online.py)", 0.8),
+        ("serve (liverec/sessions.py)", 0.1),
+        ("select (selectors.py)", 0.1),
+    ]
