@@ -704,9 +704,16 @@ COLUMNS = [  # (key, header, format)
 ]
 
 
-def table(rows: list[tuple[str, dict[str, float]]]) -> str:
-    head = ["", *(h for _, h, _ in COLUMNS)]
-    body = [[name, *(fmt.format(r[k]) for k, _, fmt in COLUMNS)] for name, r in rows]
+def table(
+    rows: list[tuple[str, dict[str, Any]]],
+    columns: list[tuple[str, str, str]] = COLUMNS,
+    first: str = "",
+) -> str:
+    """Right-aligned columns, one row per (name, figures); a missing figure is "-"."""
+    head = [first, *(h for _, h, _ in columns)]
+    body = [
+        [name, *(fmt.format(r[k]) if k in r else "-" for k, _, fmt in columns)] for name, r in rows
+    ]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     lines = [
         "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *body]

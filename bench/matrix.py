@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass, replace
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from load import (
     Procs,
@@ -59,6 +61,7 @@ from load import (
     server_cmd,
     wait_healthy,
 )
+from load import table as load_table
 from traffic import Catalog
 
 ITEMS = 5000  # the traffic's item ids: item-0 .. item-4999 (load.py's default catalog)
@@ -130,15 +133,13 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
-                    c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        for _ in range(200):  # up to ~10 s
+            with contextlib.suppress(redis.ConnectionError):
+                if client.ping():
+                    client.close()
+                    return
+            time.sleep(0.05)
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     @property
@@ -371,14 +372,7 @@ COLUMNS = [  # (key, header, format)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ["cell", *(h for _, h, _ in COLUMNS)]
-    body = [
-        [r["cell"], *(fmt.format(r[k]) if k in r else "-" for k, _, fmt in COLUMNS)] for r in rows
-    ]
-    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in [head, *body]
-    )
+    return load_table([(r["cell"], r) for r in rows], COLUMNS, "cell")
 
 
 def main() -> None:
