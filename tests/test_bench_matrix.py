@@ -117,3 +117,26 @@ def test_profile_charges_each_sample_to_the_innermost_liverec_function(tmp_path:
         ("serve (liverec/sessions.py)", 0.1),
         ("select (selectors.py)", 0.1),
     ]
+
+
+def test_a_cell_is_done_by_issue_14s_limits_against_the_floor() -> None:
+    echo = {"p99_ms": 3.0, "server_cpu_ms_per_event": 0.2, "kib_per_idle_socket": 25.0}
+    fast = {
+        "p50_ms": 1.0, "p99_ms": 8.9, "max_ms": 20.0, "server_cpu_ms_per_event": 0.39,
+        "lost": 0, "events_per_s": 1000.0, "kib_per_idle_socket": 30.0,
+        "server_runq_wait_share": 0.1,
+    }  # fmt: skip
+    cell = matrix.Cell("default")
+    row = matrix.row(cell, fast, echo, "fresh")
+    assert row["done"] and row["p99_vs_echo"] == 8.9 / 3.0
+    assert not matrix.row(cell, {**fast, "p99_ms": 9.1}, echo, "fresh")["done"]  # > 3x floor
+    assert not matrix.row(cell, {**fast, "server_cpu_ms_per_event": 0.41}, echo, "")["done"]
+    lost = matrix.row(cell, {**fast, "lost": 1, "p99_ms": float("inf")}, echo, "fresh")
+    assert not lost["done"] and lost["p99_vs_echo"] == float("inf")
+    crowd = matrix.Cell("5k", load="5k")  # 25 ms, 3x the floor; CPU not judged
+    busy = {**fast, "p99_ms": 24.0, "server_cpu_ms_per_event": 1.0}
+    assert matrix.row(crowd, busy, {**echo, "p99_ms": 9.0}, "")["done"]
+    assert not matrix.row(crowd, busy, {**echo, "p99_ms": 11.0}, "")["floor_ok"]
+    idle = matrix.Cell("idle", load="idle10k")
+    assert not matrix.row(idle, fast, echo, "fresh")["done"]  # 30 KiB > the floor's 25
+    assert matrix.row(idle, {**fast, "kib_per_idle_socket": 25.0}, echo, "fresh")["done"]
