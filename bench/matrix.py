@@ -448,14 +448,18 @@ def main() -> None:
             print(
                 f"cell {cell.name} ({time.strftime('%H:%M:%S')}, loadavg {loadavg()})", flush=True
             )
-            out = run_cell(procs, cell, args, echoes)
+            try:
+                out = run_cell(procs, cell, args, echoes)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # e.g. no start
+                out = {"cell": cell.name, **asdict(cell), "error": str(exc), "done": False}
+                print(f"    failed: {exc}", flush=True)
             out["env"] = {**env, "loadavg_end": loadavg()}
             rows.append(out)
             print(table([out]).splitlines()[1], flush=True)
             if out.get("floor_ok") is False:
                 print(f"    the floor's p99 is over {FLOOR_P99_MS:g} ms: the load generators did "
                       "not keep up (more --clients, or a quieter machine)", flush=True)  # fmt: skip
-            for frame, share in out["liverec"].get("profile", {}).get("top", [])[:5]:
+            for frame, share in out.get("liverec", {}).get("profile", {}).get("top", [])[:5]:
                 print(f"    profile: {share:4.0%} in {frame}", flush=True)
             if args.out:
                 with open(args.out, "a") as f:

@@ -146,6 +146,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 cells.append(f"{values[0]} ({values[1]})")
             else:
                 cells.append(" / ".join(values))
+        if "error" in r:  # the cell's server did not start or a phase timed out
+            cells = [*(["–"] * (len(cols) - 1)), f"failed: {r['error']}"]
         lines.append(f"| {r['cell']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
