@@ -239,7 +239,8 @@ def run_server(
     extra = list(args.liverec_arg)
     if target == "liverec" and cell.model == "gru":
         extra.append(f"--model-path={args.gru}")
-    server = procs.start(server_cmd(target, port, store_url, extra), args.src)
+    errors = tempfile.TemporaryFile()  # the server's stderr: its reason when it fails
+    server = procs.start(server_cmd(target, port, store_url, extra), args.src, stderr=errors)
     profiler: list[subprocess.Popen[bytes]] = []
     profile = Path(args.profile) / f"{cell.name}.txt" if args.profile else None
 
@@ -252,7 +253,12 @@ def run_server(
 
     try:
         t0 = time.perf_counter()
-        wait_healthy(server, port, timeout=args.start_timeout)
+        try:
+            wait_healthy(server, port, timeout=args.start_timeout)
+        except RuntimeError as exc:
+            errors.seek(0)
+            said = errors.read().decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"{exc}: {said[-1] if said else 'nothing on stderr'}") from None
         start_s = time.perf_counter() - t0
         cfgs = client_cfgs(cell, port, args, ids)
         res = drive(procs, server.pid, port, cfgs, target == "liverec", args.settle, start_profiler)
@@ -260,6 +266,7 @@ def run_server(
             proc.wait(60)
     finally:
         procs.stop_all()
+        errors.close()
     res["start_s"] = start_s
     if profiler and profile is not None and profile.is_file():
         res["profile"] = {"file": profile.name, "top": top_frames(profile)}
