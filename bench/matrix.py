@@ -21,13 +21,17 @@ Per cell: p50/p99/max event -> recs, server CPU ms per event, RSS per socket, lo
 events; the echo floor's p99, CPU per event and RSS per socket from the same run
 (measured once per distinct load and traffic, before the first cell that needs it,
 or beside every cell with --echo-each); and the ratios issue 14's "Done when" names.
-A table on stdout, one JSON line per cell with --out. Nothing is asserted.
+A table on stdout, one JSON line per cell with --out. A cell whose server does not
+start is reported as failed, with the last line it wrote, and the run goes on.
+With --profile, py-spy samples each liverec server over its window. Nothing is
+asserted.
 
     python bench/matrix.py --list
     python bench/matrix.py --out results.jsonl                   # every cell
     python bench/matrix.py --quick --out quick.jsonl             # a short smoke subset
     python bench/matrix.py --cells default,redis,catalog-none --duration 20
     python bench/matrix.py --gru models/diginetica --cells gru   # a trained GRU4Rec
+    python bench/matrix.py --cells catalog-none --profile profiles
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ LOADS = {  # name: (sockets, events/s, load generator processes, idle only)
 
 @dataclass(frozen=True)
 class Cell:
+    """One cell of the matrix: the traffic, the store state and the load."""
+
     name: str
     traffic: str = "structured"  # a shape of bench/traffic.py
     burst: bool = False
