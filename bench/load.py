@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import contextlib
 import ctypes
 import json
@@ -57,13 +56,14 @@ import tempfile
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from traffic import Catalog, next_due, walker
+
 BENCH_DIR = Path(__file__).resolve().parent
-RELATED = 8  # related items per catalog item
-P_RELATED = 0.5  # share of steps that follow a related item
 OPEN_CONCURRENCY = 32  # handshakes in flight while opening sockets
 PHASE_TIMEOUT_S = 120.0  # longest the orchestrator waits for one client phase
 
@@ -90,32 +90,6 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 # --- load generator (runs in its own process: `load.py _client '<json>'`) ---------
-
-
-class Catalog:
-    """Zipf popularity over `n` items (random rank order) and fixed related items."""
-
-    def __init__(self, n: int, zipf_s: float, seed: int, fmt: str = "item-{}") -> None:
-        rnd = random.Random(seed)
-        self.ids = [fmt.format(i) for i in range(n)]
-        order = list(range(n))
-        rnd.shuffle(order)
-        self.by_rank = order
-        weights = [1.0 / (r + 1) ** zipf_s for r in range(n)]
-        total, acc, cdf = sum(weights), 0.0, []
-        for w in weights:
-            acc += w
-            cdf.append(acc / total)
-        self.cdf = cdf
-        self.related = [[rnd.randrange(n) for _ in range(RELATED)] for _ in range(n)]
-
-    def draw(self, rnd: random.Random) -> int:
-        return self.by_rank[min(len(self.cdf) - 1, bisect.bisect_left(self.cdf, rnd.random()))]
-
-    def step(self, current: int | None, rnd: random.Random) -> int:
-        if current is not None and rnd.random() < P_RELATED:
-            return self.related[current][rnd.randrange(RELATED)]
-        return self.draw(rnd)
 
 
 class Recorder:
@@ -185,10 +159,17 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def wait_go(timeout: float) -> None:
+def write_json(path: str, obj: Any) -> None:
+    Path(path).write_text(json.dumps(obj))
+
+
+async def wait_go(timeout: float) -> float | None:
+    """Wait for 'go' on stdin; 'go T' also gives a start time T (epoch seconds)."""
     line = await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline), timeout)
-    if line.strip() != "go":
+    word, _, at = line.strip().partition(" ")
+    if word != "go":
         raise SystemExit(f"load generator: expected 'go', got {line!r}")
+    return float(at) if at else None
 
 
 async def hello(ws: Any, timeout: float) -> None:
@@ -204,7 +185,13 @@ async def client_main(cfg: dict[str, Any]) -> None:
 
     raise_fd_limit()
     url, n, rate = cfg["url"], cfg["sockets"], cfg["rate"]
-    catalog = Catalog(cfg["items"], cfg["zipf"], cfg["seed"], cfg.get("item_format", "item-{}"))
+    # matrix.py may pass: traffic (a shape of bench/traffic.py), burst, item_ids,
+    # tag, idle_only, latency_file; load.py uses the defaults (structured traffic).
+    shape = cfg.get("traffic", "structured")
+    fmt = cfg.get("item_format", "item-{}")
+    catalog = Catalog(cfg["items"], cfg["zipf"], cfg["seed"], fmt)
+    if cfg.get("item_ids"):
+        catalog.ids = list(cfg["item_ids"])
     opts: dict[str, Any] = {
         "open_timeout": 30,
         "ping_interval": None,  # browsers do not ping; the server still does
@@ -238,15 +225,23 @@ async def client_main(cfg: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     socks = await asyncio.gather(*(open_one(i) for i in range(n)))
     emit({"phase": "idle", "sockets": len(socks), "open_s": time.perf_counter() - t0})
-    await wait_go(PHASE_TIMEOUT_S)
+    start_at = await wait_go(PHASE_TIMEOUT_S)
+    if cfg.get("idle_only"):
+        await asyncio.gather(*(ws.close() for ws in socks), return_exceptions=True)
+        return
 
     # 3. open-loop load on the same sockets: warm-up, measured window, drain
     rec = Recorder(n)
     mean = n / rate
-    start = time.perf_counter() + 0.5
+    lead = 0.5 if start_at is None else max(0.0, start_at - time.time())
+    start = time.perf_counter() + lead
     w0, w1 = start + cfg["warmup"], start + cfg["warmup"] + cfg["duration"]
     rec.window = (w0, w1)
-    max_events = int((w1 - start) / (mean * 0.5)) + 2  # bound per socket
+    shortest = mean * 0.5  # the shortest interval between two sends of a socket
+    if cfg.get("burst"):
+        factor, on_s, period_s = cfg["burst"]
+        shortest *= (period_s - on_s + factor * on_s) / period_s / factor
+    max_events = int((w1 - start) / shortest) + 2  # bound per socket
 
     async def reader(i: int, ws: Any) -> None:
         clock = time.perf_counter
@@ -257,7 +252,7 @@ async def client_main(cfg: dict[str, Any]) -> None:
 
     async def writer(i: int, ws: Any) -> None:
         r = random.Random(cfg["seed"] * 1_000_003 + i)
-        current: int | None = None
+        next_item = walker(shape, catalog.ids, catalog, r, f"{cfg.get('tag', '')}{i}")
         due = start + r.random() * mean  # random phase
         clock = time.perf_counter
         for k in range(max_events):
@@ -266,10 +261,9 @@ async def client_main(cfg: dict[str, Any]) -> None:
             delay = due - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            current = catalog.step(current, r)
             eid = f"{i}.{k}"
             frame = {"type": "event", "id": eid, "action": "view"}
-            data = json.dumps({**frame, "item_id": catalog.ids[current]})
+            data = json.dumps({**frame, "item_id": next_item()})
             in_window = w0 <= due < w1
             sent = clock()
             rec.sent(i, k, sent, in_window)
@@ -279,7 +273,7 @@ async def client_main(cfg: dict[str, Any]) -> None:
                 await ws.send(data)
             except Exception:
                 return
-            due += mean * (0.5 + r.random())
+            due = next_due(due, mean, r, cfg.get("burst"))
 
     readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(socks)]
     cpu0 = None
@@ -300,6 +294,8 @@ async def client_main(cfg: dict[str, Any]) -> None:
         await asyncio.wait_for(rec.drained.wait(), cfg["drain"])
     lost = rec.window_open  # no recs within the drain time: counted as infinitely late
     lat = sorted([x * 1000 for x in rec.latencies] + [math.inf] * lost)
+    if cfg.get("latency_file"):  # for an orchestrator that merges several clients
+        write_json(cfg["latency_file"], lat[: len(lat) - lost])
     lag = sorted(x * 1000 for x in rec.send_lag)
     emit(
         {
@@ -505,9 +501,10 @@ def read_msg(proc: subprocess.Popen[bytes], phase: str, timeout: float) -> dict[
     return msg
 
 
-def go(proc: subprocess.Popen[bytes]) -> None:
+def go(proc: subprocess.Popen[bytes], start_at: float | None = None) -> None:
+    """Release the load generator's next phase; `start_at` (epoch s) aligns several."""
     assert proc.stdin is not None
-    proc.stdin.write(b"go\n")
+    proc.stdin.write(b"go\n" if start_at is None else f"go {start_at!r}\n".encode())
     proc.stdin.flush()
 
 
@@ -539,37 +536,100 @@ def run_target(procs: Procs, target: str, args: argparse.Namespace, run: int) ->
             "seed": args.seed + run,
             "warm_events": 200,
         }
-        client = procs.start(
-            [sys.executable, str(Path(__file__).resolve()), "_client", json.dumps(cfg)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            bufsize=0,
-        )
-        read_msg(client, "warm", PHASE_TIMEOUT_S)
-        rss0 = settle_rss(server.pid, args.settle)
-        go(client)
-        idle = read_msg(client, "idle", PHASE_TIMEOUT_S)
-        rss1 = settle_rss(server.pid, args.settle)
-        go(client)
-        window = args.warmup + args.duration + args.drain + 30
-        read_msg(client, "window_start", window)
-        cpu0, wait0, load0 = cpu_s(server.pid), runq_wait_s(server.pid), loadavg()
-        kids0 = children_cpu_s(server.pid)
-        text0 = scrape(port) if target == "liverec" else ""
-        read_msg(client, "window_end", window)
-        cpu1, wait1 = cpu_s(server.pid), runq_wait_s(server.pid)
-        kids1 = children_cpu_s(server.pid)
-        text1 = scrape(port) if target == "liverec" else ""
-        hist0, hist1 = histograms(text0), histograms(text1)
-        res = read_msg(client, "result", window)
-        rss2 = rss_kib(server.pid)
-        go(client)
-        client.wait(30)
+        res = drive(procs, server.pid, port, [cfg], target == "liverec", args.settle)
     finally:
         procs.stop_all()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    answered = max(1, round(res["recs_per_s"] * args.duration))  # events the server handled
+    res.update(target=target, run=run, store=store_url if target == "liverec" else None)
+    return res
+
+
+def drive(
+    procs: Procs,
+    server_pid: int,
+    port: int,
+    cfgs: list[dict[str, Any]],
+    metrics: bool,
+    settle: float,
+    on_window: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run one load generator process per cfg against a started server (on `port`,
+    process `server_pid`), phase by phase in step, and return the figures of the
+    window: the client's own with one cfg; with several, their counts summed and
+    latency quantiles over all of them (each writes its latencies to a file).
+    `metrics`: also read liverec's /metrics before and after the window; `on_window`
+    is called when the measured window starts (e.g. to start a profiler)."""
+    multi = len(cfgs) > 1
+    tmp = Path(tempfile.mkdtemp(prefix="liverec-lat-")) if multi else None
+    if tmp is not None:
+        cfgs = [
+            {**c, "latency_file": str(tmp / f"{j}.json"), "tag": f"{j}-"}
+            for j, c in enumerate(cfgs)
+        ]
+    cfg = cfgs[0]
+    duration = cfg["duration"]
+    try:
+        clients = [
+            procs.start(
+                [sys.executable, str(Path(__file__).resolve()), "_client", json.dumps(c)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                bufsize=0,
+            )
+            for c in cfgs
+        ]
+        for client in clients:
+            read_msg(client, "warm", PHASE_TIMEOUT_S)
+        rss0 = settle_rss(server_pid, settle)
+        for client in clients:
+            go(client)
+        idles = [read_msg(client, "idle", PHASE_TIMEOUT_S) for client in clients]
+        rss1 = settle_rss(server_pid, settle)
+        sockets = sum(i["sockets"] for i in idles)
+        figures: dict[str, Any] = {
+            "sockets": sockets,
+            "rss_base_kib": rss0,
+            "rss_idle_kib": rss1,
+            "kib_per_idle_socket": (rss1 - rss0) / sockets,
+            "open_s": max(i["open_s"] for i in idles),
+        }
+        if cfg.get("idle_only"):
+            for client in clients:
+                go(client)
+            for client in clients:
+                client.wait(60)
+            return figures
+        start_at = time.time() + 0.5 + 0.1 * len(clients)
+        for client in clients:
+            go(client, start_at if multi else None)
+        window = cfg["warmup"] + duration + cfg["drain"] + 30
+        for client in clients:
+            read_msg(client, "window_start", window)
+        cpu0, wait0, load0 = cpu_s(server_pid), runq_wait_s(server_pid), loadavg()
+        kids0 = children_cpu_s(server_pid)
+        text0 = scrape(port) if metrics else ""
+        if on_window is not None:
+            on_window()
+        for client in clients:
+            read_msg(client, "window_end", window)
+        cpu1, wait1 = cpu_s(server_pid), runq_wait_s(server_pid)
+        kids1 = children_cpu_s(server_pid)
+        text1 = scrape(port) if metrics else ""
+        parts = [read_msg(client, "result", window) for client in clients]
+        rss2 = rss_kib(server_pid)
+        for client in clients:
+            go(client)
+        for client in clients:
+            client.wait(30)
+        res = (
+            parts[0] if not multi else merge_results(parts, [Path(c["latency_file"]) for c in cfgs])
+        )
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    hist0, hist1 = histograms(text0), histograms(text1)
+    answered = max(1, round(res["recs_per_s"] * duration))  # events the server handled
 
     def grown(name: str) -> float:  # a /metrics counter's growth over the window
         return series(text1, name) - series(text0, name)
@@ -584,27 +644,49 @@ def run_target(procs: Procs, target: str, args: argparse.Namespace, run: int) ->
                 value = bucket_quantile(hist0.get(name, []), hist1[name], q / 100)
             res[f"{key}_p{q}_le_ms"] = value
     res.update(
-        target=target,
-        run=run,
-        store=store_url if target == "liverec" else None,
-        rss_base_kib=rss0,
-        rss_idle_kib=rss1,
+        figures,
         rss_loaded_kib=rss2,
-        kib_per_idle_socket=(rss1 - rss0) / idle["sockets"],
-        kib_per_loaded_socket=(rss2 - rss0) / idle["sockets"],
-        open_s=idle["open_s"],
+        kib_per_loaded_socket=(rss2 - rss0) / sockets,
         server_cpu_ms_per_event=(cpu1 - cpu0) * 1000 / answered,
-        server_cpu_share=(cpu1 - cpu0) / args.duration,
-        server_runq_wait_share=(wait1 - wait0) / args.duration,
+        server_cpu_share=(cpu1 - cpu0) / duration,
+        server_runq_wait_share=(wait1 - wait0) / duration,
         # the scoring worker (a child of the server), when the model runs in one
         worker_cpu_ms_per_event=(kids1 - kids0) * 1000 / answered,
-        worker_cpu_share=(kids1 - kids0) / args.duration,
+        worker_cpu_share=(kids1 - kids0) / duration,
         mean_batch=grown("liverec_model_batched_events_total")
         / max(1.0, grown("liverec_model_batches_total")),
-        client_cpu_share=res["client_cpu_s"] / args.duration,
+        client_cpu_share=res["client_cpu_s"] / duration,
         loadavg_window=load0,
     )
     return res
+
+
+def merge_results(parts: list[dict[str, Any]], latency_files: list[Path]) -> dict[str, Any]:
+    """One result from several load generators' results and latency files."""
+    lost = sum(p["lost"] for p in parts)
+    lat = sorted(x for f in latency_files for x in json.loads(f.read_text()))
+    lat += [math.inf] * lost
+    out: dict[str, Any] = {
+        k: sum(p[k] for p in parts)
+        for k in (
+            "events_sent_window", "events_sent_total", "events_per_s", "recs_per_s", "lost",
+            "superseded", "acks", "closed_early", "client_cpu_s",
+        )
+    }  # fmt: skip
+    errors: dict[str, int] = {}
+    for p in parts:
+        for code, n in p["errors"].items():
+            errors[code] = errors.get(code, 0) + n
+    out.update(
+        p50_ms=percentile(lat, 50),
+        p90_ms=percentile(lat, 90),
+        p99_ms=percentile(lat, 99),
+        max_ms=lat[-1] if lat else float("nan"),
+        errors=errors,
+        send_lag_p99_ms=max(p["send_lag_p99_ms"] for p in parts),
+        clients=len(parts),
+    )
+    return out
 
 
 COLUMNS = [  # (key, header, format)
@@ -622,9 +704,16 @@ COLUMNS = [  # (key, header, format)
 ]
 
 
-def table(rows: list[tuple[str, dict[str, float]]]) -> str:
-    head = ["", *(h for _, h, _ in COLUMNS)]
-    body = [[name, *(fmt.format(r[k]) for k, _, fmt in COLUMNS)] for name, r in rows]
+def table(
+    rows: list[tuple[str, dict[str, Any]]],
+    columns: list[tuple[str, str, str]] = COLUMNS,
+    first: str = "",
+) -> str:
+    """Right-aligned columns, one row per (name, figures); a missing figure is "-"."""
+    head = [first, *(h for _, h, _ in columns)]
+    body = [
+        [name, *(fmt.format(r[k]) if k in r else "-" for k, _, fmt in columns)] for name, r in rows
+    ]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     lines = [
         "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *body]
