@@ -223,6 +223,10 @@ async def test_feed_streams_events_with_recs_and_ticks(server: LiverecServer) ->
 
 
 async def test_feed_counts_each_impression_once_per_recs_frame(server: LiverecServer) -> None:
+    async with await Client.open(server.ws_url) as other:  # so that ctr-a has a neighbour
+        await other.hello()
+        for item in ("ctr-a", "ctr-b", "ctr-c"):
+            await other.event(item)
     async with await Client.open(server.ws_url) as shopper:
         await shopper.hello(placement="feed-ctr")
         _, first = await shopper.event("ctr-a")

@@ -248,7 +248,14 @@ async def test_origin_check(server: LiverecServer) -> None:
     await ok.close()
 
 
-def test_http_health_ready_metrics(server: LiverecServer) -> None:
+async def test_http_health_ready_metrics(server: LiverecServer) -> None:
+    # Its own event and error: the histogram and the error counter exist once used, and
+    # this test must not rely on earlier tests having used them.
+    async with await Client.open(server.ws_url) as c:
+        await c.hello()
+        await c.event("metrics-1")
+        await c.ws.send("{not json")
+        assert (await c.recv())["code"] == "bad_json"
     assert server.get_json("/healthz") == (200, {"status": "ok"})
     status, body = server.get_json("/readyz")
     assert status == 200 and body["store"] is True
