@@ -55,8 +55,23 @@ async def test_returning_user_first_recs_use_the_profile(server: LiverecServer) 
     assert "case" not in ids  # ...that never recommends what she bought
     assert ids != anon  # and starts from her history, not the cold-start list
     assert ids[0] == "charger"  # what goes with the phone and case she looked at
-    if "book-b" in ids:  # rated 1 of 5: demoted
-        assert ids.index("book-b") > ids.index("charger")
+    assert ids[-1] == "book-b"  # rated 1 of 5: still shown, and last
+
+
+async def test_item_rated_low_is_demoted_to_the_end(server: LiverecServer) -> None:
+    await _warm(server)
+    lists: dict[str, list[str]] = {}
+    for user, action in (("hal", "rate"), ("ivan", "view")):  # hal rates the charger 1
+        token = mint_token(user, SECRET)
+        async with await Client.open(server.ws_url) as c:  # one event: no pair learnt
+            await c.hello(user_token=token)
+            await c.event("charger", action, **({"rating": 1} if action == "rate" else {}))
+        async with await Client.open(server.ws_url) as c:
+            await c.hello(k=5, user_token=token)
+            _, recs = await c.event("phone")
+        lists[user] = [r["item_id"] for r in recs["items"]]
+    assert "charger" in lists["ivan"][:2], lists  # goes with the phone
+    assert lists["hal"][-1] == "charger", lists  # rated low: last, below unrelated books
 
 
 async def test_feedback_counts_impressions_and_clicks_by_model_and_placement(
