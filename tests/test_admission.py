@@ -1,0 +1,131 @@
+"""Per-session state and admission, in process: the token bucket (rate, burst,
+penalty) and what a live session keeps (its bounded tail, dedup ids, shown lists).
+Clocks are plain numbers passed in: no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from liverec.config import Settings
+from liverec.live import APPLIED_IDS_KEPT, SHOWN_KEPT, Connection, LiveSession, TokenBucket
+from liverec.metrics import Metrics
+from liverec.recommend.base import RecList
+from liverec.types import Event, Rec
+
+
+def test_bucket_starts_full_and_refuses_past_its_burst() -> None:
+    bucket = TokenBucket(rate=2.0, burst=3, now=100.0)
+    assert bucket.peek(100.0) == 3.0
+    assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.peek(100.0) == 0.0
+
+
+def test_bucket_refills_at_its_rate_up_to_the_burst() -> None:
+    bucket = TokenBucket(rate=2.0, burst=3, now=0.0)
+    for _ in range(3):
+        bucket.take(0.0)
+    assert bucket.peek(0.25) == 0.5  # peeking takes nothing
+    assert bucket.take(0.25) is False
+    assert bucket.take(0.5) is True  # 1.0 token after half a second at 2/s
+    assert bucket.take(0.5) is False
+    assert bucket.peek(1000.0) == 3.0  # never more than the burst
+    assert [bucket.take(1000.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_bucket_below_zero_is_a_penalty_served_before_any_token() -> None:
+    bucket = TokenBucket(rate=10.0, burst=5, now=0.0)
+    bucket.tokens, bucket.last = -20.0, 0.0  # what SessionManager.penalize does
+    assert bucket.peek(1.0) == -10.0
+    assert bucket.take(2.0) is False  # back at zero: still no token
+    assert bucket.take(2.1) is True
+
+
+def event(n: int, item: str, action: str = "view", rating: float | None = None) -> Event:
+    return Event(f"e{n}", "s", action, item, 0.0, rating=rating)
+
+
+def test_live_session_keeps_a_bounded_tail_and_counts_every_item() -> None:
+    live = LiveSession("s", None, [])
+    assert live.position == 0
+    for n in range(5):
+        live.apply(event(n, f"i{n}"), max_items=3)
+    assert live.items == ["i2", "i3", "i4"] and live.position == 5
+    assert live.context() == (["i2", "i3", "i4"], 5)
+    live.history = ["h1", "h2"]  # a returning user's earlier items come first
+    assert live.context() == (["h1", "h2", "i2", "i3", "i4"], 7)
+    assert LiveSession("t", None, ["a", "b"]).position == 2
+
+
+def test_live_session_records_purchases_and_ratings() -> None:
+    live = LiveSession("s", "u", [])
+    live.apply(event(1, "p", "purchase"), 10)
+    live.apply(event(2, "r", "rate", rating=2.0), 10)
+    live.apply(event(3, "v", "view", rating=5.0), 10)  # a view's rating means nothing
+    assert live.purchases == {"p"} and live.ratings == {"r": 2.0}
+
+
+def test_live_session_remembers_a_bounded_number_of_event_ids() -> None:
+    live = LiveSession("s", None, [])
+    for n in range(APPLIED_IDS_KEPT + 1):
+        live.apply(event(n, "x"), 10)
+    assert not live.seen("e0")  # the oldest id was forgotten
+    assert live.seen("e1") and live.seen(f"e{APPLIED_IDS_KEPT}")
+    assert len(live.applied) == APPLIED_IDS_KEPT
+
+
+def test_shown_lists_are_bounded_and_their_ids_unique() -> None:
+    live = LiveSession("s", None, [])
+    recs = RecList([Rec("a", 1.0), Rec("b", 0.5)], "online")
+    ids = [live.remember(recs, "home") for _ in range(SHOWN_KEPT + 1)]
+    assert len(set(ids)) == len(ids)
+    assert ids[0].endswith(".1") and ids[1].endswith(".2")
+    assert ids[0] not in live.shown and ids[-1] in live.shown  # the oldest went
+    assert len(live.shown) == SHOWN_KEPT
+    shown = live.shown[ids[-1]]
+    assert (shown.model, shown.placement, shown.items) == ("online", "home", ("a", "b"))
+    assert live.remember(recs, None) and live.shown[next(reversed(live.shown))].placement == ""
+    other = LiveSession("s", None, [])  # the same session elsewhere: another prefix
+    assert other.remember(recs, None).split(".")[0] != ids[0].split(".")[0]
+
+
+class FailingTransport:
+    async def receive(self) -> str | bytes | None:
+        return None
+
+    async def send(self, data: str | bytes) -> None:
+        raise ConnectionResetError("peer gone")
+
+
+async def test_a_failed_send_fails_later_pushes() -> None:
+    conn = Connection(FailingTransport(), Settings(), Metrics(), "a")
+    assert conn.writer is None  # no writer task while nothing is queued
+    conn.push({"type": "pong"})
+    assert conn.writer is not None
+    await conn.flush(5.0)
+    assert conn.writer is None and isinstance(conn.failure, ConnectionResetError)
+    with pytest.raises(ConnectionResetError):
+        conn.push({"type": "pong"})
+
+
+class SlowTransport:
+    def __init__(self) -> None:
+        self.sent: list[str | bytes] = []
+
+    async def receive(self) -> str | bytes | None:
+        return None
+
+    async def send(self, data: str | bytes) -> None:
+        await asyncio.sleep(0)
+        self.sent.append(data)
+
+
+async def test_flush_waits_for_queued_frames_in_order() -> None:
+    transport = SlowTransport()
+    conn = Connection(transport, Settings(), Metrics(), "a")
+    conn.encoding = "msgpack"
+    for _ in range(3):
+        conn.push({"type": "pong"})
+    await conn.flush(5.0)
+    assert transport.sent == [b"\x81\xa4type\xa4pong"] * 3 and conn.writer is None
