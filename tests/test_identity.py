@@ -22,11 +22,15 @@ def code_of(token: str, secret: str | None = SECRET, **kwargs: float) -> str:
 
 def test_minted_token_carries_sub_iat_and_exp() -> None:
     token = mint_token("alice", SECRET, ttl_s=120, now=1_900_000_000.7)
-    claims = jwt.decode(token, SECRET, algorithms=[ALGORITHM], options={"verify_exp": False, "verify_iat": False})
+    claims = jwt.decode(
+        token, SECRET, algorithms=[ALGORITHM], options={"verify_exp": False, "verify_iat": False}
+    )
     assert claims == {"sub": "alice", "iat": 1_900_000_000, "exp": 1_900_000_120}
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     default = mint_token("alice", SECRET, now=1_900_000_000)
-    claims = jwt.decode(default, SECRET, algorithms=[ALGORITHM], options={"verify_exp": False, "verify_iat": False})
+    claims = jwt.decode(
+        default, SECRET, algorithms=[ALGORITHM], options={"verify_exp": False, "verify_iat": False}
+    )
     assert claims["exp"] - claims["iat"] == 3600  # an hour unless told otherwise
     fresh = jwt.decode(mint_token("a", SECRET), SECRET, algorithms=[ALGORITHM])
     assert abs(fresh["iat"] - time.time()) < 5  # now by default
