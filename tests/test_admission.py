@@ -5,6 +5,7 @@ Clocks are plain numbers passed in: no sleeps."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,9 @@ from liverec.config import Settings
 from liverec.live import APPLIED_IDS_KEPT, SHOWN_KEPT, Connection, LiveSession, TokenBucket
 from liverec.metrics import Metrics
 from liverec.recommend.base import RecList
+from liverec.recommend.online import OnlineRecommender
+from liverec.sessions import SessionManager
+from liverec.store import StoreLimits, open_store
 from liverec.types import Event, Rec
 
 
@@ -129,3 +133,48 @@ async def test_flush_waits_for_queued_frames_in_order() -> None:
         conn.push({"type": "pong"})
     await conn.flush(5.0)
     assert transport.sent == [b"\x81\xa4type\xa4pong"] * 3 and conn.writer is None
+
+
+def manager(**settings: Any) -> SessionManager:
+    return SessionManager(
+        Settings(**settings), open_store("memory://", StoreLimits()), OnlineRecommender()
+    )
+
+
+def test_address_buckets_are_lru_capped() -> None:
+    m = manager(max_tracked_addresses=2)
+    for address in ("a", "b", "a", "c"):  # "a" used again: "b" is the least recent
+        assert m.address_allows(address)
+    assert list(m.address_buckets) == ["a", "c"]
+
+
+def test_address_bucket_is_shared_and_takes_as_many_tokens_as_events() -> None:
+    m = manager(address_events_per_s=1e-9, address_events_burst=5)
+    assert m.address_allows("a", 3)
+    assert not m.address_allows("a", 3)  # 2 left: a batch of 3 is refused
+    assert m.address_allows("b", 5)  # another address has its own bucket
+
+
+def test_refusal_reasons_in_order() -> None:
+    m = manager(max_connections=2, max_connections_per_address=1, address_events_burst=1)
+    assert m.refusal("a") is None
+    m.address_connections["a"] = 1
+    assert m.refusal("a") == "too many connections from this address"
+    assert m.refusal("b") is None
+    assert m.address_allows("b") and m.refusal("b") == "this address is over its event rate"
+    m.connections.update({object(), object()})  # type: ignore[arg-type]
+    assert m.refusal("c") == "server at capacity"
+    m.accepting = False
+    assert m.refusal("c") == "server shutting down"
+
+
+def test_penalty_empties_the_bucket_for_flood_penalty_s() -> None:
+    m = manager(flood_penalty_s=10.0, address_events_per_s=5.0)
+    assert m.penalty_left("a") == 0.0  # unknown address: no penalty
+    m.penalize("a")
+    assert 0.0 < m.penalty_left("a") <= 10.0
+    assert m.address_buckets["a"].tokens == -50.0  # -(10 s x 5/s): served before any token
+    assert not m.address_allows("a") and m.refusal("a") == "this address is over its event rate"
+    off = manager(flood_penalty_s=0.0)
+    off.penalize("a")
+    assert off.penalty_left("a") == 0.0 and "a" not in off.address_buckets
