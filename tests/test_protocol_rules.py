@@ -179,3 +179,10 @@ def test_server_frames_exactly() -> None:
     assert "recs_id" not in protocol.recs("s", None, [], "m")
     assert protocol.encode({"a": "é", "b": 1}, "json") == '{"a":"é","b":1}'
     assert protocol.encode({"a": b"\x00"}, "msgpack") == b"\x81\xa1a\xc4\x01\x00"
+
+
+def test_documented_msgpack_hello_example() -> None:
+    # docs/protocol.md: hello with k=3 is these 15 bytes
+    example = bytes.fromhex("82 a4 74 79 70 65 a5 68 65 6c 6c 6f a1 6b 03")
+    assert msgpack.packb({"type": "hello", "k": 3}) == example
+    assert protocol.decode(example, LIMITS) == (protocol.Hello(None, None, 3, None), "msgpack")
