@@ -3,6 +3,9 @@ with which code (the socket and HTTP tests check the same codes reach clients)."
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import jwt
@@ -78,3 +81,16 @@ def test_leeway_is_30_s_both_ways_and_configurable() -> None:
     # the leeway is a parameter: without it, ten seconds late is too late
     assert code_of(mint_token("u", SECRET, ttl_s=60, now=now - 70), leeway_s=0) == "token_expired"
     assert verify_token(mint_token("u", SECRET, ttl_s=60, now=now - 150), SECRET, 200) == "u"
+
+
+def test_cli_token_prints_a_token_for_the_secret_in_the_environment() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEREC_")}
+    cmd = [sys.executable, "-m", "liverec.cli", "token", "dev-user"]
+    done = subprocess.run(
+        cmd, env={**env, "LIVEREC_JWT_SECRET": SECRET}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert verify_token(done.stdout.strip(), SECRET) == "dev-user"
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "LIVEREC_JWT_SECRET" in refused.stderr
+    assert "Traceback" not in refused.stderr
