@@ -246,6 +246,11 @@ async def test_clients_vanishing_mid_frame(tmp_path: Path) -> None:
                 # a masked text frame header announcing 256 bytes, then 10 of them, then gone
                 transport.write(b"\x81\xfe\x01\x00" + os.urandom(4) + b"x" * 10)
                 transport.abort()
+            served = {s.name: len(s.recs_for) for s in shoppers}
+            await until(  # the others are served after it as before
+                lambda: all(len(s.recs_for) >= served[s.name] + 10 for s in shoppers),
+                "the other shoppers served after the aborts",
+            )
             status, body = server.get_json("/readyz")
             assert status == 200, body
         # every socket, the aborted ones too, is released once the server has seen it go
@@ -323,6 +328,11 @@ async def test_flood_from_one_address_others_still_served(tmp_path: Path) -> Non
                     cut > 0 or 'liverec_closes_total{code="1013"}' in server.get_text("/metrics")
                 ),
                 "the flooders cut off with 1013",
+            )
+            served = {s.name: len(s.recs_for) for s in shoppers}
+            await until(
+                lambda: all(len(s.recs_for) >= served[s.name] + 10 for s in shoppers),
+                "the other shoppers served after the flood",
             )
             for f in flooders:
                 f.ws.transport.abort()
