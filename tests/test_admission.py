@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from liverec.config import Settings
-from liverec.live import APPLIED_IDS_KEPT, SHOWN_KEPT, Connection, LiveSession, TokenBucket
+from liverec.live import (
+    APPLIED_IDS_KEPT,
+    SHOWN_KEPT,
+    Connection,
+    FeedEntry,
+    LiveSession,
+    TokenBucket,
+)
 from liverec.metrics import Metrics
 from liverec.recommend.base import RecList
 from liverec.recommend.online import OnlineRecommender
@@ -60,6 +67,7 @@ def test_live_session_keeps_a_bounded_tail_and_counts_every_item() -> None:
     live.history = ["h1", "h2"]  # a returning user's earlier items come first
     assert live.context() == (["h1", "h2", "i2", "i3", "i4"], 7)
     assert LiveSession("t", None, ["a", "b"]).position == 2
+    assert LiveSession("t", None, ["a", "b"], position=0).position == 0
 
 
 def test_live_session_records_purchases_and_ratings() -> None:
@@ -87,11 +95,27 @@ def test_shown_lists_are_bounded_and_their_ids_unique() -> None:
     assert ids[0].endswith(".1") and ids[1].endswith(".2")
     assert ids[0] not in live.shown and ids[-1] in live.shown  # the oldest went
     assert len(live.shown) == SHOWN_KEPT
+    assert SHOWN_KEPT == 16  # "the session's last 16 lists" (docs/protocol.md)
     shown = live.shown[ids[-1]]
     assert (shown.model, shown.placement, shown.items) == ("online", "home", ("a", "b"))
+    assert shown.impression is False and shown.clicked == set()  # nothing reported yet
     assert live.remember(recs, None) and live.shown[next(reversed(live.shown))].placement == ""
     other = LiveSession("s", None, [])  # the same session elsewhere: another prefix
     assert other.remember(recs, None).split(".")[0] != ids[0].split(".")[0]
+
+
+def test_a_new_connection_starts_with_the_settings_defaults() -> None:
+    conn = Connection(FailingTransport(), Settings(default_k=7), Metrics(), "10.0.0.1")
+    assert (conn.address, conn.encoding, conn.k, conn.placement) == ("10.0.0.1", "json", 7, None)
+    assert (conn.session, conn.user_id, conn.bucket, conn.writer) == (None, None, None, None)
+    assert (conn.limited, conn.closing, conn.failure) == (0, False, None)
+    assert conn.outbox.capacity == Settings().outbound_queue and conn.outbox.frames == []
+
+
+def test_feed_entry_defaults() -> None:
+    entry = FeedEntry("open", "s", 1.0)
+    assert (entry.acked, entry.duplicate) == (True, False)
+    assert entry.event is entry.recs is entry.latency_s is entry.placement is None
 
 
 class FailingTransport:
@@ -104,6 +128,8 @@ class FailingTransport:
 
 async def test_a_failed_send_fails_later_pushes() -> None:
     conn = Connection(FailingTransport(), Settings(), Metrics(), "a")
+    await conn.flush(5.0)  # nothing queued: returns at once
+    conn.cancel_writer()  # and there is nothing to cancel
     assert conn.writer is None  # no writer task while nothing is queued
     conn.push({"type": "pong"})
     assert conn.writer is not None

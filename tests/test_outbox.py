@@ -97,4 +97,9 @@ async def test_connection_raises_slow_consumer_once_the_queue_is_full() -> None:
         conn.push(ack(n))
     with pytest.raises(SlowConsumer):
         conn.push(ack(4))
-    conn.cancel_writer()
+    writer = conn.writer
+    assert writer is not None
+    conn.cancel_writer()  # what the session manager does when the connection ends
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    assert writer.cancelled() and conn.writer is None and transport.sent == []

@@ -7,11 +7,13 @@ from __future__ import annotations
 from liverec.recommend.base import (
     LOW_RATING,
     RecContext,
+    RecList,
+    Recommender,
     apply_rules,
     blocked_items,
     demote_low_rated,
 )
-from liverec.types import Rec
+from liverec.types import Event, Rec
 
 SCORED = [("a", 5.0), ("b", 4.0), ("a", 3.5), ("c", 3.0), ("d", 2.0), ("e", 1.0)]
 
@@ -23,7 +25,7 @@ def ids(recs: list[Rec]) -> list[str]:
 def test_context_position_defaults_to_the_sequence_length() -> None:
     assert RecContext("s", ["x", "y"], 5).position == 2
     assert RecContext("s", ["x", "y"], 5, position=40).position == 40
-    assert RecContext("s", [], 5, position=0).position == 0
+    assert RecContext("s", ["x", "y"], 5, position=0).position == 0
 
 
 def test_blocked_are_the_excluded_and_the_current_item() -> None:
@@ -59,4 +61,29 @@ def test_low_rated_items_go_last_in_their_order() -> None:
     assert LOW_RATING == 2.0
     got = demote_low_rated(recs, {"a": 1.0, "b": LOW_RATING, "c": 2.5, "d": 5.0})
     assert ids(got) == ["c", "d", "a", "b"]
-    assert demote_low_rated(recs, {"a": 3.0}) == recs  # no low rating: unchanged
+    assert demote_low_rated(recs, {"a": 3.0}) is recs  # no low rating: the list itself
+
+
+class Fixed(Recommender):
+    """The least a recommender implements: the optional hooks keep their defaults."""
+
+    @property
+    def version(self) -> str:
+        return "fixed-1"
+
+    def observe(self, event: Event) -> None:
+        pass
+
+    async def recommend(self, ctx: RecContext) -> RecList:
+        return RecList(apply_rules(SCORED, ctx), self.version)
+
+
+async def test_recommender_defaults() -> None:
+    rec = Fixed()
+    await rec.start()
+    assert rec.version_for("any-session") == "fixed-1"
+    assert rec.is_ready() is True and rec.figures() == {}
+    rec.forget("any-session")
+    got = await rec.recommend(RecContext("s", ["a"], 2, current_item="a"))
+    assert got == RecList([Rec("b", 4.0), Rec("c", 3.0)], "fixed-1")
+    await rec.close()
