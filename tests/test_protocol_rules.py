@@ -4,6 +4,7 @@ exact server frames. (tests/test_protocol.py adds property-based checks.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -186,3 +187,20 @@ def test_documented_msgpack_hello_example() -> None:
     example = bytes.fromhex("82 a4 74 79 70 65 a5 68 65 6c 6c 6f a1 6b 03")
     assert msgpack.packb({"type": "hello", "k": 3}) == example
     assert protocol.decode(example, LIMITS) == (protocol.Hello(None, None, 3, None), "msgpack")
+
+
+def test_messages_are_immutable_and_slotted() -> None:
+    # Nothing is mutated after decoding (one path for an event), and a message costs
+    # no per-instance dict.
+    messages = [
+        LIMITS,
+        protocol.Hello(None, None, 10, None),
+        protocol.EventMsg("e", "view", "a", None, None),
+        protocol.Ping(),
+        protocol.Feedback("impression", "r", None),
+    ]
+    for msg in messages:
+        assert not hasattr(msg, "__dict__"), type(msg).__name__
+        for field in dataclasses.fields(msg):
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(msg, field.name, None)
