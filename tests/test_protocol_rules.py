@@ -138,6 +138,8 @@ def test_hello_fields_at_their_limits() -> None:
     )
     assert hello == protocol.Hello("s1", "t" * 4096, 10, "p" * 64)
     assert decode({"type": "hello", "user_token": ""}) == protocol.Hello(None, None, 10, None)
+    for placement in ("p", "home", "p" * 63):
+        assert decode({"type": "hello", "placement": placement}).placement == placement  # type: ignore[union-attr]
     assert error_of({"type": "hello", "user_token": "t" * 4097}, big).code == "bad_field"
     assert error_of({"type": "hello", "user_token": 5}).code == "bad_field"
     assert error_of({"type": "hello", "placement": "p" * 65}).code == "bad_field"
