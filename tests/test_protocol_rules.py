@@ -123,6 +123,7 @@ def test_ratings() -> None:
     assert error_of(ev(**rate, rating=1e6 + 1)).code == "bad_field"
     assert error_of(ev(**rate, rating=-1e6 - 1)).code == "bad_field"
     assert error_of(ev(**rate)).code == "missing_field"
+    assert error_of(ev(**rate, rating=True)).code == "bad_field"  # a bool is not a number
     assert decode(ev(rating=2)).rating is None  # type: ignore[union-attr]
 
 
