@@ -4,6 +4,10 @@ best first, low-rated items last."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from liverec.recommend.base import (
     LOW_RATING,
     RecContext,
@@ -87,3 +91,36 @@ async def test_recommender_defaults() -> None:
     got = await rec.recommend(RecContext("s", ["a"], 2, current_item="a"))
     assert got == RecList([Rec("b", 4.0), Rec("c", 3.0)], "fixed-1")
     await rec.close()
+
+
+def test_a_recommender_must_name_its_version_observe_and_recommend() -> None:
+    class NoVersion(Recommender):
+        def observe(self, event: Event) -> None:
+            pass
+
+        async def recommend(self, ctx: RecContext) -> RecList:
+            return RecList([], "x")
+
+    class NoObserve(Recommender):
+        version = "x"  # type: ignore[assignment]
+
+        async def recommend(self, ctx: RecContext) -> RecList:
+            return RecList([], "x")
+
+    class NoRecommend(Recommender):
+        version = "x"  # type: ignore[assignment]
+
+        def observe(self, event: Event) -> None:
+            pass
+
+    for incomplete in (NoVersion, NoObserve, NoRecommend):
+        with pytest.raises(TypeError):
+            incomplete()  # type: ignore[abstract]
+
+
+def test_lists_are_immutable_and_contexts_slotted() -> None:
+    recs = RecList([Rec("a", 1.0)], "m")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recs.model = "other"  # type: ignore[misc]
+    assert not hasattr(recs, "__dict__")
+    assert not hasattr(RecContext("s", [], 1), "__dict__")
