@@ -5,6 +5,7 @@
       of ours) annotations are never evaluated, so `str | None` -> `str + None` is an
       equivalent mutant by construction
   python .ci/mutate_tools.py score SESSION              print the score and survivors
+  python .ci/mutate_tools.py survivors SESSION          the survivors, one per line
 """
 
 from __future__ import annotations
@@ -86,13 +87,27 @@ def score(db: WorkDB) -> str:
     return "\n".join(lines)
 
 
+def survivors(db: WorkDB) -> str:
+    """One line per surviving mutant: module path, operator, occurrence, line."""
+    results = dict(db.results)
+    lines = []
+    for item in db.work_items:
+        result = results.get(item.job_id)
+        if result is not None and result.test_outcome == TestOutcome.SURVIVED:
+            m = item.mutations[0]
+            lines.append(f"{m.module_path} {m.operator_name} {m.occurrence} {m.start_pos[0]}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     command, session = argv
-    with use_db(session) as db:
+    with use_db(session, WorkDB.Mode.open) as db:
         if command == "skip-annotations":
             print(f"[mutate] {skip_annotations(db)} mutants in type annotations skipped")
         elif command == "score":
             print(score(db))
+        elif command == "survivors":
+            print(survivors(db))
         else:
             raise SystemExit(f"unknown command {command!r}")
     return 0
