@@ -68,13 +68,22 @@ def test_live_session_keeps_a_bounded_tail_and_counts_every_item() -> None:
     assert live.context() == (["h1", "h2", "i2", "i3", "i4"], 7)
     assert LiveSession("t", None, ["a", "b"]).position == 2
     assert LiveSession("t", None, ["a", "b"], position=0).position == 0
+    one = LiveSession("s", None, [])
+    for n in range(3):
+        one.apply(event(n, f"i{n}"), max_items=1)
+    assert one.items == ["i2"]
+    # a sequence stored under a larger session_max_items is cut at the next event
+    longer = LiveSession("s", None, [f"o{n}" for n in range(10)])
+    longer.apply(event(10, "new"), max_items=3)
+    assert longer.items == ["o8", "o9", "new"] and longer.position == 11
 
 
 def test_live_session_records_purchases_and_ratings() -> None:
     live = LiveSession("s", "u", [])
     live.apply(event(1, "p", "purchase"), 10)
     live.apply(event(2, "r", "rate", rating=2.0), 10)
-    live.apply(event(3, "v", "view", rating=5.0), 10)  # a view's rating means nothing
+    for n, action in enumerate(("view", "click", "add_to_cart", "remove_from_cart")):
+        live.apply(event(3 + n, action, action, rating=5.0), 10)  # a rating means nothing here
     assert live.purchases == {"p"} and live.ratings == {"r": 2.0}
 
 
