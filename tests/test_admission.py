@@ -5,6 +5,7 @@ Clocks are plain numbers passed in: no sleeps."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -64,10 +65,12 @@ def test_live_session_keeps_a_bounded_tail_and_counts_every_item() -> None:
         live.apply(event(n, f"i{n}"), max_items=3)
     assert live.items == ["i2", "i3", "i4"] and live.position == 5
     assert live.context() == (["i2", "i3", "i4"], 5)
-    live.history = ["h1", "h2"]  # a returning user's earlier items come first
-    assert live.context() == (["h1", "h2", "i2", "i3", "i4"], 7)
+    live.history = ["h1", "h2", "h3"]  # a returning user's earlier items come first
+    assert live.context() == (["h1", "h2", "h3", "i2", "i3", "i4"], 8)
     assert LiveSession("t", None, ["a", "b"]).position == 2
     assert LiveSession("t", None, ["a", "b"], position=0).position == 0
+    assert LiveSession("t", None, ["a", "b"], position=40).position == 40
+    assert LiveSession("t", None, []).connections == 0
     one = LiveSession("s", None, [])
     for n in range(3):
         one.apply(event(n, f"i{n}"), max_items=1)
@@ -125,6 +128,16 @@ def test_feed_entry_defaults() -> None:
     entry = FeedEntry("open", "s", 1.0)
     assert (entry.acked, entry.duplicate) == (True, False)
     assert entry.event is entry.recs is entry.latency_s is entry.placement is None
+    with pytest.raises(dataclasses.FrozenInstanceError):  # listeners share one entry
+        entry.acked = False  # type: ignore[misc]
+
+
+def test_per_session_state_has_no_instance_dicts() -> None:
+    # One LiveSession per open session, up to 16 Shown each: no __dict__ per object.
+    live = LiveSession("s", None, [])
+    live.remember(RecList([Rec("a", 1.0)], "m"), None)
+    for obj in (live, next(iter(live.shown.values())), FeedEntry("open", "s", 1.0)):
+        assert not hasattr(obj, "__dict__"), type(obj).__name__
 
 
 class FailingTransport:

@@ -56,6 +56,16 @@ def test_newer_recs_frame_replaces_an_unsent_one() -> None:
     assert box.frames == [ack(2), recs(2), ack(3), ack(4)]
 
 
+def test_a_recs_frame_never_replaces_other_kinds() -> None:
+    box = Outbox(4, lambda: None)
+    welcome = {"type": "welcome", "session_id": "s"}
+    box.put(welcome)  # hello's welcome is queued just before the first recs frame
+    box.put(recs(0))
+    box.put({"type": "pong"})
+    box.put(recs(1))
+    assert box.frames == [welcome, {"type": "pong"}, recs(1)]
+
+
 def test_outbox_full_of_acks_raises_slow_consumer() -> None:
     box = Outbox(3, lambda: None)
     for n in range(3):
