@@ -12,6 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# `bash .ci/dev mutate` runs the in-process tests once per mutant: derandomised Hypothesis
+# (same examples every run, no example database) makes each mutant's verdict repeatable.
+settings.register_profile("mutate", derandomize=True, database=None)
+if os.environ.get("LIVEREC_HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["LIVEREC_HYPOTHESIS_PROFILE"])
 
 
 def free_port() -> int:

@@ -101,22 +101,26 @@ async def test_resume_across_two_processes_sharing_redis(redis_url: str) -> None
         async with await Client.open(a.ws_url, binary=True) as c:
             welcome, _ = await c.hello()
             sid = welcome["session_id"]
-            for item in ("p1", "p2", "p3"):
-                await c.event(item)
+            for n, item in enumerate(("p1", "p2", "p3")):
+                await c.event(item, id=f"on-a-{n}")
         async with await Client.open(b.ws_url) as c:
             welcome, recs = await c.hello(session_id=sid)
             assert welcome["resumed"] is True and welcome["session_id"] == sid
+            # B's live session holds the sequence A stored (read while it is live in B)
+            status, body = b.get_json(f"/v1/sessions/{sid}")
+            assert status == 200 and body["items"] == ["p1", "p2", "p3"]
             # the current item (last of the resumed sequence) is never recommended
             assert "p3" not in [r["item_id"] for r in recs["items"]]
             await c.event("p4")
-            # a duplicate of an event first sent to process A is acked but not applied again
-            ack, _ = await c.event("p1", id="dup-on-b")
-            ack, _ = await c.event("p1", id="dup-on-b")
+            # an event process A recorded, sent again to B: acked, not applied again
+            ack, _ = await c.event("p1", id="on-a-0")
             assert ack.get("duplicate") is True
+            ack, _ = await c.event("p5", id="on-b-new")
+            assert ack.get("duplicate") is not True
         status, body = b.get_json(f"/v1/sessions/{sid}")
-        assert status == 200 and body["items"] == ["p1", "p2", "p3", "p4", "p1"]
+        assert status == 200 and body["items"] == ["p1", "p2", "p3", "p4", "p5"]
         status, body = a.get_json(f"/v1/sessions/{sid}")
-        assert body["items"] == ["p1", "p2", "p3", "p4", "p1"]
+        assert body["items"] == ["p1", "p2", "p3", "p4", "p5"]
     finally:
         a.stop()
         b.stop()

@@ -3,7 +3,10 @@ origins are refused, and per-address limits hold."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,6 +66,38 @@ async def test_valid_token_attaches_the_user_and_owns_the_session(server: Livere
             assert frame["type"] == "error" and frame["code"] == "session_forbidden"
     # Nor read it over HTTP, while Alice can.
     assert server.get_json(f"/v1/sessions/{sid}")[0] == 403
+    assert _get(server, f"/v1/sessions/{sid}", mint_token("bob", SECRET))[0] == 403
+    status, body = _get(server, f"/v1/sessions/{sid}", mint_token("alice", SECRET))
+    assert status == 200 and body == {"session_id": sid, "items": ["bought-1"]}
+
+
+def _get(server: LiverecServer, path: str, token: str) -> tuple[int, Any]:
+    req = urllib.request.Request(server.base + path, headers={"authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+async def test_owner_reads_their_own_session_over_http(server: LiverecServer) -> None:
+    async with await Client.open(server.ws_url) as c:
+        welcome, _ = await c.hello(user_token=mint_token("erin", SECRET))
+        sid = welcome["session_id"]
+        await c.event("erin-1")
+        await c.event("erin-2")
+        # while the session is live in this process...
+        assert _get(server, f"/v1/sessions/{sid}", mint_token("erin", SECRET)) == (
+            200,
+            {"session_id": sid, "items": ["erin-1", "erin-2"]},
+        )
+    # ...and once it is only in the store
+    assert _get(server, f"/v1/sessions/{sid}", mint_token("erin", SECRET)) == (
+        200,
+        {"session_id": sid, "items": ["erin-1", "erin-2"]},
+    )
+    assert _get(server, f"/v1/sessions/{sid}", mint_token("frank", SECRET))[0] == 403
+    assert server.get_json(f"/v1/sessions/{sid}")[0] == 403
 
 
 async def test_forged_expired_and_malformed_tokens_are_refused(server: LiverecServer) -> None:
@@ -75,6 +110,31 @@ async def test_forged_expired_and_malformed_tokens_are_refused(server: LiverecSe
     assert await _hello_error(server, no_sub) == "bad_token"
     assert await _hello_error(server, none_alg) == "bad_token"
     assert await _hello_error(server, "not.a.jwt") == "bad_token"
+
+
+async def test_tokens_without_exp_are_refused(server: LiverecServer) -> None:
+    no_exp = jwt.encode({"sub": "alice", "iat": int(time.time())}, SECRET, algorithm="HS256")
+    assert await _hello_error(server, no_exp) == "bad_token"
+    body = {"session_id": "no-exp-s", "events": [{"id": "n1", "action": "view", "item_id": "z"}]}
+    status, reply = server.post_json(
+        "/v1/events", body, headers={"authorization": "Bearer " + no_exp}
+    )
+    assert status == 403 and reply["error"]["code"] == "bad_token"
+
+
+async def test_token_clock_skew_of_30_s_is_tolerated_both_ways(server: LiverecServer) -> None:
+    # Margins of 20 s and 60 s on either side of the 30 s leeway: no race with the clock.
+    now = time.time()
+    expired_10s_ago = mint_token("gina", SECRET, ttl_s=60, now=now - 70)
+    expired_90s_ago = mint_token("gina", SECRET, ttl_s=60, now=now - 150)
+    issued_10s_ahead = mint_token("gina", SECRET, ttl_s=3600, now=now + 10)
+    issued_90s_ahead = mint_token("gina", SECRET, ttl_s=3600, now=now + 90)
+    for token in (expired_10s_ago, issued_10s_ahead):  # within the skew: accepted
+        async with await Client.open(server.ws_url) as c:
+            welcome, _ = await c.hello(user_token=token)
+            assert welcome["type"] == "welcome"
+    assert await _hello_error(server, expired_90s_ago) == "token_expired"
+    assert await _hello_error(server, issued_90s_ahead) == "bad_token"
 
 
 def test_http_bearer_tokens(server: LiverecServer) -> None:
@@ -136,8 +196,6 @@ async def test_connections_per_address_and_address_rate(server: LiverecServer) -
 
 
 def test_cors_follows_the_allowlist(server: LiverecServer) -> None:
-    import urllib.request
-
     def preflight(origin: str) -> str | None:
         req = urllib.request.Request(
             server.base + "/v1/events",
@@ -156,3 +214,24 @@ def test_cors_follows_the_allowlist(server: LiverecServer) -> None:
 
     assert preflight("https://shop.example.com") == "https://shop.example.com"
     assert preflight("https://evil.example") is None
+
+
+def test_cors_never_allows_credentials(server: LiverecServer) -> None:
+    # Tokens travel in the Authorization header, never in cookies: no credentialed CORS.
+    origin = "https://shop.example.com"
+    preflight = urllib.request.Request(
+        server.base + "/v1/events",
+        method="OPTIONS",
+        headers={
+            "origin": origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        },
+    )
+    simple = urllib.request.Request(
+        server.base + "/v1/recommendations?k=1", headers={"origin": origin}
+    )
+    for req in (preflight, simple):
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.headers.get("access-control-allow-origin") == origin
+            assert r.headers.get("access-control-allow-credentials") is None

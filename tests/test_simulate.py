@@ -53,7 +53,6 @@ async def test_shoppers_drive_the_server_and_every_event_is_answered() -> None:
         assert summary["errors"] == {}
         assert report.events > 20 and report.sessions >= 6
         assert report.acked == report.events == report.recs == len(report.latencies_s)
-        assert 1.9 < report.elapsed_s < 60  # it stops at its duration (generous: shared CI)
         assert _events_total(srv.get_text("/metrics")) == report.events  # all reached the server
     finally:
         srv.stop()

@@ -405,12 +405,13 @@ async def test_the_wal_starts_over_under_continuous_writes(tmp_path: Path) -> No
         for n in range(10):
             await store.record_event(ev(f"e{n}", session=f"s{n}", item=f"i{n}"))
         per_event = (wal_bytes(path) - start) / 10  # one transaction each: ~11 pages
-        n, deadline = 10, time.monotonic() + 30.0
-        while checkpointer.restarts < 5:
+        # A deadline, not a timing claim: generous, for a machine busy with other work.
+        n, deadline = 10, time.monotonic() + 120.0
+        while checkpointer.restarts < 3:
             await store.record_event(ev(f"e{n}", session=f"s{n % 50}", item=f"i{n}"))
             await asyncio.sleep(0.001)
             n += 1
-            assert time.monotonic() < deadline, f"{checkpointer.restarts} restarts in 30 s"
+            assert time.monotonic() < deadline, f"{checkpointer.restarts} restarts in 120 s"
         assert wal_bytes(path) < n * per_event / 2  # written over, not appended to
         assert await store.count_events() == n
     finally:

@@ -222,20 +222,49 @@ async def test_flood_past_rate_limit(server: LiverecServer) -> None:
     assert "without completing handshake" not in server.log()  # no error line per refusal
 
 
-async def test_client_that_never_reads_does_not_hurt_others(server: LiverecServer) -> None:
-    # A raw client that sends hello and many events but never reads a byte.
-    slow = await Client.open(server.ws_url, max_queue=1)
-    await slow.send({"type": "hello", "k": 100})
-    for i in range(40):
-        await slow.send({"type": "event", "id": f"s{i}", "action": "view", "item_id": f"q{i}"})
-    await asyncio.sleep(0.2)
-    async with await Client.open(server.ws_url) as c:
-        await c.hello()
-        for i in range(5):
-            await c.event(f"fine-{i}")
-    status, body = server.get_json("/readyz")
-    assert status == 200 and body["ready"] is True
-    await slow.ws.close()
+async def test_client_that_never_reads_is_cut_1013_and_does_not_hurt_others() -> None:
+    # Its own server: no rate limit in the way, so only the outbound queue can cut it.
+    srv = LiverecServer(
+        "memory://", outbound_queue=8, events_per_s=1e5, events_burst=100000
+    ).start()
+    try:
+        # max_queue=1: the client library stops reading the socket at once
+        slow = await Client.open(srv.ws_url, max_queue=1)
+        await slow.send({"type": "hello", "k": 100})
+        cut = False
+        for i in range(20000):  # until kernel buffers fill and the server's queue with them
+            try:
+                await slow.send(
+                    {"type": "event", "id": f"s{i}", "action": "view", "item_id": f"q{i % 300}"}
+                )
+            except ConnectionClosed:
+                break
+            if i % 500 == 499:
+                await asyncio.sleep(0.05)
+                if 'liverec_closes_total{code="1013"}' in srv.get_text("/metrics"):
+                    cut = True
+                    break
+        for _ in range(200):  # the server may still be working through what it got
+            if cut or 'liverec_closes_total{code="1013"}' in srv.get_text("/metrics"):
+                cut = True
+                break
+            await asyncio.sleep(0.05)
+        assert cut, "the server kept buffering for a client that does not read"
+        # meanwhile others are served as before
+        async with await Client.open(srv.ws_url) as c:
+            await c.hello()
+            for i in range(5):
+                await c.event(f"fine-{i}")
+        status, body = srv.get_json("/readyz")
+        assert status == 200 and body["ready"] is True
+        # reading at last, the slow client finds the close after what was sent before it
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await slow.recv(timeout=30)
+        assert info.value.rcvd is not None
+        assert (info.value.rcvd.code, info.value.rcvd.reason) == (1013, "client not reading")
+    finally:
+        srv.stop()
 
 
 async def test_origin_check(server: LiverecServer) -> None:
@@ -248,7 +277,14 @@ async def test_origin_check(server: LiverecServer) -> None:
     await ok.close()
 
 
-def test_http_health_ready_metrics(server: LiverecServer) -> None:
+async def test_http_health_ready_metrics(server: LiverecServer) -> None:
+    # Its own event and error: the histogram and the error counter exist once used, and
+    # this test must not rely on earlier tests having used them.
+    async with await Client.open(server.ws_url) as c:
+        await c.hello()
+        await c.event("metrics-1")
+        await c.ws.send("{not json")
+        assert (await c.recv())["code"] == "bad_json"
     assert server.get_json("/healthz") == (200, {"status": "ok"})
     status, body = server.get_json("/readyz")
     assert status == 200 and body["store"] is True

@@ -432,7 +432,9 @@ class Settings:
 
 ENV_PREFIX = "LIVEREC_"
 # `LIVEREC_*` variables read by the development tools (.ci/dev, the tests), not settings.
-TOOL_VARIABLES = frozenset({"LIVEREC_SKIP_BROWSER", "LIVEREC_CHROMIUM"})
+TOOL_VARIABLES = frozenset(
+    {"LIVEREC_SKIP_BROWSER", "LIVEREC_CHROMIUM", "LIVEREC_HYPOTHESIS_PROFILE"}
+)
 CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error", "critical"),
     "log_format": ("text", "json"),
