@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from liverec.identity import mint_token
+from liverec.ownership import new_session_id
+
 from .conftest import RedisServer, free_port
 from .servers import LiverecServer
 from .wsclient import Client
@@ -68,14 +71,17 @@ def _events(n: int, prefix: str) -> list[dict[str, str]]:
 
 
 def test_http_events_at_most_100_per_request(server: LiverecServer) -> None:
-    body = {"session_id": "hundred", "events": _events(101, "o")}
+    status, reply = server.post_json("/v1/events", {"events": _events(100, "h")})
+    assert status == 200 and len(reply["acked"]) == 100 and reply["not_recorded"] == []
+    sid = reply["session_id"]  # issued by the server
+    body = {"session_id": sid, "events": _events(101, "o")}
     status, reply = server.post_json("/v1/events", body)
     assert status == 400 and reply["error"]["code"] == "too_many_events"
-    assert server.get_json("/v1/sessions/hundred")[0] == 404  # nothing of it was recorded
-    status, reply = server.post_json(
-        "/v1/events", {"session_id": "hundred", "events": _events(100, "h")}
-    )
-    assert status == 200 and len(reply["acked"]) == 100 and reply["not_recorded"] == []
+    status, session = server.get_json(f"/v1/sessions/{sid}")
+    assert status == 200 and len(session["items"]) == 100  # nothing of the 101 was recorded
+    status, reply = server.post_json("/v1/events", {"events": _events(101, "n")})
+    assert status == 400 and reply["error"]["code"] == "too_many_events"
+    assert "session_id" not in reply  # no session was opened for it
 
 
 @pytest.fixture
@@ -86,28 +92,35 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     redis.stop()
 
 
+SECRET = "limits-test-secret-of-at-least-32-bytes"
+
+
 async def test_http_events_503_not_recorded_while_the_store_is_down(
     own_redis: RedisServer,
 ) -> None:
-    srv = LiverecServer(f"redis://127.0.0.1:{own_redis.port}/0?socket_timeout=0.5").start()
+    srv = LiverecServer(
+        f"redis://127.0.0.1:{own_redis.port}/0?socket_timeout=0.5", jwt_secret=SECRET
+    ).start()
+    token = mint_token("una", SECRET)
+    bearer = {"Authorization": f"Bearer {token}"}
     try:
-        async with await Client.open(srv.ws_url) as c:  # the session is live in this process
-            welcome, _ = await c.hello()
+        # a signed-in user's session live in this process: its owner needs no store read
+        async with await Client.open(srv.ws_url) as c:
+            welcome, _ = await c.hello(user_token=token)
             sid = welcome["session_id"]
             own_redis.kill()
             body = {"session_id": sid, "events": _events(2, "down")}
-            status, reply = srv.post_json("/v1/events", body)
+            status, reply = srv.post_json("/v1/events", body, headers=bearer)
             assert status == 503, reply
             assert reply["acked"] == [] and reply["not_recorded"] == ["down0", "down1"]
             assert reply["recs"]["type"] == "recs"  # recommendations still answered
             # a session the process does not hold cannot even be opened: 503 as well
-            status, reply = srv.post_json(
-                "/v1/events", {"session_id": "elsewhere", "events": _events(1, "x")}
-            )
+            body_elsewhere = {"session_id": new_session_id(), "events": _events(1, "x")}
+            status, reply = srv.post_json("/v1/events", body_elsewhere)
             assert status == 503 and reply["error"]["code"] == "store_unavailable"
             own_redis.start()  # same port, same append-only file
             for _ in range(200):  # the client resends until the store takes them
-                status, reply = srv.post_json("/v1/events", body)
+                status, reply = srv.post_json("/v1/events", body, headers=bearer)
                 if status == 200:
                     break
                 await asyncio.sleep(0.05)

@@ -47,7 +47,7 @@ from .live import (
     Transport,
 )
 from .metrics import Metrics
-from .ownership import may_open, new_session_id, open_owned
+from .ownership import check_session_id, may_open, new_session_id, open_owned
 from .recommend.base import RecContext, RecList, Recommender
 from .store.base import Store
 from .types import Event
@@ -464,14 +464,19 @@ class SessionManager:
     ) -> LiveSession | None:
         """A session for one HTTP request: a new one when `session_id` is None (only
         with `write`), else the stored one after the owner check (None when unknown).
-        The owner is always read from the store, even for a session live here: raises
-        StoreUnavailable when it cannot be (fail closed), Forbidden for another user's.
+        The owner is read from the store, except for a session live here that belongs
+        to the same signed-in user (an owner never changes, as for a hello): raises
+        StoreUnavailable when it cannot be read (fail closed), Forbidden for another
+        user's.
         """
         now = self.clock()
         if session_id is None:
             session_id = new_session_id()
             await self.store.open_session(session_id, user_id, now)
             return LiveSession(session_id, user_id, [])
+        held = self.sessions.get(check_session_id(session_id))
+        if held is not None and user_id is not None and held.user_id == user_id:
+            return held
         record = await open_owned(self.store, session_id, user_id, now, write=write)
         if record is None:
             return None
