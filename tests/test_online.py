@@ -232,6 +232,23 @@ def test_empty_session_gets_the_popular_items() -> None:
     assert ids(rec, ["UNKNOWN"], k=2) == ["A", "B"]
 
 
+def test_a_new_item_is_in_the_popular_list_at_once_whatever_the_refresh() -> None:
+    """The top set is re-sorted at most every popular_refresh_s, but an item that joins
+    it is ranked at once: a new store's first second of lists is not one item long."""
+    rec, clock, feed = make(popular_refresh_s=3600.0)
+    feed.session("s1", ["A", "B"])
+    assert ids(rec, []) == ["B", "A"] or ids(rec, []) == ["A", "B"]
+    feed.session("s2", ["C"])
+    feed.session("s3", ["C"])
+    assert set(ids(rec, [])) == {"A", "B", "C"}
+    assert ids(rec, [])[0] == "C"  # it joined with the highest score
+    for s in range(3):  # A overtakes C: a re-rank, which waits for the refresh
+        feed.event(f"t{s}", "A")
+    assert set(ids(rec, [])) == {"A", "B", "C"}
+    clock.t += 3600.0
+    assert ids(rec, [])[0] == "A"
+
+
 async def test_async_recommend_matches_the_sync_path() -> None:
     rec, _, feed = make()
     feed.session("s", ["A", "B", "C"])

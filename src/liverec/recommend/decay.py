@@ -9,6 +9,7 @@ so that no list ever ranks every item.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Callable
@@ -17,6 +18,12 @@ from typing import Final
 
 _MAX_EXPONENT: Final = 300.0  # exp(300) ~ 1e130, far from overflow (exp(709))
 _by_score = itemgetter(1)
+
+
+def _by_score_desc(kv: tuple[str, float]) -> float:
+    return -kv[1]
+
+
 Filter = Callable[[str], bool]
 
 
@@ -75,8 +82,14 @@ class TopSet:
         self.dirty = False
 
     def bump(self, key: str, pop: float) -> None:
-        if pop > self.floor or key in self.members:
+        if key in self.members:
             self.members[key] = pop
+            self.dirty = True  # its rank may change: re-sorted within refresh_s
+        elif pop > self.floor:
+            # a new member is ranked at once (O(size) insert), so a list never misses
+            # an item for up to refresh_s, e.g. a new store's first items
+            self.members[key] = pop
+            bisect.insort(self.sorted, (key, pop), key=_by_score_desc)
             self.dirty = True
             if len(self.members) > 2 * self.size:
                 self._trim()
@@ -88,12 +101,14 @@ class TopSet:
             members = [kv for kv in members if keep(kv[0])]  # type: ignore[assignment]
         best = heapq.nlargest(self.size, members, key=_by_score)
         self.members = dict(best)
+        self.sorted = best  # nlargest is best first
         if len(best) >= self.size:
             self.floor = best[-1][1]
         self.dirty = True
 
     def remove(self, key: str) -> None:
         if self.members.pop(key, None) is not None:
+            self.sorted = [kv for kv in self.sorted if kv[0] != key]
             self.dirty = True
 
     def rescale(self, factor: float) -> None:
