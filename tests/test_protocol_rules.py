@@ -116,15 +116,22 @@ def test_timestamps_between_2000_and_2100() -> None:
 
 
 def test_ratings() -> None:
+    """Ratings on the declared scale (default 1..5, ends included); a Limits scale."""
     rate = {"action": "rate"}
-    assert decode(ev(**rate, rating=-1e6)).rating == -1e6  # type: ignore[union-attr]
-    assert decode(ev(**rate, rating=1e6)).rating == 1e6  # type: ignore[union-attr]
-    assert decode(ev(**rate, rating=3)).rating == 3.0  # type: ignore[union-attr]
-    assert error_of(ev(**rate, rating=1e6 + 1)).code == "bad_field"
-    assert error_of(ev(**rate, rating=-1e6 - 1)).code == "bad_field"
+    assert decode(ev(**rate, rating=1)).rating == 1.0  # type: ignore[union-attr]
+    assert decode(ev(**rate, rating=5)).rating == 5.0  # type: ignore[union-attr]
+    assert decode(ev(**rate, rating=3.5)).rating == 3.5  # type: ignore[union-attr]
+    for off in (0.999, 5.001, 1e6, -1e6, 0):
+        assert error_of(ev(**rate, rating=off)).code == "bad_field", off
     assert error_of(ev(**rate)).code == "missing_field"
     assert error_of(ev(**rate, rating=True)).code == "bad_field"  # a bool is not a number
+    assert error_of(ev(**rate, rating=10**400)).code == "bad_field"  # overflows a float
     assert decode(ev(rating=2)).rating is None  # type: ignore[union-attr]
+    ten = protocol.Limits(rating_min=0.0, rating_max=10.0)
+    assert decode(ev(**rate, rating=10), ten).rating == 10.0  # type: ignore[union-attr]
+    assert decode(ev(**rate, rating=0), ten).rating == 0.0  # type: ignore[union-attr]
+    with pytest.raises(ProtocolError):
+        decode(ev(**rate, rating=10.5), ten)
 
 
 def test_hello_fields_at_their_limits() -> None:
