@@ -26,6 +26,7 @@ from ..metrics import Metrics
 from ..recommend import build_recommender, warm_from_log
 from ..recommend.ab import ABRecommender
 from ..recommend.base import MODEL_FIGURES, Recommender
+from ..recommend.follower import LogFollower
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
@@ -61,6 +62,12 @@ def create_app(
         the_recommender = recommender or build_recommender(settings)
         await the_recommender.start()
         warmed = await warm_from_log(the_recommender, the_store, settings.warm_events)
+        follower = None
+        if settings.follow_log and the_store.shared_log:  # other processes' events too
+            follower = LogFollower(
+                the_store, the_recommender, settings.follow_block_s, settings.follow_batch
+            )
+            await follower.start()
         # The catalog is read from the store here and polled for other processes' writes.
         catalog = Catalog(the_store, settings.catalog_poll_s)
         await catalog.load()
@@ -101,6 +108,8 @@ def create_app(
             if learner is not None:
                 await learner.close()  # a round in progress stops after its epoch
             await feed.close()
+            if follower is not None:
+                await follower.close()
             await catalog.close()
             await manager.recommender.close()
             await the_store.close()
