@@ -23,6 +23,7 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..demo import start_demo
 from ..metrics import Metrics
+from ..notify import CatalogNotices
 from ..recommend import build_recommender, warm_from_log
 from ..recommend.ab import ABRecommender
 from ..recommend.base import MODEL_FIGURES, Recommender
@@ -74,6 +75,10 @@ def create_app(
         if settings.demo:
             await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
         await catalog.start()
+        notices = None
+        if the_store.shared_log:  # other processes hear of catalog writes at once
+            notices = CatalogNotices(the_store, catalog)
+            await notices.start()
         manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
         metrics.set_models(functools.partial(_arm_versions, the_recommender))
         for name, help in MODEL_FIGURES.items():
@@ -110,6 +115,8 @@ def create_app(
             await feed.close()
             if follower is not None:
                 await follower.close()
+            if notices is not None:
+                await notices.close()
             await catalog.close()
             await manager.recommender.close()
             await the_store.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,3 +185,14 @@ class Store(abc.ABC):
         created, so a follower leaves nothing behind in the store. Entries carry their
         `origin`. Only for a `shared_log` store."""
         raise NotImplementedError(f"{type(self).__name__} has no log other processes write")
+
+    # --- notifications between processes (pub/sub) ------------------------------------
+
+    async def publish(self, channel: str, message: str) -> None:  # noqa: B027 - optional
+        """Tell every process listening on `channel` (fire and forget: a process that
+        is not listening right now misses it). No-op for a store of one process."""
+
+    def listen(self, channel: str) -> AsyncIterator[str]:
+        """The messages published on `channel` from now on, until the connection
+        fails (then StoreUnavailable). Only for a `shared_log` store."""
+        raise NotImplementedError(f"{type(self).__name__} has no other processes to hear")

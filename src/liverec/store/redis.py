@@ -715,6 +715,30 @@ class RedisStore(Store):
         """The stream entry id of a position of `partition`."""
         return position
 
+    # --- pub/sub: notifications between processes ------------------------------------
+
+    async def publish(self, channel: str, message: str) -> None:
+        async with self._use("publish") as client:
+            await client.publish(f"{self.prefix}{channel}", message)
+
+    async def listen(self, channel: str) -> AsyncIterator[str]:
+        """SUBSCRIBE on a connection of its own, to the node the URL names (Redis
+        Cluster delivers a PUBLISH made on any node to subscribers on every node)."""
+        options = {
+            k: v for k, v in self._options.items() if k not in ("timeout", "max_connections")
+        }
+        client = Redis.from_url(self._connect_url, decode_responses=True, **options)
+        try:
+            with self._errors("listen"):
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(f"{self.prefix}{channel}")
+                    while True:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None and message.get("type") == "message":
+                            yield str(message["data"])
+        finally:
+            await client.aclose()
+
 
 def redis_url_options(query: str) -> dict[str, Any]:
     """The RedisStore keyword arguments given in a store URL's query string."""
