@@ -33,6 +33,11 @@ class Settings:
     # --- network
     host: str = _s("127.0.0.1", "address to bind")
     port: int = _s(8000, "TCP port to bind")
+    workers: int = _s(
+        1,
+        "server processes on this machine sharing the listening socket (more than 1 needs "
+        "a Redis or Redis Cluster store); a worker that dies is started again",
+    )
     # --- storage and model
     store_url: str = _s(
         "embedded://./data/liverec.db",
@@ -264,6 +269,8 @@ class Settings:
             problems.append("demo_warmup_sessions must be >= 0")
         if self.widget_max_age_s < 0:
             problems.append("widget_max_age_s must be >= 0")
+        if not 1 <= self.workers <= 256:
+            problems.append("workers must be in 1..256")
         if not 0 < self.port < 65536 and self.port != 0:
             problems.append("port must be in 0..65535")
         problems += _choice_problems(self)
