@@ -23,6 +23,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from ..config import Settings
+from ..errors import LiverecError
 
 log = logging.getLogger("liverec.workers")
 
@@ -54,6 +55,9 @@ def supervise(settings: Settings, serve: Callable[[socket.socket], int]) -> int:
                 code = serve(sock)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
+            except (LiverecError, OSError) as exc:  # failed to start: one line, as `liverec`
+                print(f"liverec: error: worker {number}: {exc}", file=sys.stderr)
+                code = 2
             except BaseException:
                 log.exception("worker %d failed", number)
             finally:
