@@ -95,6 +95,7 @@ async def test_key_layout_and_expiry(redis_url: str, raw: tuple[Redis, str]) -> 
         "ts": "2.0",
         "user_id": "u1",
         "rating": "4.0",
+        "origin": store.origin,
     }
 
 

@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Final
@@ -346,6 +346,9 @@ class Catalog:
         # Called with (items upserted or changed, ids removed) after every change of
         # this cache, from the event loop; a listener must be cheap per item.
         self.listeners: list[Callable[[Sequence[CatalogItem], Sequence[str]], None]] = []
+        # Called with the new version after each write (liverec.notify tells the other
+        # processes, so they need not wait for their next poll).
+        self.on_write: Callable[[int], Awaitable[None]] | None = None
 
     # --- CatalogView (what the session manager asks) ---------------------------------
 
@@ -388,11 +391,15 @@ class Catalog:
         """Write items to the store, then to this cache; returns the catalog version."""
         version = await self.store.upsert_items({i.item_id: i.to_dict() for i in items})
         self._apply(version, items, ())
+        if self.on_write is not None:
+            await self.on_write(version)
         return version
 
     async def remove(self, item_ids: Sequence[str]) -> int:
         version = await self.store.remove_items(item_ids)
         self._apply(version, (), item_ids)
+        if self.on_write is not None:
+            await self.on_write(version)
         return version
 
     def _apply(self, version: int, items: Sequence[CatalogItem], gone: Sequence[str]) -> None:

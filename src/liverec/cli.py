@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,7 +46,7 @@ def _serve_parser(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server.guard import StartupGuard, preflight
+    from .server.guard import preflight
 
     settings = Settings.from_sources(None, given_settings(args))
     preflight(settings)
@@ -53,15 +55,25 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     setup_logging(settings.log_level, settings.log_format)
 
+    if settings.workers > 1:
+        from .server.workers import supervise
+
+        return supervise(settings, functools.partial(_serve_one, settings))
+    return _serve_one(settings)
+
+
+def _serve_one(settings: Settings, sock: socket.socket | None = None) -> int:
+    """One server process (on `sock` when a supervisor bound it)."""
     import uvicorn
 
     from .server import edge
     from .server.app import create_app
+    from .server.guard import StartupGuard
 
     app = StartupGuard(create_app(settings))
     server = uvicorn.Server(uvicorn_config(app, settings))
     try:
-        asyncio.run(edge.serve(server, settings))
+        asyncio.run(edge.serve(server, settings, None if sock is None else [sock]))
     except SystemExit:  # uvicorn exits 3 when start-up failed: say why, in one line
         app.raise_startup_error()
         raise

@@ -35,6 +35,11 @@ class Settings:
     # --- network
     host: str = _s("127.0.0.1", "address to bind")
     port: int = _s(8000, "TCP port to bind")
+    workers: int = _s(
+        1,
+        "server processes on this machine sharing the listening socket (more than 1 needs "
+        "a Redis or Redis Cluster store); a worker that dies is started again",
+    )
     # --- storage and model
     store_url: str = _s(
         "embedded://./data/liverec.db",
@@ -179,6 +184,17 @@ class Settings:
     warm_events: int = _s(
         100_000, "newest logged events replayed into the online model at start (0: none)"
     )
+    follow_log: bool = _s(
+        True,
+        "learn from the events other processes record: follow the shared event log "
+        "(Redis, Redis Cluster; the embedded store has one process)",
+    )
+    follow_block_s: float = _s(
+        1.0,
+        "longest wait of one blocking read of the shared log (kept under half the "
+        "store's socket timeout)",
+    )
+    follow_batch: int = _s(500, "most log events read and applied per partition in one read")
     cooc_window: int = _s(5, "co-occurrence: link each item to this many previous ones")
     cooc_max_neighbours: int = _s(100, "co-occurrence: neighbours kept per item (~54 B each)")
     max_items: int = _s(
@@ -357,6 +373,8 @@ class Settings:
             problems.append("gc_full_interval_s must be > 0 (or none for Python's default)")
         if self.flood_penalty_s < 0:
             problems.append("flood_penalty_s must be >= 0")
+        if self.follow_block_s <= 0 or self.follow_batch < 1:
+            problems.append("follow_block_s must be > 0 and follow_batch >= 1")
         if self.catalog_poll_s is not None and self.catalog_poll_s <= 0:
             problems.append("catalog_poll_s must be > 0 (or none)")
         if self.feed_queue < 1 or self.feed_max_subscribers < 1 or self.feed_window_s < 10:
@@ -375,6 +393,8 @@ class Settings:
             problems.append("demo_warmup_sessions must be >= 0")
         if self.widget_max_age_s < 0:
             problems.append("widget_max_age_s must be >= 0")
+        if not 1 <= self.workers <= 256:
+            problems.append("workers must be in 1..256")
         if not 0 < self.port < 65536 and self.port != 0:
             problems.append("port must be in 0..65535")
         problems += _choice_problems(self)

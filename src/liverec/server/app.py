@@ -28,10 +28,12 @@ from ..config import Settings
 from ..demo import start_demo
 from ..demo_model import demo_serving_settings
 from ..metrics import Metrics
+from ..notify import CatalogNotices
 from ..recommend import attach_catalog, build_recommender, warm_from_log
 from ..recommend.ab import ABRecommender
 from ..recommend.base import MODEL_FIGURES, Recommender
 from ..recommend.blend import BlendedRecommender
+from ..recommend.follower import LogFollower
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
@@ -70,6 +72,12 @@ def create_app(
         the_recommender = recommender or build_recommender(demo_serving_settings(settings))
         await the_recommender.start()
         warmed = await warm_from_log(the_recommender, the_store, settings.warm_events)
+        follower = None
+        if settings.follow_log and the_store.shared_log:  # other processes' events too
+            follower = LogFollower(
+                the_store, the_recommender, settings.follow_block_s, settings.follow_batch
+            )
+            await follower.start()
         # The catalog is read from the store here and polled for other processes' writes.
         catalog = Catalog(the_store, settings.catalog_poll_s)
         await catalog.load()
@@ -77,6 +85,10 @@ def create_app(
         if settings.demo:
             await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
         await catalog.start()
+        notices = None
+        if the_store.shared_log:  # other processes hear of catalog writes at once
+            notices = CatalogNotices(the_store, catalog)
+            await notices.start()
         manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
         metrics.set_models(functools.partial(_arm_versions, the_recommender))
         for name, help in MODEL_FIGURES.items():
@@ -111,6 +123,10 @@ def create_app(
             if learner is not None:
                 await learner.close()  # a round in progress stops after its epoch
             await feed.close()
+            if follower is not None:
+                await follower.close()
+            if notices is not None:
+                await notices.close()
             await catalog.close()
             await manager.recommender.close()
             await the_store.close()

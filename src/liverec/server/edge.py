@@ -221,8 +221,9 @@ def install_loop_logging(loop: asyncio.AbstractEventLoop, interval_s: float) -> 
     loop.set_exception_handler(handler)
 
 
-async def serve(server: Any, settings: Settings) -> None:
-    """Run a uvicorn.Server with the loop's resource errors rate-limited."""
+async def serve(server: Any, settings: Settings, sockets: list[Any] | None = None) -> None:
+    """Run a uvicorn.Server (on `sockets` a supervisor bound, else its own) with the
+    loop's resource errors rate-limited."""
     install_loop_logging(asyncio.get_running_loop(), settings.log_repeat_s)
-    run: Awaitable[None] = server.serve()
+    run: Awaitable[None] = server.serve(sockets=sockets)
     await run

@@ -24,9 +24,14 @@ _FAILED_LINE = "Application startup failed. Exiting."
 def preflight(settings: Settings) -> None:
     """Raise ConfigError, naming the setting, for what is wrong before anything starts."""
     try:
-        open_store(settings.store_url, limits_from(settings))  # parses only; opens nothing
+        store = open_store(settings.store_url, limits_from(settings))  # parses; opens nothing
     except ConfigError as exc:
         raise ConfigError(f"store_url: {exc}") from None
+    if settings.workers > 1 and not store.shared_log:
+        raise ConfigError(
+            f"workers: {settings.workers} processes need a store they share (redis:// or "
+            "redis+cluster://); the embedded store belongs to one process"
+        )
     for name in ("model_path", "ab_model_path", "web_dir"):
         value = getattr(settings, name)
         if value is not None and not Path(value).is_dir():

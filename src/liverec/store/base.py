@@ -13,7 +13,8 @@ liverec process. Only then may the server ack it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+import secrets
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,15 +41,22 @@ class LoggedEvent:
 
     position: str  # opaque, increasing; pass to read_events(after=...)
     event: Event
+    origin: str | None = None  # the `Store.origin` of the process that logged it, if known
 
 
 class Store(abc.ABC):
     """Profiles, sessions and the event log. All methods are coroutine-safe."""
 
     url: str
+    # True when other processes may write the same event log (Redis, Redis Cluster):
+    # then `log_ends` and `tail` let a process follow what the others record.
+    shared_log: bool = False
 
     def __init__(self, limits: StoreLimits) -> None:
         self.limits = limits
+        # Names this store object (one per server process) in the log entries it
+        # writes, so a process following the shared log can skip its own events.
+        self.origin = secrets.token_hex(8)
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -156,3 +164,35 @@ class Store(abc.ABC):
         """Acknowledge delivered events of `group`, in log order: they are not
         delivered again. The embedded backend keeps the highest position acknowledged,
         so acknowledge a prefix of what was delivered."""
+
+    # --- tailing the shared log: every process learns from every event -------------
+
+    def log_partitions(self) -> int:
+        """How many partitions the event log has (each is tailed on its own)."""
+        return 1
+
+    async def log_ends(self) -> list[str]:
+        """Per partition, a cursor at its end ("now"): `tail` from it returns only
+        events recorded later. Only for a `shared_log` store."""
+        raise NotImplementedError(f"{type(self).__name__} has no log other processes write")
+
+    async def tail(
+        self, partition: int, after: str, block_s: float, count: int
+    ) -> list[LoggedEvent]:
+        """Up to `count` events of one log partition strictly after the cursor `after`
+        (a `log_ends` cursor or the position of an event `tail` returned), waiting up to
+        `block_s` for the first. Positions are per partition; no consumer group is
+        created, so a follower leaves nothing behind in the store. Entries carry their
+        `origin`. Only for a `shared_log` store."""
+        raise NotImplementedError(f"{type(self).__name__} has no log other processes write")
+
+    # --- notifications between processes (pub/sub) ------------------------------------
+
+    async def publish(self, channel: str, message: str) -> None:  # noqa: B027 - optional
+        """Tell every process listening on `channel` (fire and forget: a process that
+        is not listening right now misses it). No-op for a store of one process."""
+
+    def listen(self, channel: str) -> AsyncIterator[str]:
+        """The messages published on `channel` from now on, until the connection
+        fails (then StoreUnavailable). Only for a `shared_log` store."""
+        raise NotImplementedError(f"{type(self).__name__} has no other processes to hear")

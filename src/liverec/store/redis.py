@@ -141,13 +141,14 @@ end
 #       ratings, ratings order
 # ARGV: dedup_ttl_ms, log_max (0 = off), session_max, session_ttl_ms (0 = never),
 #       recent_max, profile_ttl_ms (0 = never), id, session_id, action, item_id, ts,
-#       user_id ('' = anonymous), rating ('' = none), profile_max
+#       user_id ('' = anonymous), rating ('' = none), profile_max, origin
 RECORD_LUA: Final = (
     LUA_FUNCTIONS
     + """
 if not redis.call('SET', KEYS[1], ARGV[11], 'NX', 'PX', ARGV[1]) then return 0 end
 append_log(KEYS[2], ARGV[2], '*', {'id', ARGV[7], 'session_id', ARGV[8], 'action', ARGV[9],
-           'item_id', ARGV[10], 'ts', ARGV[11], 'user_id', ARGV[12], 'rating', ARGV[13]})
+           'item_id', ARGV[10], 'ts', ARGV[11], 'user_id', ARGV[12], 'rating', ARGV[13],
+           'origin', ARGV[15]})
 apply_session(KEYS[3], KEYS[4], ARGV[10], ARGV[11], ARGV[12], ARGV[3], ARGV[4])
 if ARGV[12] ~= '' then
   apply_profile({KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]}, ARGV[9], ARGV[10], ARGV[13],
@@ -222,6 +223,7 @@ class RedisStore(Store):
 
     _record_script = _Script(RECORD_LUA)
     _open_script = _Script(OPEN_SESSION_LUA)
+    shared_log = True
 
     def __init__(
         self,
@@ -518,6 +520,7 @@ class RedisStore(Store):
             user,
             "" if e.rating is None else repr(float(e.rating)),
             str(lim.profile_max_items),
+            self.origin,
         ]
         return keys, args
 
@@ -689,6 +692,72 @@ class RedisStore(Store):
     async def _ack_stream(client: Redis, stream: str, group: str, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), PIPELINE_CHUNK):
             await client.xack(stream, group, *ids[start : start + PIPELINE_CHUNK])
+
+    # --- tailing the log from "now" (no consumer group: nothing is left behind) -------
+
+    def _log_streams(self) -> list[str]:
+        return [self._log_key]
+
+    def log_partitions(self) -> int:
+        return len(self._log_streams())
+
+    async def log_ends(self) -> list[str]:
+        async with self._use("log_ends") as client:
+            async with client.pipeline(transaction=False) as pipe:
+                for stream in self._log_streams():
+                    pipe.xrevrange(stream, "+", "-", count=1)
+                replies: list[Any] = await pipe.execute()
+        return [self._position(n, str(r[0][0]) if r else "0-0") for n, r in enumerate(replies)]
+
+    async def tail(
+        self, partition: int, after: str, block_s: float, count: int
+    ) -> list[LoggedEvent]:
+        """XREAD BLOCK on the partition's stream. The wait is kept under half the
+        socket timeout, so a quiet log never reads as an unreachable Redis."""
+        stream = self._log_streams()[partition]
+        entry_id = self._entry_of(partition, after)
+        socket_s = float(self._options["socket_timeout"] or block_s * 2)
+        block_ms = max(1, int(min(block_s, socket_s / 2) * 1000))
+        async with self._use("tail") as client:
+            reply: Any = await client.xread({stream: entry_id}, count=count, block=block_ms)
+        entries = reply[0][1] if reply else []
+        return [
+            LoggedEvent(self._position(partition, str(p)), _decode(f), f.get("origin") or None)
+            for p, f in entries
+            if f
+        ]
+
+    def _position(self, partition: int, entry_id: str) -> str:
+        """A log position as read_events names it (the cluster adds the partition)."""
+        return entry_id
+
+    def _entry_of(self, partition: int, position: str) -> str:
+        """The stream entry id of a position of `partition`."""
+        return position
+
+    # --- pub/sub: notifications between processes ------------------------------------
+
+    async def publish(self, channel: str, message: str) -> None:
+        async with self._use("publish") as client:
+            await client.publish(f"{self.prefix}{channel}", message)
+
+    async def listen(self, channel: str) -> AsyncIterator[str]:
+        """SUBSCRIBE on a connection of its own, to the node the URL names (Redis
+        Cluster delivers a PUBLISH made on any node to subscribers on every node)."""
+        options = {
+            k: v for k, v in self._options.items() if k not in ("timeout", "max_connections")
+        }
+        client = Redis.from_url(self._connect_url, decode_responses=True, **options)
+        try:
+            with self._errors("listen"):
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(f"{self.prefix}{channel}")
+                    while True:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None and message.get("type") == "message":
+                            yield str(message["data"])
+        finally:
+            await client.aclose()
 
 
 def redis_url_options(query: str) -> dict[str, Any]:

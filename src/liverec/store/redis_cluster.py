@@ -81,14 +81,14 @@ return 1
 
 # KEYS: marker, log partition
 # ARGV: dedup_ttl_ms, log_max (0 = off), entry id, id, session_id, action, item_id, ts,
-#       user_id, rating
+#       user_id, rating, origin
 LOG_STEP_LUA: Final = (
     LUA_FUNCTIONS
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 append_log(KEYS[2], ARGV[2], ARGV[3], {'id', ARGV[4], 'session_id', ARGV[5],
            'action', ARGV[6], 'item_id', ARGV[7], 'ts', ARGV[8], 'user_id', ARGV[9],
-           'rating', ARGV[10]})
+           'rating', ARGV[10], 'origin', ARGV[11]})
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return 1
 """
@@ -230,7 +230,7 @@ class RedisClusterStore(RedisStore):
         marker = f"{self._logs[n]}:seen:{len(e.session_id)}:{e.session_id}:{e.id}"
         args = [dedup_ms, str(self.limits.event_log_max or 0), self._entry_id(), e.id]
         args += [e.session_id, e.action, e.item_id, repr(float(e.ts)), e.user_id or ""]
-        args.append("" if e.rating is None else repr(float(e.rating)))
+        args += ["" if e.rating is None else repr(float(e.rating)), self.origin]
         return (self._log_step, [marker, self._logs[n]], args)
 
     def _profile_call(self, e: Event, dedup_ms: str) -> _Call:
@@ -326,6 +326,20 @@ class RedisClusterStore(RedisStore):
         async with self._use("ack") as client:
             for n, ids in by_partition.items():
                 await self._ack_stream(client, self._logs[n], group, ids)
+
+    # --- tailing: one cursor per partition (see RedisStore.tail) ---------------------
+
+    def _log_streams(self) -> list[str]:
+        return self._logs
+
+    def _position(self, partition: int, entry_id: str) -> str:
+        return f"{entry_id}@{partition}"
+
+    def _entry_of(self, partition: int, position: str) -> str:
+        ms, seq, n = _parse(position)
+        if n != partition:
+            raise StoreError(f"not a position of log partition {partition}: {position!r}")
+        return f"{ms}-{seq}"
 
     # --- errors ------------------------------------------------------------------
 
