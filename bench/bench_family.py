@@ -26,14 +26,66 @@ from liverec.model.train import get_preset, train
 from liverec.recommend.vsknn import VSKNNScorer
 
 
+async def cost(model_dir: Path, test_path: str, events: int) -> None:
+    """CPU µs per event of the served family (`observe` + `recommend` of a list of 20,
+    as the session manager calls them) over the test sessions, beside the online
+    recommender in the same run."""
+    from liverec.config import Settings
+    from liverec.recommend import build_recommender
+    from liverec.recommend.base import RecContext
+    from liverec.types import Event
+
+    test = load_sessions(test_path)
+    settings = Settings(model_path=str(model_dir))
+    served = build_recommender(settings)
+    rows = {"online": build_recommender(Settings()), "served": served}
+    for name, rec in rows.items():
+        times: list[float] = []
+        n = 0
+        for s in range(test.n_sessions):
+            items = test.session(s).tolist()
+            for pos, item in enumerate(items):
+                t0 = time.process_time()
+                rec.observe(Event(f"e{n}", f"s{s}", "view", item, 1000.0 + n))
+                await rec.recommend(RecContext(f"s{s}", items[: pos + 1], 20, current_item=item))
+                times.append(time.process_time() - t0)
+                n += 1
+            if n >= events:
+                break
+        times.sort()
+
+        def q(f: float, times: list[float] = times) -> int:
+            return round(times[int(f * (len(times) - 1))] * 1e6)
+
+        print(
+            json.dumps(
+                {
+                    "cost": name,
+                    "version": rec.version,
+                    "events": n,
+                    "cpu_us_median": q(0.5),
+                    "cpu_us_p99": q(0.99),
+                }
+            ),
+            flush=True,
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train", required=True)
+    p.add_argument("--cost", default=None, help="a model directory: per-event CPU cost only")
+    p.add_argument("--events", type=int, default=5000)
+    p.add_argument("--train", default=None)
     p.add_argument("--test", required=True)
     p.add_argument("--preset", default="rsc15")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="family-models")
     args = p.parse_args()
+    if args.cost is not None:
+        import asyncio
+
+        asyncio.run(cost(Path(args.cost), args.test, args.events))
+        return
     data, test = load_sessions(args.train), load_sessions(args.test)
     config = dataclasses.replace(get_preset(args.preset), seed=args.seed, threads=1)
     out = Path(args.out) / f"auto-{args.seed}"
