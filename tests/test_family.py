@@ -191,3 +191,19 @@ def test_train_refuses_an_unknown_family() -> None:
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "invalid choice: 'knn'" in done.stderr
+
+
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "demo"
+
+
+async def test_an_ab_candidate_may_be_any_family(models: dict[str, Path]) -> None:
+    server = LiverecServer(
+        "memory://", model_path=str(DEMO_MODEL), ab_model_path=str(models["vsknn"]), ab_share=1.0
+    ).start()
+    try:
+        async with await Client.open(server.ws_url) as c:
+            await c.hello(k=5)
+            _, recs = await c.event("i3-4")
+        assert recs["model"] == "vsknn" and len(recs["items"]) == 5
+    finally:
+        server.stop()

@@ -34,11 +34,8 @@ def build_recommender(settings: Settings) -> Recommender:
     if settings.ab_model_path is None or settings.ab_share <= 0.0:
         return live
     from .ab import ABRecommender
-    from .gru import GRURecommender
 
-    candidate = GRURecommender.from_settings(
-        settings.replace(model_path=settings.ab_model_path), fallback=online
-    )
+    candidate = _served_family(settings.replace(model_path=settings.ab_model_path), online)
     return ABRecommender(live, candidate, settings.ab_share)
 
 
