@@ -63,6 +63,7 @@ def save_checkpoint(
         items=list(item_index.ids),
     )
     info.setdefault("parent", None)
+    info.setdefault("family", "gru4rec")  # or "hybrid" (recommend/hybrid.py)
     # write to temporary names, then rename: a reader never sees half a checkpoint
     tmp_w, tmp_m = out / (WEIGHTS + ".tmp"), out / (META + ".tmp")
     save_file(tensors, str(tmp_w), metadata={"format_version": str(FORMAT_VERSION)})

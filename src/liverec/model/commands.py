@@ -4,16 +4,17 @@ Owns: their flags, what they print and what they write. Other tools script
 against these, so the contract is fixed:
 
     liverec train --data FILE --out DIR [--format FMT] [--preset NAME] [--set KEY=VALUE ...]
+                  [--family gru4rec|vsknn|hybrid|auto] [--valid-days 1]
     liverec evaluate [--model DIR] --train FILE --test FILE [--baselines pop,iknn,vsknn,markov]
                      [--json] [--serving-rules] [--format FMT] [--k 5,10,20]
     liverec split --data FILE --out DIR [--days 1 | --fraction F] [--format FMT]
 
 `evaluate --json` prints one JSON object: model name -> {recall@K, mrr@K, coverage@K
-(fractions), cases, sessions, seconds, ...}; the checkpoint is reported under
-"gru4rec". All scorers are evaluated on the same cases: items are indexed by the
-model's ItemIndex when a model is given (baselines are fitted with it), else by
-the training file's. `split` writes DIR/train.tsv, DIR/test.tsv
-(`SessionId ItemId Time`) and DIR/split.json.
+(fractions), cases, sessions, seconds, ...}; the model directory is reported
+under its family's name ("gru4rec", "vsknn", "hybrid"). All scorers are evaluated
+on the same cases: items are indexed by the model's ItemIndex when a model is
+given (baselines are fitted with it), else by the training file's. `split` writes
+DIR/train.tsv, DIR/test.tsv (`SessionId ItemId Time`) and DIR/split.json.
 
 Commands raise `LiverecError`s; `liverec.cli.main` prints them and exits with 2.
 """
@@ -38,6 +39,7 @@ from .data import (
     load_sessions,
     write_sessions,
 )
+from .family import FAMILY_CHOICES
 from .split import last_fraction, time_split
 
 if TYPE_CHECKING:
@@ -74,6 +76,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     t.add_argument("--parent", default=None, help="version of the model this one refines")
     t.add_argument("--test", default=None, help="evaluate on this file after each epoch")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--family",
+        default="gru4rec",
+        choices=FAMILY_CHOICES,
+        help="model family: gru4rec, vsknn, hybrid (weight chosen on validation) or auto "
+        "(the best of the three on validation) [default: gru4rec]",
+    )
+    t.add_argument(
+        "--valid-days",
+        default=1.0,
+        type=float,
+        help="hybrid/auto: the validation split, the last DAYS days of --data [default: 1]",
+    )
     t.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser(
@@ -198,6 +213,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise LiverecError(f"invalid parameters: {exc}") from None
     sessions = _load(args.data, args)
     _log(f"training on {sessions.n_events} events in {sessions.n_sessions} sessions")
+    if args.family != "gru4rec":
+        from .family import train_family
+
+        train_family(args.family, sessions, config, Path(args.out), args.valid_days)
+        _log(f"wrote {args.out}")
+        return 0
     item_index = ItemIndex.from_sessions(sessions)
     eval_fn = None
     if args.test:
@@ -254,10 +275,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     fit_seconds: dict[str, float] = {}
     item_index: ItemIndex | None = None
     if args.model is not None:
-        from .checkpoint import load_scorer  # torch model code only when asked for
+        from .family import family_scorer  # torch model code only when asked for
 
-        model, item_index = load_scorer(args.model)
-        scorers.append(("gru4rec", model))
+        family, model, item_index = family_scorer(Path(args.model))
+        scorers.append((family, model))
     if args.train is None and (args.baselines or item_index is None):
         raise LiverecError("--train is needed to fit baselines (or pass --baselines none)")
     if not args.baselines and item_index is None:
@@ -289,7 +310,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         if name in fit_seconds:
             res["fit_seconds"] = fit_seconds[name]
-        if name == "gru4rec":
+        if name not in fit_seconds:
             res["name"] = scorer.name
         results[name] = res
     if args.json:

@@ -1,5 +1,6 @@
 """Recommenders: the interface (base.py), the online popularity + co-occurrence
-recommender (online.py), session-kNN (vsknn.py), the GRU4Rec serving side (gru.py)
+recommender (online.py), session-kNN (vsknn.py), the GRU4Rec serving side (gru.py), the
+hybrid of the two (hybrid.py)
 and the content model over catalog fields (content.py) blended into their lists
 (blend.py).
 
@@ -8,12 +9,18 @@ Owns: choosing and building the recommender a server process runs.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from ..catalog import Catalog
 from ..config import Settings
+from ..errors import ModelError
 from ..store.base import Store
 from .base import Recommender
 from .blend import BlendedRecommender
 from .content import ContentIndex
+
+FAMILIES = ("gru4rec", "vsknn", "hybrid")  # what a model directory's meta.json may hold
 
 
 def build_recommender(settings: Settings) -> Recommender:
@@ -69,18 +76,59 @@ def _behavioural(settings: Settings) -> Recommender:
         online = VSKNNRecommender.from_settings(settings, fallback=online)
     live: Recommender = online
     if settings.model_path is not None:
-        from .gru import GRURecommender  # torch is imported only when a model is served
-
-        live = GRURecommender.from_settings(settings, fallback=online)
+        live = _served_family(settings, online)
     if settings.ab_model_path is None or settings.ab_share <= 0.0:
         return live
     from .ab import ABRecommender
-    from .gru import GRURecommender
 
-    candidate = GRURecommender.from_settings(
-        settings.replace(model_path=settings.ab_model_path), fallback=online
-    )
+    candidate = _served_family(settings.replace(model_path=settings.ab_model_path), online)
     return ABRecommender(live, candidate, settings.ab_share)
+
+
+def model_family(path: Path) -> str:
+    """The family a model directory (or a registry's current one) holds: meta.json's
+    `family`, gru4rec when absent (checkpoints written before families existed)."""
+    from ..model import META
+    from .served import resolve_checkpoint
+
+    try:
+        directory = resolve_checkpoint(path)
+    except ModelError:
+        return "gru4rec"  # an empty registry: the GRU recommender waits for a checkpoint
+    try:
+        meta = json.loads((directory / META).read_text())
+        family = meta.get("family", "gru4rec") if isinstance(meta, dict) else None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"unreadable {directory / META}: {e}") from e
+    if family not in FAMILIES:
+        raise ModelError(
+            f"{directory / META}: family {family!r} is not one of {', '.join(FAMILIES)}"
+        )
+    return str(family)
+
+
+def _served_family(settings: Settings, online: Recommender) -> Recommender:
+    """The recommender serving settings.model_path, by the family its metadata names."""
+    assert settings.model_path is not None
+    path = Path(settings.model_path)
+    family = model_family(path)
+    if family == "gru4rec":
+        from .gru import GRURecommender  # torch is imported only when a model is served
+
+        return GRURecommender.from_settings(settings, fallback=online)
+    from .served import resolve_checkpoint
+
+    directory = resolve_checkpoint(path)
+    if family == "vsknn":
+        from .hybrid import load_index, read_meta
+        from .vsknn import VSKNNRecommender
+
+        meta = read_meta(directory)
+        index = load_index(directory, dict(meta.get("vsknn") or {}))
+        return VSKNNRecommender(index, online, live=settings.vsknn_live)
+    from .hybrid import HybridRecommender
+
+    return HybridRecommender.from_settings(settings, directory, online)
 
 
 async def warm_from_log(recommender: Recommender, store: Store, events: int) -> int:

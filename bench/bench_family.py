@@ -1,0 +1,114 @@
+"""`liverec train --family auto` on one data set and seed, and every family on its test set.
+
+Owns: the figures of docs/model-quality.md's family section. For a seed: run the
+`auto` choice on TRAIN (validation carved by time from TRAIN, never the test set),
+then score on TEST, under the serving rules, the GRU4Rec and V-SkNN trained/fitted
+on all of TRAIN and the served winner (`liverec evaluate --model DIR` does the same
+for the winner alone). Prints one JSON object per line. Nothing is asserted.
+
+    nice -n 10 python bench/bench_family.py --train TRAIN --test TEST --preset rsc15 \\
+        --seed 1 --out family-models
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from liverec.model.checkpoint import GRUScorer, load_checkpoint
+from liverec.model.data import ItemIndex, load_sessions
+from liverec.model.evaluate import StepScorer, evaluate
+from liverec.model.family import VSKNN_PARAMS, family_scorer, train_family
+from liverec.model.train import get_preset, train
+from liverec.recommend.vsknn import VSKNNScorer
+
+
+async def cost(model_dir: Path, test_path: str, events: int) -> None:
+    """CPU µs per event of the served family (`observe` + `recommend` of a list of 20,
+    as the session manager calls them) over the test sessions, beside the online
+    recommender in the same run."""
+    from liverec.config import Settings
+    from liverec.recommend import build_recommender
+    from liverec.recommend.base import RecContext
+    from liverec.types import Event
+
+    test = load_sessions(test_path)
+    settings = Settings(model_path=str(model_dir))
+    served = build_recommender(settings)
+    rows = {"online": build_recommender(Settings()), "served": served}
+    for name, rec in rows.items():
+        times: list[float] = []
+        n = 0
+        for s in range(test.n_sessions):
+            items = test.session(s).tolist()
+            for pos, item in enumerate(items):
+                t0 = time.process_time()
+                rec.observe(Event(f"e{n}", f"s{s}", "view", item, 1000.0 + n))
+                await rec.recommend(RecContext(f"s{s}", items[: pos + 1], 20, current_item=item))
+                times.append(time.process_time() - t0)
+                n += 1
+            if n >= events:
+                break
+        times.sort()
+
+        def q(f: float, times: list[float] = times) -> int:
+            return round(times[int(f * (len(times) - 1))] * 1e6)
+
+        print(
+            json.dumps(
+                {
+                    "cost": name,
+                    "version": rec.version,
+                    "events": n,
+                    "cpu_us_median": q(0.5),
+                    "cpu_us_p99": q(0.99),
+                }
+            ),
+            flush=True,
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cost", default=None, help="a model directory: per-event CPU cost only")
+    p.add_argument("--events", type=int, default=5000)
+    p.add_argument("--train", default=None)
+    p.add_argument("--test", required=True)
+    p.add_argument("--preset", default="rsc15")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", default="family-models")
+    args = p.parse_args()
+    if args.cost is not None:
+        import asyncio
+
+        asyncio.run(cost(Path(args.cost), args.test, args.events))
+        return
+    data, test = load_sessions(args.train), load_sessions(args.test)
+    config = dataclasses.replace(get_preset(args.preset), seed=args.seed, threads=1)
+    out = Path(args.out) / f"auto-{args.seed}"
+    t0 = time.perf_counter()
+    selection = train_family("auto", data, config, out)
+    seconds = round(time.perf_counter() - t0, 1)
+    print(json.dumps({"seed": args.seed, "selection": selection, "seconds": seconds}), flush=True)
+    family, served, index = family_scorer(out)
+    rows: list[tuple[str, StepScorer, ItemIndex]] = [(f"auto ({family})", served, index)]
+    if family == "vsknn":
+        gru = train(data, config, None, progress=False)
+        rows.append(("gru4rec", GRUScorer(gru.model), gru.item_index))
+    else:
+        model, _, gindex, _ = load_checkpoint(out)
+        rows.append(("gru4rec", GRUScorer(model), gindex))
+    rows.append(("vsknn", VSKNNScorer.fit(data, index, **VSKNN_PARAMS), index))
+    for name, scorer, idx in rows:
+        res = evaluate(scorer, idx, test, ks=(20,), serving_rules=True)
+        fig = {k: round(float(res[k]), 4) for k in ("recall@20", "mrr@20")}
+        print(
+            json.dumps({"seed": args.seed, "model": name, **fig, "cases": res["cases"]}), flush=True
+        )
+
+
+if __name__ == "__main__":
+    main()

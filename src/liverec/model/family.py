@@ -1,0 +1,196 @@
+"""Choosing the model family per store: `liverec train --family gru4rec|vsknn|hybrid|auto`.
+
+Owns: writing a vsknn model directory (meta.json with the index parameters plus the
+training sessions in sessions.tsv: serving it is `--model DIR`), training a hybrid
+(GRU4Rec + V-SkNN fusion weight chosen on validation data), the `auto` comparison of
+the three on a validation split carved by time from the training data (never the
+test set) with the winner written and the comparison kept in its metadata, and the
+evaluation scorer of any family's directory.
+
+Validation: the sessions starting in the last `valid_days` days of the training data
+(`time_split`, the test split's rule) are scored, under the serving rules (the item
+just consumed is never a hit), by models trained or fitted on the sessions before
+them. The winner is the best Recall@20, MRR@20 breaking ties; then it is trained
+again on all the training data, with the chosen weight, and written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..errors import LiverecError
+from . import FORMAT_VERSION, META
+from .data import ItemIndex, Sessions, fingerprint, write_sessions
+from .split import time_split
+
+if TYPE_CHECKING:
+    from .evaluate import StepScorer
+    from .train import TrainConfig
+
+FAMILY_CHOICES = ("gru4rec", "vsknn", "hybrid", "auto")
+WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # fusion weights tried on validation
+VSKNN_PARAMS = {  # SessionIndex parameters written into a vsknn or hybrid directory
+    "neighbours": 50,
+    "sample": 250,
+    "per_item": 100,
+    "window": 10,
+    "session_items": 50,
+    "max_sessions": 1_000_000,
+}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _figures(scorer: StepScorer, index: ItemIndex, valid: Sessions) -> dict[str, float]:
+    from .evaluate import evaluate
+
+    res = evaluate(scorer, index, valid, ks=(20,), serving_rules=True)
+    return {
+        "recall@20": round(float(res["recall@20"]), 4),
+        "mrr@20": round(float(res["mrr@20"]), 4),
+        "cases": int(res["cases"]),
+    }
+
+
+def _key(fig: dict[str, float]) -> tuple[float, float]:
+    return (fig["recall@20"], fig["mrr@20"])
+
+
+def write_vsknn(out: Path, train: Sessions, extra: dict[str, Any] | None = None) -> Path:
+    """A vsknn model directory: meta.json + sessions.tsv (the index's sessions)."""
+    from ..recommend.hybrid import SESSIONS
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_sessions(train, out / SESSIONS)
+    digest = fingerprint(out / SESSIONS)
+    now = datetime.now(UTC)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "family": "vsknn",
+        "kind": "vsknn",
+        "version": f"vsknn-{now:%Y%m%d-%H%M%S}-{digest[:8]}",
+        "created": now.isoformat(timespec="seconds"),
+        "liverec_version": __version__,
+        "vsknn": dict(VSKNN_PARAMS),
+        "data_fingerprint": digest,
+        **(extra or {}),
+    }
+    tmp = out / (META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, out / META)
+    return out
+
+
+def _hybrid_meta(weight: float, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "hybrid",
+        "family": "hybrid",
+        "hybrid": {"weight": weight, "vsknn": dict(VSKNN_PARAMS)},
+        **extra,
+    }
+
+
+def train_family(
+    family: str, data: Sessions, config: TrainConfig, out: Path, valid_days: float = 1.0
+) -> dict[str, Any]:
+    """Train/fit `family` on `data` into `out` (see the module docstring); returns
+    the selection record written into the metadata (empty for gru4rec and vsknn)."""
+    from ..recommend.hybrid import SESSIONS, HybridScorer
+    from ..recommend.vsknn import VSKNNScorer
+    from .checkpoint import GRUScorer, save_checkpoint
+    from .train import train
+
+    if family == "vsknn":
+        write_vsknn(out, data)
+        return {}
+    if family == "gru4rec":
+        train(data, config, out, progress=False)
+        return {}
+    if family not in ("hybrid", "auto"):
+        raise LiverecError(f"unknown family {family!r}; choose from {', '.join(FAMILY_CHOICES)}")
+    try:
+        tr, valid = time_split(data, valid_days)
+    except (ValueError, LiverecError) as exc:
+        raise LiverecError(f"no validation split: {exc}") from None
+    if tr.n_sessions == 0 or valid.n_sessions == 0:
+        raise LiverecError(f"the last {valid_days:g} day(s) leave no training or validation data")
+    _log(f"validation: {valid.n_sessions} sessions of the last {valid_days:g} day(s)")
+    index = ItemIndex.from_sessions(tr)
+    result = train(tr, config, None, item_index=index, progress=False)
+    knn = VSKNNScorer.fit(tr, index, **VSKNN_PARAMS)
+    figures: dict[str, dict[str, float]] = {}
+    best: dict[str, float] | None
+    if family == "auto":
+        figures["gru4rec"] = _figures(GRUScorer(result.model), index, valid)
+        figures["vsknn"] = _figures(knn, index, valid)
+    best_w, best = WEIGHTS[0], None
+    for w in WEIGHTS:
+        fig = _figures(HybridScorer(result.model, index, knn.index, w), index, valid)
+        figures[f"hybrid w={w:g}"] = fig
+        _log(f"valid hybrid w={w:g}: {fig}")
+        if best is None or _key(fig) > _key(best):
+            best_w, best = w, fig
+    assert best is not None
+    figures["hybrid"] = best
+    winner = "hybrid"
+    if family == "auto":
+        winner = max(("gru4rec", "vsknn", "hybrid"), key=lambda f: _key(figures[f]))
+    selection = {
+        "requested": family,
+        "winner": winner,
+        "weight": best_w,
+        "valid_days": valid_days,
+        "valid_sessions": valid.n_sessions,
+        "validation": figures,
+        "rule": "best Recall@20 on validation (serving rules), MRR@20 breaks ties",
+    }
+    _log(f"chosen: {winner} (hybrid weight {best_w:g})")
+    if winner == "vsknn":
+        write_vsknn(out, data, {"selection": selection})
+    elif winner == "gru4rec":
+        full = train(data, config, None, progress=False)
+        save_checkpoint(out, full.model, full.config, full.item_index, {"selection": selection})
+    else:
+        full = train(data, config, None, progress=False)
+        meta = _hybrid_meta(best_w, {"selection": selection})
+        save_checkpoint(out, full.model, full.config, full.item_index, meta)
+        write_sessions(data, out / SESSIONS)
+    return selection
+
+
+def family_scorer(model_dir: Path) -> tuple[str, StepScorer, ItemIndex]:
+    """(family, evaluation scorer, item index) of any family's model directory."""
+    from ..recommend import model_family
+    from ..recommend.served import resolve_checkpoint
+
+    family = model_family(model_dir)
+    directory = resolve_checkpoint(model_dir)
+    if family == "gru4rec":
+        from .checkpoint import load_scorer
+
+        scorer, index = load_scorer(directory)
+        return family, scorer, index
+    from ..recommend.hybrid import SESSIONS, HybridScorer, load_index, read_meta
+    from .data import load_sessions
+
+    meta = read_meta(directory)
+    if family == "vsknn":
+        from ..recommend.vsknn import VSKNNScorer
+
+        index = ItemIndex.from_sessions(load_sessions(directory / SESSIONS))
+        knn = load_index(directory, dict(meta.get("vsknn") or {}))
+        return family, VSKNNScorer(knn, index), index
+    from .checkpoint import load_checkpoint
+
+    model, _, index, meta = load_checkpoint(directory)
+    spec = meta["hybrid"]
+    knn = load_index(directory, dict(spec["vsknn"]))
+    return family, HybridScorer(model, index, knn, float(spec["weight"])), index
