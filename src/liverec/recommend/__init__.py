@@ -1,8 +1,7 @@
 """Recommenders: the interface (base.py), the online popularity + co-occurrence
-recommender (online.py), session-kNN (vsknn.py), the GRU4Rec serving side (gru.py), the
-hybrid of the two (hybrid.py)
-and the content model over catalog fields (content.py) blended into their lists
-(blend.py).
+recommender (online.py), session-kNN (vsknn.py), the GRU4Rec serving side (gru.py),
+the hybrid of the two (hybrid.py), and the content model over catalog fields
+(content.py) blended into their lists (blend.py).
 
 Owns: choosing and building the recommender a server process runs.
 """
