@@ -223,6 +223,25 @@ async def test_content_gives_way_as_co_views_accumulate() -> None:
     assert len(home) == 8 and len({category_of(r.item_id) for r in home}) >= 3
 
 
+async def test_no_content_lookup_when_content_gets_no_slot_and_the_list_is_full() -> None:
+    online = OnlineRecommender(clock=lambda: 2000.0)
+    index = ContentIndex(refresh_s=0.0)
+    index.update(items(catalog_rows()))
+    blended = BlendedRecommender(online, index, item_evidence=1.0)
+    for s in range(6):  # bag-1 then hat-1 or jacket-1: 6 co-views of bag-1
+        blended.observe(event(f"cv{s}", "bag-1", 2 * s))
+        blended.observe(event(f"cv{s}", ("hat-1", "jacket-1")[s % 2], 2 * s + 1))
+    assert blended.content_slots(2, blended.evidence("bag-1"), 1.0) == 0
+    full = (await blended.recommend(ctx("s", ["bag-1"], k=2))).items
+    own = (await online.recommend(ctx("s", ["bag-1"], k=2))).items
+    assert [r.item_id for r in full] == [r.item_id for r in own]
+    assert {r.item_id for r in full} == {"hat-1", "jacket-1"}
+    assert "bag-1" not in index._cache  # the behavioural list was full: no lookup
+    short = [r.item_id for r in (await blended.recommend(ctx("s", ["bag-1"], k=8))).items]
+    assert set(short[:2]) == {"hat-1", "jacket-1"} and category_of(short[2]) == "bags"
+    assert "bag-1" in index._cache
+
+
 async def test_catalog_changes_reach_the_index(tmp_path: Path) -> None:
     settings = Settings(store_url="memory://", content_refresh_s=0.0)
     store = open_store(settings.store_url, limits_from(settings))
