@@ -274,8 +274,13 @@ class ContentIndex:
         """Up to n in-stock items most similar to item_id (never itself), best first;
         [] for an item the index does not hold."""
         stocked = self._in_stock
-        out = [(b, s) for b, s in self._neighbours(item_id) if stocked.get(b, False)]
-        return out[:n]
+        out: list[tuple[str, float]] = []
+        for b, s in self._neighbours(item_id):
+            if len(out) >= n:
+                break
+            if stocked.get(b, False):
+                out.append((b, s))
+        return out
 
     def related_to(
         self, recent: Sequence[str], n: int, context: int = 3
