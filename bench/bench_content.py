@@ -6,8 +6,8 @@ list (online model + content) per event, and the index's memory per item.
 Synthetic catalogs (seeded): 200 categories, 2,000 brands, titles of 3-6 words from
 a 5,000-word Zipf vocabulary, prices log-uniform 5-2,000, a colour and a size
 attribute. Each size is timed in the same run, so read the ratios between rows and
-columns; the figures are medians of `--repeat` rounds. Memory: the growth of the
-process's resident set while the index is built (the catalog objects excluded).
+columns; the figures are medians of `--repeat` rounds. Memory: what the index
+allocates (tracemalloc, first round; the catalog objects excluded).
 
     .venv/bin/python bench/bench_content.py --sizes 10000,100000,300000
 """
@@ -18,10 +18,11 @@ import argparse
 import asyncio
 import gc
 import heapq
-import os
+import math
 import random
 import statistics
 import time
+import tracemalloc
 from itertools import islice
 
 from liverec.catalog import CatalogItem
@@ -79,11 +80,6 @@ class DictScan(ContentIndex):
         return [(b, scores[b]) for b in best]
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def lookup_us(index: ContentIndex, probe: list[int]) -> float:
     t0 = time.perf_counter()
     for i in probe:
@@ -91,18 +87,19 @@ def lookup_us(index: ContentIndex, probe: list[int]) -> float:
     return (time.perf_counter() - t0) / len(probe) * 1e6
 
 
-async def measure(n: int, lookups: int, rng: random.Random) -> tuple[float, ...]:
+async def measure(n: int, lookups: int, rng: random.Random, memory: bool) -> tuple[float, ...]:
     items = catalog(n)
     gc.collect()
-    before = rss_bytes()
+    if memory:  # traced (slower): only in the first round
+        tracemalloc.start()
     index = ContentIndex(refresh_s=0.0)
     index.update(items)
-    gc.collect()
-    bytes_per_item = (rss_bytes() - before) / n
-    probe = rng.sample(range(n), lookups)
     index.related("i0", 1)  # posting arrays are built by the first lookup that reads them
     for token in index._postings:
         index._posting_array(token)
+    bytes_per_item = tracemalloc.get_traced_memory()[0] / n if memory else math.nan
+    tracemalloc.stop()
+    probe = rng.sample(range(n), lookups)
     # uncached related lookups: each item asked once; then again, from the cache
     related_us = lookup_us(index, probe)
     hit_us = lookup_us(index, probe)
@@ -147,8 +144,11 @@ def main() -> None:
     )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for n in (int(s) for s in args.sizes.split(",")):
-        runs = [asyncio.run(measure(n, args.lookups, random.Random(r))) for r in range(args.repeat)]
-        med = [statistics.median(r[c] for r in runs) for c in range(6)]
+        runs = [
+            asyncio.run(measure(n, args.lookups, random.Random(r), r == 0))
+            for r in range(args.repeat)
+        ]
+        med = [statistics.median(r[c] for r in runs) for c in range(5)] + [runs[0][5]]
         print(
             f"| {n:,} | {med[0]:.0f} | {med[1]:.0f} | {med[2]:.1f} | {med[3]:.0f} "
             f"| {med[4]:.0f} | {med[5]:,.0f} |"

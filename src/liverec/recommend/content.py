@@ -34,7 +34,7 @@ and memory is O(items * tokens per item). Nothing is rebuilt per change. The sca
 is done with arrays: items are numbered, each token's postings are also kept as an
 array of numbers (newest first, rebuilt at O(postings) by the first lookup after a
 change to that token), and a lookup concatenates the arrays it reads, sums the gains
-per candidate (`np.unique` + `np.bincount`) and divides by an array of norms; the
+per candidate (`np.add.at` into a scratch array) and divides by an array of norms; the
 Python work per lookup is O(tokens of the item), not O(scan).
 
 `home(n)` is the cold-start list: in-stock items taken round-robin over the largest
@@ -70,6 +70,7 @@ FIELD_WEIGHTS: Final = {
 }
 TITLE_WORDS: Final = 32
 DESCRIPTION_WORDS: Final = 64
+_UNSEEN: Final = np.iinfo(np.int64).max
 _WORD_RE: Final = re.compile(r"[^\W_]{2,}")
 _STOP: Final = frozenset(
     "a an and are as at be by for from has in is it its of on or the this to was were "
@@ -142,6 +143,8 @@ class ContentIndex:
         self._free: list[int] = []
         self._norm_val = np.ones(64)  # slot -> norm
         self._norm_at = np.zeros(64, dtype=np.int64)  # slot -> items when computed (0: never)
+        self._acc = np.zeros(64)  # lookup scratch: slot -> dot product so far
+        self._first = np.full(64, _UNSEEN, dtype=np.int64)  # scratch: slot -> first read at
         self._arrays: dict[str, npt.NDArray[np.int64]] = {}  # token -> slots, newest first
         self._in_stock: dict[str, bool] = {}
         self._postings: dict[str, dict[str, None]] = {}  # token -> items, oldest first
@@ -194,6 +197,8 @@ class ContentIndex:
             if slot >= len(self._norm_val):  # doubling: amortised O(1)
                 self._norm_val = np.resize(self._norm_val, 2 * slot)
                 self._norm_at = np.resize(self._norm_at, 2 * slot)
+                self._acc = np.zeros(2 * slot)
+                self._first = np.full(2 * slot, _UNSEEN, dtype=np.int64)
         self._slot[key] = slot
         self._norm_at[slot] = 0
         arrays = self._arrays
@@ -350,11 +355,18 @@ class ContentIndex:
             return []
         slots = np.concatenate(parts)  # [postings read]
         weights = np.repeat(np.asarray(gains), lengths)  # [postings read]
-        # candidates in order of first appearance (the tie-break: rarer token, newer)
-        cand, first, inverse = np.unique(slots, return_index=True, return_inverse=True)
-        dots = np.bincount(inverse, weights=weights)  # [candidates]
+        position = np.arange(len(slots))  # [postings read]
+        # per-item scratch (zero / _UNSEEN between lookups): sum the gains per item and
+        # note where each item first appears, without sorting the postings read
+        acc, first = self._acc, self._first
+        np.add.at(acc, slots, weights)
+        np.minimum.at(first, slots, position)
+        cand = slots[first[slots] == position]  # [candidates], in order of first appearance
+        dots = acc[cand]  # [candidates]
+        acc[slots] = 0.0
+        first[slots] = _UNSEEN
         keep = cand != self._slot[item_id]
-        cand, first, dots = cand[keep], first[keep], dots[keep]
+        cand, dots = cand[keep], dots[keep]
         if not len(cand):
             return []
         n = len(self._tokens)
@@ -370,7 +382,8 @@ class ContentIndex:
             top = np.flatnonzero(scores >= kth)
         else:
             top = np.arange(len(scores))
-        best = top[np.lexsort((first[top], -scores[top]))][:m]
+        # ties: the first read first (a rarer token, a newer item), as a scan would
+        best = top[np.argsort(-scores[top], kind="stable")][:m]
         return [
             (ids[c], v) for c, v in zip(cand[best].tolist(), scores[best].tolist(), strict=True)
         ]
