@@ -53,6 +53,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import Final
 
 import numpy as np
@@ -293,24 +294,30 @@ class ContentIndex:
         """Related items of a session: the related lists of its newest `context`
         distinct catalog items (newest first, j = 1, 2, ...), each score divided by j,
         summed; never one of those items. O(context * neighbours) from the cache."""
-        scores: dict[str, float] = {}
         anchors: list[str] = []
         for item in reversed(recent):
             if len(anchors) >= context:
                 break
-            if item in anchors or item not in self._tokens:
-                continue
-            anchors.append(item)
-            j = len(anchors)
-            for b, s in self._neighbours(item):
-                scores[b] = scores.get(b, 0.0) + s / j
-        stocked = self._in_stock
+            if item not in anchors and item in self._tokens:
+                anchors.append(item)
+        if len(anchors) == 1:  # the sum of one list is that list
+            return self.related(anchors[0], n)
+        scores: dict[str, float] = {}
+        get = scores.get
+        for j, anchor in enumerate(anchors, 1):
+            for b, s in self._neighbours(anchor):
+                scores[b] = get(b, 0.0) + s / j
         for a in anchors:
             scores.pop(a, None)
-        best = heapq.nlargest(
-            n, (b for b in scores if stocked.get(b, False)), key=scores.__getitem__
-        )
-        return [(b, scores[b]) for b in best]
+        stocked = self._in_stock
+        out: list[tuple[str, float]] = []
+        # a stable sort: ties keep the order first met, as heapq.nlargest would
+        for b, s in sorted(scores.items(), key=itemgetter(1), reverse=True):
+            if len(out) >= n:
+                break
+            if stocked.get(b, False):
+                out.append((b, s))
+        return out
 
     def _neighbours(self, item_id: str) -> list[tuple[str, float]]:
         now = self._clock()
