@@ -4,6 +4,7 @@ and no events."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from liverec.protocol import Limits
 from liverec.recommend import attach_catalog, build_recommender
 from liverec.recommend.base import RecContext
 from liverec.recommend.blend import BlendedRecommender
-from liverec.recommend.content import ContentIndex
+from liverec.recommend.content import ContentIndex, item_tokens
 from liverec.recommend.online import OnlineRecommender
 from liverec.store import limits_from, open_store
 from liverec.types import Event
@@ -101,7 +102,55 @@ def test_postings_per_token_are_bounded() -> None:
     related = index.related("s49", 50)
     assert 0 < len(related) <= 7  # at most `scan` candidates read
     index.update((), gone=[f"s{i}" for i in range(50)])
-    assert len(index) == 0 and not index._postings and not index._df
+    assert len(index) == 0 and not index._postings and not index._df and not index._arrays
+
+
+def brute_force_related(rows: list[dict[str, Any]], item: str) -> dict[str, float]:
+    """Cosine of the weighted token vectors against every other item (no index)."""
+    vectors = {i.item_id: item_tokens(i) for i in items(rows)}
+    df: dict[str, int] = {}
+    for tokens in vectors.values():
+        for t in tokens:
+            df[t] = df.get(t, 0) + 1
+
+    def vec(i: str) -> dict[str, float]:
+        return {t: w * math.log(1 + len(vectors) / df[t]) for t, w in vectors[i].items()}
+
+    q = vec(item)
+    out = {}
+    for other in vectors:
+        v = vec(other)
+        dot = sum(x * v[t] for t, x in q.items() if t in v)
+        if other != item and dot > 0:
+            norms = sum(x * x for x in q.values()) * sum(x * x for x in v.values())
+            out[other] = dot / math.sqrt(norms)
+    return out
+
+
+def test_related_scores_are_the_cosine_after_removals_and_reused_slots() -> None:
+    rows = catalog_rows()
+    index = ContentIndex(refresh_s=0.0)
+    index.update(items(rows))
+    for row in rows:  # every posting read once (kept as arrays from then on)
+        index.related(row["item_id"], 100)
+    gone = ["shoe-2", "jacket-3", "bag-4"]
+    index.update((), gone=gone)  # frees their numbers ...
+    fresh = [
+        {"item_id": "shoe-7", "title": "Trail shoe", "category": "shoes", "brand": "Fleet"},
+        {"item_id": "bag-7", "title": "Shoe bag", "category": "bags"},
+    ]
+    index.update(items(fresh))  # ... which these reuse
+    live = [r for r in rows if r["item_id"] not in gone] + fresh
+    anchors = ("shoe-1", "shoe-7", "bag-7", "jacket-1", "hat-2")
+    for anchor in anchors:  # the same candidates as a scan of every item
+        want = {i for i in brute_force_related(live, anchor) if index.in_stock(i)}
+        assert {i for i, _ in index.related(anchor, 100)} == want
+    index.update(items(live))  # every item re-numbered, norms with today's idf
+    for anchor in anchors:  # and the same scores, best first
+        want = brute_force_related(live, anchor)
+        got = index.related(anchor, 100)
+        assert all(math.isclose(s, want[i], rel_tol=1e-9) for i, s in got)
+        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
 
 
 def test_cached_related_lists_follow_changes_after_refresh() -> None:
@@ -172,6 +221,25 @@ async def test_content_gives_way_as_co_views_accumulate() -> None:
     # but the online model knows only hat-1 and bag-1: content fills the rest
     home = (await blended.recommend(ctx("new", []))).items
     assert len(home) == 8 and len({category_of(r.item_id) for r in home}) >= 3
+
+
+async def test_no_content_lookup_when_content_gets_no_slot_and_the_list_is_full() -> None:
+    online = OnlineRecommender(clock=lambda: 2000.0)
+    index = ContentIndex(refresh_s=0.0)
+    index.update(items(catalog_rows()))
+    blended = BlendedRecommender(online, index, item_evidence=1.0)
+    for s in range(6):  # bag-1 then hat-1 or jacket-1: 6 co-views of bag-1
+        blended.observe(event(f"cv{s}", "bag-1", 2 * s))
+        blended.observe(event(f"cv{s}", ("hat-1", "jacket-1")[s % 2], 2 * s + 1))
+    assert blended.content_slots(2, blended.evidence("bag-1"), 1.0) == 0
+    full = (await blended.recommend(ctx("s", ["bag-1"], k=2))).items
+    own = (await online.recommend(ctx("s", ["bag-1"], k=2))).items
+    assert [r.item_id for r in full] == [r.item_id for r in own]
+    assert {r.item_id for r in full} == {"hat-1", "jacket-1"}
+    assert "bag-1" not in index._cache  # the behavioural list was full: no lookup
+    short = [r.item_id for r in (await blended.recommend(ctx("s", ["bag-1"], k=8))).items]
+    assert set(short[:2]) == {"hat-1", "jacket-1"} and category_of(short[2]) == "bags"
+    assert "bag-1" in index._cache
 
 
 async def test_catalog_changes_reach_the_index(tmp_path: Path) -> None:

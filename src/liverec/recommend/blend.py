@@ -31,7 +31,8 @@ N = 0 content only fills short lists.
 
 Cost per event: O(1) to count (bounded maps: `max_items` items, `max_sessions`
 sessions, least recently used dropped); per list: the behavioural model's cost plus
-one content lookup (cached, see content.py) and O(k) to merge.
+one content lookup (cached, see content.py) and O(k) to merge; none of that when
+content gets no slot (c = 0) and the behavioural list is already full.
 """
 
 from __future__ import annotations
@@ -159,12 +160,20 @@ class BlendedRecommender(Recommender):
             return behavioural
         anchor = ctx.current_item or (ctx.items[-1] if ctx.items else None)
         want = ctx.k + len(ctx.exclude) + 1
-        if anchor is not None and anchor in index:
-            content = index.related_to(ctx.items or [anchor], want, CONTEXT_ITEMS)
-            c = self.content_slots(ctx.k, self.evidence(anchor), self.item_evidence)
+        related = anchor is not None and anchor in index
+        if related:
+            c = self.content_slots(ctx.k, self.evidence(anchor or ""), self.item_evidence)
+        else:
+            c = self.content_slots(ctx.k, float(self.events), self.home_evidence)
+        ours = behavioural.items
+        if c == 0 and len(ours) >= ctx.k:
+            # content would only fill a short list, and this one is full: the merge
+            # below would give the behavioural list's first k, so skip the lookup
+            return RecList(demote_low_rated(list(ours[: ctx.k]), ctx.ratings), behavioural.model)
+        if related:
+            content = index.related_to(ctx.items or [anchor or ""], want, CONTEXT_ITEMS)
         else:
             content = [(i, 0.0) for i in index.home(want)]
-            c = self.content_slots(ctx.k, float(self.events), self.home_evidence)
         blocked = blocked_items(ctx)
         available = ctx.available
         content = [
@@ -172,7 +181,6 @@ class BlendedRecommender(Recommender):
         ]
         if not content:
             return behavioural
-        ours = behavioural.items
         b = ctx.k - c
         scored = (
             *((r.item_id, r.score) for r in ours[:b]),

@@ -30,7 +30,12 @@ of their weighted token vectors. Its cost does not grow with the catalog:
 
 So a query costs O(tokens of the item + scan), an upsert or removal O(tokens of the
 item) (postings are insertion-ordered dicts: add, remove and evict-oldest are O(1)),
-and memory is O(items * tokens per item). Nothing is rebuilt per change.
+and memory is O(items * tokens per item). Nothing is rebuilt per change. The scan
+is done with arrays: items are numbered, each token's postings are also kept as an
+array of numbers (newest first, rebuilt at O(postings) by the first lookup after a
+change to that token), and a lookup concatenates the arrays it reads, sums the gains
+per candidate (`np.add.at` into a scratch array) and divides by an array of norms; the
+Python work per lookup is O(tokens of the item), not O(scan).
 
 `home(n)` is the cold-start list: in-stock items taken round-robin over the largest
 categories, newest first within each (catalog order: the most recently added or
@@ -48,8 +53,11 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from itertools import islice
+from operator import itemgetter
 from typing import Final
+
+import numpy as np
+import numpy.typing as npt
 
 from ..catalog import CatalogItem
 
@@ -63,6 +71,7 @@ FIELD_WEIGHTS: Final = {
 }
 TITLE_WORDS: Final = 32
 DESCRIPTION_WORDS: Final = 64
+_UNSEEN: Final = np.iinfo(np.int64).max
 _WORD_RE: Final = re.compile(r"[^\W_]{2,}")
 _STOP: Final = frozenset(
     "a an and are as at be by for from has in is it its of on or the this to was were "
@@ -128,7 +137,16 @@ class ContentIndex:
         self.refresh_s = refresh_s
         self._clock = clock
         self._tokens: dict[str, dict[str, float]] = {}  # item -> token -> field weight
-        self._norms: dict[str, tuple[float, int]] = {}  # item -> (norm, items when computed)
+        # items are numbered (slots, reused after removal) so that a lookup scores
+        # its candidates with array operations instead of per-posting dict updates
+        self._slot: dict[str, int] = {}
+        self._ids: list[str] = []  # slot -> item ("" = free)
+        self._free: list[int] = []
+        self._norm_val = np.ones(64)  # slot -> norm
+        self._norm_at = np.zeros(64, dtype=np.int64)  # slot -> items when computed (0: never)
+        self._acc = np.zeros(64)  # lookup scratch: slot -> dot product so far
+        self._first = np.full(64, _UNSEEN, dtype=np.int64)  # scratch: slot -> first read at
+        self._arrays: dict[str, npt.NDArray[np.int64]] = {}  # token -> slots, newest first
         self._in_stock: dict[str, bool] = {}
         self._postings: dict[str, dict[str, None]] = {}  # token -> items, oldest first
         self._df: dict[str, int] = {}  # token -> items with it (not capped)
@@ -171,6 +189,20 @@ class ContentIndex:
         tokens = item_tokens(item)
         self._tokens[key] = tokens
         self._in_stock[key] = item.in_stock
+        if self._free:
+            slot = self._free.pop()
+            self._ids[slot] = key
+        else:
+            slot = len(self._ids)
+            self._ids.append(key)
+            if slot >= len(self._norm_val):  # doubling: amortised O(1)
+                self._norm_val = np.resize(self._norm_val, 2 * slot)
+                self._norm_at = np.resize(self._norm_at, 2 * slot)
+                self._acc = np.zeros(2 * slot)
+                self._first = np.full(2 * slot, _UNSEEN, dtype=np.int64)
+        self._slot[key] = slot
+        self._norm_at[slot] = 0
+        arrays = self._arrays
         for token in tokens:
             self._df[token] = self._df.get(token, 0) + 1
             posting = self._postings.get(token)
@@ -179,6 +211,7 @@ class ContentIndex:
             posting[key] = None
             if len(posting) > self.max_postings:
                 del posting[next(iter(posting))]
+            arrays.pop(token, None)
         category = (item.category or "").lower()
         self._category[key] = category
         if item.in_stock:
@@ -186,31 +219,49 @@ class ContentIndex:
 
     def _norm(self, key: str) -> float:
         """The item's vector norm, recomputed when the catalog size moved 2x since."""
-        have = self._norms.get(key)
+        slot = self._slot[key]
+        at = int(self._norm_at[slot])
         n = len(self._tokens)
-        if have is not None and have[1] <= 2 * n and n <= 2 * have[1]:
-            return have[0]
+        if at and at <= 2 * n and n <= 2 * at:
+            return float(self._norm_val[slot])
         idf = self._idf
         tokens = self._tokens[key]
         norm = math.sqrt(sum((w * idf(t)) ** 2 for t, w in tokens.items())) or 1.0
-        self._norms[key] = (norm, n)
+        self._norm_val[slot] = norm
+        self._norm_at[slot] = n
         return norm
+
+    def _posting_array(self, token: str) -> npt.NDArray[np.int64]:
+        """The token's postings as slots, newest first; rebuilt after a change to them
+        (O(postings), paid by the first lookup after the change)."""
+        array = self._arrays.get(token)
+        if array is None:
+            posting = self._postings[token]
+            slot = self._slot
+            array = self._arrays[token] = np.fromiter(
+                (slot[b] for b in reversed(posting)), dtype=np.int64, count=len(posting)
+            )
+        return array
 
     def _remove(self, key: str) -> None:
         tokens = self._tokens.pop(key, None)
         if tokens is None:
             return
+        arrays = self._arrays
         for token in tokens:
             left = self._df[token] - 1
             posting = self._postings.get(token)
-            if posting is not None:
-                posting.pop(key, None)
+            if posting is not None and posting.pop(key, 0) is None:
+                arrays.pop(token, None)
             if left <= 0:
                 del self._df[token]
                 self._postings.pop(token, None)
+                arrays.pop(token, None)
             else:
                 self._df[token] = left
-        self._norms.pop(key, None)
+        slot = self._slot.pop(key)
+        self._ids[slot] = ""
+        self._free.append(slot)
         del self._in_stock[key]
         category = self._category.pop(key)
         stocked = self._stocked.get(category)
@@ -229,8 +280,13 @@ class ContentIndex:
         """Up to n in-stock items most similar to item_id (never itself), best first;
         [] for an item the index does not hold."""
         stocked = self._in_stock
-        out = [(b, s) for b, s in self._neighbours(item_id) if stocked.get(b, False)]
-        return out[:n]
+        out: list[tuple[str, float]] = []
+        for b, s in self._neighbours(item_id):
+            if len(out) >= n:
+                break
+            if stocked.get(b, False):
+                out.append((b, s))
+        return out
 
     def related_to(
         self, recent: Sequence[str], n: int, context: int = 3
@@ -238,24 +294,30 @@ class ContentIndex:
         """Related items of a session: the related lists of its newest `context`
         distinct catalog items (newest first, j = 1, 2, ...), each score divided by j,
         summed; never one of those items. O(context * neighbours) from the cache."""
-        scores: dict[str, float] = {}
         anchors: list[str] = []
         for item in reversed(recent):
             if len(anchors) >= context:
                 break
-            if item in anchors or item not in self._tokens:
-                continue
-            anchors.append(item)
-            j = len(anchors)
-            for b, s in self._neighbours(item):
-                scores[b] = scores.get(b, 0.0) + s / j
-        stocked = self._in_stock
+            if item not in anchors and item in self._tokens:
+                anchors.append(item)
+        if len(anchors) == 1:  # the sum of one list is that list
+            return self.related(anchors[0], n)
+        scores: dict[str, float] = {}
+        get = scores.get
+        for j, anchor in enumerate(anchors, 1):
+            for b, s in self._neighbours(anchor):
+                scores[b] = get(b, 0.0) + s / j
         for a in anchors:
             scores.pop(a, None)
-        best = heapq.nlargest(
-            n, (b for b in scores if stocked.get(b, False)), key=scores.__getitem__
-        )
-        return [(b, scores[b]) for b in best]
+        stocked = self._in_stock
+        out: list[tuple[str, float]] = []
+        # a stable sort: ties keep the order first met, as heapq.nlargest would
+        for b, s in sorted(scores.items(), key=itemgetter(1), reverse=True):
+            if len(out) >= n:
+                break
+            if stocked.get(b, False):
+                out.append((b, s))
+        return out
 
     def _neighbours(self, item_id: str) -> list[tuple[str, float]]:
         now = self._clock()
@@ -282,34 +344,56 @@ class ContentIndex:
         # rarest and heaviest tokens first: they say the most, and the scan budget is
         # spent on them before the broad ones
         order = sorted(gain, key=gain.__getitem__, reverse=True)
-        scores: dict[str, float] = {}
-        get = scores.get
+        parts: list[npt.NDArray[np.int64]] = []
+        gains: list[float] = []
+        lengths: list[int] = []
         budget = self.scan
-        postings = self._postings
         for token in order:
             if budget <= 0:
                 break
-            posting = postings.get(token)
-            if not posting:
+            if token not in self._postings:
                 continue
-            g = gain[token]
-            # the newest postings first (reversed dict: O(1) to start)
-            for b in islice(reversed(posting), budget):
-                scores[b] = get(b, 0.0) + g
-            budget -= min(len(posting), budget)
-        scores.pop(item_id, None)
-        if not scores:
+            part = self._posting_array(token)[:budget]  # the newest postings first
+            parts.append(part)
+            gains.append(gain[token])
+            lengths.append(len(part))
+            budget -= len(part)
+        if not parts:
             return []
-        norms, n = self._norms, len(self._tokens)
-        qn = self._norm(item_id)
-        for b, dot in scores.items():
-            have = norms.get(b)
-            if have is not None and have[1] <= 2 * n and n <= 2 * have[1]:
-                scores[b] = dot / (qn * have[0])
-            else:
-                scores[b] = dot / (qn * self._norm(b))
-        best = heapq.nlargest(self.neighbours, scores, key=scores.__getitem__)
-        return [(b, scores[b]) for b in best]
+        slots = np.concatenate(parts)  # [postings read]
+        weights = np.repeat(np.asarray(gains), lengths)  # [postings read]
+        position = np.arange(len(slots))  # [postings read]
+        # per-item scratch (zero / _UNSEEN between lookups): sum the gains per item and
+        # note where each item first appears, without sorting the postings read
+        acc, first = self._acc, self._first
+        np.add.at(acc, slots, weights)
+        np.minimum.at(first, slots, position)
+        cand = slots[first[slots] == position]  # [candidates], in order of first appearance
+        dots = acc[cand]  # [candidates]
+        acc[slots] = 0.0
+        first[slots] = _UNSEEN
+        keep = cand != self._slot[item_id]
+        cand, dots = cand[keep], dots[keep]
+        if not len(cand):
+            return []
+        n = len(self._tokens)
+        at = self._norm_at[cand]
+        stale = np.flatnonzero((at == 0) | (at > 2 * n) | (2 * at < n))
+        ids = self._ids
+        for i in stale.tolist():  # rare: a new item, or the catalog moved 2x
+            self._norm(ids[int(cand[i])])
+        scores = dots / (self._norm(item_id) * self._norm_val[cand])  # [candidates]
+        m = self.neighbours
+        if len(scores) > m:  # the best m (and any tied with the m-th), then sort
+            kth = np.partition(scores, len(scores) - m)[len(scores) - m]
+            top = np.flatnonzero(scores >= kth)
+        else:
+            top = np.arange(len(scores))
+        # ties: the first read first (a rarer token, a newer item), as a scan would
+        best = top[np.argsort(-scores[top], kind="stable")][:m]
+        return [
+            (ids[c], v) for c, v in zip(cand[best].tolist(), scores[best].tolist(), strict=True)
+        ]
 
     def home(self, n: int) -> list[str]:
         """The cold-start list: n in-stock items, round-robin over the largest
