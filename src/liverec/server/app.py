@@ -36,9 +36,9 @@ from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
 from . import http, pages
-from .collector import Collector
 from .feed import FeedHub
 from .gate import Gate
+from .gc_policy import GcPolicy
 from .landing import landing
 from .origins import OriginPolicy
 from .ws import quiet_denial_logs, websocket_endpoint
@@ -95,8 +95,8 @@ def create_app(
         app.state.manager = manager
         app.state.catalog = catalog
         app.state.feed = feed
-        collector = Collector(settings.gc_full_interval_s, metrics)
-        collector.start()  # last: what start-up built is frozen
+        gc_policy = GcPolicy(settings.gc_full_interval_s, metrics)
+        gc_policy.start()  # last: what start-up built is frozen
         log.info(
             "liverec ready: store=%s model=%s (%d logged events replayed)",
             the_store.url,
@@ -107,7 +107,7 @@ def create_app(
             yield
         finally:
             manager.accepting = False
-            await collector.close()
+            await gc_policy.close()
             if learner is not None:
                 await learner.close()  # a round in progress stops after its epoch
             await feed.close()
