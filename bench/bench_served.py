@@ -47,9 +47,9 @@ DEFAULT_CONFIGS = ["process", "thread"]
 def random_checkpoint(shape: str, out: Path) -> Path:
     """Save a randomly initialised GRU4Rec of shape 'ITEMSxHIDDEN' to out."""
     from liverec.model.checkpoint import save_checkpoint
+    from liverec.model.config import TrainConfig
     from liverec.model.data import ItemIndex
     from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
-    from liverec.model.train import TrainConfig
 
     n, h = (int(x) for x in shape.lower().split("x"))
     cfg = TrainConfig(model=GRU4RecConfig(n_items=n, layers=(h,)))

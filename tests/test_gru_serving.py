@@ -15,9 +15,10 @@ import torch
 
 from liverec.errors import ModelError
 from liverec.model.checkpoint import load_checkpoint
+from liverec.model.config import TrainConfig
 from liverec.model.data import ItemIndex, Sessions
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
-from liverec.model.train import TrainConfig, train
+from liverec.model.train import train
 from liverec.recommend.base import RecContext
 from liverec.recommend.gru import CURRENT, GRURecommender, ServedModel, _low_rank
 from liverec.recommend.online import OnlineRecommender

@@ -14,8 +14,8 @@ import pytest
 from liverec.learn.learner import LearnConfig, Learner, decide
 from liverec.learn.registry import Registry
 from liverec.model.checkpoint import load_checkpoint
+from liverec.model.config import TrainConfig
 from liverec.model.gru4rec import GRU4RecConfig
-from liverec.model.train import TrainConfig
 from liverec.recommend.base import RecContext
 from liverec.recommend.gru import GRURecommender
 from liverec.recommend.online import OnlineRecommender
