@@ -32,7 +32,7 @@ import torch
 
 from liverec.model.data import ItemIndex
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
-from liverec.recommend.gru import ServedModel
+from liverec.recommend.gru.served import ServedModel
 
 K = 20
 RESCORE = 64
@@ -119,7 +119,7 @@ def quality(args: argparse.Namespace) -> None:
     test = load_sessions(args.test, fmt=args.format)
 
     class ServedScorer(GRUScorer):
-        """The served scoring (liverec.recommend.gru.ServedModel): a shortlist by the
+        """The served scoring (liverec.recommend.gru.served.ServedModel): a shortlist by the
         cheap scores, then exact re-scoring of the best K + rescore; every other item
         gets -inf (it cannot be in a served top-K)."""
 

@@ -192,7 +192,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else random_checkpoint(args.random, Path(tmp) / "m")
         from liverec.model.checkpoint import load_checkpoint
-        from liverec.recommend.served import resolve_checkpoint
+        from liverec.recommend.gru.served import resolve_checkpoint
 
         items = list(load_checkpoint(resolve_checkpoint(model))[2].ids)
         rows = []

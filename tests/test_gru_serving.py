@@ -20,10 +20,10 @@ from liverec.model.data import ItemIndex, Sessions
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
 from liverec.model.train import train
 from liverec.recommend.base import RecContext
-from liverec.recommend.gru import CURRENT, GRURecommender, ServedModel, _low_rank
+from liverec.recommend.gru import GRURecommender
+from liverec.recommend.gru.scoring import ScoreInput, score_batch
+from liverec.recommend.gru.served import CURRENT, SHORTLIST_ROWS, ServedModel, low_rank
 from liverec.recommend.online import OnlineRecommender
-from liverec.recommend.scoring import ScoreInput, score_batch
-from liverec.recommend.served import SHORTLIST_ROWS
 
 from .servers import LiverecServer
 from .wsclient import Client
@@ -132,7 +132,7 @@ def test_low_rank_shortlist_holds_the_exact_top_k() -> None:
         want = set(torch.topk(row, 10).indices.tolist())
         assert want <= set(cand[r].tolist())
         assert blocked[r][0] not in cand[r].tolist()
-    proj, items = _low_rank(model.item_weight.data, model.item_bias.data, h + 1)
+    proj, items = low_rank(model.item_weight.data, model.item_bias.data, h + 1)
     approx = torch.addmm(proj[h], out, proj[:h]) @ items.t()
     assert torch.allclose(approx, exact_all, atol=1e-4)
 
@@ -364,7 +364,7 @@ async def test_a_hung_worker_is_replaced_and_its_batch_scored_here(
     import os
     import signal
 
-    from liverec.recommend import scoring
+    from liverec.recommend.gru import scoring
 
     monkeypatch.setattr(scoring, "SCORE_TIMEOUT_S", 0.5)
     rec = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, process=True)
@@ -386,7 +386,7 @@ async def test_a_hung_worker_is_replaced_and_its_batch_scored_here(
 
 
 def test_top_candidates_is_the_topk_set() -> None:
-    from liverec.recommend.served import top_candidates
+    from liverec.recommend.gru.served import top_candidates
 
     gen = torch.Generator().manual_seed(0)
     wide = torch.randn(6, 20_000, generator=gen) * 2 + torch.randn(20_000, generator=gen)

@@ -248,7 +248,7 @@ def test_settings_map_to_the_learn_config(tmp_path: Path) -> None:
 async def test_lists_queued_across_a_promotion_are_made_by_their_own_model(
     store: Store, tmp_path: Path
 ) -> None:
-    from liverec.recommend.gru import ServedModel
+    from liverec.recommend.gru.served import ServedModel
 
     models = tmp_path / "models"
     learner = Learner(store, learn_config(models))

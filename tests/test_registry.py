@@ -17,7 +17,7 @@ from liverec.model.checkpoint import save_checkpoint
 from liverec.model.config import TrainConfig
 from liverec.model.data import ItemIndex
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
-from liverec.recommend.gru import resolve_checkpoint
+from liverec.recommend.gru.served import resolve_checkpoint
 
 
 def add_version(registry: Registry, seed: int, **fields: object) -> str:

@@ -6,7 +6,7 @@ trained on them, `liverec demo-model` (which writes the checkpoint committed as
 models/demo), and which checkpoint `liverec serve --demo on` serves: the
 `demo_model` setting, by default the models/demo of this source tree. Items the
 checkpoint does not know are answered by the online recommender, as for any
-GRU4Rec checkpoint (recommend/gru.py).
+GRU4Rec checkpoint (recommend/gru/).
 
 Reproducible: the same seed, sessions, epochs and units give the same weights
 (training runs on one torch thread); the version string's hash is of the weights.

@@ -1,5 +1,5 @@
 """Recommenders: the interface (base.py), the online popularity + co-occurrence
-recommender (online.py), session-kNN (vsknn.py), the GRU4Rec serving side (gru.py)
+recommender (online.py), session-kNN (vsknn.py), the GRU4Rec serving side (gru/)
 and the content model over catalog fields (content.py) blended into their lists
 (blend.py).
 

@@ -35,7 +35,7 @@ from ..recommend.blend import BlendedRecommender
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
-from . import http, pages
+from . import catalog_api, http, pages
 from .feed import FeedHub
 from .gate import Gate
 from .gc_policy import GcPolicy
@@ -128,6 +128,7 @@ def create_app(
     web_dir = Path(settings.web_dir) if settings.web_dir else default_web_dir()
     if web_dir is not None and not web_dir.is_dir():
         web_dir = None
+    routes.extend(catalog_api.routes())
     routes.extend(pages.routes(settings, web_dir))
     routes.append(Route("/", landing))
     if web_dir is not None:

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ModelError
-from ..model import META
-from ..model.checkpoint import load_checkpoint
-from ..model.data import ItemIndex
-from ..model.gru4rec import GRU4Rec
+from ...errors import ModelError
+from ...model import META
+from ...model.checkpoint import load_checkpoint
+from ...model.data import ItemIndex
+from ...model.gru4rec import GRU4Rec
 
 CURRENT = "CURRENT"  # in a models/ registry: names the promoted version's directory
 SAMPLE_STRIDE = 16  # top_candidates: every 16th score sets a row's threshold
@@ -46,7 +46,7 @@ def resolve_checkpoint(path: Path) -> Path:
     raise ModelError(f"no checkpoint at {path} (no {META}, no {CURRENT})")
 
 
-def _quantize(weight: Tensor, bias: Tensor) -> Any | None:
+def quantize_rows(weight: Tensor, bias: Tensor) -> Any | None:
     """Prepacked per-row int8 weights for fbgemm's dynamic linear, or None."""
     engines = torch.backends.quantized.supported_engines
     engine = "x86" if "x86" in engines else "fbgemm" if "fbgemm" in engines else None
@@ -63,7 +63,7 @@ def _quantize(weight: Tensor, bias: Tensor) -> Any | None:
         return torch.ops.quantized.linear_prepack(q, bias)
 
 
-def _low_rank(weight: Tensor, bias: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+def low_rank(weight: Tensor, bias: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     """A rank-r factorisation of the scoring function out -> weight @ out + bias.
 
     SVD of [weight | bias] (n, H+1) = U S Vh; returns proj (H+1, r) = Vh[:r].T and
@@ -139,12 +139,12 @@ class ServedModel:
         weight, bias = model.item_weight.data, model.item_bias.data
         packed = proj = packed_low = None
         if 0 < rank < weight.shape[1]:
-            proj, items = _low_rank(weight, bias, rank)
-            packed_low = _quantize(items, torch.zeros(items.shape[0]))
+            proj, items = low_rank(weight, bias, rank)
+            packed_low = quantize_rows(items, torch.zeros(items.shape[0]))
             if packed_low is None:  # no int8 engine: the factors in fp32
                 packed_low = items
         elif quantize:
-            packed = _quantize(weight, bias)
+            packed = quantize_rows(weight, bias)
         if quantize_gru:
             # int8 GRU weights (dynamic quantization): the step reads a quarter of the
             # bytes; the scores it feeds are still re-scored against fp32 item rows

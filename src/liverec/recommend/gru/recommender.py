@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..config import Settings
-from ..errors import ModelError
-from ..model import META
-from ..types import Event, Rec
-from .base import (
+from ...config import Settings
+from ...errors import ModelError
+from ...model import META
+from ...types import Event
+from ..base import (
     RecContext,
     RecList,
     Recommender,
@@ -41,7 +41,7 @@ from .base import (
     demote_low_rated,
 )
 from .scoring import Ranked, ScoreInput, ScoringWorker, score_batch
-from .served import CURRENT, ServedModel, ServeOptions, _low_rank, _quantize, resolve_checkpoint
+from .served import ServedModel, ServeOptions, resolve_checkpoint
 
 log = logging.getLogger("liverec.gru")
 
@@ -421,13 +421,3 @@ class GRURecommender(Recommender):
         f["mean_batch"] = f["batched_events"] / f["batches"] if f["batches"] else 0.0
         return f
 
-
-__all__ = [
-    "CURRENT",
-    "GRURecommender",
-    "Rec",
-    "ServedModel",
-    "_low_rank",
-    "_quantize",
-    "resolve_checkpoint",
-]
