@@ -8,6 +8,7 @@ import random
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,6 +73,12 @@ def exact_top(model_dir: Path, items: list[str], k: int, blocked: set[str]) -> l
     return [index.ids[i] for i in order if index.ids[i] not in blocked][:k]
 
 
+# The scoring these tests compare with exact float32 scoring: float32 GRU layers, on a
+# thread of this process unless a test asks for the worker (the served defaults are
+# int8 GRU layers in a worker process).
+EXACT: dict[str, Any] = {"quantize_gru": False, "process": False}
+
+
 def ctx(sid: str, items: list[str], k: int = 5, exclude: set[str] | None = None) -> RecContext:
     return RecContext(
         sid, list(items), k, current_item=items[-1] if items else None, exclude=exclude or set()
@@ -85,7 +92,9 @@ async def test_lists_equal_exact_scoring_and_step_equals_replay(
     checkpoint: Path, quantize: bool, rank: int
 ) -> None:
     # (48 items: k + model_rescore covers them all, so every shortlist is exact here)
-    rec = GRURecommender(checkpoint, OnlineRecommender(), quantize=quantize, rank=rank, poll_s=None)
+    rec = GRURecommender(
+        checkpoint, OnlineRecommender(), quantize=quantize, rank=rank, poll_s=None, **EXACT
+    )
     seq = ["f1-0", "f1-1", "f1-2", "f2-5"]
     try:
         for n in range(1, len(seq) + 1):  # one event at a time: one GRU step each
@@ -95,7 +104,7 @@ async def test_lists_equal_exact_scoring_and_step_equals_replay(
             assert got.model == rec.version and got.model.startswith("gru4rec-")
         # a fresh recommender (another process) rebuilds the same state from the sequence
         other = GRURecommender(
-            checkpoint, OnlineRecommender(), quantize=quantize, rank=rank, poll_s=None
+            checkpoint, OnlineRecommender(), quantize=quantize, rank=rank, poll_s=None, **EXACT
         )
         again = await other.recommend(ctx("s", seq))
         assert again.items == got.items
@@ -139,7 +148,7 @@ def test_low_rank_shortlist_holds_the_exact_top_k() -> None:
 
 async def test_rules_and_fallbacks(checkpoint: Path) -> None:
     online = OnlineRecommender()
-    rec = GRURecommender(checkpoint, online, poll_s=None)
+    rec = GRURecommender(checkpoint, online, poll_s=None, **EXACT)
     try:
         got = await rec.recommend(ctx("a", ["f3-1"], k=8, exclude={"f3-2", "f3-3"}))
         ids = [r.item_id for r in got.items]
@@ -157,7 +166,7 @@ async def test_rules_and_fallbacks(checkpoint: Path) -> None:
 
 @pytest.mark.parametrize("pipeline", [1, 2])
 async def test_concurrent_sessions_are_micro_batched(checkpoint: Path, pipeline: int) -> None:
-    rec = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, pipeline=pipeline)
+    rec = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, pipeline=pipeline, **EXACT)
     await rec.start()
     try:
         seqs = [[f"f{i % 6}-{j % 8}" for j in range(i % 4 + 1)] for i in range(60)]
@@ -191,7 +200,7 @@ async def test_hot_reload_from_registry_and_broken_checkpoint(
     checkpoint: Path, tmp_path: Path
 ) -> None:
     registry = registry_at_v1(checkpoint, tmp_path)
-    rec = GRURecommender(registry, OnlineRecommender(), poll_s=0.05)
+    rec = GRURecommender(registry, OnlineRecommender(), poll_s=0.05, **EXACT)
     await rec.start()
     try:
         first = rec.version
@@ -219,7 +228,9 @@ async def test_hot_reload_with_workers_retires_the_old_one(
     checkpoint: Path, tmp_path: Path
 ) -> None:
     registry = registry_at_v1(checkpoint, tmp_path)
-    rec = GRURecommender(registry, OnlineRecommender(), poll_s=None, process=True)
+    rec = GRURecommender(
+        registry, OnlineRecommender(), poll_s=None, process=True, quantize_gru=False
+    )
     await rec.start()
     try:
         first = rec.version
@@ -275,7 +286,7 @@ async def test_empty_registry_serves_the_fallback_until_a_model_appears(
 ) -> None:
     registry = tmp_path / "empty-models"
     registry.mkdir()
-    rec = GRURecommender(registry, OnlineRecommender(), poll_s=0.05)
+    rec = GRURecommender(registry, OnlineRecommender(), poll_s=0.05, **EXACT)
     await rec.start()
     try:
         assert rec.version == "online"
@@ -309,9 +320,11 @@ async def test_worker_process_scores_like_the_thread_and_survives_its_death(
     checkpoint: Path,
 ) -> None:
     seqs = [[f"f{i % 6}-{j % 8}" for j in range(i % 4 + 1)] for i in range(24)]
-    local = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None)
+    local = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, **EXACT)
     await local.start()
-    remote = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, process=True)
+    remote = GRURecommender(
+        checkpoint, OnlineRecommender(), poll_s=None, process=True, quantize_gru=False
+    )
     await remote.start()
     try:
         assert list(remote._workers) == [remote.version]
@@ -367,7 +380,9 @@ async def test_a_hung_worker_is_replaced_and_its_batch_scored_here(
     from liverec.recommend.gru import scoring
 
     monkeypatch.setattr(scoring, "SCORE_TIMEOUT_S", 0.5)
-    rec = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, process=True)
+    rec = GRURecommender(
+        checkpoint, OnlineRecommender(), poll_s=None, process=True, quantize_gru=False
+    )
     await rec.start()
     try:
         await rec.recommend(ctx("a", ["f1-0"]))

@@ -107,7 +107,7 @@ async def test_first_model_then_finetuned_model_with_new_items_is_served(
     assert m["candidate"]["recall@20"] > m["popularity"]["recall@20"] and m["live"] is None
     assert record.window["events"] == len(learner.window) and record.window["last"]
 
-    served = GRURecommender(models, OnlineRecommender(), poll_s=0.02)
+    served = GRURecommender(models, OnlineRecommender(), poll_s=0.02, process=False)
     await served.start()
     try:
         assert served.version == first.version
@@ -257,7 +257,7 @@ async def test_lists_queued_across_a_promotion_are_made_by_their_own_model(
         await store.record_events(walks(500, OLD, seed=1, t0=1000.0))
         await learner.catch_up()
         assert (await learner.round()).decision == "promoted"
-        served = GRURecommender(models, OnlineRecommender(), poll_s=None)
+        served = GRURecommender(models, OnlineRecommender(), poll_s=None, process=False)
         await served.start()
         await store.record_events(walks(500, NEW, seed=2, t0=9000.0))
         await learner.catch_up()

@@ -120,8 +120,8 @@ async def test_ab_split_is_stable_per_session_and_near_the_share(
     from liverec.recommend.gru import GRURecommender
 
     online = OnlineRecommender()
-    a = GRURecommender(two_models[0], online, poll_s=None)
-    b = GRURecommender(two_models[1], online, poll_s=None)
+    a = GRURecommender(two_models[0], online, poll_s=None, process=False)
+    b = GRURecommender(two_models[1], online, poll_s=None, process=False)
     ab = ABRecommender(a, b, share=0.3)
     try:
         assert a.version != b.version

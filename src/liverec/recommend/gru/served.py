@@ -17,12 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ...config import Settings
 from ...errors import ModelError
 from ...model import META
 from ...model.checkpoint import load_checkpoint
 from ...model.data import ItemIndex
 from ...model.gru4rec import GRU4Rec
 
+DEFAULTS = Settings()  # the serving defaults have one source: the settings'
 CURRENT = "CURRENT"  # in a models/ registry: names the promoted version's directory
 SAMPLE_STRIDE = 16  # top_candidates: every 16th score sets a row's threshold
 # shortlist rows per pass: the (rows, n_items) scores of one pass are written by the
@@ -80,9 +82,9 @@ class ServeOptions:
     """How a checkpoint is prepared for serving (settings model_quantize, model_rank,
     model_quantize_gru); travels with the ServedModel and to the scoring worker."""
 
-    quantize: bool = True  # int8 rows for the full-rank shortlist
-    rank: int = 0  # > 0 and below the hidden size: low-rank shortlist instead
-    quantize_gru: bool = False  # int8 GRU layers (an inference-only model)
+    quantize: bool = DEFAULTS.model_quantize  # int8 rows for the full-rank shortlist
+    rank: int = DEFAULTS.model_rank  # > 0 and below the hidden size: low-rank shortlist
+    quantize_gru: bool = DEFAULTS.model_quantize_gru  # int8 GRU layers (inference only)
 
 
 @dataclass
@@ -102,7 +104,11 @@ class ServedModel:
 
     @classmethod
     def load(
-        cls, path: Path, quantize: bool, rank: int = 0, quantize_gru: bool = False
+        cls,
+        path: Path,
+        quantize: bool,
+        rank: int = DEFAULTS.model_rank,
+        quantize_gru: bool = DEFAULTS.model_quantize_gru,
     ) -> ServedModel:
         """Load a checkpoint (or a registry's current one) for serving."""
         return cls.load_with(path, ServeOptions(quantize, rank, quantize_gru))
