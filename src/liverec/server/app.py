@@ -65,56 +65,55 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        the_store = store or open_store(settings.store_url, limits_from(settings))
-        await the_store.open()
-        the_recommender = recommender or build_recommender(demo_serving_settings(settings))
-        await the_recommender.start()
-        warmed = await warm_from_log(the_recommender, the_store, settings.warm_events)
-        # The catalog is read from the store here and polled for other processes' writes.
-        catalog = Catalog(the_store, settings.catalog_poll_s)
-        await catalog.load()
-        attach_catalog(the_recommender, catalog)  # the content model follows the catalog
-        if settings.demo:
-            await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
-        await catalog.start()
-        manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
-        metrics.set_models(functools.partial(_arm_versions, the_recommender))
-        for name, help in MODEL_FIGURES.items():
-            kind = "counter" if name.endswith("_total") else "gauge"
-            read = functools.partial(_figure, the_recommender, name)
-            metrics.add_gauge(name, help, read, kind)
-        feed = FeedHub(settings, catalog)
-        manager.listeners.append(feed.on_entry)
-        await feed.start()
-        learner = None
-        if settings.learn_in_serve:  # single machine: the continuous learner in this process
-            from ..learn.learner import LearnConfig, Learner  # torch only when learning
+        # Each part is closed by the stack, in reverse order, as soon as it is open: a
+        # start that fails half-way closes what it had opened (the store included).
+        async with contextlib.AsyncExitStack() as stack:
+            the_store = store or open_store(settings.store_url, limits_from(settings))
+            await the_store.open()
+            stack.push_async_callback(the_store.close)
+            the_recommender = recommender or build_recommender(demo_serving_settings(settings))
+            stack.push_async_callback(the_recommender.close)
+            await the_recommender.start()
+            warmed = await warm_from_log(the_recommender, the_store, settings.warm_events)
+            # The catalog is read from the store here and polled for other processes' writes.
+            catalog = Catalog(the_store, settings.catalog_poll_s)
+            stack.push_async_callback(catalog.close)
+            await catalog.load()
+            attach_catalog(the_recommender, catalog)  # the content model follows the catalog
+            if settings.demo:
+                await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
+            await catalog.start()
+            manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
+            metrics.set_models(functools.partial(_arm_versions, the_recommender))
+            for name, help in MODEL_FIGURES.items():
+                kind = "counter" if name.endswith("_total") else "gauge"
+                read = functools.partial(_figure, the_recommender, name)
+                metrics.add_gauge(name, help, read, kind)
+            feed = FeedHub(settings, catalog)
+            manager.listeners.append(feed.on_entry)
+            stack.push_async_callback(feed.close)
+            await feed.start()
+            if settings.learn_in_serve:  # single machine: the continuous learner in this process
+                from ..learn.learner import LearnConfig, Learner  # torch only when learning
 
-            learner = Learner(the_store, LearnConfig.from_settings(settings))
-            await learner.start()
-        app.state.manager = manager
-        app.state.catalog = catalog
-        app.state.feed = feed
-        gc_policy = GcPolicy(settings.gc_full_interval_s, metrics)
-        gc_policy.start()  # last: what start-up built is frozen
-        log.info(
-            "liverec ready: store=%s model=%s (%d logged events replayed)",
-            the_store.url,
-            the_recommender.version,
-            warmed,
-        )
-        try:
+                learner = Learner(the_store, LearnConfig.from_settings(settings))
+                stack.push_async_callback(learner.close)  # a round stops after its epoch
+                await learner.start()
+            app.state.manager = manager
+            app.state.catalog = catalog
+            app.state.feed = feed
+            gc_policy = GcPolicy(settings.gc_full_interval_s, metrics)
+            stack.push_async_callback(gc_policy.close)
+            gc_policy.start()  # last: what start-up built is frozen
+            stack.callback(setattr, manager, "accepting", False)  # first thing at shutdown
+            log.info(
+                "liverec ready: store=%s model=%s (%d logged events replayed)",
+                the_store.url,
+                the_recommender.version,
+                warmed,
+            )
             yield
-        finally:
-            manager.accepting = False
-            await gc_policy.close()
-            if learner is not None:
-                await learner.close()  # a round in progress stops after its epoch
-            await feed.close()
-            await catalog.close()
-            await manager.recommender.close()
-            await the_store.close()
-            log.info("liverec stopped; store flushed")
+        log.info("liverec stopped; store flushed")
 
     routes: list[BaseRoute] = [
         WebSocketRoute("/v1/ws", websocket_endpoint),
