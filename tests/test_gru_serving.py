@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 import shutil
 from pathlib import Path
@@ -16,10 +15,8 @@ import torch
 
 from liverec.errors import ModelError
 from liverec.model.checkpoint import load_checkpoint
-from liverec.model.config import TrainConfig
-from liverec.model.data import ItemIndex, Sessions
+from liverec.model.data import ItemIndex
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
-from liverec.model.train import train
 from liverec.recommend.base import RecContext
 from liverec.recommend.gru import GRURecommender
 from liverec.recommend.gru.scoring import ScoreInput, score_batch
@@ -27,39 +24,14 @@ from liverec.recommend.gru.served import CURRENT, SHORTLIST_ROWS, ServedModel, l
 from liverec.recommend.online import OnlineRecommender
 
 from .servers import LiverecServer
+from .tiny_model import train_tiny
 from .wsclient import Client
-
-
-def synthetic_sessions(n_sessions: int = 400, seed: int = 0) -> Sessions:
-    """Sessions that walk chains c0 -> c1 -> ... of 8 related items in 6 families."""
-    rng = random.Random(seed)
-    sessions = []
-    for _ in range(n_sessions):
-        fam = rng.randrange(6)
-        start = rng.randrange(4)
-        length = rng.randint(2, 5)
-        sessions.append([f"f{fam}-{(start + j) % 8}" for j in range(length)])
-    return Sessions.from_lists(sessions)
-
-
-def small_config(seed: int = 1) -> TrainConfig:
-    return TrainConfig(
-        model=GRU4RecConfig(layers=(24,), dropout_p_embed=0.0, dropout_p_hidden=0.0),
-        loss="cross-entropy",
-        n_sample=8,
-        batch_size=16,
-        n_epochs=4,
-        learning_rate=0.1,
-        momentum=0.0,
-        seed=seed,
-        threads=1,
-    )
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("gru") / "m1"
-    train(synthetic_sessions(), small_config(), out_dir=out, progress=False)
+    train_tiny(out)
     return out
 
 
@@ -192,7 +164,7 @@ def registry_at_v1(checkpoint: Path, tmp_path: Path) -> Path:
 
 def promote_new_model(registry: Path, name: str) -> None:
     """Train a different model into the registry and promote it."""
-    train(synthetic_sessions(seed=5), small_config(seed=9), out_dir=registry / name, progress=False)
+    train_tiny(registry / name, seed=9, data_seed=5)
     (registry / CURRENT).write_text(f"{name}\n")
 
 

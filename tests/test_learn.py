@@ -15,12 +15,13 @@ from liverec.learn.learner import LearnConfig, Learner, decide
 from liverec.learn.registry import Registry
 from liverec.model.checkpoint import load_checkpoint
 from liverec.model.config import TrainConfig
-from liverec.model.gru4rec import GRU4RecConfig
 from liverec.recommend.base import RecContext
 from liverec.recommend.gru import GRURecommender
 from liverec.recommend.online import OnlineRecommender
 from liverec.store import Store, StoreLimits, open_store
 from liverec.types import Event
+
+from .tiny_model import tiny_config
 
 OLD = [f"f{i}" for i in range(6)]  # product families of the first phase
 NEW = ["n0", "n1"]  # a product line that appears later
@@ -50,18 +51,8 @@ def shuffled(events: list[Event], seed: int) -> list[Event]:
 
 
 def tiny_train(seed: int = 1) -> TrainConfig:
-    return TrainConfig(
-        model=GRU4RecConfig(layers=(24,), dropout_p_embed=0.0, dropout_p_hidden=0.0),
-        loss="cross-entropy",
-        n_sample=8,
-        batch_size=16,
-        n_epochs=4,
-        learning_rate=0.1,
-        momentum=0.0,
-        batch_mean=False,  # tuned with the summed loss (the small steps suit 4 epochs)
-        seed=seed,
-        threads=1,
-    )
+    """The tiny model's config, with the summed loss (the small steps suit 4 epochs)."""
+    return tiny_config(seed, batch_mean=False)
 
 
 def learn_config(models: Path, **changes: object) -> LearnConfig:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from .conftest import RedisServer, free_port
-from .servers import LiverecServer
+from .conftest import RedisServer
+from .servers import LiverecServer, free_port
 from .wsclient import Client
 
 
