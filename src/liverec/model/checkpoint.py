@@ -3,8 +3,8 @@
 Owns: the on-disk layout of a trained model (a directory holding `model.safetensors`
 with the weights and `meta.json` with the format version, the full training config,
 the item id list and provenance), saving, loading with validation (ModelError on any
-problem; no pickle anywhere: the model is rebuilt from its config), and `GRUScorer`,
-the step-wise scorer the evaluation harness drives.
+problem; no pickle anywhere: the model is rebuilt from its config). The step-wise
+scorer built from a checkpoint is in scorer.py.
 """
 
 from __future__ import annotations
