@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 
 from liverec.model.baselines import make_baseline
-from liverec.model.checkpoint import load_scorer
+from liverec.model.config import get_preset
 from liverec.model.data import Sessions, load_sessions
 from liverec.model.evaluate import StepScorer, evaluate
-from liverec.model.train import get_preset, train
+from liverec.model.scorer import load_scorer
+from liverec.model.train import train
 
 
 class Hybrid:

@@ -32,7 +32,7 @@ import torch
 
 from liverec.model.data import ItemIndex
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
-from liverec.recommend.gru import ServedModel
+from liverec.recommend.gru.served import ServedModel
 
 K = 20
 RESCORE = 64
@@ -109,16 +109,17 @@ def cost(args: argparse.Namespace) -> None:
 
 
 def quality(args: argparse.Namespace) -> None:
-    from liverec.model.checkpoint import GRUScorer, load_checkpoint
+    from liverec.model.checkpoint import load_checkpoint
     from liverec.model.data import load_sessions
     from liverec.model.evaluate import evaluate
+    from liverec.model.scorer import GRUScorer
 
     torch.set_num_threads(args.threads)
     model, _, index, meta = load_checkpoint(args.model)
     test = load_sessions(args.test, fmt=args.format)
 
     class ServedScorer(GRUScorer):
-        """The served scoring (liverec.recommend.gru.ServedModel): a shortlist by the
+        """The served scoring (liverec.recommend.gru.served.ServedModel): a shortlist by the
         cheap scores, then exact re-scoring of the best K + rescore; every other item
         gets -inf (it cannot be in a served top-K)."""
 

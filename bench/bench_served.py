@@ -47,9 +47,9 @@ DEFAULT_CONFIGS = ["process", "thread"]
 def random_checkpoint(shape: str, out: Path) -> Path:
     """Save a randomly initialised GRU4Rec of shape 'ITEMSxHIDDEN' to out."""
     from liverec.model.checkpoint import save_checkpoint
+    from liverec.model.config import TrainConfig
     from liverec.model.data import ItemIndex
     from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
-    from liverec.model.train import TrainConfig
 
     n, h = (int(x) for x in shape.lower().split("x"))
     cfg = TrainConfig(model=GRU4RecConfig(n_items=n, layers=(h,)))
@@ -192,7 +192,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else random_checkpoint(args.random, Path(tmp) / "m")
         from liverec.model.checkpoint import load_checkpoint
-        from liverec.recommend.served import resolve_checkpoint
+        from liverec.recommend.gru.served import resolve_checkpoint
 
         items = list(load_checkpoint(resolve_checkpoint(model))[2].ids)
         rows = []

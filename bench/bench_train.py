@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from liverec.model.config import get_preset
 from liverec.model.data import ItemIndex, encode, load_sessions
 from liverec.model.gru4rec import GRU4Rec
-from liverec.model.train import Trainer, get_preset
+from liverec.model.train import Trainer
 
 
 def main() -> None:

@@ -14,17 +14,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from .servers import free_port
+
 # `bash .ci/dev mutate` runs the in-process tests once per mutant: derandomised Hypothesis
 # (same examples every run, no example database) makes each mutant's verdict repeatable.
 settings.register_profile("mutate", derandomize=True, database=None)
 if os.environ.get("LIVEREC_HYPOTHESIS_PROFILE"):
     settings.load_profile(os.environ["LIVEREC_HYPOTHESIS_PROFILE"])
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

@@ -24,8 +24,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from liverec.identity import mint_token
 
-from .conftest import RedisServer, free_port
-from .servers import LiverecServer
+from .conftest import RedisServer
+from .servers import LiverecServer, free_port
 from .wsclient import Client
 
 SECRET = "attack-suite-secret-0123456789-abcdefghij"

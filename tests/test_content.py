@@ -269,11 +269,9 @@ async def test_catalog_changes_reach_the_index(tmp_path: Path) -> None:
 async def test_gru_checkpoint_keeps_its_items_and_content_covers_the_rest(
     tmp_path: Path,
 ) -> None:
-    from liverec.model.train import train  # torch: only this test
+    from .tiny_model import train_tiny  # torch: only this test
 
-    from .test_gru_serving import small_config, synthetic_sessions
-
-    train(synthetic_sessions(), small_config(), out_dir=tmp_path / "m", progress=False)
+    train_tiny(tmp_path / "m")
     settings = Settings(model_path=str(tmp_path / "m"), model_process=False, model_poll_s=None)
     recommender = build_recommender(settings)
     assert isinstance(recommender, BlendedRecommender)
@@ -372,12 +370,10 @@ async def test_behavioural_neighbours_come_first_as_co_views_accumulate(
 
 
 def test_ab_arms_still_named_in_metrics_with_content_blended(tmp_path: Path) -> None:
-    from liverec.model.train import train  # torch: only this test
+    from .tiny_model import train_tiny  # torch: only this test
 
-    from .test_gru_serving import small_config, synthetic_sessions
-
-    train(synthetic_sessions(), small_config(seed=1), out_dir=tmp_path / "a", progress=False)
-    train(synthetic_sessions(seed=3), small_config(seed=2), out_dir=tmp_path / "b", progress=False)
+    train_tiny(tmp_path / "a", seed=1)
+    train_tiny(tmp_path / "b", seed=2, data_seed=3)
     srv = LiverecServer(
         "memory://", model_path=str(tmp_path / "a"), ab_model_path=str(tmp_path / "b"),
         ab_share=0.5,

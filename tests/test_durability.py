@@ -127,7 +127,7 @@ async def test_resume_across_two_processes_sharing_redis(redis_url: str) -> None
 
 
 async def test_redis_outage_events_not_acked_recs_still_flow(tmp_path: Path) -> None:
-    from .conftest import free_port
+    from .servers import free_port
 
     redis = RedisServer(free_port(), tmp_path)
     redis.start()

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from liverec.cli import main as liverec_main
+from liverec.model.config import TrainConfig
 from liverec.model.data import load_sessions
 from liverec.model.evaluate import evaluate
 from liverec.model.family import family_scorer, train_family
 from liverec.model.gru4rec import GRU4RecConfig
-from liverec.model.train import TrainConfig
 
 from .servers import LiverecServer
 from .wsclient import Client

@@ -24,8 +24,8 @@ from websockets.exceptions import ConnectionClosed
 
 from liverec.store import StoreLimits, open_store
 
-from .conftest import RedisServer, free_port
-from .servers import LiverecServer
+from .conftest import RedisServer
+from .servers import LiverecServer, free_port
 from .wsclient import Client
 
 

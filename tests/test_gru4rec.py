@@ -15,14 +15,13 @@ from liverec.errors import ModelError
 from liverec.model.checkpoint import (
     META,
     WEIGHTS,
-    GRUScorer,
     load_checkpoint,
-    load_scorer,
     save_checkpoint,
 )
+from liverec.model.config import TrainConfig
 from liverec.model.data import ItemIndex
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
-from liverec.model.train import TrainConfig
+from liverec.model.scorer import GRUScorer, load_scorer
 
 
 def make_model(

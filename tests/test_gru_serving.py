@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,49 +15,23 @@ import torch
 
 from liverec.errors import ModelError
 from liverec.model.checkpoint import load_checkpoint
-from liverec.model.data import ItemIndex, Sessions
+from liverec.model.data import ItemIndex
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
-from liverec.model.train import TrainConfig, train
 from liverec.recommend.base import RecContext
-from liverec.recommend.gru import CURRENT, GRURecommender, ServedModel, _low_rank
+from liverec.recommend.gru import GRURecommender
+from liverec.recommend.gru.scoring import ScoreInput, score_batch
+from liverec.recommend.gru.served import CURRENT, SHORTLIST_ROWS, ServedModel, low_rank
 from liverec.recommend.online import OnlineRecommender
-from liverec.recommend.scoring import ScoreInput, score_batch
-from liverec.recommend.served import SHORTLIST_ROWS
 
 from .servers import LiverecServer
+from .tiny_model import train_tiny
 from .wsclient import Client
-
-
-def synthetic_sessions(n_sessions: int = 400, seed: int = 0) -> Sessions:
-    """Sessions that walk chains c0 -> c1 -> ... of 8 related items in 6 families."""
-    rng = random.Random(seed)
-    sessions = []
-    for _ in range(n_sessions):
-        fam = rng.randrange(6)
-        start = rng.randrange(4)
-        length = rng.randint(2, 5)
-        sessions.append([f"f{fam}-{(start + j) % 8}" for j in range(length)])
-    return Sessions.from_lists(sessions)
-
-
-def small_config(seed: int = 1) -> TrainConfig:
-    return TrainConfig(
-        model=GRU4RecConfig(layers=(24,), dropout_p_embed=0.0, dropout_p_hidden=0.0),
-        loss="cross-entropy",
-        n_sample=8,
-        batch_size=16,
-        n_epochs=4,
-        learning_rate=0.1,
-        momentum=0.0,
-        seed=seed,
-        threads=1,
-    )
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("gru") / "m1"
-    train(synthetic_sessions(), small_config(), out_dir=out, progress=False)
+    train_tiny(out)
     return out
 
 
@@ -69,6 +43,12 @@ def exact_top(model_dir: Path, items: list[str], k: int, blocked: set[str]) -> l
             scores, h = model(torch.tensor([index.index[it]]), h)
     order = torch.argsort(scores[0], descending=True).tolist()
     return [index.ids[i] for i in order if index.ids[i] not in blocked][:k]
+
+
+# The scoring these tests compare with exact float32 scoring: float32 GRU layers, on a
+# thread of this process unless a test asks for the worker (the served defaults are
+# int8 GRU layers in a worker process).
+EXACT: dict[str, Any] = {"quantize_gru": False, "process": False}
 
 
 def ctx(sid: str, items: list[str], k: int = 5, exclude: set[str] | None = None) -> RecContext:
@@ -84,7 +64,9 @@ async def test_lists_equal_exact_scoring_and_step_equals_replay(
     checkpoint: Path, quantize: bool, rank: int
 ) -> None:
     # (48 items: k + model_rescore covers them all, so every shortlist is exact here)
-    rec = GRURecommender(checkpoint, OnlineRecommender(), quantize=quantize, rank=rank, poll_s=None)
+    rec = GRURecommender(
+        checkpoint, OnlineRecommender(), quantize=quantize, rank=rank, poll_s=None, **EXACT
+    )
     seq = ["f1-0", "f1-1", "f1-2", "f2-5"]
     try:
         for n in range(1, len(seq) + 1):  # one event at a time: one GRU step each
@@ -94,7 +76,7 @@ async def test_lists_equal_exact_scoring_and_step_equals_replay(
             assert got.model == rec.version and got.model.startswith("gru4rec-")
         # a fresh recommender (another process) rebuilds the same state from the sequence
         other = GRURecommender(
-            checkpoint, OnlineRecommender(), quantize=quantize, rank=rank, poll_s=None
+            checkpoint, OnlineRecommender(), quantize=quantize, rank=rank, poll_s=None, **EXACT
         )
         again = await other.recommend(ctx("s", seq))
         assert again.items == got.items
@@ -131,14 +113,14 @@ def test_low_rank_shortlist_holds_the_exact_top_k() -> None:
         want = set(torch.topk(row, 10).indices.tolist())
         assert want <= set(cand[r].tolist())
         assert blocked[r][0] not in cand[r].tolist()
-    proj, items = _low_rank(model.item_weight.data, model.item_bias.data, h + 1)
+    proj, items = low_rank(model.item_weight.data, model.item_bias.data, h + 1)
     approx = torch.addmm(proj[h], out, proj[:h]) @ items.t()
     assert torch.allclose(approx, exact_all, atol=1e-4)
 
 
 async def test_rules_and_fallbacks(checkpoint: Path) -> None:
     online = OnlineRecommender()
-    rec = GRURecommender(checkpoint, online, poll_s=None)
+    rec = GRURecommender(checkpoint, online, poll_s=None, **EXACT)
     try:
         got = await rec.recommend(ctx("a", ["f3-1"], k=8, exclude={"f3-2", "f3-3"}))
         ids = [r.item_id for r in got.items]
@@ -156,7 +138,7 @@ async def test_rules_and_fallbacks(checkpoint: Path) -> None:
 
 @pytest.mark.parametrize("pipeline", [1, 2])
 async def test_concurrent_sessions_are_micro_batched(checkpoint: Path, pipeline: int) -> None:
-    rec = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, pipeline=pipeline)
+    rec = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, pipeline=pipeline, **EXACT)
     await rec.start()
     try:
         seqs = [[f"f{i % 6}-{j % 8}" for j in range(i % 4 + 1)] for i in range(60)]
@@ -182,7 +164,7 @@ def registry_at_v1(checkpoint: Path, tmp_path: Path) -> Path:
 
 def promote_new_model(registry: Path, name: str) -> None:
     """Train a different model into the registry and promote it."""
-    train(synthetic_sessions(seed=5), small_config(seed=9), out_dir=registry / name, progress=False)
+    train_tiny(registry / name, seed=9, data_seed=5)
     (registry / CURRENT).write_text(f"{name}\n")
 
 
@@ -190,7 +172,7 @@ async def test_hot_reload_from_registry_and_broken_checkpoint(
     checkpoint: Path, tmp_path: Path
 ) -> None:
     registry = registry_at_v1(checkpoint, tmp_path)
-    rec = GRURecommender(registry, OnlineRecommender(), poll_s=0.05)
+    rec = GRURecommender(registry, OnlineRecommender(), poll_s=0.05, **EXACT)
     await rec.start()
     try:
         first = rec.version
@@ -218,7 +200,9 @@ async def test_hot_reload_with_workers_retires_the_old_one(
     checkpoint: Path, tmp_path: Path
 ) -> None:
     registry = registry_at_v1(checkpoint, tmp_path)
-    rec = GRURecommender(registry, OnlineRecommender(), poll_s=None, process=True)
+    rec = GRURecommender(
+        registry, OnlineRecommender(), poll_s=None, process=True, quantize_gru=False
+    )
     await rec.start()
     try:
         first = rec.version
@@ -274,7 +258,7 @@ async def test_empty_registry_serves_the_fallback_until_a_model_appears(
 ) -> None:
     registry = tmp_path / "empty-models"
     registry.mkdir()
-    rec = GRURecommender(registry, OnlineRecommender(), poll_s=0.05)
+    rec = GRURecommender(registry, OnlineRecommender(), poll_s=0.05, **EXACT)
     await rec.start()
     try:
         assert rec.version == "online"
@@ -308,9 +292,11 @@ async def test_worker_process_scores_like_the_thread_and_survives_its_death(
     checkpoint: Path,
 ) -> None:
     seqs = [[f"f{i % 6}-{j % 8}" for j in range(i % 4 + 1)] for i in range(24)]
-    local = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None)
+    local = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, **EXACT)
     await local.start()
-    remote = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, process=True)
+    remote = GRURecommender(
+        checkpoint, OnlineRecommender(), poll_s=None, process=True, quantize_gru=False
+    )
     await remote.start()
     try:
         assert list(remote._workers) == [remote.version]
@@ -363,10 +349,12 @@ async def test_a_hung_worker_is_replaced_and_its_batch_scored_here(
     import os
     import signal
 
-    from liverec.recommend import scoring
+    from liverec.recommend.gru import scoring
 
     monkeypatch.setattr(scoring, "SCORE_TIMEOUT_S", 0.5)
-    rec = GRURecommender(checkpoint, OnlineRecommender(), poll_s=None, process=True)
+    rec = GRURecommender(
+        checkpoint, OnlineRecommender(), poll_s=None, process=True, quantize_gru=False
+    )
     await rec.start()
     try:
         await rec.recommend(ctx("a", ["f1-0"]))
@@ -385,7 +373,7 @@ async def test_a_hung_worker_is_replaced_and_its_batch_scored_here(
 
 
 def test_top_candidates_is_the_topk_set() -> None:
-    from liverec.recommend.served import top_candidates
+    from liverec.recommend.gru.served import top_candidates
 
     gen = torch.Generator().manual_seed(0)
     wide = torch.randn(6, 20_000, generator=gen) * 2 + torch.randn(20_000, generator=gen)

@@ -14,13 +14,14 @@ import pytest
 from liverec.learn.learner import LearnConfig, Learner, decide
 from liverec.learn.registry import Registry
 from liverec.model.checkpoint import load_checkpoint
-from liverec.model.gru4rec import GRU4RecConfig
-from liverec.model.train import TrainConfig
+from liverec.model.config import TrainConfig
 from liverec.recommend.base import RecContext
 from liverec.recommend.gru import GRURecommender
 from liverec.recommend.online import OnlineRecommender
 from liverec.store import Store, StoreLimits, open_store
 from liverec.types import Event
+
+from .tiny_model import tiny_config
 
 OLD = [f"f{i}" for i in range(6)]  # product families of the first phase
 NEW = ["n0", "n1"]  # a product line that appears later
@@ -50,18 +51,8 @@ def shuffled(events: list[Event], seed: int) -> list[Event]:
 
 
 def tiny_train(seed: int = 1) -> TrainConfig:
-    return TrainConfig(
-        model=GRU4RecConfig(layers=(24,), dropout_p_embed=0.0, dropout_p_hidden=0.0),
-        loss="cross-entropy",
-        n_sample=8,
-        batch_size=16,
-        n_epochs=4,
-        learning_rate=0.1,
-        momentum=0.0,
-        batch_mean=False,  # tuned with the summed loss (the small steps suit 4 epochs)
-        seed=seed,
-        threads=1,
-    )
+    """The tiny model's config, with the summed loss (the small steps suit 4 epochs)."""
+    return tiny_config(seed, batch_mean=False)
 
 
 def learn_config(models: Path, **changes: object) -> LearnConfig:
@@ -107,7 +98,7 @@ async def test_first_model_then_finetuned_model_with_new_items_is_served(
     assert m["candidate"]["recall@20"] > m["popularity"]["recall@20"] and m["live"] is None
     assert record.window["events"] == len(learner.window) and record.window["last"]
 
-    served = GRURecommender(models, OnlineRecommender(), poll_s=0.02)
+    served = GRURecommender(models, OnlineRecommender(), poll_s=0.02, process=False)
     await served.start()
     try:
         assert served.version == first.version
@@ -248,7 +239,7 @@ def test_settings_map_to_the_learn_config(tmp_path: Path) -> None:
 async def test_lists_queued_across_a_promotion_are_made_by_their_own_model(
     store: Store, tmp_path: Path
 ) -> None:
-    from liverec.recommend.gru import ServedModel
+    from liverec.recommend.gru.served import ServedModel
 
     models = tmp_path / "models"
     learner = Learner(store, learn_config(models))
@@ -257,7 +248,7 @@ async def test_lists_queued_across_a_promotion_are_made_by_their_own_model(
         await store.record_events(walks(500, OLD, seed=1, t0=1000.0))
         await learner.catch_up()
         assert (await learner.round()).decision == "promoted"
-        served = GRURecommender(models, OnlineRecommender(), poll_s=None)
+        served = GRURecommender(models, OnlineRecommender(), poll_s=None, process=False)
         await served.start()
         await store.record_events(walks(500, NEW, seed=2, t0=9000.0))
         await learner.catch_up()

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from liverec.learn.finetune import Stopped, finetune, grow, retrain
-from liverec.model.checkpoint import GRUScorer
 from liverec.model.data import ItemIndex, Sessions
 from liverec.model.evaluate import evaluate
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
+from liverec.model.scorer import GRUScorer
 
 from .test_learn import tiny_train
 

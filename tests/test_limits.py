@@ -16,8 +16,8 @@ from websockets.exceptions import ConnectionClosed
 from liverec.identity import mint_token
 from liverec.ownership import new_session_id
 
-from .conftest import RedisServer, free_port
-from .servers import LiverecServer
+from .conftest import RedisServer
+from .servers import LiverecServer, free_port
 from .wsclient import Client
 
 

@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from liverec.identity import mint_token
-from liverec.model.train import train
 from liverec.recommend.ab import ABRecommender
 from liverec.recommend.base import RecContext
 from liverec.recommend.online import OnlineRecommender
 
 from .servers import LiverecServer
-from .test_gru_serving import small_config, synthetic_sessions
+from .tiny_model import train_tiny
 from .wsclient import Client
 
 SECRET = "returning-user-secret-0123456789abcdef"
@@ -109,8 +108,8 @@ async def test_feedback_counts_impressions_and_clicks_by_model_and_placement(
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("ab")
-    train(synthetic_sessions(), small_config(seed=1), out_dir=d / "a", progress=False)
-    train(synthetic_sessions(seed=3), small_config(seed=2), out_dir=d / "b", progress=False)
+    train_tiny(d / "a", seed=1)
+    train_tiny(d / "b", seed=2, data_seed=3)
     return d / "a", d / "b"
 
 
@@ -120,8 +119,8 @@ async def test_ab_split_is_stable_per_session_and_near_the_share(
     from liverec.recommend.gru import GRURecommender
 
     online = OnlineRecommender()
-    a = GRURecommender(two_models[0], online, poll_s=None)
-    b = GRURecommender(two_models[1], online, poll_s=None)
+    a = GRURecommender(two_models[0], online, poll_s=None, process=False)
+    b = GRURecommender(two_models[1], online, poll_s=None, process=False)
     ab = ABRecommender(a, b, share=0.3)
     try:
         assert a.version != b.version

@@ -180,11 +180,11 @@ def test_operations_doc_lists_every_liverec_series() -> None:
 
     from liverec.metrics import Metrics
     from liverec.recommend.base import MODEL_FIGURES
-    from liverec.server.collector import Collector
+    from liverec.server.gc_policy import GcPolicy
 
     metrics = Metrics()
     metrics.set_models(lambda: {"a": "online"})
-    Collector(None, metrics)
+    GcPolicy(None, metrics)
     for name, help in MODEL_FIGURES.items():
         kind = "counter" if name.endswith("_total") else "gauge"
         metrics.add_gauge(name, help, lambda: 0.0, kind)

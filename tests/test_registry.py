@@ -14,10 +14,10 @@ from liverec.errors import ModelError
 from liverec.learn import registry as registry_module
 from liverec.learn.registry import CURRENT, Registry, learner_lock
 from liverec.model.checkpoint import save_checkpoint
+from liverec.model.config import TrainConfig
 from liverec.model.data import ItemIndex
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
-from liverec.model.train import TrainConfig
-from liverec.recommend.gru import resolve_checkpoint
+from liverec.recommend.gru.served import resolve_checkpoint
 
 
 def add_version(registry: Registry, seed: int, **fields: object) -> str:

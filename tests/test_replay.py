@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from liverec.cli import main as liverec_main
-from liverec.model.checkpoint import load_scorer
+from liverec.model.config import TrainConfig
 from liverec.model.data import Sessions, load_sessions, write_sessions
 from liverec.model.evaluate import evaluate
 from liverec.model.gru4rec import GRU4RecConfig
-from liverec.model.train import TrainConfig, train
+from liverec.model.scorer import load_scorer
+from liverec.model.train import train
 
 from .servers import LiverecServer
 from .wsclient import Client

@@ -16,7 +16,8 @@ from liverec.errors import StoreError, StoreUnavailable
 from liverec.store import Store, StoreLimits, open_store
 from liverec.types import Event
 
-from .conftest import RedisServer, free_port
+from .conftest import RedisServer
+from .servers import free_port
 
 GUARD_S = 15  # a hang guard only: every call here must fail within its socket timeout
 

@@ -11,18 +11,17 @@ import pytest
 import torch
 
 from liverec.model.batching import session_parallel_batches
-from liverec.model.checkpoint import GRUScorer, load_checkpoint
+from liverec.model.checkpoint import load_checkpoint
+from liverec.model.config import PRESETS, TrainConfig, get_preset
 from liverec.model.data import ItemIndex, Sessions, encode
 from liverec.model.gru4rec import GRU4Rec, GRU4RecConfig
+from liverec.model.scorer import GRUScorer
 from liverec.model.train import (
-    PRESETS,
     PopularitySampler,
     SparseRowOptimizer,
-    TrainConfig,
     Trainer,
     bpr_max_loss,
     cross_entropy_loss,
-    get_preset,
     hugepage_zeros,
     train,
 )

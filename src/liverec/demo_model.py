@@ -6,7 +6,7 @@ trained on them, `liverec demo-model` (which writes the checkpoint committed as
 models/demo), and which checkpoint `liverec serve --demo on` serves: the
 `demo_model` setting, by default the models/demo of this source tree. Items the
 checkpoint does not know are answered by the online recommender, as for any
-GRU4Rec checkpoint (recommend/gru.py).
+GRU4Rec checkpoint (recommend/gru/).
 
 Reproducible: the same seed, sessions, epochs and units give the same weights
 (training runs on one torch thread); the version string's hash is of the weights.
@@ -30,8 +30,8 @@ from .errors import ConfigError, LiverecError
 from .model import META
 
 if TYPE_CHECKING:
+    from .model.config import TrainConfig
     from .model.data import Sessions
-    from .model.train import TrainConfig
 
 log = logging.getLogger("liverec.demo")
 
@@ -74,7 +74,7 @@ def demo_sessions(seed: int, count: int, demo: DemoCatalog | None = None) -> Ses
 def train_config(epochs: int = EPOCHS, units: int = UNITS) -> TrainConfig:
     """The YooChoose preset (cross-entropy) made small: one layer of `units`, no
     extra sampled negatives (the catalog has ~270 items), one torch thread."""
-    from .model.train import get_preset
+    from .model.config import get_preset
 
     base = get_preset("rsc15")
     model = dataclasses.replace(base.model, layers=(units,))
@@ -92,9 +92,10 @@ def build_demo_model(
 ) -> dict[str, Any]:
     """Train the demo model and write its checkpoint to `out`; returns meta.json."""
     from .model.baselines import make_baseline
-    from .model.checkpoint import GRUScorer, save_checkpoint
+    from .model.checkpoint import save_checkpoint
     from .model.data import ItemIndex, fingerprint, write_sessions
     from .model.evaluate import evaluate
+    from .model.scorer import GRUScorer
     from .model.train import train
 
     if sessions < 100 or epochs < 1 or units < 1:

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from ..errors import LiverecError
+from ..model.config import TrainConfig
 from ..model.data import ItemIndex, Sessions, encode
 from ..model.gru4rec import GRU4Rec, GRU4RecConfig
-from ..model.train import TrainConfig, Trainer
+from ..model.train import Trainer
 
 
 class Stopped(LiverecError):

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import threading
@@ -54,11 +53,12 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..model import META
 from ..model.baselines import Popularity
-from ..model.checkpoint import GRUScorer, load_checkpoint, save_checkpoint
+from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.config import TrainConfig, configure
 from ..model.data import ItemIndex, Sessions, build_sessions, encode, fingerprint
 from ..model.evaluate import StepScorer, evaluate
 from ..model.gru4rec import GRU4Rec
-from ..model.train import TrainConfig, get_preset
+from ..model.scorer import GRUScorer
 from ..store.base import LoggedEvent, Store
 from .finetune import Candidate, Stopped, finetune, retrain
 from .registry import Registry, VersionRecord, learner_lock
@@ -114,8 +114,6 @@ class LearnConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LearnConfig:
-        from ..model.commands import override_config  # the parser of `liverec train --set`
-
         if settings.model_path is None:
             raise ConfigError("learning needs model_path: the models/ registry to write to")
         if (Path(settings.model_path) / META).is_file():
@@ -124,21 +122,14 @@ class LearnConfig:
                 "models/ registry directory (one subdirectory per version, CURRENT)"
             )
         try:
-            train = get_preset(settings.learn_preset)
+            train = configure(
+                settings.learn_preset,
+                settings.learn_set,
+                n_epochs=settings.learn_epochs,
+                threads=settings.learn_threads,
+            )
         except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        for item in settings.learn_set:
-            key, sep, raw = item.partition("=")
-            if not sep:
-                raise ConfigError(f"learn_set: need KEY=VALUE, got {item!r}")
-            train = override_config(train, key.strip(), raw.strip())
-        train = dataclasses.replace(
-            train, n_epochs=settings.learn_epochs, threads=settings.learn_threads
-        )
-        try:
-            train.validate()
-        except ValueError as exc:
-            raise ConfigError(f"learn_set: {exc}") from None
+            raise ConfigError(f"learn_preset/learn_set: {exc}") from None
         return cls(
             models_dir=Path(settings.model_path),
             mode=settings.learn_mode,
@@ -203,7 +194,7 @@ class _Mapped:
         known = own >= 0
         clear = new & ~known  # a session starting with an unknown item: zero state only
         if clear.any():
-            self.scorer.hidden[:, torch.as_tensor(slots[clear])] = 0.0
+            self.scorer.clear(slots[clear])
         out = np.full((len(items), self.n_items), np.nan, dtype=np.float32)
         if known.any():
             scores = self.scorer.step(slots[known], own[known], new[known])  # (n, own)

@@ -3,7 +3,7 @@
 Owns: the layout of a models/ directory and every write to it.
 
     models/CURRENT          the served version's directory name: `liverec serve --model
-                            models/` loads it and polls it (liverec.recommend.gru)
+                            models/` loads it and polls it (liverec.recommend.gru.served)
     models/<version>/       a checkpoint (model.safetensors + meta.json)
     models/registry.json    one record per version: parent, data window, metrics,
                             status (candidate, promoted, rejected, rolled-back) and why,
@@ -34,7 +34,7 @@ from typing import Any, Final
 from ..errors import ModelError
 from ..model import META
 
-CURRENT: Final = "CURRENT"  # the same name liverec.recommend.gru resolves
+CURRENT: Final = "CURRENT"  # the same name liverec.recommend.gru.served resolves
 REGISTRY: Final = "registry.json"
 FORMAT: Final = 1
 STATUSES: Final = ("candidate", "promoted", "rejected", "rolled-back")

@@ -1,10 +1,10 @@
-"""GRU4Rec checkpoints and the evaluation scorer built from one.
+"""GRU4Rec checkpoints.
 
 Owns: the on-disk layout of a trained model (a directory holding `model.safetensors`
 with the weights and `meta.json` with the format version, the full training config,
 the item id list and provenance), saving, loading with validation (ModelError on any
-problem; no pickle anywhere: the model is rebuilt from its config), and `GRUScorer`,
-the step-wise scorer the evaluation harness drives.
+problem; no pickle anywhere: the model is rebuilt from its config). The step-wise
+scorer built from a checkpoint is in scorer.py.
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import ModelError
 from . import FORMAT_VERSION, META, WEIGHTS
+from .config import TrainConfig
 from .data import ItemIndex
 from .gru4rec import GRU4Rec
-from .train import TrainConfig
 
 
 def save_checkpoint(
@@ -123,43 +121,3 @@ def load_checkpoint(
     model.load_state_dict(tensors)
     model.eval()
     return model, config, item_index, meta
-
-
-class GRUScorer:
-    """StepScorer over a GRU4Rec model: one hidden state row per slot, (L, slots, H)."""
-
-    def __init__(self, model: GRU4Rec, name: str = "gru4rec") -> None:
-        self.model = model.eval()
-        self.name = name
-        self.n_items = model.config.n_items
-        self.hidden = model.init_hidden(0)
-
-    def reset(self, n_slots: int) -> None:
-        """Forget every session; slots 0..n_slots-1 start from a zero state."""
-        self.hidden = self.model.init_hidden(n_slots)
-
-    def step(self, slots: np.ndarray, items: np.ndarray, new: np.ndarray) -> np.ndarray:
-        """Consume items[r] in slot slots[r] (zeroing the slot first where new[r]);
-        returns (n, n_items) float32 scores of the next item."""
-        s = torch.as_tensor(np.asarray(slots, dtype=np.int64))
-        x = torch.as_tensor(np.asarray(items, dtype=np.int64))
-        fresh = torch.as_tensor(np.asarray(new, dtype=bool))
-        if not (len(s) == len(x) == len(fresh)):
-            raise ValueError("slots, items and new must have the same length")
-        if len(x) and (int(x.min()) < 0 or int(x.max()) >= self.n_items):
-            raise ValueError("item index out of range (unknown items must be filtered)")
-        if len(s) and (int(s.min()) < 0 or int(s.max()) >= self.hidden.shape[1]):
-            raise ValueError("slot out of range; call reset(n_slots) first")
-        with torch.inference_mode():
-            h = self.hidden.index_select(1, s)  # (L, n, H)
-            h[:, fresh] = 0.0
-            scores, h = self.model(x, h)  # (n, n_items), (L, n, H)
-            self.hidden.index_copy_(1, s, h)
-        out: np.ndarray = scores.numpy()
-        return out
-
-
-def load_scorer(model_dir: Path | str) -> tuple[GRUScorer, ItemIndex]:
-    """The evaluation scorer of a saved model and its item index."""
-    model, _, item_index, meta = load_checkpoint(model_dir)
-    return GRUScorer(model, name=str(meta.get("version", "gru4rec"))), item_index

@@ -163,54 +163,15 @@ def _load(path: str | Path, args: argparse.Namespace) -> Sessions:
     )
 
 
-def override_config(config: Any, key: str, raw: str) -> Any:
-    """config with one dotted field replaced by `raw` parsed as that field's type."""
-    import dataclasses
-
-    head, _, rest = key.partition(".")
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    if head not in fields:
-        raise LiverecError(f"unknown parameter {key!r}; known: {', '.join(sorted(fields))}")
-    current = getattr(config, head)
-    if rest:
-        if not dataclasses.is_dataclass(current):
-            raise LiverecError(f"{head!r} has no sub-parameters")
-        return dataclasses.replace(config, **{head: override_config(current, rest, raw)})
-    value: Any
-    try:
-        if isinstance(current, bool):
-            value = raw.lower() in ("1", "true", "yes", "on")
-        elif isinstance(current, int):
-            value = int(raw)
-        elif isinstance(current, float):
-            value = float(raw)
-        elif isinstance(current, tuple):
-            value = tuple(int(x) for x in raw.split(",") if x.strip())
-        else:
-            value = raw
-    except ValueError:
-        raise LiverecError(f"cannot parse {raw!r} for {key!r}") from None
-    return dataclasses.replace(config, **{head: value})
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import get_preset, train
+    from .config import configure
+    from .train import train
 
+    fixed = {} if args.epochs is None else {"n_epochs": args.epochs}
     try:
-        config = get_preset(args.preset)
+        config = configure(args.preset, args.overrides, **fixed)
     except ValueError as exc:
-        raise LiverecError(str(exc)) from None
-    for item in args.overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise LiverecError(f"--set needs KEY=VALUE, got {item!r}")
-        config = override_config(config, key.strip(), raw.strip())
-    if args.epochs is not None:
-        config = override_config(config, "n_epochs", str(args.epochs))
-    try:
-        config.validate()
-    except ValueError as exc:
-        raise LiverecError(f"invalid parameters: {exc}") from None
+        raise LiverecError(f"--preset/--set: {exc}") from None
     sessions = _load(args.data, args)
     _log(f"training on {sessions.n_events} events in {sessions.n_sessions} sessions")
     if args.family != "gru4rec":
@@ -222,8 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     item_index = ItemIndex.from_sessions(sessions)
     eval_fn = None
     if args.test:
-        from .checkpoint import GRUScorer
         from .evaluate import evaluate
+        from .scorer import GRUScorer
 
         test = _load(args.test, args)
 

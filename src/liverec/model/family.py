@@ -30,8 +30,8 @@ from .data import ItemIndex, Sessions, fingerprint, write_sessions
 from .split import time_split
 
 if TYPE_CHECKING:
+    from .config import TrainConfig
     from .evaluate import StepScorer
-    from .train import TrainConfig
 
 FAMILY_CHOICES = ("gru4rec", "vsknn", "hybrid", "auto")
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # fusion weights tried on validation
@@ -105,7 +105,8 @@ def train_family(
     the selection record written into the metadata (empty for gru4rec and vsknn)."""
     from ..recommend.hybrid import SESSIONS, HybridScorer
     from ..recommend.vsknn import VSKNNScorer
-    from .checkpoint import GRUScorer, save_checkpoint
+    from .checkpoint import save_checkpoint
+    from .scorer import GRUScorer
     from .train import train
 
     if family == "vsknn":
@@ -169,12 +170,12 @@ def train_family(
 def family_scorer(model_dir: Path) -> tuple[str, StepScorer, ItemIndex]:
     """(family, evaluation scorer, item index) of any family's model directory."""
     from ..recommend import model_family
-    from ..recommend.served import resolve_checkpoint
+    from ..recommend.gru.served import resolve_checkpoint
 
     family = model_family(model_dir)
     directory = resolve_checkpoint(model_dir)
     if family == "gru4rec":
-        from .checkpoint import load_scorer
+        from .scorer import load_scorer
 
         scorer, index = load_scorer(directory)
         return family, scorer, index

@@ -3,8 +3,8 @@
 Owns: `GRU4RecConfig` (shape and regularisation of the network) and `GRU4Rec`
 (item matrix, GRU layers, dropout, scoring). One call of `step` consumes one event
 per session; the caller owns the hidden state and resets it at session starts.
-Training (losses, sampling, sparse updates) lives in train.py, checkpoints and the
-evaluation scorer in checkpoint.py.
+Training parameters live in config.py, training (losses, sampling, sparse updates) in
+train.py, checkpoints in checkpoint.py and the evaluation scorer in scorer.py.
 
 Follows Hidasi et al. (ICLR 2016) and Hidasi & Karatzoglou (CIKM 2018):
 - "constrained embedding": the input embedding of an item is its row of the output

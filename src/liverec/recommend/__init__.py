@@ -1,5 +1,5 @@
 """Recommenders: the interface (base.py), the online popularity + co-occurrence
-recommender (online.py), session-kNN (vsknn.py), the GRU4Rec serving side (gru.py),
+recommender (online.py), session-kNN (vsknn.py), the GRU4Rec serving side (gru/),
 the hybrid of the two (hybrid.py), and the content model over catalog fields
 (content.py) blended into their lists (blend.py).
 
@@ -88,7 +88,7 @@ def model_family(path: Path) -> str:
     """The family a model directory (or a registry's current one) holds: meta.json's
     `family`, gru4rec when absent (checkpoints written before families existed)."""
     from ..model import META
-    from .served import resolve_checkpoint
+    from .gru.served import resolve_checkpoint
 
     try:
         directory = resolve_checkpoint(path)
@@ -115,7 +115,7 @@ def _served_family(settings: Settings, online: Recommender) -> Recommender:
         from .gru import GRURecommender  # torch is imported only when a model is served
 
         return GRURecommender.from_settings(settings, fallback=online)
-    from .served import resolve_checkpoint
+    from .gru.served import resolve_checkpoint
 
     directory = resolve_checkpoint(path)
     if family == "vsknn":

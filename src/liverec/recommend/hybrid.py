@@ -105,7 +105,7 @@ class HybridScorer:
     """`StepScorer` for `liverec.model.evaluate`: the fused scores the server ranks by."""
 
     def __init__(self, model: GRU4Rec, item_index: ItemIndex, knn: SessionIndex, weight: float):
-        from ..model.checkpoint import GRUScorer
+        from ..model.scorer import GRUScorer
 
         self.gru = GRUScorer(model)
         self.knn, self.weight, self.item_index = knn, weight, item_index

@@ -37,10 +37,10 @@ from ..recommend.follower import LogFollower
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
-from . import http, pages
-from .collector import Collector
+from . import catalog_api, http, pages
 from .feed import FeedHub
 from .gate import Gate
+from .gc_policy import GcPolicy
 from .landing import landing
 from .origins import OriginPolicy
 from .ws import quiet_denial_logs, websocket_endpoint
@@ -67,70 +67,65 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        the_store = store or open_store(settings.store_url, limits_from(settings))
-        await the_store.open()
-        the_recommender = recommender or build_recommender(demo_serving_settings(settings))
-        await the_recommender.start()
-        warmed = await warm_from_log(the_recommender, the_store, settings.warm_events)
-        follower = None
-        if settings.follow_log and the_store.shared_log:  # other processes' events too
-            follower = LogFollower(
-                the_store, the_recommender, settings.follow_block_s, settings.follow_batch
-            )
-            await follower.start()
-        # The catalog is read from the store here and polled for other processes' writes.
-        catalog = Catalog(the_store, settings.catalog_poll_s)
-        await catalog.load()
-        attach_catalog(the_recommender, catalog)  # the content model follows the catalog
-        if settings.demo:
-            await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
-        await catalog.start()
-        notices = None
-        if the_store.shared_log:  # other processes hear of catalog writes at once
-            notices = CatalogNotices(the_store, catalog)
-            await notices.start()
-        manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
-        metrics.set_models(functools.partial(_arm_versions, the_recommender))
-        for name, help in MODEL_FIGURES.items():
-            kind = "counter" if name.endswith("_total") else "gauge"
-            read = functools.partial(_figure, the_recommender, name)
-            metrics.add_gauge(name, help, read, kind)
-        feed = FeedHub(settings, catalog)
-        manager.listeners.append(feed.on_entry)
-        await feed.start()
-        learner = None
-        if settings.learn_in_serve:  # single machine: the continuous learner in this process
-            from ..learn.learner import LearnConfig, Learner  # torch only when learning
+        # Each part is closed by the stack, in reverse order, as soon as it is open: a
+        # start that fails half-way closes what it had opened (the store included).
+        async with contextlib.AsyncExitStack() as stack:
+            the_store = store or open_store(settings.store_url, limits_from(settings))
+            await the_store.open()
+            stack.push_async_callback(the_store.close)
+            the_recommender = recommender or build_recommender(demo_serving_settings(settings))
+            stack.push_async_callback(the_recommender.close)
+            await the_recommender.start()
+            warmed = await warm_from_log(the_recommender, the_store, settings.warm_events)
+            if settings.follow_log and the_store.shared_log:  # other processes' events too
+                follower = LogFollower(
+                    the_store, the_recommender, settings.follow_block_s, settings.follow_batch
+                )
+                stack.push_async_callback(follower.close)
+                await follower.start()
+            # The catalog is read from the store here and polled for other processes' writes.
+            catalog = Catalog(the_store, settings.catalog_poll_s)
+            stack.push_async_callback(catalog.close)
+            await catalog.load()
+            attach_catalog(the_recommender, catalog)  # the content model follows the catalog
+            if settings.demo:
+                await start_demo(catalog, the_recommender, settings.demo_warmup_sessions)
+            await catalog.start()
+            if the_store.shared_log:  # other processes hear of catalog writes at once
+                notices = CatalogNotices(the_store, catalog)
+                stack.push_async_callback(notices.close)
+                await notices.start()
+            manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
+            metrics.set_models(functools.partial(_arm_versions, the_recommender))
+            for name, help in MODEL_FIGURES.items():
+                kind = "counter" if name.endswith("_total") else "gauge"
+                read = functools.partial(_figure, the_recommender, name)
+                metrics.add_gauge(name, help, read, kind)
+            feed = FeedHub(settings, catalog)
+            manager.listeners.append(feed.on_entry)
+            stack.push_async_callback(feed.close)
+            await feed.start()
+            if settings.learn_in_serve:  # single machine: the continuous learner in this process
+                from ..learn.learner import LearnConfig, Learner  # torch only when learning
 
-            learner = Learner(the_store, LearnConfig.from_settings(settings))
-            await learner.start()
-        app.state.manager = manager
-        app.state.catalog = catalog
-        app.state.feed = feed
-        collector = Collector(settings.gc_full_interval_s, metrics)
-        collector.start()  # last: what start-up built is frozen
-        log.info(
-            "liverec ready: store=%s model=%s (%d logged events replayed)",
-            the_store.url,
-            the_recommender.version,
-            warmed,
-        )
-        try:
+                learner = Learner(the_store, LearnConfig.from_settings(settings))
+                stack.push_async_callback(learner.close)  # a round stops after its epoch
+                await learner.start()
+            app.state.manager = manager
+            app.state.catalog = catalog
+            app.state.feed = feed
+            gc_policy = GcPolicy(settings.gc_full_interval_s, metrics)
+            stack.push_async_callback(gc_policy.close)
+            gc_policy.start()  # last: what start-up built is frozen
+            stack.callback(setattr, manager, "accepting", False)  # first thing at shutdown
+            log.info(
+                "liverec ready: store=%s model=%s (%d logged events replayed)",
+                the_store.url,
+                the_recommender.version,
+                warmed,
+            )
             yield
-        finally:
-            manager.accepting = False
-            await collector.close()
-            if learner is not None:
-                await learner.close()  # a round in progress stops after its epoch
-            await feed.close()
-            if follower is not None:
-                await follower.close()
-            if notices is not None:
-                await notices.close()
-            await catalog.close()
-            await manager.recommender.close()
-            await the_store.close()
-            log.info("liverec stopped; store flushed")
+        log.info("liverec stopped; store flushed")
 
     routes: list[BaseRoute] = [
         WebSocketRoute("/v1/ws", websocket_endpoint),
@@ -144,6 +139,7 @@ def create_app(
     web_dir = Path(settings.web_dir) if settings.web_dir else default_web_dir()
     if web_dir is not None and not web_dir.is_dir():
         web_dir = None
+    routes.extend(catalog_api.routes())
     routes.extend(pages.routes(settings, web_dir))
     routes.append(Route("/", landing))
     if web_dir is not None:

@@ -1,10 +1,9 @@
-"""Web pages and the catalog API: the demo store, the live feed page, the widget files.
+"""Web pages: the demo store, the live feed page, the widget files.
 
 Owns: the routes of /demo (pages rendered on the server from the catalog, templates
-and styles in web/demo), /feed (the operator page; its socket is server/feed.py),
-/widget (server/assets.py: compressed, content-hashed, open to every origin),
-`PUT/GET/DELETE /v1/catalog/items`, and the operator check: the `admin_token`
-setting as a bearer token, or, when none is set, a client on the loopback interface.
+and styles in web/demo), /feed (the operator page) and its socket /v1/feed
+(server/feed.py), and /widget (server/assets.py: compressed, content-hashed, open to
+every origin). The catalog API is server/catalog_api.py.
 """
 
 from __future__ import annotations
@@ -13,34 +12,22 @@ import html
 from pathlib import Path
 from string import Template
 
-from starlette.requests import HTTPConnection, Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from .. import demo as demo_data
-from .. import protocol
-from ..catalog import Catalog, CatalogItem, parse_item
+from ..catalog import Catalog, CatalogItem
 from ..config import Settings
-from ..errors import ProtocolError, StoreUnavailable
-from ..sessions import SessionManager
 from .assets import WidgetAssets, compressed
-from .feed import feed_endpoint, is_operator
-from .http import error_response, read_body
-
-MAX_ITEMS_PER_PUT = 1000
-MAX_PUT_BYTES = 4 * 1024 * 1024
-LIST_LIMIT = 500
+from .feed import feed_endpoint
 
 
 def routes(settings: Settings, web_dir: Path | None) -> list[BaseRoute]:
     """The routes this module serves; pages only when the web assets are there."""
     out: list[BaseRoute] = [
-        Route("/v1/catalog/items", put_items, methods=["PUT"]),
-        Route("/v1/catalog/items", list_items, methods=["GET"]),
-        Route("/v1/catalog/items/{item_id:path}", get_item, methods=["GET"]),
-        Route("/v1/catalog/items/{item_id:path}", delete_item, methods=["DELETE"]),
         WebSocketRoute("/v1/feed", feed_endpoint),
     ]
     if web_dir is None:
@@ -77,90 +64,6 @@ class FeedPage:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await FileResponse(self.path, headers=NO_STORE)(scope, receive, send)
-
-
-# --- operator access (the check itself is feed.is_operator) --------------------------------
-
-
-def bearer(conn: HTTPConnection) -> str | None:
-    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-# --- the catalog API ---------------------------------------------------------------------
-
-
-def _state(request: Request) -> tuple[SessionManager, Catalog]:
-    return request.app.state.manager, request.app.state.catalog
-
-
-async def put_items(request: Request) -> Response:
-    """Body: {"items": [item, ...]} or a bare list; upserts all or none."""
-    manager, catalog = _state(request)
-    if not is_operator(request, manager.settings, bearer(request)):
-        return error_response(403, "forbidden", "catalog writes need the admin token")
-    body = await read_body(request, MAX_PUT_BYTES)
-    if body is None:
-        return error_response(413, "body_too_large", f"request body over {MAX_PUT_BYTES} bytes")
-    try:
-        obj = protocol.loads_json(body)
-        raw = obj.get("items") if isinstance(obj, dict) else obj
-        if not isinstance(raw, list) or not raw:
-            raise ProtocolError("missing_field", "body needs a non-empty 'items' list")
-        if len(raw) > MAX_ITEMS_PER_PUT:
-            raise ProtocolError("too_many_items", f"at most {MAX_ITEMS_PER_PUT} per request")
-        items: dict[str, CatalogItem] = {}
-        for entry in raw:
-            if not isinstance(entry, dict):
-                raise ProtocolError("bad_frame", "every item must be an object")
-            item = parse_item(entry, manager.limits)
-            items[item.item_id] = item
-        version = await catalog.upsert(list(items.values()))
-    except ProtocolError as exc:
-        return error_response(400, exc.code, exc.message, exc.ref)
-    except StoreUnavailable:
-        return error_response(503, "store_unavailable", "the store is unreachable")
-    return JSONResponse({"upserted": len(items), "version": version})
-
-
-async def get_item(request: Request) -> Response:
-    _, catalog = _state(request)
-    item = catalog.get(request.path_params["item_id"])
-    if item is None:
-        return error_response(404, "unknown_item", "no such item in the catalog")
-    return JSONResponse(item.to_dict())
-
-
-async def list_items(request: Request) -> Response:
-    """?category=&after=&limit= : items in id order, a page at a time."""
-    _, catalog = _state(request)
-    category = request.query_params.get("category")
-    after = request.query_params.get("after", "")
-    try:
-        limit = min(LIST_LIMIT, max(1, int(request.query_params.get("limit", "100"))))
-    except ValueError:
-        return error_response(400, "bad_field", "'limit' must be an integer")
-    chosen = sorted(
-        (i for i in catalog.items() if i.item_id > after and category in (None, i.category)),
-        key=lambda i: i.item_id,
-    )[:limit]
-    return JSONResponse(
-        {"version": catalog.version, "items": [i.to_dict() for i in chosen]},
-    )
-
-
-async def delete_item(request: Request) -> Response:
-    manager, catalog = _state(request)
-    if not is_operator(request, manager.settings, bearer(request)):
-        return error_response(403, "forbidden", "catalog writes need the admin token")
-    item_id = request.path_params["item_id"]
-    if catalog.get(item_id) is None:
-        return error_response(404, "unknown_item", "no such item in the catalog")
-    try:
-        version = await catalog.remove([item_id])
-    except StoreUnavailable:
-        return error_response(503, "store_unavailable", "the store is unreachable")
-    return JSONResponse({"removed": item_id, "version": version})
 
 
 # --- the demo store ------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The profile store package: pick a backend from a URL.
 
-Owns: `open_store(url, limits)`, the URL schemes, the mapping from Settings to
-StoreLimits, and masking secrets in URLs. The interface is in `base.py`; each
-backend is one module (`embedded.py`, which keeps its SQLite parts in `sqlite_*.py`,
-`redis.py`, and `redis_cluster.py` built on it), imported only when its scheme is
+Owns: `open_store(url, limits)`, the URL schemes and the mapping from Settings to
+StoreLimits (masking secrets in URLs is `urls.py`). The interface is in `base.py`;
+each backend is one module (`embedded.py`, which keeps its SQLite parts in
+`sqlite_*.py`, `redis.py`, and `redis_cluster.py` built on it), imported only when its scheme is
 used so that redis stays out of processes that do not need it.
 
 Schemes (details in docs/storage.md):
@@ -17,11 +17,10 @@ Schemes (details in docs/storage.md):
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from ..config import Settings
 from ..errors import ConfigError
 from .base import LoggedEvent, Store, StoreLimits
+from .urls import mask_url
 
 __all__ = [
     "SCHEMES",
@@ -100,15 +99,3 @@ def limits_from(settings: Settings) -> StoreLimits:
         event_log_partitions=settings.event_log_partitions,
     )
 
-
-def mask_url(url: str) -> str:
-    """`url` with any password replaced by ``***`` (safe to log and show)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<malformed URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

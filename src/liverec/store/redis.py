@@ -43,8 +43,8 @@ from redis.exceptions import (
 
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..types import Event, Profile, SessionRecord
-from . import mask_url
 from .base import LoggedEvent, Store, StoreLimits
+from .urls import mask_url
 
 DEFAULT_PREFIX: Final = "liverec:"
 PIPELINE_CHUNK: Final = 500  # record_events: script calls per round trip

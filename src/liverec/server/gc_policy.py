@@ -30,7 +30,7 @@ from ..metrics import Counter, Metrics
 log = logging.getLogger("liverec.server")
 
 
-class Collector:
+class GcPolicy:
     """`start` at the end of start-up, `close` at shutdown; interval None = CPython's
     default automatic collection (nothing changed)."""
 

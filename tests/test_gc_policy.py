@@ -7,7 +7,7 @@ import gc
 import time
 
 from liverec.metrics import Metrics
-from liverec.server.collector import Collector
+from liverec.server.gc_policy import GcPolicy
 
 from .servers import LiverecServer
 
@@ -20,38 +20,38 @@ class Node:
 def make_cycles(n: int) -> None:
     for _ in range(n):
         a, b = Node(), Node()
-        a.other, b.other = b, a  # unreachable once this returns: only the collector frees it
+        a.other, b.other = b, a  # unreachable once this returns: only the policy frees it
 
 
 async def test_timed_collections_free_cycles_and_restore_the_interpreter() -> None:
     was_enabled = gc.isenabled()
     metrics = Metrics()
-    collector = Collector(0.05, metrics)
-    collector.start()
+    policy = GcPolicy(0.05, metrics)
+    policy.start()
     try:
         assert not gc.isenabled()
         assert gc.get_freeze_count() > 0  # the start-up heap is never walked again
         make_cycles(500)
         for _ in range(100):
             await asyncio.sleep(0.05)
-            if collector.collected.get() >= 1000:
+            if policy.collected.get() >= 1000:
                 break
-        assert collector.collected.get() >= 1000  # both objects of every cycle
-        assert collector.collections.get() >= 1
+        assert policy.collected.get() >= 1000  # both objects of every cycle
+        assert policy.collections.get() >= 1
         text = metrics.render()
         assert "liverec_gc_collections_total" in text
         assert "liverec_gc_last_pause_seconds" in text
     finally:
-        await collector.close()
+        await policy.close()
     assert gc.isenabled() == was_enabled
     assert gc.get_freeze_count() == 0
 
 
 async def test_none_keeps_pythons_default() -> None:
-    collector = Collector(None, Metrics())
-    collector.start()
+    policy = GcPolicy(None, Metrics())
+    policy.start()
     assert gc.isenabled() and gc.get_freeze_count() == 0
-    await collector.close()
+    await policy.close()
     assert gc.isenabled()
 
 

@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..config import Settings
-from ..errors import ModelError
-from ..model import META
-from ..types import Event, Rec
-from .base import (
+from ...config import Settings
+from ...errors import ModelError
+from ...model import META
+from ...types import Event
+from ..base import (
     RecContext,
     RecList,
     Recommender,
@@ -41,7 +41,7 @@ from .base import (
     demote_low_rated,
 )
 from .scoring import Ranked, ScoreInput, ScoringWorker, score_batch
-from .served import CURRENT, ServedModel, ServeOptions, _low_rank, _quantize, resolve_checkpoint
+from .served import DEFAULTS, ServedModel, ServeOptions, resolve_checkpoint
 
 log = logging.getLogger("liverec.gru")
 
@@ -68,18 +68,19 @@ class GRURecommender(Recommender):
         path: Path,
         fallback: Recommender,
         *,
-        threads: int = 1,
-        max_batch: int = 256,
-        pipeline: int = 2,
-        max_sessions: int = 50_000,
-        rescore: int = 64,
-        quantize: bool = True,
-        rank: int = 0,
-        quantize_gru: bool = False,
-        process: bool = False,
-        replay_max: int = 50,
-        poll_s: float | None = 2.0,
+        threads: int = DEFAULTS.model_threads,
+        max_batch: int = DEFAULTS.model_max_batch,
+        pipeline: int = DEFAULTS.model_pipeline,
+        max_sessions: int = DEFAULTS.model_max_sessions,
+        rescore: int = DEFAULTS.model_rescore,
+        quantize: bool = DEFAULTS.model_quantize,
+        rank: int = DEFAULTS.model_rank,
+        quantize_gru: bool = DEFAULTS.model_quantize_gru,
+        process: bool = DEFAULTS.model_process,
+        replay_max: int = DEFAULTS.model_replay_max,
+        poll_s: float | None = DEFAULTS.model_poll_s,
     ) -> None:
+        """Defaults: the settings' (`model_*`); `from_settings` passes them all."""
         self.path = Path(path)
         self.fallback = fallback
         self.threads = threads
@@ -421,13 +422,3 @@ class GRURecommender(Recommender):
         f["mean_batch"] = f["batched_events"] / f["batches"] if f["batches"] else 0.0
         return f
 
-
-__all__ = [
-    "CURRENT",
-    "GRURecommender",
-    "Rec",
-    "ServedModel",
-    "_low_rank",
-    "_quantize",
-    "resolve_checkpoint",
-]

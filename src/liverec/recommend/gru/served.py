@@ -17,12 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ModelError
-from ..model import META
-from ..model.checkpoint import load_checkpoint
-from ..model.data import ItemIndex
-from ..model.gru4rec import GRU4Rec
+from ...config import Settings
+from ...errors import ModelError
+from ...model import META
+from ...model.checkpoint import load_checkpoint
+from ...model.data import ItemIndex
+from ...model.gru4rec import GRU4Rec
 
+DEFAULTS = Settings()  # the serving defaults have one source: the settings'
 CURRENT = "CURRENT"  # in a models/ registry: names the promoted version's directory
 SAMPLE_STRIDE = 16  # top_candidates: every 16th score sets a row's threshold
 # shortlist rows per pass: the (rows, n_items) scores of one pass are written by the
@@ -46,7 +48,7 @@ def resolve_checkpoint(path: Path) -> Path:
     raise ModelError(f"no checkpoint at {path} (no {META}, no {CURRENT})")
 
 
-def _quantize(weight: Tensor, bias: Tensor) -> Any | None:
+def quantize_rows(weight: Tensor, bias: Tensor) -> Any | None:
     """Prepacked per-row int8 weights for fbgemm's dynamic linear, or None."""
     engines = torch.backends.quantized.supported_engines
     engine = "x86" if "x86" in engines else "fbgemm" if "fbgemm" in engines else None
@@ -63,7 +65,7 @@ def _quantize(weight: Tensor, bias: Tensor) -> Any | None:
         return torch.ops.quantized.linear_prepack(q, bias)
 
 
-def _low_rank(weight: Tensor, bias: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+def low_rank(weight: Tensor, bias: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     """A rank-r factorisation of the scoring function out -> weight @ out + bias.
 
     SVD of [weight | bias] (n, H+1) = U S Vh; returns proj (H+1, r) = Vh[:r].T and
@@ -80,9 +82,9 @@ class ServeOptions:
     """How a checkpoint is prepared for serving (settings model_quantize, model_rank,
     model_quantize_gru); travels with the ServedModel and to the scoring worker."""
 
-    quantize: bool = True  # int8 rows for the full-rank shortlist
-    rank: int = 0  # > 0 and below the hidden size: low-rank shortlist instead
-    quantize_gru: bool = False  # int8 GRU layers (an inference-only model)
+    quantize: bool = DEFAULTS.model_quantize  # int8 rows for the full-rank shortlist
+    rank: int = DEFAULTS.model_rank  # > 0 and below the hidden size: low-rank shortlist
+    quantize_gru: bool = DEFAULTS.model_quantize_gru  # int8 GRU layers (inference only)
 
 
 @dataclass
@@ -102,7 +104,11 @@ class ServedModel:
 
     @classmethod
     def load(
-        cls, path: Path, quantize: bool, rank: int = 0, quantize_gru: bool = False
+        cls,
+        path: Path,
+        quantize: bool,
+        rank: int = DEFAULTS.model_rank,
+        quantize_gru: bool = DEFAULTS.model_quantize_gru,
     ) -> ServedModel:
         """Load a checkpoint (or a registry's current one) for serving."""
         return cls.load_with(path, ServeOptions(quantize, rank, quantize_gru))
@@ -139,12 +145,12 @@ class ServedModel:
         weight, bias = model.item_weight.data, model.item_bias.data
         packed = proj = packed_low = None
         if 0 < rank < weight.shape[1]:
-            proj, items = _low_rank(weight, bias, rank)
-            packed_low = _quantize(items, torch.zeros(items.shape[0]))
+            proj, items = low_rank(weight, bias, rank)
+            packed_low = quantize_rows(items, torch.zeros(items.shape[0]))
             if packed_low is None:  # no int8 engine: the factors in fp32
                 packed_low = items
         elif quantize:
-            packed = _quantize(weight, bias)
+            packed = quantize_rows(weight, bias)
         if quantize_gru:
             # int8 GRU weights (dynamic quantization): the step reads a quarter of the
             # bytes; the scores it feeds are still re-scored against fp32 item rows

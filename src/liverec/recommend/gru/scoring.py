@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ModelError
+from ...errors import ModelError
 from .served import ServedModel, ServeOptions
 
 log = logging.getLogger("liverec.gru")
