@@ -17,13 +17,12 @@ Events go through the one pipeline entry (pipeline.py), which returns typed fram
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from . import frames, protocol
+from .admission import Admission
 from .config import Settings
 from .errors import (
     Forbidden,
@@ -53,11 +52,10 @@ __all__ = ["CatalogView", "FeedEntry", "LiveSession", "SessionManager", "Transpo
 
 log = logging.getLogger("liverec.sessions")
 
-RATE_ERRORS_SENT = 3  # rate_limited error frames per run of refused events; then silence
 FLUSH_ON_CLOSE_S = 1.0  # how long queued frames may take to go out before a close
 
 
-class SessionManager:
+class SessionManager(Admission):
     """Registry of live connections and sessions of this process."""
 
     def __init__(
@@ -72,87 +70,19 @@ class SessionManager:
     ) -> None:
         """`clock` stamps events and sessions (epoch seconds); `monotonic` drives the
         token buckets and penalties (tests inject both)."""
-        self.settings = settings
+        metrics = metrics or Metrics()
+        super().__init__(settings, metrics, monotonic)
         self.catalog = catalog
         # Called synchronously on the event loop after each frame; must be cheap and
         # must not raise (the feed puts entries on bounded queues).
         self.listeners: list[Listener] = []
         self.store = store
         self.recommender = recommender
-        self.metrics = metrics or Metrics()
         self.clock = clock
-        self.monotonic = monotonic
         self.pipeline = Pipeline(settings, store, recommender, self.metrics, clock, catalog)
-        self.limits = protocol.Limits(
-            settings.max_frame_bytes,
-            settings.max_id_chars,
-            settings.default_k,
-            settings.max_k,
-            settings.rating_min,
-            settings.rating_max,
-        )
         self.sessions: dict[str, LiveSession] = {}
-        self.connections: set[Connection] = set()
-        self.address_connections: dict[str, int] = {}
-        self.address_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-        self.accepting = True
 
     # --- connection life -----------------------------------------------------------
-
-    def refusal(self, address: str) -> str | None:
-        """Why a new connection from `address` is refused now, or None to admit it."""
-        if not self.accepting:
-            return "server shutting down"
-        if len(self.connections) >= self.settings.max_connections:
-            return "server at capacity"
-        if self.address_connections.get(address, 0) >= self.settings.max_connections_per_address:
-            return "too many connections from this address"
-        bucket = self.address_buckets.get(address)
-        if bucket is not None and bucket.peek(self.monotonic()) < 1.0:
-            return "this address is over its event rate"
-        return None
-
-    def penalty_left(self, address: str) -> float:
-        """Seconds an address cut off for flooding must still wait (0: none). Checked
-        before the WebSocket handshake, so a flooder's reconnects cost an HTTP reply.
-        A penalised address is one whose event bucket is below zero (see penalize)."""
-        bucket = self.address_buckets.get(address)
-        if bucket is None:
-            return 0.0
-        return max(0.0, -bucket.peek(self.monotonic()) / bucket.rate)
-
-    def penalize(self, address: str) -> None:
-        """Refuse new sockets from `address` for flood_penalty_s, and empty its event
-        bucket so that it refills only after the penalty: a flooder that comes back gets
-        the sustained rate, never a fresh burst (measured: the bursts of returning
-        flooders doubled the other clients' p99, docs/reliability.md). Both are one
-        state: the bucket set to -(flood_penalty_s x rate), back at 0 when it ends."""
-        if self.settings.flood_penalty_s <= 0:
-            return
-        now = self.monotonic()
-        bucket = self._address_bucket(address, now)
-        bucket.tokens = -self.settings.flood_penalty_s * bucket.rate
-        bucket.last = now
-
-    def address_allows(self, address: str, events: int = 1) -> bool:
-        """Take `events` tokens from the address's bucket (shared by its connections)."""
-        now = self.monotonic()
-        bucket = self._address_bucket(address, now)
-        return all(bucket.take(now) for _ in range(events))
-
-    def _address_bucket(self, address: str, now: float) -> TokenBucket:
-        """The address's bucket, made full on first use; LRU-bounded."""
-        bucket = self.address_buckets.get(address)
-        if bucket is None:
-            bucket = TokenBucket(
-                self.settings.address_events_per_s, self.settings.address_events_burst, now
-            )
-            self.address_buckets[address] = bucket
-            if len(self.address_buckets) > self.settings.max_tracked_addresses:
-                self.address_buckets.popitem(last=False)
-        else:
-            self.address_buckets.move_to_end(address)
-        return bucket
 
     async def serve(self, transport: Transport, address: str = "") -> None:
         """Run one connection until the peer leaves; raises Abuse subclasses on abuse."""
@@ -275,7 +205,7 @@ class SessionManager:
                 raise Forbidden("session_forbidden", "this session belongs to another user")
             return live
         try:  # the store decides: an anonymous session may have been claimed meanwhile
-            record = await open_owned(self.store, session_id, user_id, now, write=True)
+            live = await self._open_stored(session_id, user_id, now, write=True, keep=True)
         except StoreUnavailable:
             self.pipeline.store_failed()
             self._error(
@@ -288,21 +218,9 @@ class SessionManager:
         except ProtocolError as exc:
             self._error(conn, exc.code, f"{exc.message}; a new session was started")
             return None
-        if record is None:
+        if live is None:
             message = "no such session (or it expired); a new session was started"
             self._error(conn, "unknown_session", message)
-            return None
-        live = self.sessions.get(session_id)  # it may have opened here during the await
-        if live is None:
-            live = LiveSession(session_id, user_id, list(record.items))
-            if user_id is not None:
-                await self._load_profile(live, user_id, seed=True)
-            return self.sessions.setdefault(session_id, live)
-        if live.user_id is None and user_id is not None:  # claimed just now
-            live.user_id = user_id
-            await self._load_profile(live, user_id)
-        elif live.user_id != user_id:
-            raise Forbidden("session_forbidden", "this session belongs to another user")
         return live
 
     async def _fresh(self, user_id: str | None, now: float) -> LiveSession:
@@ -363,36 +281,6 @@ class SessionManager:
                     raise
                 self._error(conn, exc.code, exc.message, exc.ref)
 
-    def _admit(self, conn: Connection) -> bool:
-        """Take one token for a received frame, of any kind, from the connection's
-        bucket and then from its address's; False when either is empty."""
-        assert conn.bucket is not None
-        if conn.bucket.take(self.monotonic()) and self.address_allows(conn.address):
-            conn.limited = 0
-            return True
-        return False
-
-    def _refuse(self, conn: Connection, data: str | bytes) -> None:
-        """Drop a frame over the rate. The first RATE_ERRORS_SENT of a run are told
-        (naming the event); the rest are dropped unread, a flood must not cost us a
-        frame each; more than events_burst in a run closes the connection (1013)."""
-        conn.limited += 1
-        if conn.limited > self.settings.events_burst:
-            raise RateLimited("frame rate limit exceeded repeatedly")
-        if conn.limited > RATE_ERRORS_SENT:
-            self.metrics.errors.inc("rate_limited")
-            return
-        ref = None
-        with contextlib.suppress(ProtocolError):
-            msg, _ = protocol.decode(data, self.limits)
-            ref = msg.id if isinstance(msg, protocol.EventMsg) else None
-        self._error(
-            conn,
-            "rate_limited",
-            f"more than {self.settings.events_per_s:g} frames/s; frame dropped, send it later",
-            ref,
-        )
-
     async def _on_event(self, conn: Connection, msg: protocol.EventMsg, started: float) -> None:
         assert conn.session is not None
         live = conn.session
@@ -452,19 +340,34 @@ class SessionManager:
             session_id = new_session_id()
             await self.store.open_session(session_id, user_id, now)
             return LiveSession(session_id, user_id, [])
+        return await self._open_stored(session_id, user_id, now, write=write, keep=False)
+
+    async def _open_stored(
+        self, session_id: str, user_id: str | None, now: float, *, write: bool, keep: bool
+    ) -> LiveSession | None:
+        """The one open path for a stored session, hello and HTTP alike: the owner
+        check (`open_owned`, fail closed), then the session live here or one rebuilt
+        from the store (None when the store does not know it). With `keep` (hello) a
+        rebuilt session is registered here and a returning user's history seeds it,
+        and a claim loads the user's profile; without (HTTP) it lives for the request.
+        Raises Forbidden for another user's session, StoreUnavailable when the owner
+        cannot be checked."""
         record = await open_owned(self.store, session_id, user_id, now, write=write)
         if record is None:
             return None
-        live = self.sessions.get(session_id)
-        if live is not None:
-            if write and live.user_id is None and user_id is not None:
-                live.user_id = user_id  # claimed by this request
-            if not may_open(live.user_id, user_id):
-                raise Forbidden("session_forbidden", "this session belongs to another user")
-            return live
-        live = LiveSession(session_id, record.user_id if write else user_id, list(record.items))
-        if user_id is not None:
-            await self._load_profile(live, user_id)
+        live = self.sessions.get(session_id)  # it may have opened here during the await
+        if live is None:
+            # after a write open the stored owner is `user_id` (or the session is anonymous)
+            live = LiveSession(session_id, user_id, list(record.items))
+            if user_id is not None:
+                await self._load_profile(live, user_id, seed=keep)
+            return self.sessions.setdefault(session_id, live) if keep else live
+        if write and live.user_id is None and user_id is not None:  # claimed just now
+            live.user_id = user_id
+            if keep:
+                await self._load_profile(live, user_id)
+        if not may_open(live.user_id, user_id):
+            raise Forbidden("session_forbidden", "this session belongs to another user")
         return live
 
     async def recs_for(self, live: LiveSession, k: int) -> frames.Recs:
