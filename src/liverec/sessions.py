@@ -1,14 +1,13 @@
-"""The session manager: live connections, per-session state, bounded outbound queues.
+"""The session manager: live connections and the sessions they hold.
 
 Owns: the life of one WebSocket connection after the upgrade (hello, events,
-pings, idle expiry), the registry of live sessions shared by the connections of a
-process, the per-connection token bucket, and the outbound queue in which a newer
-recs frame replaces an unsent older one. It speaks to the socket through the small
-`Transport` protocol, so it imports neither starlette nor uvicorn. Abuse is raised
-as `errors.Abuse` subclasses; the server edge maps them to close codes. Every frame
-a connection sends takes a token from its bucket and its address's. Session ids
-and the owner check (fail closed, claim at login) are ownership.py's; hello and
-the HTTP API both go through it.
+feedback, pings, idle expiry), the registry of live sessions shared by the
+connections of a process, and the one open path for a stored session (hello and
+the HTTP API; the owner check itself, fail closed, is ownership.py's). Admission
+(token buckets, penalties, refusals) is admission.py's, which `SessionManager`
+extends. It speaks to the socket through the small `Transport` protocol, so it
+imports neither starlette nor uvicorn. Abuse is raised as `errors.Abuse`
+subclasses; the server edge maps them to close codes (server/close_codes.py).
 
 Events go through the one pipeline entry (pipeline.py), which returns typed frames
 (frames.py); this module queues them on the connection, whose writer encodes them.
