@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from liverec.config import Settings
+from liverec.frames import PONG
 from liverec.live import (
     APPLIED_IDS_KEPT,
     SHOWN_KEPT,
@@ -153,12 +154,12 @@ async def test_a_failed_send_fails_later_pushes() -> None:
     await conn.flush(5.0)  # nothing queued: returns at once
     conn.cancel_writer()  # and there is nothing to cancel
     assert conn.writer is None  # no writer task while nothing is queued
-    conn.push({"type": "pong"})
+    conn.push(PONG)
     assert conn.writer is not None
     await conn.flush(5.0)
     assert conn.writer is None and isinstance(conn.failure, ConnectionResetError)
     with pytest.raises(ConnectionResetError):
-        conn.push({"type": "pong"})
+        conn.push(PONG)
 
 
 class SlowTransport:
@@ -178,7 +179,7 @@ async def test_flush_waits_for_queued_frames_in_order() -> None:
     conn = Connection(transport, Settings(), Metrics(), "a")
     conn.encoding = "msgpack"
     for _ in range(3):
-        conn.push({"type": "pong"})
+        conn.push(PONG)
     await conn.flush(5.0)
     assert transport.sent == [b"\x81\xa4type\xa4pong"] * 3 and conn.writer is None
 

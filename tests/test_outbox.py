@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 
 from liverec.config import Settings
 from liverec.errors import SlowConsumer
+from liverec.frames import PONG, Ack, Recs, Welcome
 from liverec.live import Connection, Outbox
 from liverec.metrics import Metrics
 
@@ -35,12 +35,12 @@ class GatedTransport:
         self.sent.append(data)
 
 
-def recs(n: int) -> dict[str, Any]:
-    return {"type": "recs", "for_event": f"e{n}", "items": []}
+def recs(n: int) -> Recs:
+    return Recs("s", f"e{n}", (), "m")
 
 
-def ack(n: int) -> dict[str, Any]:
-    return {"type": "ack", "id": f"e{n}"}
+def ack(n: int) -> Ack:
+    return Ack(f"e{n}")
 
 
 def test_newer_recs_frame_replaces_an_unsent_one() -> None:
@@ -58,12 +58,12 @@ def test_newer_recs_frame_replaces_an_unsent_one() -> None:
 
 def test_a_recs_frame_never_replaces_other_kinds() -> None:
     box = Outbox(4, lambda: None)
-    welcome = {"type": "welcome", "session_id": "s"}
+    welcome = Welcome("s", False, "m")
     box.put(welcome)  # hello's welcome is queued just before the first recs frame
     box.put(recs(0))
-    box.put({"type": "pong"})
+    box.put(PONG)
     box.put(recs(1))
-    assert box.frames == [welcome, {"type": "pong"}, recs(1)]
+    assert box.frames == [welcome, PONG, recs(1)]
 
 
 def test_outbox_full_of_acks_raises_slow_consumer() -> None:
@@ -84,7 +84,7 @@ async def test_connection_sends_only_the_newest_recs_to_a_stalled_peer() -> None
     transport = GatedTransport()
     metrics = Metrics()
     conn = Connection(transport, Settings(outbound_queue=8), metrics, "127.0.0.1")
-    conn.push({"type": "welcome", "session_id": "s"})
+    conn.push(Welcome("s", False, "m"))
     await transport.waiting.wait()  # the writer holds the welcome; the peer is not reading
     for n in range(5):
         conn.push(ack(n))
@@ -94,14 +94,15 @@ async def test_connection_sends_only_the_newest_recs_to_a_stalled_peer() -> None
     await conn.writer
     sent = [json.loads(d) for d in transport.sent]
     # every ack, in order; of the recs frames only the newest
-    assert sent == [{"type": "welcome", "session_id": "s"}, *map(ack, range(5)), recs(4)]
+    expected = [Welcome("s", False, "m"), *map(ack, range(5)), recs(4)]
+    assert sent == [frame.wire() for frame in expected]
     assert "liverec_replaced_recs_total 4" in metrics.render()
 
 
 async def test_connection_raises_slow_consumer_once_the_queue_is_full() -> None:
     transport = GatedTransport()
     conn = Connection(transport, Settings(outbound_queue=4), Metrics(), "127.0.0.1")
-    conn.push({"type": "welcome", "session_id": "s"})
+    conn.push(Welcome("s", False, "m"))
     await transport.waiting.wait()
     for n in range(4):
         conn.push(ack(n))

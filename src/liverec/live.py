@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from . import protocol
 from .config import Settings
 from .errors import SlowConsumer
+from .frames import Frame
 from .metrics import Metrics
 from .recommend.base import RecList
 from .types import Event
@@ -170,13 +171,13 @@ class Outbox:
 
     def __init__(self, capacity: int, on_replace: Callable[[], None]) -> None:
         self.capacity = capacity
-        self.frames: list[dict[str, Any]] = []  # short; an empty list is cheaper than a deque
+        self.frames: list[Frame] = []  # short; an empty list is cheaper than a deque
         self.on_replace = on_replace
 
-    def put(self, frame: dict[str, Any]) -> None:
-        if frame["type"] == "recs":
+    def put(self, frame: Frame) -> None:
+        if frame.type == "recs":
             for i, queued in enumerate(self.frames):
-                if queued["type"] == "recs":
+                if queued.type == "recs":
                     del self.frames[i]
                     self.on_replace()
                     break
@@ -221,7 +222,7 @@ class Connection:
         self.limited = 0  # events refused by the rate limit since the last accepted one
         self.closing = False
 
-    def push(self, frame: dict[str, Any]) -> None:
+    def push(self, frame: Frame) -> None:
         """Queue a frame and make sure a writer drains the queue."""
         if self.failure is not None:
             raise self.failure
@@ -234,7 +235,7 @@ class Connection:
         try:
             while self.outbox.frames:
                 frame = self.outbox.frames.pop(0)
-                await self.transport.send(protocol.encode(frame, self.encoding))
+                await self.transport.send(protocol.encode(frame.wire(), self.encoding))
         except Exception as exc:  # the socket is gone; the reader sees it too
             self.failure = exc
         finally:

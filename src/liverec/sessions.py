@@ -1,32 +1,27 @@
-"""The session manager: live connections, per-session state, bounded outbound queues.
+"""The session manager: live connections and the sessions they hold.
 
 Owns: the life of one WebSocket connection after the upgrade (hello, events,
-pings, idle expiry), the registry of live sessions shared by the connections of a
-process, the per-connection token bucket, and the outbound queue in which a newer
-recs frame replaces an unsent older one. It speaks to the socket through the small
-`Transport` protocol, so it imports neither starlette nor uvicorn. Abuse is raised
-as `errors.Abuse` subclasses; the server edge maps them to close codes. Every frame
-a connection sends takes a token from its bucket and its address's. Session ids
-and the owner check (fail closed, claim at login) are ownership.py's; hello and
-the HTTP API both go through it.
+feedback, pings, idle expiry), the registry of live sessions shared by the
+connections of a process, and the one open path for a stored session (hello and
+the HTTP API; the owner check itself, fail closed, is ownership.py's). Admission
+(token buckets, penalties, refusals) is admission.py's, which `SessionManager`
+extends. It speaks to the socket through the small `Transport` protocol, so it
+imports neither starlette nor uvicorn. Abuse is raised as `errors.Abuse`
+subclasses; the server edge maps them to close codes (server/close_codes.py).
 
-Order of work for one event: validate -> record durably in the store -> apply to
-the in-memory session (once per event id) -> ack -> recommend -> recs. An event
-the store could not record is applied in memory and answered with recs and an
-error frame, but never acked: the client sends it again later.
+Events go through the one pipeline entry (pipeline.py), which returns typed frames
+(frames.py); this module queues them on the connection, whose writer encodes them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
-from . import protocol
+from . import frames, protocol
+from .admission import Admission
 from .config import Settings
 from .errors import (
     Forbidden,
@@ -48,19 +43,18 @@ from .live import (
 )
 from .metrics import Metrics
 from .ownership import check_session_id, may_open, new_session_id, open_owned
-from .recommend.base import RecContext, RecList, Recommender
+from .pipeline import Pipeline, Reply
+from .recommend.base import Recommender
 from .store.base import Store
-from .types import Event
 
 __all__ = ["CatalogView", "FeedEntry", "LiveSession", "SessionManager", "Transport"]
 
 log = logging.getLogger("liverec.sessions")
 
-RATE_ERRORS_SENT = 3  # rate_limited error frames per run of refused events; then silence
 FLUSH_ON_CLOSE_S = 1.0  # how long queued frames may take to go out before a close
 
 
-class SessionManager:
+class SessionManager(Admission):
     """Registry of live connections and sessions of this process."""
 
     def __init__(
@@ -71,87 +65,23 @@ class SessionManager:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         catalog: CatalogView | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.settings = settings
+        """`clock` stamps events and sessions (epoch seconds); `monotonic` drives the
+        token buckets and penalties (tests inject both)."""
+        metrics = metrics or Metrics()
+        super().__init__(settings, metrics, monotonic)
         self.catalog = catalog
         # Called synchronously on the event loop after each frame; must be cheap and
         # must not raise (the feed puts entries on bounded queues).
         self.listeners: list[Listener] = []
         self.store = store
         self.recommender = recommender
-        self.metrics = metrics or Metrics()
         self.clock = clock
-        self.limits = protocol.Limits(
-            settings.max_frame_bytes,
-            settings.max_id_chars,
-            settings.default_k,
-            settings.max_k,
-            settings.rating_min,
-            settings.rating_max,
-        )
+        self.pipeline = Pipeline(settings, store, recommender, self.metrics, clock, catalog)
         self.sessions: dict[str, LiveSession] = {}
-        self.connections: set[Connection] = set()
-        self.address_connections: dict[str, int] = {}
-        self.address_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-        self.accepting = True
-        self.store_ok = True
 
     # --- connection life -----------------------------------------------------------
-
-    def refusal(self, address: str) -> str | None:
-        """Why a new connection from `address` is refused now, or None to admit it."""
-        if not self.accepting:
-            return "server shutting down"
-        if len(self.connections) >= self.settings.max_connections:
-            return "server at capacity"
-        if self.address_connections.get(address, 0) >= self.settings.max_connections_per_address:
-            return "too many connections from this address"
-        bucket = self.address_buckets.get(address)
-        if bucket is not None and bucket.peek(time.monotonic()) < 1.0:
-            return "this address is over its event rate"
-        return None
-
-    def penalty_left(self, address: str) -> float:
-        """Seconds an address cut off for flooding must still wait (0: none). Checked
-        before the WebSocket handshake, so a flooder's reconnects cost an HTTP reply.
-        A penalised address is one whose event bucket is below zero (see penalize)."""
-        bucket = self.address_buckets.get(address)
-        if bucket is None:
-            return 0.0
-        return max(0.0, -bucket.peek(time.monotonic()) / bucket.rate)
-
-    def penalize(self, address: str) -> None:
-        """Refuse new sockets from `address` for flood_penalty_s, and empty its event
-        bucket so that it refills only after the penalty: a flooder that comes back gets
-        the sustained rate, never a fresh burst (measured: the bursts of returning
-        flooders doubled the other clients' p99, docs/reliability.md). Both are one
-        state: the bucket set to -(flood_penalty_s x rate), back at 0 when it ends."""
-        if self.settings.flood_penalty_s <= 0:
-            return
-        now = time.monotonic()
-        bucket = self._address_bucket(address, now)
-        bucket.tokens = -self.settings.flood_penalty_s * bucket.rate
-        bucket.last = now
-
-    def address_allows(self, address: str, events: int = 1) -> bool:
-        """Take `events` tokens from the address's bucket (shared by its connections)."""
-        now = time.monotonic()
-        bucket = self._address_bucket(address, now)
-        return all(bucket.take(now) for _ in range(events))
-
-    def _address_bucket(self, address: str, now: float) -> TokenBucket:
-        """The address's bucket, made full on first use; LRU-bounded."""
-        bucket = self.address_buckets.get(address)
-        if bucket is None:
-            bucket = TokenBucket(
-                self.settings.address_events_per_s, self.settings.address_events_burst, now
-            )
-            self.address_buckets[address] = bucket
-            if len(self.address_buckets) > self.settings.max_tracked_addresses:
-                self.address_buckets.popitem(last=False)
-        else:
-            self.address_buckets.move_to_end(address)
-        return bucket
 
     async def serve(self, transport: Transport, address: str = "") -> None:
         """Run one connection until the peer leaves; raises Abuse subclasses on abuse."""
@@ -159,7 +89,7 @@ class SessionManager:
         # Every frame takes a token, from the first one on: hello, pings, malformed
         # frames and events alike (the address's bucket too, see _admit).
         conn.bucket = TokenBucket(
-            self.settings.events_per_s, self.settings.events_burst, time.monotonic()
+            self.settings.events_per_s, self.settings.events_burst, self.monotonic()
         )
         self.connections.add(conn)
         self.address_connections[address] = self.address_connections.get(address, 0) + 1
@@ -224,7 +154,7 @@ class SessionManager:
             try:
                 msg, _ = protocol.decode(data, self.limits)
                 if isinstance(msg, protocol.Ping):
-                    conn.push(protocol.pong())
+                    conn.push(frames.PONG)
                 elif isinstance(msg, protocol.EventMsg):
                     raise ProtocolError("hello_required", "send a hello frame first", msg.id)
                 elif isinstance(msg, protocol.Feedback):
@@ -253,11 +183,13 @@ class SessionManager:
         live.connections += 1
         conn.session, conn.user_id = live, user_id
         conn.k, conn.placement = hello.k, hello.placement
-        conn.push(protocol.welcome(session_id, resumed, self.recommender.version_for(session_id)))
-        current = live.items[-1] if live.items else None
-        recs = await self._recommend(live, conn.k, current, conn.placement)
-        conn.push(self.recs_frame(live, None, recs, conn.placement))
-        self._notify(FeedEntry("open", session_id, now, recs=recs, placement=conn.placement))
+        conn.push(frames.Welcome(session_id, resumed, self.recommender.version_for(session_id)))
+        reply = await self.pipeline.handle_events(live, (), user_id, conn.k, conn.placement)
+        assert reply.recs is not None
+        conn.push(reply.recs)
+        self._notify(
+            FeedEntry("open", session_id, now, recs=reply.rec_list, placement=conn.placement)
+        )
 
     async def _resume(
         self, conn: Connection, session_id: str, user_id: str | None, now: float
@@ -272,9 +204,9 @@ class SessionManager:
                 raise Forbidden("session_forbidden", "this session belongs to another user")
             return live
         try:  # the store decides: an anonymous session may have been claimed meanwhile
-            record = await open_owned(self.store, session_id, user_id, now, write=True)
+            live = await self._open_stored(session_id, user_id, now, write=True, keep=True)
         except StoreUnavailable:
-            self._store_failed()
+            self.pipeline.store_failed()
             self._error(
                 conn,
                 "session_unverified",
@@ -285,21 +217,9 @@ class SessionManager:
         except ProtocolError as exc:
             self._error(conn, exc.code, f"{exc.message}; a new session was started")
             return None
-        if record is None:
+        if live is None:
             message = "no such session (or it expired); a new session was started"
             self._error(conn, "unknown_session", message)
-            return None
-        live = self.sessions.get(session_id)  # it may have opened here during the await
-        if live is None:
-            live = LiveSession(session_id, user_id, list(record.items))
-            if user_id is not None:
-                await self._load_profile(live, user_id, seed=True)
-            return self.sessions.setdefault(session_id, live)
-        if live.user_id is None and user_id is not None:  # claimed just now
-            live.user_id = user_id
-            await self._load_profile(live, user_id)
-        elif live.user_id != user_id:
-            raise Forbidden("session_forbidden", "this session belongs to another user")
         return live
 
     async def _fresh(self, user_id: str | None, now: float) -> LiveSession:
@@ -310,7 +230,7 @@ class SessionManager:
         except StoreUnavailable:
             # A new id has no owner to check. Served from memory; the store learns the
             # session (with its owner) from the first event it records.
-            self._store_failed()
+            self.pipeline.store_failed()
         live = LiveSession(session_id, user_id, [])
         if user_id is not None:
             await self._load_profile(live, user_id, seed=True)
@@ -323,7 +243,7 @@ class SessionManager:
         try:
             profile = await self.store.get_profile(user_id)
         except StoreUnavailable:
-            self._store_failed()
+            self.pipeline.store_failed()
             return
         live.purchases |= profile.purchases
         live.ratings.update(profile.ratings)
@@ -352,7 +272,7 @@ class SessionManager:
                 elif isinstance(msg, protocol.Feedback):
                     self._on_feedback(conn, msg)
                 elif isinstance(msg, protocol.Ping):
-                    conn.push(protocol.pong())
+                    conn.push(frames.PONG)
                 else:
                     raise ProtocolError("already_hello", "hello was already received")
             except ProtocolError as exc:
@@ -360,104 +280,51 @@ class SessionManager:
                     raise
                 self._error(conn, exc.code, exc.message, exc.ref)
 
-    def _admit(self, conn: Connection) -> bool:
-        """Take one token for a received frame, of any kind, from the connection's
-        bucket and then from its address's; False when either is empty."""
-        assert conn.bucket is not None
-        if conn.bucket.take(time.monotonic()) and self.address_allows(conn.address):
-            conn.limited = 0
-            return True
-        return False
-
-    def _refuse(self, conn: Connection, data: str | bytes) -> None:
-        """Drop a frame over the rate. The first RATE_ERRORS_SENT of a run are told
-        (naming the event); the rest are dropped unread, a flood must not cost us a
-        frame each; more than events_burst in a run closes the connection (1013)."""
-        conn.limited += 1
-        if conn.limited > self.settings.events_burst:
-            raise RateLimited("frame rate limit exceeded repeatedly")
-        if conn.limited > RATE_ERRORS_SENT:
-            self.metrics.errors.inc("rate_limited")
-            return
-        ref = None
-        with contextlib.suppress(ProtocolError):
-            msg, _ = protocol.decode(data, self.limits)
-            ref = msg.id if isinstance(msg, protocol.EventMsg) else None
-        self._error(
-            conn,
-            "rate_limited",
-            f"more than {self.settings.events_per_s:g} frames/s; frame dropped, send it later",
-            ref,
-        )
-
     async def _on_event(self, conn: Connection, msg: protocol.EventMsg, started: float) -> None:
         assert conn.session is not None
         live = conn.session
-        if live.user_id is not None and live.user_id != conn.user_id:
-            message = "a signed-in user claimed this session; start a new one"
-            raise ProtocolError("session_forbidden", message, msg.id)
-        if msg.ignored:
-            conn.push(protocol.ack(msg.id, ignored=True))
-            return
-        event, acked, duplicate = await self.apply_event(live, msg, conn.user_id)
-        if acked:
-            conn.push(protocol.ack(msg.id, duplicate))
-        else:
-            self._error(conn, "store_unavailable", "event not recorded; send it again", msg.id)
-        recs = await self._recommend(live, conn.k, msg.item_id, conn.placement)
-        conn.push(self.recs_frame(live, msg.id, recs, conn.placement))
+        reply = await self.handle_events(live, [msg], conn.user_id, conn.k, conn.placement)
+        (outcome,) = reply.outcomes
+        for frame in (outcome.receipt, reply.recs):
+            if isinstance(frame, frames.Error):
+                self.metrics.errors.inc(frame.code)
+            if frame is not None:
+                conn.push(frame)
+        if reply.rec_list is None or outcome.event is None:
+            return  # an ignored action: acked, nothing recommended
         latency = time.perf_counter() - started
-        self.metrics.recs_latency.observe(latency, recs.model)
+        self.metrics.recs_latency.observe(latency, reply.rec_list.model)
         if self.listeners:
             self._notify(
                 FeedEntry(
                     "event",
                     live.session_id,
-                    event.ts,
-                    event,
-                    recs,
+                    outcome.event.ts,
+                    outcome.event,
+                    reply.rec_list,
                     latency,
                     conn.placement,
-                    acked,
-                    duplicate,
+                    outcome.acked,
+                    outcome.duplicate,
                 )
             )
 
     # --- shared with the HTTP API ------------------------------------------------------
 
-    async def apply_event(
-        self, live: LiveSession, msg: protocol.EventMsg, user_id: str | None
-    ) -> tuple[Event, bool, bool]:
-        """Record and apply one event; returns (event, acked, duplicate)."""
-        event = Event(
-            id=msg.id,
-            session_id=live.session_id,
-            action=msg.action,
-            item_id=msg.item_id,
-            ts=msg.ts if msg.ts is not None else self.clock(),
-            user_id=user_id,
-            rating=msg.rating,
+    async def handle_events(
+        self,
+        live: LiveSession,
+        msgs: list[protocol.EventMsg],
+        user_id: str | None,
+        k: int,
+        placement: str | None = None,
+        *,
+        recs_if_ignored: bool = False,
+    ) -> Reply:
+        """The one entry for events, WebSocket and HTTP alike (Pipeline.handle_events)."""
+        return await self.pipeline.handle_events(
+            live, msgs, user_id, k, placement, recs_if_ignored=recs_if_ignored
         )
-        t0 = time.perf_counter()
-        try:
-            new = await self.store.record_event(event)
-        except StoreUnavailable:
-            self._store_failed()
-            stored, new = False, True
-        else:
-            stored = True
-            self.metrics.store_latency.observe(time.perf_counter() - t0)
-            if not self.store_ok:
-                self.store_ok = True
-                log.warning("store reachable again: %s", self.store.url)
-        duplicate = stored and not new
-        if new and not live.seen(event.id):
-            live.apply(event, self.settings.session_max_items)
-            self.recommender.observe(event)
-            self.metrics.events.inc(event.action)
-        elif duplicate:
-            self.metrics.duplicates.inc()
-        return event, stored, duplicate
 
     async def open_transient(
         self, session_id: str | None, user_id: str | None, write: bool
@@ -474,62 +341,45 @@ class SessionManager:
             session_id = new_session_id()
             await self.store.open_session(session_id, user_id, now)
             return LiveSession(session_id, user_id, [])
+        return await self._open_stored(session_id, user_id, now, write=write, keep=False)
+
+    async def _open_stored(
+        self, session_id: str, user_id: str | None, now: float, *, write: bool, keep: bool
+    ) -> LiveSession | None:
+        """The one open path for a stored session, hello and HTTP alike: the owner
+        check (`open_owned`, fail closed), then the session live here or one rebuilt
+        from the store (None when the store does not know it). With `keep` (hello) a
+        rebuilt session is registered here and a returning user's history seeds it,
+        and a claim loads the user's profile; without (HTTP) it lives for the request.
+        Raises Forbidden for another user's session, StoreUnavailable when the owner
+        cannot be checked. A session live here for the same signed-in user needs no
+        store read (an owner never changes), so it is served through a store outage."""
         held = self.sessions.get(check_session_id(session_id))
         if held is not None and user_id is not None and held.user_id == user_id:
             return held
         record = await open_owned(self.store, session_id, user_id, now, write=write)
         if record is None:
             return None
-        live = self.sessions.get(session_id)
-        if live is not None:
-            if write and live.user_id is None and user_id is not None:
-                live.user_id = user_id  # claimed by this request
-            if not may_open(live.user_id, user_id):
-                raise Forbidden("session_forbidden", "this session belongs to another user")
-            return live
-        live = LiveSession(session_id, record.user_id if write else user_id, list(record.items))
-        if user_id is not None:
-            await self._load_profile(live, user_id)
+        live = self.sessions.get(session_id)  # it may have opened here during the await
+        if live is None:
+            # after a write open the stored owner is `user_id` (or the session is anonymous)
+            live = LiveSession(session_id, user_id, list(record.items))
+            if user_id is not None:
+                await self._load_profile(live, user_id, seed=keep)
+            return self.sessions.setdefault(session_id, live) if keep else live
+        if write and live.user_id is None and user_id is not None:  # claimed just now
+            live.user_id = user_id
+            if keep:
+                await self._load_profile(live, user_id)
+        if not may_open(live.user_id, user_id):
+            raise Forbidden("session_forbidden", "this session belongs to another user")
         return live
 
-    async def recommend_for(
-        self, live: LiveSession, k: int, placement: str | None = None
-    ) -> RecList:
-        current = live.items[-1] if live.items else None
-        return await self._recommend(live, k, current, placement)
-
-    async def _recommend(
-        self, live: LiveSession, k: int, current: str | None, placement: str | None
-    ) -> RecList:
-        items, position = live.context()
-        ctx = RecContext(
-            session_id=live.session_id,
-            items=items,
-            k=k,
-            current_item=current,
-            exclude=live.purchases,
-            ratings=live.ratings,
-            placement=placement,
-            position=position,
-            available=self.catalog.is_available if self.catalog is not None else None,
-        )
-        return await self.recommender.recommend(ctx)
-
-    # --- helpers ----------------------------------------------------------------------
-
-    def recs_frame(
-        self, live: LiveSession, for_event: str | None, recs: RecList, placement: str | None = None
-    ) -> dict[str, Any]:
-        """A recs frame with a recs_id for feedback; with a catalog, each item carries
-        the widget's metadata."""
-        recs_id = live.remember(recs, placement)
-        frame = protocol.recs(live.session_id, for_event, recs.items, recs.model, recs_id=recs_id)
-        if self.catalog is not None and recs.items:
-            meta = self.catalog.describe([r.item_id for r in recs.items])
-            if meta is not None:
-                for entry, extra in zip(frame["items"], meta, strict=True):
-                    entry.update(extra)
-        return frame
+    async def recs_for(self, live: LiveSession, k: int) -> frames.Recs:
+        """A recs frame for a session's current state, without an event (HTTP GET)."""
+        reply = await self.pipeline.handle_events(live, (), live.user_id, k)
+        assert reply.recs is not None
+        return reply.recs
 
     def _on_feedback(self, conn: Connection, msg: protocol.Feedback) -> None:
         """Count an impression or a click against the model and placement that made
@@ -573,12 +423,4 @@ class SessionManager:
 
     def _error(self, conn: Connection, code: str, message: str, ref: str | None = None) -> None:
         self.metrics.errors.inc(code)
-        conn.push(protocol.error(code, message, ref))
-
-    def _store_failed(self) -> None:
-        self.metrics.store_failures.inc()
-        if self.store_ok:  # log once per outage, not once per event
-            self.store_ok = False
-            log.error(
-                "store unavailable: %s; events are not acked until it returns", self.store.url
-            )
+        conn.push(frames.Error(code, message, ref))

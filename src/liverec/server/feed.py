@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..config import Settings
 from ..sessions import CatalogView, FeedEntry
+from .close_codes import CLOSE_POLICY, CLOSE_TRY_LATER
 from .gate import FORWARDING_HEADERS, PEER_TRUSTED
 from .origins import OriginPolicy
 
@@ -49,8 +50,6 @@ RECS_SHOWN: Final = 6
 BATCH_MAX: Final = 200  # entries per batch frame
 BATCH_INTERVAL_S: Final = 0.1
 MAX_CTR_ROWS: Final = 50  # (model, placement) pairs kept; the least recently updated go
-CLOSE_POLICY: Final = 1008
-CLOSE_TRY_LATER: Final = 1013
 
 
 def bucket_of(latency_s: float) -> int:

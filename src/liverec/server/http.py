@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from .. import protocol
+from .. import frames, protocol
 from ..errors import Forbidden, ProtocolError, StoreUnavailable
 from ..identity import verify_token
 from ..sessions import LiveSession, SessionManager
@@ -126,30 +126,18 @@ async def post_events(request: Request) -> Response:
         live = await manager.open_transient(asked, user_id, write=True)
         if live is None:
             return error_response(404, "unknown_session", "no such session (or it expired)")
-        session_id = live.session_id
-        acks: list[str] = []
-        failed: list[str] = []
-        duplicates: list[str] = []
-        ignored: list[str] = []
-        for msg in events:
-            if msg.ignored:  # a GA4 name liverec does not use: acked, not recorded
-                acks.append(msg.id)
-                ignored.append(msg.id)
-                continue
-            _, acked, duplicate = await manager.apply_event(live, msg, user_id)
-            (acks if acked else failed).append(msg.id)
-            if duplicate:
-                duplicates.append(msg.id)
-        recs = await manager.recommend_for(live, k)
+        reply = await manager.handle_events(live, events, user_id, k, recs_if_ignored=True)
     except (ProtocolError, Forbidden, StoreUnavailable) as exc:
         return _status_for(exc)
+    assert reply.recs is not None
+    failed = [o.id for o in reply.outcomes if isinstance(o.receipt, frames.Error)]
     body_out: dict[str, Any] = {
-        "session_id": session_id,
-        "acked": acks,
-        "duplicates": duplicates,
-        "ignored": ignored,
+        "session_id": live.session_id,
+        "acked": [o.id for o in reply.outcomes if isinstance(o.receipt, frames.Ack)],
+        "duplicates": [o.id for o in reply.outcomes if o.duplicate],
+        "ignored": [o.id for o in reply.outcomes if o.event is None],
         "not_recorded": failed,
-        "recs": manager.recs_frame(live, events[-1].id, recs),
+        "recs": reply.recs.wire(),
     }
     return JSONResponse(body_out, status_code=503 if failed else 200)
 
@@ -170,11 +158,10 @@ async def get_recommendations(request: Request) -> Response:
                 return error_response(404, "unknown_session", "no such session")
         if live is None:
             live = LiveSession("-", user_id, [])  # cold start: no session yet
-        recs = await manager.recommend_for(live, k)
+        frame = await manager.recs_for(live, k)
     except (ProtocolError, Forbidden, StoreUnavailable) as exc:
         return _status_for(exc)
-    frame = manager.recs_frame(live, None, recs)
-    return JSONResponse(frame)
+    return JSONResponse(frame.wire())
 
 
 async def get_session(request: Request) -> Response:

@@ -1,7 +1,7 @@
 """The /v1/ws endpoint: origin check, connection limit, close codes.
 
 Owns: adapting Starlette's WebSocket to the session manager's `Transport`, and
-mapping errors to WebSocket close codes — the only place that knows them.
+sending the close code that close_codes.py maps each ending error to.
 """
 
 from __future__ import annotations
@@ -12,25 +12,17 @@ import math
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ..errors import (
-    FrameTooLarge,
-    HelloTimeout,
-    IdleTimeout,
-    ProtocolError,
-    RateLimited,
-    SlowConsumer,
-)
 from ..sessions import SessionManager
+from .close_codes import (
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TRY_LATER,
+    close_code_for,
+)
 from .origins import OriginPolicy
 
 log = logging.getLogger("liverec.server")
-
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008  # no hello in time, foreign origin
-CLOSE_TOO_BIG = 1009  # frame over max_frame_bytes
-CLOSE_RESTART = 1012  # server shutting down
-CLOSE_TRY_LATER = 1013  # connection limit, flooding, client not reading
-# (an address cut off for flooding gets HTTP 429 before the handshake for flood_penalty_s)
 
 
 class _DenialLogFilter(logging.Filter):
@@ -76,23 +68,6 @@ class StarletteTransport:
             await self.ws.send_bytes(data)
 
 
-def close_code_for(exc: BaseException) -> tuple[int, str]:
-    """The close code and reason for an error that ends a connection."""
-    if isinstance(exc, FrameTooLarge):
-        return CLOSE_TOO_BIG, "frame too large"
-    if isinstance(exc, HelloTimeout):
-        return CLOSE_POLICY, "no hello in time"
-    if isinstance(exc, RateLimited):
-        return CLOSE_TRY_LATER, "rate limit exceeded"
-    if isinstance(exc, SlowConsumer):
-        return CLOSE_TRY_LATER, "client not reading"
-    if isinstance(exc, IdleTimeout):
-        return CLOSE_NORMAL, "idle timeout"
-    if isinstance(exc, ProtocolError):
-        return CLOSE_POLICY, exc.code
-    return 1011, "internal error"
-
-
 async def websocket_endpoint(ws: WebSocket) -> None:
     manager: SessionManager = ws.app.state.manager
     origins: OriginPolicy = ws.app.state.origins
@@ -125,7 +100,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     except Exception as exc:
         code, reason = close_code_for(exc)
-        if code == 1011:
+        if code == CLOSE_INTERNAL:
             log.exception("connection handler failed")
     manager.metrics.closes.inc(str(code))
     if ws.application_state == WebSocketState.CONNECTED and (
