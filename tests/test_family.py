@@ -12,26 +12,16 @@ from pathlib import Path
 import pytest
 
 from liverec.cli import main as liverec_main
-from liverec.model.config import TrainConfig
 from liverec.model.data import load_sessions
 from liverec.model.evaluate import evaluate
 from liverec.model.family import family_scorer, train_family
-from liverec.model.gru4rec import GRU4RecConfig
 
 from .servers import LiverecServer
+from .tiny_model import REPLAY_CONFIG
 from .wsclient import Client
 
 DAY = 86400.0
-CONFIG = TrainConfig(
-    model=GRU4RecConfig(layers=(32,), dropout_p_embed=0.0, dropout_p_hidden=0.1),
-    loss="cross-entropy",
-    n_sample=32,
-    batch_size=32,
-    n_epochs=3,
-    learning_rate=0.1,
-    momentum=0.0,
-    threads=1,
-)
+CONFIG = REPLAY_CONFIG
 
 
 def write_walks(path: Path, n: int, seed: int, start: float) -> None:

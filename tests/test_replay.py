@@ -5,57 +5,30 @@ running server's WebSocket gives the Recall@20 and MRR@20 that `liverec evaluate
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 
 from liverec.cli import main as liverec_main
-from liverec.model.config import TrainConfig
-from liverec.model.data import Sessions, load_sessions, write_sessions
+from liverec.model.data import load_sessions, write_sessions
 from liverec.model.evaluate import evaluate
-from liverec.model.gru4rec import GRU4RecConfig
 from liverec.model.scorer import load_scorer
 from liverec.model.train import train
 
 from .servers import LiverecServer
+from .tiny_model import REPLAY_CONFIG, walks
 from .wsclient import Client
-
-
-def sessions(n: int, seed: int) -> Sessions:
-    """Walks over 20 families of 10 items with noise and repeats: 200 items."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        fam, pos = rng.randrange(20), rng.randrange(10)
-        walk = []
-        for _ in range(rng.randint(2, 7)):
-            walk.append(f"i{fam}-{pos}")
-            r = rng.random()
-            pos = (pos + (1 if r < 0.6 else 2 if r < 0.8 else 0)) % 10
-            if rng.random() < 0.1:
-                fam = rng.randrange(20)
-        out.append(walk)
-    return Sessions.from_lists(out)
 
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     d = tmp_path_factory.mktemp("replay")
     train_path, test_path = d / "train.txt", d / "test.txt"
-    write_sessions(sessions(1500, 1), train_path, "lines")
-    write_sessions(sessions(60, 2), test_path, "lines")
-    config = TrainConfig(
-        model=GRU4RecConfig(layers=(32,), dropout_p_embed=0.0, dropout_p_hidden=0.1),
-        loss="cross-entropy",
-        n_sample=32,
-        batch_size=32,
-        n_epochs=3,
-        learning_rate=0.1,
-        momentum=0.0,
-        threads=1,
+    write_sessions(walks(1500, 1), train_path, "lines")
+    write_sessions(walks(60, 2), test_path, "lines")
+    train(
+        load_sessions(train_path, fmt="lines"), REPLAY_CONFIG, out_dir=d / "model", progress=False
     )
-    train(load_sessions(train_path, fmt="lines"), config, out_dir=d / "model", progress=False)
     return train_path, test_path, d / "model"
 
 

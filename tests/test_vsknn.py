@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from liverec.config import Settings
 from liverec.errors import ConfigError
-from liverec.model.data import ItemIndex, Sessions, load_sessions, write_sessions
+from liverec.model.data import ItemIndex, load_sessions, write_sessions
 from liverec.model.evaluate import evaluate
 from liverec.recommend.base import RecContext
 from liverec.recommend.online import OnlineRecommender
@@ -20,26 +19,10 @@ from liverec.recommend.vsknn import SessionIndex, VSKNNRecommender, VSKNNScorer,
 from liverec.types import Event
 
 from .servers import LiverecServer
+from .tiny_model import walks
 from .wsclient import Client
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "demo"
-
-
-def walks(n: int, seed: int) -> Sessions:
-    """Walks over 20 families of 10 items with noise and repeats: 200 items."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        fam, pos = rng.randrange(20), rng.randrange(10)
-        walk = []
-        for _ in range(rng.randint(2, 7)):
-            walk.append(f"i{fam}-{pos}")
-            r = rng.random()
-            pos = (pos + (1 if r < 0.6 else 2 if r < 0.8 else 0)) % 10
-            if rng.random() < 0.1:
-                fam = rng.randrange(20)
-        out.append(walk)
-    return Sessions.from_lists(out)
 
 
 # --- the index ----------------------------------------------------------------------------

@@ -28,6 +28,37 @@ def synthetic_sessions(n_sessions: int = 400, seed: int = 0) -> Sessions:
     return Sessions.from_lists(sessions)
 
 
+def walks(n: int, seed: int) -> Sessions:
+    """Walks over 20 families of 10 items with noise and repeats: 200 items (the
+    replay tests' data: long enough sessions for Recall@20 to mean something)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        fam, pos = rng.randrange(20), rng.randrange(10)
+        walk = []
+        for _ in range(rng.randint(2, 7)):
+            walk.append(f"i{fam}-{pos}")
+            r = rng.random()
+            pos = (pos + (1 if r < 0.6 else 2 if r < 0.8 else 0)) % 10
+            if rng.random() < 0.1:
+                fam = rng.randrange(20)
+        out.append(walk)
+    return Sessions.from_lists(out)
+
+
+# The replay tests' GRU: 32 units, 3 epochs on `walks(1500, 1)`.
+REPLAY_CONFIG = TrainConfig(
+    model=GRU4RecConfig(layers=(32,), dropout_p_embed=0.0, dropout_p_hidden=0.1),
+    loss="cross-entropy",
+    n_sample=32,
+    batch_size=32,
+    n_epochs=3,
+    learning_rate=0.1,
+    momentum=0.0,
+    threads=1,
+)
+
+
 def tiny_config(seed: int = 1, **changes: Any) -> TrainConfig:
     """24 units, cross-entropy, 4 epochs, one thread; `changes` replace fields."""
     config = TrainConfig(
