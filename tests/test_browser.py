@@ -6,8 +6,6 @@ browser download). Screenshots of the pages go to test-artifacts/browser/.
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,20 +17,10 @@ import pytest
 from liverec.demo import build_catalog
 
 from .servers import LiverecServer, free_port
+from .widgetsite import launch_browser
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("LIVEREC_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
 DEMO = build_catalog()
 WAIT_MS = 15_000  # generous: a shared CI machine; speed is measured in bench/, not here
@@ -44,17 +32,7 @@ SYNCED = "() => window.liverec && liverec.state === 'open' && liverec.pending ==
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        if os.environ.get("LIVEREC_SKIP_BROWSER") == "1":
-            pytest.skip("LIVEREC_SKIP_BROWSER=1 and no chromium")
-        pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (or run .ci/dev setup)")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
+    yield from launch_browser(ARTIFACTS)
 
 
 @pytest.fixture(scope="module")

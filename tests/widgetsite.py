@@ -195,14 +195,15 @@ def widget_tag(src: str, **attrs: str) -> str:
     return f'<script type="module" src="{src}" {rendered}></script>'
 
 
-def launch_browser() -> Iterator[Any]:
+def launch_browser(artifacts: Path = ARTIFACTS) -> Iterator[Any]:
+    """Debian's Chromium under Playwright (skipped only with LIVEREC_SKIP_BROWSER=1)."""
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         if os.environ.get("LIVEREC_SKIP_BROWSER") == "1":
             pytest.skip("LIVEREC_SKIP_BROWSER=1 and no chromium")
         pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (or run .ci/dev setup)")
     from playwright.sync_api import sync_playwright
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield chromium
