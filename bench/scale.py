@@ -29,22 +29,12 @@ import uuid
 from pathlib import Path
 
 import websockets
-from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import RedisClusterServers, RedisServer, free_cluster_ports, free_port
 from tests.servers import LiverecServer
 
-
-async def commands(ports: list[int]) -> int:
-    total = 0
-    for port in ports:
-        client = Redis(host="127.0.0.1", port=port)
-        try:
-            total += int((await client.info("stats"))["total_commands_processed"])
-        finally:
-            await client.aclose()
-    return total
+from bench_cluster import commands  # Redis commands processed, summed over servers
 
 
 async def shopper(url: str, n: int, until: float, latencies: list[float]) -> int:
