@@ -32,6 +32,12 @@ SAMPLE_STRIDE = 16  # top_candidates: every 16th score sets a row's threshold
 # 32 rows of 1M items (128 MB) do not (bench_model.py cost: batch 32 cost more per
 # event than batch 8 before this)
 SHORTLIST_ROWS = 8
+# int8 shortlist: quantize the activations to 7 bits, as torch's own dynamic Linear
+# does on x86. fbgemm multiplies u8 activations by s8 weights in int16 pairs; on CPUs
+# without VNNI (AVX2) a full 8-bit range saturates those pairs, and scores came out
+# up to 60 off (scale ~14) on a test model: the shortlist lost items of the exact
+# top 10. 7 bits cannot saturate and cost ~0.4 of score error there.
+REDUCE_RANGE = True
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -169,10 +175,10 @@ class ServedModel:
             q = torch.addmm(self.proj[h], out, self.proj[:h])  # (B, r)
             if isinstance(self.packed_low, Tensor):
                 return q @ self.packed_low.t()
-            low: Tensor = torch.ops.quantized.linear_dynamic(q, self.packed_low)
+            low: Tensor = torch.ops.quantized.linear_dynamic(q, self.packed_low, REDUCE_RANGE)
             return low
         if self.packed is not None:
-            scores: Tensor = torch.ops.quantized.linear_dynamic(out, self.packed)
+            scores: Tensor = torch.ops.quantized.linear_dynamic(out, self.packed, REDUCE_RANGE)
             return scores
         return self.model.score_all(out)
 
