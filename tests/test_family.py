@@ -14,7 +14,7 @@ import pytest
 from liverec.cli import main as liverec_main
 from liverec.model.data import load_sessions
 from liverec.model.evaluate import evaluate
-from liverec.model.family import family_scorer, train_family
+from liverec.recommend.family import family_scorer, train_family
 
 from .servers import LiverecServer
 from .tiny_model import REPLAY_CONFIG

@@ -59,6 +59,7 @@ from ..model.data import ItemIndex, Sessions, build_sessions, encode, fingerprin
 from ..model.evaluate import StepScorer, evaluate
 from ..model.gru4rec import GRU4Rec
 from ..model.scorer import GRUScorer
+from ..store import limits_from, open_store
 from ..store.base import LoggedEvent, Store
 from .finetune import Candidate, Stopped, finetune, retrain
 from .registry import Registry, VersionRecord, learner_lock
@@ -486,8 +487,6 @@ class Learner:
 async def run(settings: Settings, once: bool = False) -> RoundResult | None:
     """`liverec learn`: follow the store's log and learn until SIGINT/SIGTERM; with
     `once`, read the whole log, run one round and return its result."""
-    from ..store import limits_from, open_store
-
     config = LearnConfig.from_settings(settings)
     store = open_store(settings.store_url, limits_from(settings))
     await store.open()

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..progress import progress as progress_bar
 from .batching import session_parallel_batches
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
@@ -415,8 +416,6 @@ def train(
     model (in eval mode) after each epoch; its figures go to the epoch stats and the
     last one to the checkpoint's metadata. Deterministic for a given seed and threads.
     """
-    from ..progress import progress as progress_bar
-
     config = config or TrainConfig()
     if item_index is None:
         item_index = ItemIndex.from_sessions(sessions)
