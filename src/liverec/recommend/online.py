@@ -128,6 +128,7 @@ class OnlineRecommender(Recommender):
         popular_refresh_s: float = 1.0,
         item_cap: float = 3.0,
         influence_items: int = 50,
+        influence_contributors: int = 100_000,
     ) -> None:
         problems = []
         if half_life_s <= 0 or cooc_half_life_s <= 0:
@@ -141,7 +142,7 @@ class OnlineRecommender(Recommender):
         if problems:
             raise ConfigError("online recommender: " + "; ".join(problems))
         self._clock = clock
-        self._ledger = Ledger(item_cap, influence_items, max_sessions, action_weights)
+        self._ledger = Ledger(item_cap, influence_items, influence_contributors, action_weights)
         # item -> (computed at, strongest neighbours); insertion-ordered, oldest evicted
         self._strongest_cache: dict[str, tuple[float, list[tuple[str, float]]]] = {}
         now = clock()
@@ -181,6 +182,7 @@ class OnlineRecommender(Recommender):
             popular_size=settings.popular_candidates,
             item_cap=settings.influence_item_cap,
             influence_items=settings.influence_session_items,
+            influence_contributors=settings.influence_contributors,
         )
 
     @property
