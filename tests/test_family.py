@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from liverec.cli import main as liverec_main
-from liverec.model.data import load_sessions
 from liverec.model.evaluate import evaluate
+from liverec.model.formats import load_sessions
 from liverec.recommend.family import family_scorer, train_family
 
 from .replay_helpers import assert_matches, replay

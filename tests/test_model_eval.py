@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from liverec.errors import LiverecError, ModelError
-from liverec.model.data import ItemIndex, Sessions, fingerprint, load_sessions
+from liverec.model.data import ItemIndex, Sessions, fingerprint
 from liverec.model.evaluate import StepScorer, evaluate, format_table, mask_served, ranks
+from liverec.model.formats import load_sessions
 from liverec.model_commands import register
 
 INDEX = ItemIndex(["i0", "i1", "i2", "i3", "i4", "i5"])

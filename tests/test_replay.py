@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from liverec.cli import main as liverec_main
-from liverec.model.data import load_sessions, write_sessions
 from liverec.model.evaluate import evaluate
+from liverec.model.formats import load_sessions, write_sessions
 from liverec.model.scorer import load_scorer
 from liverec.model.train import train
 

@@ -11,8 +11,9 @@ import pytest
 
 from liverec.config import Settings
 from liverec.errors import ConfigError
-from liverec.model.data import ItemIndex, load_sessions, write_sessions
+from liverec.model.data import ItemIndex
 from liverec.model.evaluate import evaluate
+from liverec.model.formats import load_sessions, write_sessions
 from liverec.recommend.base import RecContext
 from liverec.recommend.online import OnlineRecommender
 from liverec.recommend.vsknn import SessionIndex, VSKNNRecommender, VSKNNScorer, index_params

@@ -30,15 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import LiverecError
 from .model.baselines import BASELINES, make_baseline
-from .model.data import (
-    FORMATS,
-    ItemIndex,
-    Sessions,
-    detect_format,
-    fingerprint,
-    load_sessions,
-    write_sessions,
-)
+from .model.data import ItemIndex, Sessions, fingerprint
+from .model.formats import FORMATS, detect_format, load_sessions, write_sessions
 from .model.split import last_fraction, time_split
 from .recommend import FAMILY_CHOICES
 

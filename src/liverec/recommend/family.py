@@ -28,8 +28,9 @@ from ..errors import LiverecError
 from ..model import FORMAT_VERSION, META
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import TrainConfig
-from ..model.data import ItemIndex, Sessions, fingerprint, load_sessions, write_sessions
+from ..model.data import ItemIndex, Sessions, fingerprint
 from ..model.evaluate import StepScorer, evaluate
+from ..model.formats import load_sessions, write_sessions
 from ..model.scorer import GRUScorer, load_scorer
 from ..model.split import time_split
 from ..model.train import train

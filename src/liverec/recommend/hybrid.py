@@ -38,7 +38,8 @@ from ..config import Settings
 from ..errors import ModelError
 from ..model import META
 from ..model.checkpoint import load_checkpoint
-from ..model.data import ItemIndex, load_sessions
+from ..model.data import ItemIndex
+from ..model.formats import load_sessions
 from ..model.gru4rec import GRU4Rec
 from ..model.scorer import GRUScorer
 from ..types import Event

@@ -42,7 +42,8 @@ from typing import Final
 import numpy as np
 
 from ..config import Settings
-from ..model.data import ItemIndex, Sessions, load_sessions
+from ..model.data import ItemIndex, Sessions
+from ..model.formats import load_sessions
 from ..types import Event
 from .base import (
     RecContext,
