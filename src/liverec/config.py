@@ -6,6 +6,11 @@ No I/O beyond reading the environment mapping it is given.
 
 Each field's metadata carries `help` (shown in `--help` and docs/configuration.md).
 A value of `None` on an optional limit means "off".
+
+Why one module of ~650 lines: most of it is the Settings class, one field per
+setting with its help text, and the bounds table (`BOUNDS`), choices and parsing
+belong with those fields: flags, variables and docs/configuration.md are all
+generated from this one place.
 """
 
 from __future__ import annotations

@@ -30,6 +30,10 @@ last round when any have. A round, on a worker thread:
    else rejects it; both figures and the reason go to the registry.
 
 Promotion writes models/CURRENT, which every `liverec serve --model models/` polls.
+
+Why ~510 lines in one module: the loop, the round and the promotion rule share the
+window, the consumer group and the registry; training a candidate and bounding each
+contributor's share already live in finetune.py and weighting.py.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ Session-based Recommendations" (CIKM 2018): the negatives of an example are the 
 targets of its mini-batch plus `n_sample` items drawn once per mini-batch with
 probability proportional to support^sample_alpha. Scores are computed only for those
 rows of the item matrix, and only those rows are updated.
+
+Why ~480 lines in one module: the sampler, the losses and the optimizers exist only
+for this loop and are tuned together (the reference GRU4Rec keeps them together
+too); the module, its config and the batch iterator are separate files.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ What a loaded checkpoint is and how it shortlists and re-scores: served.py.
 Cost per event: one GRU step plus one scoring pass. A session whose state is not
 here (new process, new model version, evicted) is rebuilt from the stored item
 sequence by replaying its last `model_replay_max` items.
+
+Why ~425 lines in one module: the session states, the micro-batcher and hot reload
+share the served version and its scoring worker; the checkpoint and the scoring pass
+are served.py's and scoring.py's.
 """
 
 from __future__ import annotations
