@@ -20,11 +20,12 @@ from pathlib import Path
 
 from liverec.model.checkpoint import load_checkpoint
 from liverec.model.config import get_preset
-from liverec.model.data import ItemIndex, load_sessions
+from liverec.model.data import ItemIndex
 from liverec.model.evaluate import StepScorer, evaluate
-from liverec.model.family import VSKNN_PARAMS, family_scorer, train_family
+from liverec.model.formats import load_sessions
 from liverec.model.scorer import GRUScorer
 from liverec.model.train import train
+from liverec.recommend.family import VSKNN_PARAMS, family_scorer, train_family
 from liverec.recommend.vsknn import VSKNNScorer
 
 

@@ -30,8 +30,9 @@ import numpy as np
 
 from liverec.model.baselines import make_baseline
 from liverec.model.config import get_preset
-from liverec.model.data import Sessions, load_sessions
+from liverec.model.data import Sessions
 from liverec.model.evaluate import StepScorer, evaluate
+from liverec.model.formats import load_sessions
 from liverec.model.scorer import load_scorer
 from liverec.model.train import train
 

@@ -110,8 +110,8 @@ def cost(args: argparse.Namespace) -> None:
 
 def quality(args: argparse.Namespace) -> None:
     from liverec.model.checkpoint import load_checkpoint
-    from liverec.model.data import load_sessions
     from liverec.model.evaluate import evaluate
+    from liverec.model.formats import load_sessions
     from liverec.model.scorer import GRUScorer
 
     torch.set_num_threads(args.threads)

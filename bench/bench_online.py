@@ -274,7 +274,7 @@ class Clock:
 
 def quality(path: str, k: int = 20) -> None:
     """Prequential next-item Recall@k / MRR@k of the online lists over a session file."""
-    from liverec.model.data import load_sessions
+    from liverec.model.formats import load_sessions
 
     data = load_sessions(path)
     clock = Clock()

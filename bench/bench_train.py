@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from liverec.model.config import get_preset
-from liverec.model.data import ItemIndex, encode, load_sessions
+from liverec.model.data import ItemIndex, encode
+from liverec.model.formats import load_sessions
 from liverec.model.gru4rec import GRU4Rec
 from liverec.model.train import Trainer
 

@@ -111,8 +111,9 @@ def quality(train_path: str, test_path: str, fmt: str, params: dict[str, int]) -
     """Recall@20 / MRR@20 under the serving rules: the served V-SkNN (its offline
     scorer ranks in the served order) and the offline V-SkNN baseline."""
     from liverec.model.baselines import make_baseline
-    from liverec.model.data import ItemIndex, load_sessions
+    from liverec.model.data import ItemIndex
     from liverec.model.evaluate import evaluate
+    from liverec.model.formats import load_sessions
     from liverec.recommend.vsknn import VSKNNScorer
 
     train = load_sessions(train_path, fmt=fmt)

@@ -162,6 +162,27 @@ async def test_store_outage_does_not_open_a_users_session() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+async def test_a_new_http_session_of_a_signed_in_user_carries_the_users_purchases(
+    server: LiverecServer,
+) -> None:
+    """The one open path (registry.py): a new session opened by POST /v1/events for a
+    signed-in user loads the user's profile, as a hello does, so what the user bought
+    is never recommended back; an anonymous caller's list still holds it."""
+    bought = "open-path-bought"
+    async with await Client.open(server.ws_url) as c:
+        await c.hello(user_token=mint_token("olga", SECRET))
+        await c.event(bought, "purchase")
+
+    def listed(n: str, headers: dict[str, str] | None) -> list[str]:
+        event = {"id": f"open-path-{n}", "action": "view", "item_id": "open-path-other"}
+        status, body = server.post_json("/v1/events", {"events": [event], "k": 50}, headers)
+        assert status == 200 and len(body["session_id"]) == 22, body
+        return [r["item_id"] for r in body["recs"]["items"]]
+
+    assert bought in listed("anonymous", None)
+    assert bought not in listed("olga", _auth("olga"))
+
+
 # --- item 4: session ids issued by the server, claimed at login ---------------------------
 
 

@@ -78,6 +78,27 @@ def test_put_rejects_bad_items_all_or_nothing(server: LiverecServer) -> None:
     assert request(server, "PUT", "/v1/catalog/items", {"items": ["x"]})[0] == 400
 
 
+def test_catalog_limits_are_the_settings() -> None:
+    srv = LiverecServer(
+        "memory://", catalog_max_items_per_put=2, catalog_max_put_bytes=600, catalog_list_limit=2
+    ).start()
+    try:
+        three = {"items": [item("lim-a"), item("lim-b"), item("lim-c")]}
+        status, body, _ = request(srv, "PUT", "/v1/catalog/items", three)
+        assert status == 400 and body["error"]["code"] == "too_many_items", body
+        assert "at most 2 per request" in body["error"]["message"]
+        big = {"items": [item("lim-d", description="x" * 600)]}
+        status, body, _ = request(srv, "PUT", "/v1/catalog/items", big)
+        assert status == 413 and body["error"]["code"] == "body_too_large", body
+        for pair in (["lim-a", "lim-b"], ["lim-c"]):
+            status, _, _ = request(srv, "PUT", "/v1/catalog/items", [item(i) for i in pair])
+            assert status == 200
+        status, body, _ = request(srv, "GET", "/v1/catalog/items?limit=100")
+        assert status == 200 and [i["item_id"] for i in body["items"]] == ["lim-a", "lim-b"]
+    finally:
+        srv.stop()
+
+
 async def test_recs_carry_cards_and_skip_out_of_stock_and_removed(server: LiverecServer) -> None:
     request(
         server,

@@ -14,7 +14,7 @@ from typing import Any, get_type_hints
 import pytest
 
 from liverec.cli import build_parser
-from liverec.config import Settings, base_type, is_optional, setting_groups
+from liverec.config import BOUNDS, Bound, Settings, base_type, is_optional, setting_groups
 from liverec.flags import flag_name, given_settings
 
 from .test_cli_errors import run_cli
@@ -136,3 +136,46 @@ def test_help_is_grouped_with_real_metavars() -> None:
     assert "--log-level debug|info|warning|error|critical" in text
     for f in fields(Settings):
         assert flag_name(f.name) in text and "LIVEREC_" + f.name.upper() in text, f.name
+
+
+def _outside(bound: Bound) -> str:
+    """A value just outside `bound` (every bound has a lower end)."""
+    assert bound.low is not None
+    return str(bound.low if bound.strict else bound.low - 1)
+
+
+@pytest.mark.parametrize("through", ["flag", "variable"])
+def test_every_bounded_setting_refuses_a_value_out_of_its_range(through: str) -> None:
+    """One run with every bounded setting just out of range: each one's message is in
+    the error line, through flags and through variables alike."""
+    names = dict.fromkeys(name for name, _, _ in BOUNDS)
+    values = {name: _outside(bound) for name, bound, _ in BOUNDS}
+    if through == "flag":
+        out = run_cli("serve", "--check", *(a for n in names for a in (flag_name(n), values[n])))
+    else:
+        out = run_cli("serve", "--check", env={"LIVEREC_" + n.upper(): values[n] for n in names})
+    assert out.returncode == 2, out.stderr
+    for name, _, message in BOUNDS:
+        assert message in out.stderr, name
+
+
+# Limits that were module constants, now settings: (name, a value other than the default).
+FORMER_CONSTANTS = {
+    "catalog_max_items_per_put": 3,
+    "catalog_max_put_bytes": 4096,
+    "catalog_list_limit": 2,
+    "model_score_timeout_s": 0.5,
+    "influence_contributors": 7,
+}
+
+
+@pytest.mark.parametrize("through", ["flag", "variable"])
+def test_former_constants_are_read_from_flags_and_variables(through: str) -> None:
+    given = {name: str(value) for name, value in FORMER_CONSTANTS.items()}
+    if through == "flag":
+        shown = checked(*(a for n, v in given.items() for a in (flag_name(n), v)))
+    else:
+        shown = checked(env={"LIVEREC_" + n.upper(): v for n, v in given.items()})
+    assert {n: shown[n] for n in given} == FORMER_CONSTANTS
+    defaults = Settings()
+    assert all(getattr(defaults, n) != v for n, v in FORMER_CONSTANTS.items())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from liverec.cli import main as liverec_main
-from liverec.model.data import load_sessions
+from liverec.model.formats import load_sessions
 from liverec.store import StoreLimits, open_store
 from liverec.types import Event
 

@@ -348,17 +348,17 @@ def test_int8_gru_layers_stay_close_to_float32(checkpoint: Path) -> None:
         assert {i for i, _ in got[:5]} == {i for i, _ in want[:5]}
 
 
-async def test_a_hung_worker_is_replaced_and_its_batch_scored_here(
-    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_hung_worker_is_replaced_and_its_batch_scored_here(checkpoint: Path) -> None:
     import os
     import signal
 
-    from liverec.recommend.gru import scoring
-
-    monkeypatch.setattr(scoring, "SCORE_TIMEOUT_S", 0.5)
     rec = GRURecommender(
-        checkpoint, OnlineRecommender(), poll_s=None, process=True, quantize_gru=False
+        checkpoint,
+        OnlineRecommender(),
+        poll_s=None,
+        process=True,
+        quantize_gru=False,
+        score_timeout_s=0.5,
     )
     await rec.start()
     try:

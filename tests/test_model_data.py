@@ -10,18 +10,8 @@ import numpy as np
 import pytest
 
 from liverec.errors import LiverecError
-from liverec.model.data import (
-    DataError,
-    ItemIndex,
-    Sessions,
-    build_sessions,
-    cut_streams,
-    detect_format,
-    encode,
-    fingerprint,
-    load_sessions,
-    write_sessions,
-)
+from liverec.model.data import DataError, ItemIndex, Sessions, build_sessions, encode, fingerprint
+from liverec.model.formats import cut_streams, detect_format, load_sessions, write_sessions
 from liverec.model.split import last_fraction, time_split
 
 DAY = 86400.0

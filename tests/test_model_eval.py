@@ -1,5 +1,5 @@
 """Offline evaluation protocol (model/evaluate.py) on hand-made scorers with known ranks,
-and the `evaluate` and `split` commands (model/commands.py) end to end."""
+and the `evaluate` and `split` commands (model_commands.py) end to end."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from liverec.errors import LiverecError, ModelError
-from liverec.model.commands import register
-from liverec.model.data import ItemIndex, Sessions, fingerprint, load_sessions
+from liverec.model.data import ItemIndex, Sessions, fingerprint
 from liverec.model.evaluate import StepScorer, evaluate, format_table, mask_served, ranks
+from liverec.model.formats import load_sessions
+from liverec.model_commands import register
 
 INDEX = ItemIndex(["i0", "i1", "i2", "i3", "i4", "i5"])
 

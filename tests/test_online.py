@@ -188,7 +188,9 @@ def test_action_and_rating_weights() -> None:
 
 
 def test_bounds_hold_under_a_long_random_stream() -> None:
-    rec, clock, feed = make(max_neighbours=8, max_items=50, max_sessions=20, popular_size=4)
+    rec, clock, feed = make(
+        max_neighbours=8, max_items=50, max_sessions=20, influence_contributors=20, popular_size=4
+    )
     rnd = random.Random(7)
     for _ in range(6000):
         clock.t += rnd.random()
@@ -355,3 +357,17 @@ def test_a_clock_jump_of_many_half_lives_forgets_without_overflow() -> None:
     feed.event("u", "E", ts=math.nan)  # a time that is not a number counts as now
     feed.event("v", "F", ts=clock.t + 1e6)  # and one in the future too
     assert rec.popularity("E") == rec.popularity("F") == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("contributors", "x_weight"), [(1, 2.0), (100_000, 1.0)])
+def test_the_influence_ledger_size_is_a_setting(contributors: int, x_weight: float) -> None:
+    """A contributor dropped from the ledger (least recent, beyond its size) has its
+    credits forgotten: its repeat adds weight again."""
+    clock = Clock()
+    settings = Settings(influence_contributors=contributors)
+    rec = OnlineRecommender.from_settings(settings, clock=clock)
+    feed = Feed(rec, clock)
+    feed.session("a", ["X", "W"])
+    feed.session("b", ["Y"])
+    feed.session("a", ["X"])
+    assert rec.popularity("X") == pytest.approx(x_weight)

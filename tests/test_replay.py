@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from liverec.cli import main as liverec_main
-from liverec.model.data import load_sessions, write_sessions
 from liverec.model.evaluate import evaluate
+from liverec.model.formats import load_sessions, write_sessions
 from liverec.model.scorer import load_scorer
 from liverec.model.train import train
 
+from .replay_helpers import assert_matches, replay
 from .servers import LiverecServer
 from .tiny_model import REPLAY_CONFIG, walks
-from .wsclient import Client
 
 
 @pytest.fixture(scope="module")
@@ -72,25 +72,8 @@ async def test_replay_over_websocket_matches_evaluate_serving_rules(
         model_quantize_gru="false",
         model_rank="0",
     ).start()
-    hits, rr, cases = 0, 0.0, 0
     try:
-        for s in range(test.n_sessions):
-            items = [i for i in test.session(s).tolist() if i in index]
-            if len(items) < 2:
-                continue
-            async with await Client.open(server.ws_url, binary=s % 2 == 0) as c:
-                await c.hello(k=20)  # a new session: the model starts from a zero state
-                for pos, item in enumerate(items[:-1]):
-                    _, recs = await c.event(item, id=f"s{s}e{pos}")
-                    ids = [r["item_id"] for r in recs["items"]]
-                    target = items[pos + 1]
-                    cases += 1
-                    if target in ids:
-                        hits += 1
-                        rr += 1.0 / (ids.index(target) + 1)
+        replayed = await replay(server.ws_url, test, index)
     finally:
         server.stop()
-    assert 0.2 < measured["recall@20"] < 1.0, measured  # a meaningful, non-trivial figure
-    assert cases == measured["cases"]
-    assert hits / cases == pytest.approx(measured["recall@20"], abs=1e-9)
-    assert rr / cases == pytest.approx(measured["mrr@20"], abs=1e-9)
+    assert_matches(measured, replayed)

@@ -124,9 +124,9 @@ async def test_hello_gets_welcome_then_recs(store: Store) -> None:
     welcome, recs = await t.frames(2)
     assert welcome["type"] == "welcome" and welcome["resumed"] is False
     assert recs["type"] == "recs" and recs["for_event"] is None
-    assert recs["session_id"] == welcome["session_id"] in manager.sessions
+    assert recs["session_id"] == welcome["session_id"] in manager.registry.sessions
     await close(task, t)
-    assert manager.sessions == {}  # released with its last connection
+    assert manager.registry.sessions == {}  # released with its last connection
 
 
 async def test_event_gets_ack_then_recs(store: Store) -> None:
@@ -151,7 +151,7 @@ async def test_duplicate_event_is_acked_and_not_applied_again(store: Store) -> N
     t.put(type="event", id="e1", action="view", item_id="a")
     frames = await t.frames(6)
     assert frames[4] == {"type": "ack", "id": "e1", "duplicate": True}
-    (live,) = manager.sessions.values()
+    (live,) = manager.registry.sessions.values()
     assert live.items == ["a"] and live.position == 1
     await close(task, t)
 
@@ -174,7 +174,7 @@ async def test_store_failure_gets_recs_and_error_but_no_ack(tmp_path: Path) -> N
         assert frames[0]["ref"] == "e1"
         assert frames[1]["type"] == "recs" and frames[1]["for_event"] == "e1"
         assert not any(f["type"] == "ack" for f in t.sent)
-        (live,) = manager.sessions.values()
+        (live,) = manager.registry.sessions.values()
         assert live.items == ["a"]  # applied in memory all the same
         await close(task, t)
         await store.close()
@@ -263,7 +263,7 @@ async def test_http_post_events_goes_through_the_same_pipeline(store: Store) -> 
     assert out["recs"]["type"] == "recs" and out["recs"]["for_event"] == "h3"
     assert again.json()["duplicates"] == ["h1", "h3"]
     # the live session of the socket saw the HTTP events, once each
-    assert manager.sessions[sid].items == ["a", "c"]
+    assert manager.registry.sessions[sid].items == ["a", "c"]
     t.put(type="event", id="h1", action="view", item_id="a")
     frames = await t.frames(4)
     assert frames[2] == {"type": "ack", "id": "h1", "duplicate": True}

@@ -564,9 +564,9 @@ async def test_read_tail_longer_than_one_page(
 ) -> None:
     """A warm-up reads many events: the Redis backends page their reads (TAIL_PAGE),
     and the pages join into the same newest-first-then-reversed list."""
-    import liverec.store.redis as redis_backend
+    import liverec.store.redis_scripts as redis_scripts
 
-    monkeypatch.setattr(redis_backend, "TAIL_PAGE", 3)
+    monkeypatch.setattr(redis_scripts, "TAIL_PAGE", 3)
     for n in range(11):
         await store.record_event(ev(f"e{n}", session=f"s{n % 4}", item=f"i{n}"))
     everything = await store.read_events(limit=100)

@@ -9,7 +9,8 @@ import pytest
 
 from liverec.cli import main as liverec_main
 from liverec.model.checkpoint import load_checkpoint
-from liverec.model.data import Sessions, write_sessions
+from liverec.model.data import Sessions
+from liverec.model.formats import write_sessions
 
 TINY = [
     "--set",

@@ -11,13 +11,15 @@ import pytest
 
 from liverec.config import Settings
 from liverec.errors import ConfigError
-from liverec.model.data import ItemIndex, load_sessions, write_sessions
+from liverec.model.data import ItemIndex
 from liverec.model.evaluate import evaluate
+from liverec.model.formats import load_sessions, write_sessions
 from liverec.recommend.base import RecContext
 from liverec.recommend.online import OnlineRecommender
 from liverec.recommend.vsknn import SessionIndex, VSKNNRecommender, VSKNNScorer, index_params
 from liverec.types import Event
 
+from .replay_helpers import assert_matches, replay
 from .servers import LiverecServer
 from .tiny_model import walks
 from .wsclient import Client
@@ -177,29 +179,12 @@ async def test_replay_over_websocket_matches_offline_evaluation(split: tuple[Pat
         events_per_s=1e6,
         events_burst=10000,
     ).start()
-    hits, rr, cases = 0, 0.0, 0
     try:
-        for s in range(test.n_sessions):
-            items = [i for i in test.session(s).tolist() if i in index]
-            if len(items) < 2:
-                continue
-            async with await Client.open(server.ws_url, binary=s % 2 == 0) as c:
-                await c.hello(k=20)
-                for pos, item in enumerate(items[:-1]):
-                    _, recs = await c.event(item, id=f"s{s}e{pos}")
-                    assert recs["model"] == "vsknn"
-                    ids = [r["item_id"] for r in recs["items"]]
-                    target = items[pos + 1]
-                    cases += 1
-                    if target in ids:
-                        hits += 1
-                        rr += 1.0 / (ids.index(target) + 1)
+        replayed = await replay(server.ws_url, test, index)
     finally:
         server.stop()
-    assert 0.2 < float(measured["recall@20"]) < 1.0, measured
-    assert cases == measured["cases"]
-    assert hits / cases == pytest.approx(float(measured["recall@20"]), abs=1e-9)
-    assert rr / cases == pytest.approx(float(measured["mrr@20"]), abs=1e-9)
+    assert replayed.models == {"vsknn"}
+    assert_matches(measured, replayed)
 
 
 def test_offline_scorer_ranks_in_the_served_order() -> None:

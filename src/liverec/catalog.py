@@ -13,6 +13,10 @@ version (one small read) and reload the whole catalog only when it changed.
 Availability: while the catalog is empty every item is available, so a store that
 has not imported a catalog still gets recommendations. Once it holds items, only
 catalog items that are in stock are recommended; removed and out-of-stock items never.
+
+Why ~480 lines in one module: validating an item, reading item files and the cache
+all serve the one `CatalogItem` type; each file reader is a few short functions over
+`parse_item`.
 """
 
 from __future__ import annotations

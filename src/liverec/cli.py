@@ -2,7 +2,7 @@
 
 Owns: argument parsing and dispatch for every subcommand. `serve` maps each
 Settings field to a flag (and its `LIVEREC_*` variable); the model commands
-(train, evaluate, split) are registered by liverec.model.commands.
+(train, evaluate, split) are registered by liverec.model_commands.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1, help="random seed (shoppers are reproducible)")
     s.add_argument("--json", action="store_true", help="print the summary on one line")
     s.set_defaults(func=_simulate)
-    from .model.commands import register as register_model_commands
+    from .model_commands import register as register_model_commands
 
     register_model_commands(sub)
     from .learn.commands import register as register_learn_commands

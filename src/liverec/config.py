@@ -6,6 +6,11 @@ No I/O beyond reading the environment mapping it is given.
 
 Each field's metadata carries `help` (shown in `--help` and docs/configuration.md).
 A value of `None` on an optional limit means "off".
+
+Why one module of ~650 lines: most of it is the Settings class, one field per
+setting with its help text, and the bounds table (`BOUNDS`), choices and parsing
+belong with those fields: flags, variables and docs/configuration.md are all
+generated from this one place.
 """
 
 from __future__ import annotations
@@ -78,6 +83,11 @@ class Settings:
         "re-score the best k + model_rescore exactly; 0 (or >= hidden size): full rank",
     )
     model_replay_max: int = _s(50, "items replayed to rebuild a session's hidden state")
+    model_score_timeout_s: float = _s(
+        10.0,
+        "seconds a scoring worker may take to answer a micro-batch; then it is killed and "
+        "replaced, and its batch is scored on the server's thread",
+    )
     # --- continuous learning (liverec learn, docs/learning.md)
     learn_in_serve: bool = _s(
         False,
@@ -216,6 +226,11 @@ class Settings:
     influence_session_items: int = _s(
         50, "distinct items one session or signed-in user adds weight to; later ones add none"
     )
+    influence_contributors: int = _s(
+        100_000,
+        "sessions and signed-in users whose credited weight is remembered (least recent "
+        "dropped: a dropped one may add weight again)",
+    )
     # --- session-kNN (V-SkNN), served with recommender = vsknn
     recommender: str = _s(
         "online",
@@ -312,6 +327,13 @@ class Settings:
     catalog_poll_s: float | None = _s(
         2.0, "seconds between checks for catalog changes made by other processes (none = never)"
     )
+    catalog_max_items_per_put: int = _s(1000, "most items in one PUT /v1/catalog/items request")
+    catalog_max_put_bytes: int = _s(
+        4 * 1024 * 1024, "bytes: largest body of a PUT /v1/catalog/items request"
+    )
+    catalog_list_limit: int = _s(
+        500, "most items one GET /v1/catalog/items request lists (its `limit` is capped here)"
+    )
     # --- web: demo store, live feed, operator access
     demo: bool = _s(
         False,
@@ -344,59 +366,13 @@ class Settings:
     log_format: str = _s("text", "log line format: text, or json (one object per line)")
 
     def __post_init__(self) -> None:
-        problems = []
-        if not 1 <= self.max_k <= 1000:
-            problems.append("max_k must be in 1..1000")
-        if not 1 <= self.default_k <= self.max_k:
+        problems = [message for name, bound, message in BOUNDS if not bound.holds(self, name)]
+        if self.default_k > self.max_k:
             problems.append("default_k must be in 1..max_k")
         if not self.rating_min < self.rating_max:
             problems.append("rating_min must be below rating_max")
-        if self.max_frame_bytes < 256:
-            problems.append("max_frame_bytes must be at least 256")
-        if not 0.0 <= self.ab_share <= 1.0:
-            problems.append("ab_share must be in 0..1")
-        if self.outbound_queue < 2:
-            problems.append("outbound_queue must be at least 2")
-        if self.events_per_s <= 0 or self.events_burst < 1:
-            problems.append("events_per_s must be > 0 and events_burst >= 1")
-        if self.address_events_per_s <= 0 or self.address_events_burst < 1:
-            problems.append("address_events_per_s must be > 0 and address_events_burst >= 1")
-        if self.max_connections < 1 or self.max_connections_per_address < 1:
-            problems.append("max_connections and max_connections_per_address must be >= 1")
-        if self.max_tracked_addresses < 1:
-            problems.append("max_tracked_addresses must be >= 1")
-        if self.model_rank < 0 or self.model_rescore < 0:
-            problems.append("model_rank and model_rescore must be >= 0")
-        if self.model_max_batch < 1 or self.model_pipeline < 1:
-            problems.append("model_max_batch and model_pipeline must be >= 1")
-        if self.gc_full_interval_s is not None and self.gc_full_interval_s <= 0:
-            problems.append("gc_full_interval_s must be > 0 (or none for Python's default)")
-        if self.flood_penalty_s < 0:
-            problems.append("flood_penalty_s must be >= 0")
-        if self.follow_block_s <= 0 or self.follow_batch < 1:
-            problems.append("follow_block_s must be > 0 and follow_batch >= 1")
-        if self.catalog_poll_s is not None and self.catalog_poll_s <= 0:
-            problems.append("catalog_poll_s must be > 0 (or none)")
-        if self.feed_queue < 1 or self.feed_max_subscribers < 1 or self.feed_window_s < 10:
-            problems.append("feed_queue, feed_max_subscribers must be >= 1, feed_window_s >= 10")
-        vsknn = [self.vsknn_max_sessions, self.vsknn_per_item, self.vsknn_sample]
-        vsknn += [self.vsknn_neighbours, self.vsknn_window, self.vsknn_session_items]
-        if min(vsknn) < 1:
-            problems.append("vsknn_* sizes must be >= 1")
-        if self.content_item_evidence < 0 or self.content_home_evidence < 0:
-            problems.append("content_item_evidence and content_home_evidence must be >= 0")
-        if min(self.content_max_postings, self.content_scan, self.content_cache_items) < 1:
-            problems.append("content_max_postings, content_scan, content_cache_items >= 1")
-        if self.content_max_sessions < 1 or self.content_refresh_s < 0:
-            problems.append("content_max_sessions must be >= 1 and content_refresh_s >= 0")
-        if self.demo_warmup_sessions < 0:
-            problems.append("demo_warmup_sessions must be >= 0")
-        if self.widget_max_age_s < 0:
-            problems.append("widget_max_age_s must be >= 0")
-        if not 1 <= self.workers <= 256:
-            problems.append("workers must be in 1..256")
-        if not 0 < self.port < 65536 and self.port != 0:
-            problems.append("port must be in 0..65535")
+        if self.fd_reserve < 2 * self.accept_backlog:
+            problems.append("accept_backlog must be >= 1 and fd_reserve >= 2 x accept_backlog")
         problems += _choice_problems(self)
         for name in ("jwt_secret", "admin_token"):
             secret = getattr(self, name)
@@ -405,20 +381,8 @@ class Settings:
                     f"{name} must be at least {MIN_SECRET} bytes (make one with: python -c "
                     '"import secrets; print(secrets.token_urlsafe(48))")'
                 )
-        for name in ("header_timeout_s", "body_timeout_s", "handshake_timeout_s"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                problems.append(f"{name} must be > 0 (or none)")
-        if self.max_pending_connections < 1 or self.max_pending_per_address < 1:
-            problems.append("max_pending_connections and max_pending_per_address must be >= 1")
-        if self.accept_backlog < 1 or self.fd_reserve < 2 * self.accept_backlog:
-            problems.append("accept_backlog must be >= 1 and fd_reserve >= 2 x accept_backlog")
-        if self.get_requests_per_s <= 0 or self.get_requests_burst < 1:
-            problems.append("get_requests_per_s must be > 0 and get_requests_burst >= 1")
-        if self.log_repeat_s < 0:
-            problems.append("log_repeat_s must be >= 0")
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("; ".join(dict.fromkeys(problems)))  # each message once
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -463,6 +427,109 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """The range of a numeric setting: at least `low` (above it with `strict`), at most
+    `high`; None (an optional limit that is off) is always in range, NaN never."""
+
+    low: float | None = None
+    high: float | None = None
+    strict: bool = False
+
+    def holds(self, settings: Settings, name: str) -> bool:
+        value = getattr(settings, name)
+        if value is None:
+            return True
+        if value != value:  # NaN is in no range
+            return False
+        if self.low is not None and (value <= self.low if self.strict else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+
+AT_LEAST_1 = Bound(1)
+AT_LEAST_0 = Bound(0)
+ABOVE_0 = Bound(0, strict=True)
+_EVENTS = "events_per_s must be > 0 and events_burst >= 1"
+_ADDRESS = "address_events_per_s must be > 0 and address_events_burst >= 1"
+_CONNECTIONS = "max_connections and max_connections_per_address must be >= 1"
+_MODEL = "model_rank and model_rescore must be >= 0"
+_BATCH = "model_max_batch and model_pipeline must be >= 1"
+_FOLLOW = "follow_block_s must be > 0 and follow_batch >= 1"
+_FEED = "feed_queue, feed_max_subscribers must be >= 1, feed_window_s >= 10"
+_VSKNN = "vsknn_* sizes must be >= 1"
+_EVIDENCE = "content_item_evidence and content_home_evidence must be >= 0"
+_CONTENT = "content_max_postings, content_scan, content_cache_items >= 1"
+_SESSIONS = "content_max_sessions must be >= 1 and content_refresh_s >= 0"
+_PENDING = "max_pending_connections and max_pending_per_address must be >= 1"
+_BACKLOG = "accept_backlog must be >= 1 and fd_reserve >= 2 x accept_backlog"
+_GETS = "get_requests_per_s must be > 0 and get_requests_burst >= 1"
+
+# Per setting: its range and the message when it is out of it (settings checked
+# together share one message, given once). Cross-setting rules are __post_init__'s.
+BOUNDS: tuple[tuple[str, Bound, str], ...] = (
+    ("max_k", Bound(1, 1000), "max_k must be in 1..1000"),
+    ("default_k", AT_LEAST_1, "default_k must be in 1..max_k"),
+    ("max_frame_bytes", Bound(256), "max_frame_bytes must be at least 256"),
+    ("ab_share", Bound(0.0, 1.0), "ab_share must be in 0..1"),
+    ("outbound_queue", Bound(2), "outbound_queue must be at least 2"),
+    ("events_per_s", ABOVE_0, _EVENTS),
+    ("events_burst", AT_LEAST_1, _EVENTS),
+    ("address_events_per_s", ABOVE_0, _ADDRESS),
+    ("address_events_burst", AT_LEAST_1, _ADDRESS),
+    ("max_connections", AT_LEAST_1, _CONNECTIONS),
+    ("max_connections_per_address", AT_LEAST_1, _CONNECTIONS),
+    ("max_tracked_addresses", AT_LEAST_1, "max_tracked_addresses must be >= 1"),
+    ("model_rank", AT_LEAST_0, _MODEL),
+    ("model_rescore", AT_LEAST_0, _MODEL),
+    ("model_max_batch", AT_LEAST_1, _BATCH),
+    ("model_pipeline", AT_LEAST_1, _BATCH),
+    ("model_score_timeout_s", ABOVE_0, "model_score_timeout_s must be > 0"),
+    (
+        "gc_full_interval_s",
+        ABOVE_0,
+        "gc_full_interval_s must be > 0 (or none for Python's default)",
+    ),
+    ("flood_penalty_s", AT_LEAST_0, "flood_penalty_s must be >= 0"),
+    ("follow_block_s", ABOVE_0, _FOLLOW),
+    ("follow_batch", AT_LEAST_1, _FOLLOW),
+    ("catalog_poll_s", ABOVE_0, "catalog_poll_s must be > 0 (or none)"),
+    ("catalog_max_items_per_put", AT_LEAST_1, "catalog_max_items_per_put must be >= 1"),
+    ("catalog_max_put_bytes", Bound(256), "catalog_max_put_bytes must be at least 256"),
+    ("catalog_list_limit", AT_LEAST_1, "catalog_list_limit must be >= 1"),
+    ("feed_queue", AT_LEAST_1, _FEED),
+    ("feed_max_subscribers", AT_LEAST_1, _FEED),
+    ("feed_window_s", Bound(10), _FEED),
+    ("vsknn_max_sessions", AT_LEAST_1, _VSKNN),
+    ("vsknn_per_item", AT_LEAST_1, _VSKNN),
+    ("vsknn_sample", AT_LEAST_1, _VSKNN),
+    ("vsknn_neighbours", AT_LEAST_1, _VSKNN),
+    ("vsknn_window", AT_LEAST_1, _VSKNN),
+    ("vsknn_session_items", AT_LEAST_1, _VSKNN),
+    ("influence_contributors", AT_LEAST_1, "influence_contributors must be >= 1"),
+    ("content_item_evidence", AT_LEAST_0, _EVIDENCE),
+    ("content_home_evidence", AT_LEAST_0, _EVIDENCE),
+    ("content_max_postings", AT_LEAST_1, _CONTENT),
+    ("content_scan", AT_LEAST_1, _CONTENT),
+    ("content_cache_items", AT_LEAST_1, _CONTENT),
+    ("content_max_sessions", AT_LEAST_1, _SESSIONS),
+    ("content_refresh_s", AT_LEAST_0, _SESSIONS),
+    ("demo_warmup_sessions", AT_LEAST_0, "demo_warmup_sessions must be >= 0"),
+    ("widget_max_age_s", AT_LEAST_0, "widget_max_age_s must be >= 0"),
+    ("workers", Bound(1, 256), "workers must be in 1..256"),
+    ("port", Bound(0, 65535), "port must be in 0..65535"),
+    ("header_timeout_s", ABOVE_0, "header_timeout_s must be > 0 (or none)"),
+    ("body_timeout_s", ABOVE_0, "body_timeout_s must be > 0 (or none)"),
+    ("handshake_timeout_s", ABOVE_0, "handshake_timeout_s must be > 0 (or none)"),
+    ("max_pending_connections", AT_LEAST_1, _PENDING),
+    ("max_pending_per_address", AT_LEAST_1, _PENDING),
+    ("accept_backlog", AT_LEAST_1, _BACKLOG),
+    ("get_requests_per_s", ABOVE_0, _GETS),
+    ("get_requests_burst", AT_LEAST_1, _GETS),
+    ("log_repeat_s", AT_LEAST_0, "log_repeat_s must be >= 0"),
+)
 
 
 def _choice_problems(settings: Settings) -> list[str]:

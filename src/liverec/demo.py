@@ -7,6 +7,9 @@ tests; product images drawn locally as SVG (shapes in web/demo/shapes.svg, colou
 per product); and synthetic shopper sessions (browse a family, compare within a
 category, add to cart, sometimes buy) used to warm the online model at demo start
 and by `liverec simulate`.
+
+Why ~440 lines in one module: about half of it is the catalog's data (product
+families written out as tables), and the shoppers walk exactly those families.
 """
 
 from __future__ import annotations

@@ -93,8 +93,9 @@ def build_demo_model(
     """Train the demo model and write its checkpoint to `out`; returns meta.json."""
     from .model.baselines import make_baseline
     from .model.checkpoint import save_checkpoint
-    from .model.data import ItemIndex, fingerprint, write_sessions
+    from .model.data import ItemIndex, fingerprint
     from .model.evaluate import evaluate
+    from .model.formats import write_sessions
     from .model.scorer import GRUScorer
     from .model.train import train
 

@@ -20,6 +20,7 @@ from .config import (
     base_type,
     is_optional,
     parse_value,
+    setting_groups,
     shown_default,
 )
 from .errors import ConfigError
@@ -90,8 +91,6 @@ def add_setting_flags(
 ) -> None:
     """One flag per setting (all, or `names`); an absent flag leaves no attribute, so
     `given_settings` can tell "not given" from an explicit `none`."""
-    from .config import setting_groups
-
     hints = get_type_hints(Settings)
     by_name = {f.name: f for f in fields(Settings)}
     wanted = set(names) if names is not None else set(by_name)

@@ -1,7 +1,8 @@
 """Session ids and ownership: who may open which session.
 
 Owns: issuing session ids, the strict check that refuses ids the server did not
-issue, and the one owner check that the WebSocket hello and the HTTP API share.
+issue, and the one owner check (`check_owner`) that every open path uses:
+registry.py's `SessionRegistry.open`, for the WebSocket hello and the HTTP API alike.
 
 Rules (docs/security.md):
 - A session id is 128 random bits in base64url (22 characters). The server issues
@@ -50,11 +51,13 @@ def check_session_id(value: Any) -> str:
     return value
 
 
-def may_open(owner: str | None, user_id: str | None) -> bool:
-    """Whether `user_id` (None: anonymous) may open a session owned by `owner`.
-    An anonymous session may be opened by anyone holding its id (a signed-in user
-    claims it on a write open)."""
-    return owner is None or owner == user_id
+def check_owner(owner: str | None, user_id: str | None, *, exact: bool = False) -> None:
+    """The one owner check: raises Forbidden unless `user_id` (None: anonymous) may
+    open a session owned by `owner`. An anonymous session may be opened by anyone
+    holding its id; with `exact` (after a write open, where a signed-in user has
+    claimed an anonymous session) the stored owner must be `user_id` itself."""
+    if owner != user_id and (exact or owner is not None):
+        raise Forbidden("session_forbidden", "this session belongs to another user")
 
 
 async def open_owned(
@@ -72,12 +75,10 @@ async def open_owned(
     found = await store.get_session(session_id)
     if found is None:
         return None
-    if not may_open(found.user_id, user_id):
-        raise Forbidden("session_forbidden", "this session belongs to another user")
+    check_owner(found.user_id, user_id)
     if not write:
         return found
     record, _ = await store.open_session(session_id, user_id, now)
-    if not may_open(record.user_id, user_id) or (user_id is not None and record.user_id is None):
-        # claimed by someone else between the two calls (or the claim did not hold)
-        raise Forbidden("session_forbidden", "this session belongs to another user")
+    # claimed by someone else between the two calls (or the claim did not hold)
+    check_owner(record.user_id, user_id, exact=True)
     return record

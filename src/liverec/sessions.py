@@ -1,9 +1,9 @@
-"""The session manager: live connections and the sessions they hold.
+"""The session manager: the socket loop of live connections.
 
 Owns: the life of one WebSocket connection after the upgrade (hello, events,
-feedback, pings, idle expiry), the registry of live sessions shared by the
-connections of a process, and the one open path for a stored session (hello and
-the HTTP API; the owner check itself, fail closed, is ownership.py's). Admission
+feedback, pings, idle expiry) and the listeners that hear about each handled frame.
+The sessions live in this process and the one open path for a session (hello and
+the HTTP API alike) are registry.py's; the owner check itself is ownership.py's. Admission
 (token buckets, penalties, refusals) is admission.py's, which `SessionManager`
 extends. It speaks to the socket through the small `Transport` protocol, so it
 imports neither starlette nor uvicorn. Abuse is raised as `errors.Abuse`
@@ -42,9 +42,9 @@ from .live import (
     Transport,
 )
 from .metrics import Metrics
-from .ownership import check_session_id, may_open, new_session_id, open_owned
 from .pipeline import Pipeline, Reply
 from .recommend.base import Recommender
+from .registry import SessionRegistry
 from .store.base import Store
 
 __all__ = ["CatalogView", "FeedEntry", "LiveSession", "SessionManager", "Transport"]
@@ -79,7 +79,7 @@ class SessionManager(Admission):
         self.recommender = recommender
         self.clock = clock
         self.pipeline = Pipeline(settings, store, recommender, self.metrics, clock, catalog)
-        self.sessions: dict[str, LiveSession] = {}
+        self.registry = SessionRegistry(settings, store, recommender, self.pipeline, clock)
 
     # --- connection life -----------------------------------------------------------
 
@@ -121,10 +121,7 @@ class SessionManager(Admission):
         if live is not None and self.listeners:
             self._notify(FeedEntry("close", live.session_id, self.clock()))
         if live is not None:
-            live.connections -= 1
-            if live.connections <= 0:
-                self.sessions.pop(live.session_id, None)
-                self.recommender.forget(live.session_id)
+            self.registry.release(live)
         conn.session = None
 
     async def _receive(self, conn: Connection, timeout: float | None) -> str | bytes | None:
@@ -175,10 +172,11 @@ class SessionManager(Admission):
         now = self.clock()
         live = None
         if hello.session_id is not None:
-            live = await self._resume(conn, hello.session_id, user_id, now)
+            live = await self._resume(conn, hello.session_id, user_id)
         resumed = live is not None
         if live is None:
-            live = await self._fresh(user_id, now)
+            live = await self.registry.open(None, user_id, write=True, keep=True)
+            assert live is not None
         session_id = live.session_id
         live.connections += 1
         conn.session, conn.user_id = live, user_id
@@ -192,19 +190,14 @@ class SessionManager(Admission):
         )
 
     async def _resume(
-        self, conn: Connection, session_id: str, user_id: str | None, now: float
+        self, conn: Connection, session_id: str, user_id: str | None
     ) -> LiveSession | None:
         """The session `session_id` opened by `user_id`, or None, after an error frame,
         when it cannot be resumed: an id the server did not issue, unknown or expired,
         or an owner that cannot be checked now (fail closed). Raises Forbidden for
         another user's session."""
-        live = self.sessions.get(session_id)
-        if live is not None and live.user_id is not None:
-            if live.user_id != user_id:  # an owner never changes: no store needed
-                raise Forbidden("session_forbidden", "this session belongs to another user")
-            return live
-        try:  # the store decides: an anonymous session may have been claimed meanwhile
-            live = await self._open_stored(session_id, user_id, now, write=True, keep=True)
+        try:
+            live = await self.registry.open(session_id, user_id, write=True, keep=True)
         except StoreUnavailable:
             self.pipeline.store_failed()
             self._error(
@@ -221,35 +214,6 @@ class SessionManager(Admission):
             message = "no such session (or it expired); a new session was started"
             self._error(conn, "unknown_session", message)
         return live
-
-    async def _fresh(self, user_id: str | None, now: float) -> LiveSession:
-        """A new session with a server-issued id, owned by `user_id`."""
-        session_id = new_session_id()
-        try:
-            await self.store.open_session(session_id, user_id, now)
-        except StoreUnavailable:
-            # A new id has no owner to check. Served from memory; the store learns the
-            # session (with its owner) from the first event it records.
-            self.pipeline.store_failed()
-        live = LiveSession(session_id, user_id, [])
-        if user_id is not None:
-            await self._load_profile(live, user_id, seed=True)
-        self.sessions[session_id] = live
-        return live
-
-    async def _load_profile(self, live: LiveSession, user_id: str, seed: bool = False) -> None:
-        """Purchases and ratings always; with `seed`, a new session of a returning user
-        also starts from the user's recent interactions."""
-        try:
-            profile = await self.store.get_profile(user_id)
-        except StoreUnavailable:
-            self.pipeline.store_failed()
-            return
-        live.purchases |= profile.purchases
-        live.ratings.update(profile.ratings)
-        keep = self.settings.profile_seed_items
-        if seed and keep and not live.items:
-            live.history = profile.recent[-keep:]
 
     async def _event_phase(self, conn: Connection) -> None:
         idle = self.settings.idle_timeout_s
@@ -325,55 +289,6 @@ class SessionManager(Admission):
         return await self.pipeline.handle_events(
             live, msgs, user_id, k, placement, recs_if_ignored=recs_if_ignored
         )
-
-    async def open_transient(
-        self, session_id: str | None, user_id: str | None, write: bool
-    ) -> LiveSession | None:
-        """A session for one HTTP request: a new one when `session_id` is None (only
-        with `write`), else the stored one after the owner check (None when unknown).
-        The owner is read from the store, except for a session live here that belongs
-        to the same signed-in user (an owner never changes, as for a hello): raises
-        StoreUnavailable when it cannot be read (fail closed), Forbidden for another
-        user's.
-        """
-        now = self.clock()
-        if session_id is None:
-            session_id = new_session_id()
-            await self.store.open_session(session_id, user_id, now)
-            return LiveSession(session_id, user_id, [])
-        return await self._open_stored(session_id, user_id, now, write=write, keep=False)
-
-    async def _open_stored(
-        self, session_id: str, user_id: str | None, now: float, *, write: bool, keep: bool
-    ) -> LiveSession | None:
-        """The one open path for a stored session, hello and HTTP alike: the owner
-        check (`open_owned`, fail closed), then the session live here or one rebuilt
-        from the store (None when the store does not know it). With `keep` (hello) a
-        rebuilt session is registered here and a returning user's history seeds it,
-        and a claim loads the user's profile; without (HTTP) it lives for the request.
-        Raises Forbidden for another user's session, StoreUnavailable when the owner
-        cannot be checked. A session live here for the same signed-in user needs no
-        store read (an owner never changes), so it is served through a store outage."""
-        held = self.sessions.get(check_session_id(session_id))
-        if held is not None and user_id is not None and held.user_id == user_id:
-            return held
-        record = await open_owned(self.store, session_id, user_id, now, write=write)
-        if record is None:
-            return None
-        live = self.sessions.get(session_id)  # it may have opened here during the await
-        if live is None:
-            # after a write open the stored owner is `user_id` (or the session is anonymous)
-            live = LiveSession(session_id, user_id, list(record.items))
-            if user_id is not None:
-                await self._load_profile(live, user_id, seed=keep)
-            return self.sessions.setdefault(session_id, live) if keep else live
-        if write and live.user_id is None and user_id is not None:  # claimed just now
-            live.user_id = user_id
-            if keep:
-                await self._load_profile(live, user_id)
-        if not may_open(live.user_id, user_id):
-            raise Forbidden("session_forbidden", "this session belongs to another user")
-        return live
 
     async def recs_for(self, live: LiveSession, k: int) -> frames.Recs:
         """A recs frame for a session's current state, without an event (HTTP GET)."""

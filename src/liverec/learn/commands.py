@@ -21,14 +21,11 @@ import asyncio
 import dataclasses
 import json
 from dataclasses import fields
-from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..flags import add_setting_flags, given_settings
 from ..logs import setup_logging
-
-if TYPE_CHECKING:
-    from .registry import Registry
+from .registry import Registry
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,8 +86,6 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> Registry:
-    from .registry import Registry
-
     return Registry(args.models or Settings.from_env().model_path or "models")
 
 

@@ -30,6 +30,10 @@ last round when any have. A round, on a worker thread:
    else rejects it; both figures and the reason go to the registry.
 
 Promotion writes models/CURRENT, which every `liverec serve --model models/` polls.
+
+Why ~510 lines in one module: the loop, the round and the promotion rule share the
+window, the consumer group and the registry; training a candidate and bounding each
+contributor's share already live in finetune.py and weighting.py.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from ..model.data import ItemIndex, Sessions, build_sessions, encode, fingerprin
 from ..model.evaluate import StepScorer, evaluate
 from ..model.gru4rec import GRU4Rec
 from ..model.scorer import GRUScorer
+from ..store import limits_from, open_store
 from ..store.base import LoggedEvent, Store
 from .finetune import Candidate, Stopped, finetune, retrain
 from .registry import Registry, VersionRecord, learner_lock
@@ -486,8 +491,6 @@ class Learner:
 async def run(settings: Settings, once: bool = False) -> RoundResult | None:
     """`liverec learn`: follow the store's log and learn until SIGINT/SIGTERM; with
     `once`, read the whole log, run one round and return its result."""
-    from ..store import limits_from, open_store
-
     config = LearnConfig.from_settings(settings)
     store = open_store(settings.store_url, limits_from(settings))
     await store.open()

@@ -10,6 +10,10 @@ Session-based Recommendations" (CIKM 2018): the negatives of an example are the 
 targets of its mini-batch plus `n_sample` items drawn once per mini-batch with
 probability proportional to support^sample_alpha. Scores are computed only for those
 rows of the item matrix, and only those rows are updated.
+
+Why ~480 lines in one module: the sampler, the losses and the optimizers exist only
+for this loop and are tuned together (the reference GRU4Rec keeps them together
+too); the module, its config and the batch iterator are separate files.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..progress import progress as progress_bar
 from .batching import session_parallel_batches
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
@@ -415,8 +420,6 @@ def train(
     model (in eval mode) after each epoch; its figures go to the epoch stats and the
     last one to the checkpoint's metadata. Deterministic for a given seed and threads.
     """
-    from ..progress import progress as progress_bar
-
     config = config or TrainConfig()
     if item_index is None:
         item_index = ItemIndex.from_sessions(sessions)

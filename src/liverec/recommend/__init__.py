@@ -14,12 +14,17 @@ from pathlib import Path
 from ..catalog import Catalog
 from ..config import Settings
 from ..errors import ModelError
+from ..model import META
 from ..store.base import Store
+from .ab import ABRecommender
 from .base import Recommender
 from .blend import BlendedRecommender
 from .content import ContentIndex
+from .online import OnlineRecommender
+from .vsknn import VSKNNRecommender
 
 FAMILIES = ("gru4rec", "vsknn", "hybrid")  # what a model directory's meta.json may hold
+FAMILY_CHOICES = (*FAMILIES, "auto")  # `liverec train --family` (family.py)
 
 
 def build_recommender(settings: Settings) -> Recommender:
@@ -66,20 +71,14 @@ def attach_catalog(recommender: Recommender, catalog: Catalog) -> None:
 
 
 def _behavioural(settings: Settings) -> Recommender:
-    from .online import OnlineRecommender
-
     online: Recommender = OnlineRecommender.from_settings(settings)
     if settings.recommender == "vsknn":
-        from .vsknn import VSKNNRecommender
-
         online = VSKNNRecommender.from_settings(settings, fallback=online)
     live: Recommender = online
     if settings.model_path is not None:
         live = _served_family(settings, online)
     if settings.ab_model_path is None or settings.ab_share <= 0.0:
         return live
-    from .ab import ABRecommender
-
     candidate = _served_family(settings.replace(model_path=settings.ab_model_path), online)
     return ABRecommender(live, candidate, settings.ab_share)
 
@@ -87,8 +86,7 @@ def _behavioural(settings: Settings) -> Recommender:
 def model_family(path: Path) -> str:
     """The family a model directory (or a registry's current one) holds: meta.json's
     `family`, gru4rec when absent (checkpoints written before families existed)."""
-    from ..model import META
-    from .gru.served import resolve_checkpoint
+    from .gru.served import resolve_checkpoint  # torch, only when a model is served
 
     try:
         directory = resolve_checkpoint(path)
@@ -120,7 +118,6 @@ def _served_family(settings: Settings, online: Recommender) -> Recommender:
     directory = resolve_checkpoint(path)
     if family == "vsknn":
         from .hybrid import load_index, read_meta
-        from .vsknn import VSKNNRecommender
 
         meta = read_meta(directory)
         index = load_index(directory, dict(meta.get("vsknn") or {}))

@@ -43,6 +43,9 @@ updated item is the newest). It is rebuilt at most every `refresh_s` after a cha
 at O(categories + n) (per-category in-stock sets are kept up to date per item).
 
 Thread-safety: none; call from the event loop thread only.
+
+Why ~420 lines in one module: the postings, the norms and the neighbour cache are
+one index, updated and invalidated together.
 """
 
 from __future__ import annotations

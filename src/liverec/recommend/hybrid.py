@@ -38,8 +38,10 @@ from ..config import Settings
 from ..errors import ModelError
 from ..model import META
 from ..model.checkpoint import load_checkpoint
-from ..model.data import ItemIndex, load_sessions
+from ..model.data import ItemIndex
+from ..model.formats import load_sessions
 from ..model.gru4rec import GRU4Rec
+from ..model.scorer import GRUScorer
 from ..types import Event
 from .base import (
     RecContext,
@@ -105,8 +107,6 @@ class HybridScorer:
     """`StepScorer` for `liverec.model.evaluate`: the fused scores the server ranks by."""
 
     def __init__(self, model: GRU4Rec, item_index: ItemIndex, knn: SessionIndex, weight: float):
-        from ..model.scorer import GRUScorer
-
         self.gru = GRUScorer(model)
         self.knn, self.weight, self.item_index = knn, weight, item_index
         self.name = f"hybrid(w={weight:g})"

@@ -57,6 +57,11 @@ until their owner's next trim but are never recommended (only known items are).
 
 Thread-safety: none. Call every method from the event loop thread only; nothing here
 does I/O, so `recommend` runs inline (`recommend_sync`).
+
+Why ~480 lines in one module (some 60 of them this description): the decayed
+popularity, the co-occurrence edges and the lists read from them are one data
+structure; the influence ledger and the decay and top-set helpers already live in
+influence.py and decay.py.
 """
 
 from __future__ import annotations
@@ -128,6 +133,7 @@ class OnlineRecommender(Recommender):
         popular_refresh_s: float = 1.0,
         item_cap: float = 3.0,
         influence_items: int = 50,
+        influence_contributors: int = 100_000,
     ) -> None:
         problems = []
         if half_life_s <= 0 or cooc_half_life_s <= 0:
@@ -141,7 +147,7 @@ class OnlineRecommender(Recommender):
         if problems:
             raise ConfigError("online recommender: " + "; ".join(problems))
         self._clock = clock
-        self._ledger = Ledger(item_cap, influence_items, max_sessions, action_weights)
+        self._ledger = Ledger(item_cap, influence_items, influence_contributors, action_weights)
         # item -> (computed at, strongest neighbours); insertion-ordered, oldest evicted
         self._strongest_cache: dict[str, tuple[float, list[tuple[str, float]]]] = {}
         now = clock()
@@ -181,6 +187,7 @@ class OnlineRecommender(Recommender):
             popular_size=settings.popular_candidates,
             item_cap=settings.influence_item_cap,
             influence_items=settings.influence_session_items,
+            influence_contributors=settings.influence_contributors,
         )
 
     @property

@@ -37,11 +37,13 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import numpy as np
 
 from ..config import Settings
+from ..model.data import ItemIndex, Sessions
+from ..model.formats import load_sessions
 from ..types import Event
 from .base import (
     RecContext,
@@ -51,9 +53,6 @@ from .base import (
     blocked_items,
     demote_low_rated,
 )
-
-if TYPE_CHECKING:
-    from ..model.data import ItemIndex, Sessions
 
 log = logging.getLogger("liverec.vsknn")
 
@@ -242,8 +241,6 @@ class VSKNNRecommender(Recommender):
     def from_settings(cls, settings: Settings, fallback: Recommender) -> VSKNNRecommender:
         index = SessionIndex(**index_params(settings))
         if settings.vsknn_data is not None:
-            from ..model.data import load_sessions  # numpy file reading, at start only
-
             data = load_sessions(settings.vsknn_data)
             count = index.add_sessions(data.session(s).tolist() for s in range(data.n_sessions))
             log.info("vsknn index: %d sessions from %s", count, settings.vsknn_data)

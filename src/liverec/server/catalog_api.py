@@ -1,8 +1,9 @@
 """The catalog API: `PUT/GET/DELETE /v1/catalog/items`.
 
-Owns: those routes, their size limits, and reading the operator's credentials for
-writes: the `admin_token` setting as a bearer token, or, when none is set, a client
-on the loopback interface (the check itself is feed.is_operator).
+Owns: those routes, their size limits (the `catalog_*` settings), and reading the
+operator's credentials for writes: the `admin_token` setting as a bearer token, or,
+when none is set, a client on the loopback interface (the check itself is
+feed.is_operator).
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ from ..errors import ProtocolError, StoreUnavailable
 from ..sessions import SessionManager
 from .feed import is_operator
 from .http import error_response, read_body
-
-MAX_ITEMS_PER_PUT = 1000
-MAX_PUT_BYTES = 4 * 1024 * 1024
-LIST_LIMIT = 500
 
 
 def routes() -> list[BaseRoute]:
@@ -53,16 +50,19 @@ async def put_items(request: Request) -> Response:
     manager, catalog = _state(request)
     if not is_operator(request, manager.settings, bearer(request)):
         return error_response(403, "forbidden", "catalog writes need the admin token")
-    body = await read_body(request, MAX_PUT_BYTES)
+    settings = manager.settings
+    body = await read_body(request, settings.catalog_max_put_bytes)
     if body is None:
-        return error_response(413, "body_too_large", f"request body over {MAX_PUT_BYTES} bytes")
+        message = f"request body over {settings.catalog_max_put_bytes} bytes"
+        return error_response(413, "body_too_large", message)
     try:
         obj = protocol.loads_json(body)
         raw = obj.get("items") if isinstance(obj, dict) else obj
         if not isinstance(raw, list) or not raw:
             raise ProtocolError("missing_field", "body needs a non-empty 'items' list")
-        if len(raw) > MAX_ITEMS_PER_PUT:
-            raise ProtocolError("too_many_items", f"at most {MAX_ITEMS_PER_PUT} per request")
+        if len(raw) > settings.catalog_max_items_per_put:
+            message = f"at most {settings.catalog_max_items_per_put} per request"
+            raise ProtocolError("too_many_items", message)
         items: dict[str, CatalogItem] = {}
         for entry in raw:
             if not isinstance(entry, dict):
@@ -87,11 +87,12 @@ async def get_item(request: Request) -> Response:
 
 async def list_items(request: Request) -> Response:
     """?category=&after=&limit= : items in id order, a page at a time."""
-    _, catalog = _state(request)
+    manager, catalog = _state(request)
     category = request.query_params.get("category")
     after = request.query_params.get("after", "")
+    most = manager.settings.catalog_list_limit
     try:
-        limit = min(LIST_LIMIT, max(1, int(request.query_params.get("limit", "100"))))
+        limit = min(most, max(1, int(request.query_params.get("limit", "100"))))
     except ValueError:
         return error_response(400, "bad_field", "'limit' must be an integer")
     chosen = sorted(

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from .. import frames, protocol
 from ..errors import Forbidden, ProtocolError, StoreUnavailable
 from ..identity import verify_token
-from ..sessions import LiveSession, SessionManager
+from ..sessions import SessionManager
 
 MAX_EVENTS_PER_REQUEST = 100
 
@@ -123,7 +123,7 @@ async def post_events(request: Request) -> Response:
         raw_sid = obj.get("session_id")
         asked = None if raw_sid is None else protocol.check_id(raw_sid, "session_id", limits)
         k = _k(obj.get("k"), limits)
-        live = await manager.open_transient(asked, user_id, write=True)
+        live = await manager.registry.open(asked, user_id, write=True)
         if live is None:
             return error_response(404, "unknown_session", "no such session (or it expired)")
         reply = await manager.handle_events(live, events, user_id, k, recs_if_ignored=True)
@@ -149,15 +149,10 @@ async def get_recommendations(request: Request) -> Response:
         user_id = _user_id(request, manager)
         k = _k(request.query_params.get("k"), limits)
         raw_sid = request.query_params.get("session_id")
-        if raw_sid is None:
-            live = None
-        else:
-            session_id = protocol.check_id(raw_sid, "session_id", limits)
-            live = await manager.open_transient(session_id, user_id, write=False)
-            if live is None:
-                return error_response(404, "unknown_session", "no such session")
+        session_id = None if raw_sid is None else protocol.check_id(raw_sid, "session_id", limits)
+        live = await manager.registry.open(session_id, user_id, write=False)  # None: cold start
         if live is None:
-            live = LiveSession("-", user_id, [])  # cold start: no session yet
+            return error_response(404, "unknown_session", "no such session")
         frame = await manager.recs_for(live, k)
     except (ProtocolError, Forbidden, StoreUnavailable) as exc:
         return _status_for(exc)
@@ -172,7 +167,7 @@ async def get_session(request: Request) -> Response:
         session_id = protocol.check_id(
             request.path_params["session_id"], "session_id", manager.limits
         )
-        live = await manager.open_transient(session_id, user_id, write=False)
+        live = await manager.registry.open(session_id, user_id, write=False)
     except (ProtocolError, Forbidden, StoreUnavailable) as exc:
         return _status_for(exc)
     if live is None:

@@ -1,10 +1,13 @@
 """The Redis store: profiles, sessions and the event log in one Redis server.
 
 Owns: the Redis key layout (and converting profile keys written before purchases
-and ratings were bounded), the Lua scripts that record an event and open a session
-atomically in one round trip, sending concurrent record_event calls in one
-pipeline, URL options, and mapping redis-py errors to the liverec error tree. Key
-layout and durability are described in docs/storage.md.
+and ratings were bounded), calling the Lua scripts (redis_scripts.py) that record an
+event and open a session atomically in one round trip, sending concurrent
+record_event calls in one pipeline, following and tailing the event log, URL
+options, and mapping redis-py errors to the liverec error tree. Key layout and
+durability are described in docs/storage.md. It is one client of one server, so
+its ~630 lines stay one module: the Lua and the stream helpers the Cluster backend
+shares are redis_scripts.py's.
 
 Single-node Redis only: the record script touches keys of a session, of a user and
 the global event log in one call, which Redis Cluster cannot route to one slot.
@@ -16,7 +19,6 @@ of events is lost if the Redis host itself crashes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -44,185 +46,25 @@ from redis.exceptions import (
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..types import Event, Profile, SessionRecord
 from .base import LoggedEvent, Store, StoreLimits
+from .redis_scripts import (
+    OPEN_SESSION_LUA,
+    RECORD_LUA,
+    Script,
+    decode_event,
+    read_stream_tail,
+    ttl_ms,
+)
 from .urls import mask_url
 
 DEFAULT_PREFIX: Final = "liverec:"
 PIPELINE_CHUNK: Final = 500  # record_events: script calls per round trip
 
-# Lua shared by the single-node script below and the per-slot scripts of the Cluster
-# backend (redis_cluster.py): each function touches only the keys it is given.
-#
-# Purchases and the order of ratings are sorted sets whose score is the key's own
-# counter: one more than its highest score, so the newest (or repeated) item ranks
-# last whatever the events' timestamps, and ZREMRANGEBYRANK drops the oldest.
-# Keys written before profile_max_items (purchases a plain set, ratings without an
-# order) are converted on their user's next purchase or rating: their items get
-# score 0, the oldest, among themselves in member order.
-LUA_FUNCTIONS: Final = """
-local function expire(key, ttl)
-  if ttl == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ttl) end
-end
-local function zadd_old(key, members)  -- score 0; in chunks, as unpack has a limit
-  for i = 1, #members, 500 do
-    local args = {}
-    for j = i, math.min(i + 499, #members) do
-      args[#args + 1] = 0
-      args[#args + 1] = members[j]
-    end
-    redis.call('ZADD', key, unpack(args))
-  end
-end
-local function add_newest(key, member, max, hash)
-  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  redis.call('ZADD', key, (tonumber(top[2]) or 0) + 1, member)
-  local extra = redis.call('ZCARD', key) - max
-  if extra > 0 then
-    if hash then
-      local old = redis.call('ZRANGE', key, 0, extra - 1)
-      for i = 1, #old, 500 do
-        redis.call('HDEL', hash, unpack(old, i, math.min(i + 499, #old)))
-      end
-    end
-    redis.call('ZREMRANGEBYRANK', key, 0, extra - 1)
-  end
-end
--- log: the stream; max: MAXLEN ~ ('0' = off); id: '*', or an explicit id that falls
--- back to '*' when the stream already holds a greater one
-local function append_log(log, max, id, fields)
-  local args = {'XADD', log}
-  if max ~= '0' then
-    args[3], args[4], args[5] = 'MAXLEN', '~', max
-  end
-  local at = #args + 1
-  args[at] = id
-  for i = 1, #fields do args[at + i] = fields[i] end
-  if id ~= '*' and type(redis.pcall(unpack(args))) == 'string' then return end
-  args[at] = '*'
-  redis.call(unpack(args))
-end
--- s: session hash, items: its list; creates the session (owned by user) when missing
-local function apply_session(s, items, item, ts, user, max, ttl)
-  if redis.call('HSETNX', s, 'user', user) == 1 then
-    redis.call('HSET', s, 'created', ts, 'last_seen', ts)
-    redis.call('DEL', items)
-  elseif tonumber(ts) > (tonumber(redis.call('HGET', s, 'last_seen')) or 0) then
-    redis.call('HSET', s, 'last_seen', ts)
-  end
-  redis.call('RPUSH', items, item)
-  redis.call('LTRIM', items, -tonumber(max), -1)
-  expire(s, ttl)
-  expire(items, ttl)
-end
--- k: counters, recent, purchases, ratings, ratings order (one user's keys)
-local function apply_profile(k, action, item, rating, recent_max, profile_max, ttl)
-  redis.call('HINCRBY', k[1], action, 1)
-  redis.call('RPUSH', k[2], item)
-  redis.call('LTRIM', k[2], -tonumber(recent_max), -1)
-  local max = tonumber(profile_max)
-  if action == 'purchase' then
-    if redis.call('TYPE', k[3])['ok'] == 'set' then  -- written before the bound
-      local old = redis.call('SMEMBERS', k[3])
-      redis.call('DEL', k[3])
-      zadd_old(k[3], old)
-    end
-    add_newest(k[3], item, max, false)
-  elseif action == 'rate' and rating ~= '' then
-    if redis.call('EXISTS', k[5]) == 0 then  -- none, or ratings from before the bound
-      zadd_old(k[5], redis.call('HKEYS', k[4]))
-    end
-    redis.call('HSET', k[4], item, rating)
-    add_newest(k[5], item, max, k[4])
-  end
-  for i = 1, 5 do expire(k[i], ttl) end
-end
-"""
-
-# KEYS: dedup, log, session hash, session items, counters, recent, purchases,
-#       ratings, ratings order
-# ARGV: dedup_ttl_ms, log_max (0 = off), session_max, session_ttl_ms (0 = never),
-#       recent_max, profile_ttl_ms (0 = never), id, session_id, action, item_id, ts,
-#       user_id ('' = anonymous), rating ('' = none), profile_max, origin
-RECORD_LUA: Final = (
-    LUA_FUNCTIONS
-    + """
-if not redis.call('SET', KEYS[1], ARGV[11], 'NX', 'PX', ARGV[1]) then return 0 end
-append_log(KEYS[2], ARGV[2], '*', {'id', ARGV[7], 'session_id', ARGV[8], 'action', ARGV[9],
-           'item_id', ARGV[10], 'ts', ARGV[11], 'user_id', ARGV[12], 'rating', ARGV[13],
-           'origin', ARGV[15]})
-apply_session(KEYS[3], KEYS[4], ARGV[10], ARGV[11], ARGV[12], ARGV[3], ARGV[4])
-if ARGV[12] ~= '' then
-  apply_profile({KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]}, ARGV[9], ARGV[10], ARGV[13],
-                ARGV[5], ARGV[14], ARGV[6])
-end
-return 1
-"""
-)
-
-# KEYS: session hash, session items.  ARGV: user_id ('' = anonymous), now, session_ttl_ms
-# Returns {existed, owner, created, last_seen, items}.
-OPEN_SESSION_LUA: Final = """
-local function expire(ttl)
-  for i = 1, 2 do
-    if ttl == '0' then redis.call('PERSIST', KEYS[i]) else redis.call('PEXPIRE', KEYS[i], ttl) end
-  end
-end
-local existed = 1
-if redis.call('HSETNX', KEYS[1], 'user', ARGV[1]) == 1 then
-  existed = 0
-  redis.call('HSET', KEYS[1], 'created', ARGV[2], 'last_seen', ARGV[2])
-  redis.call('DEL', KEYS[2])
-  expire(ARGV[3])
-else
-  local owner = redis.call('HGET', KEYS[1], 'user')
-  if owner == '' and ARGV[1] ~= '' then  -- the first signed-in visit claims it
-    redis.call('HSET', KEYS[1], 'user', ARGV[1])
-    owner = ARGV[1]
-  end
-  if owner == ARGV[1] then
-    if tonumber(ARGV[2]) > (tonumber(redis.call('HGET', KEYS[1], 'last_seen')) or 0) then
-      redis.call('HSET', KEYS[1], 'last_seen', ARGV[2])
-    end
-    expire(ARGV[3])
-  end
-end
-local h = redis.call('HMGET', KEYS[1], 'user', 'created', 'last_seen')
-return {existed, h[1] or '', h[2] or '0', h[3] or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
-"""
-
-
-class _Script:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode()).hexdigest()
-
-
-TAIL_PAGE = 5000  # stream entries per XREVRANGE: one call for 100k would outlast the timeout
-
-
-async def read_stream_tail(client: Any, key: str, limit: int) -> list[Any]:
-    """The newest `limit` entries of stream `key`, oldest first, read newest-first in
-    pages of TAIL_PAGE (each page's upper bound exclusive of the last id read), so a
-    warm-up of many events is many short commands, not one the socket timeout cuts."""
-    pages: list[Any] = []
-    upper, left = "+", limit
-    while left > 0:
-        page: Any = await client.xrevrange(key, upper, "-", count=min(left, TAIL_PAGE))
-        if not page:
-            break
-        pages.append(page)
-        left -= len(page)
-        last = page[-1][0]
-        upper = "(" + (last.decode() if isinstance(last, bytes) else str(last))
-        if len(page) < TAIL_PAGE:
-            break
-    return [entry for page in reversed(pages) for entry in reversed(page)]
-
 
 class RedisStore(Store):
     """Redis-backed store (redis.asyncio). See the module docstring for its limits."""
 
-    _record_script = _Script(RECORD_LUA)
-    _open_script = _Script(OPEN_SESSION_LUA)
+    _record_script = Script(RECORD_LUA)
+    _open_script = Script(OPEN_SESSION_LUA)
     shared_log = True
 
     def __init__(
@@ -301,7 +143,7 @@ class RedisStore(Store):
         )
         return Redis.from_pool(pool)
 
-    def _scripts(self) -> tuple[_Script, ...]:
+    def _scripts(self) -> tuple[Script, ...]:
         """The Lua scripts loaded at open (and again when Redis has lost them)."""
         return (self._record_script, self._open_script)
 
@@ -329,7 +171,7 @@ class RedisStore(Store):
         self, session_id: str, user_id: str | None, now: float
     ) -> tuple[SessionRecord, bool]:
         keys = [self._session_key("session", session_id), self._session_key("items", session_id)]
-        args = [user_id or "", repr(float(now)), _ms(self.limits.session_ttl_s)]
+        args = [user_id or "", repr(float(now)), ttl_ms(self.limits.session_ttl_s)]
         async with self._use("open_session") as client:
             existed, owner, created, last_seen, items = await self._eval(
                 client, self._open_script, keys, args
@@ -409,14 +251,14 @@ class RedisStore(Store):
         start = "-" if after is None else f"({after}"
         async with self._use("read_events") as client:
             entries: Any = await client.xrange(self._log_key, start, "+", count=limit)
-        return [LoggedEvent(str(position), _decode(fields)) for position, fields in entries]
+        return [LoggedEvent(str(position), decode_event(fields)) for position, fields in entries]
 
     async def read_tail(self, limit: int) -> list[LoggedEvent]:
         if limit <= 0:
             return []
         async with self._use("read_tail") as client:
             entries = await read_stream_tail(client, self._log_key, limit)
-        return [LoggedEvent(str(position), _decode(fields)) for position, fields in entries]
+        return [LoggedEvent(str(position), decode_event(fields)) for position, fields in entries]
 
     async def count_events(self) -> int:
         async with self._use("count_events") as client:
@@ -506,12 +348,12 @@ class RedisStore(Store):
             *self._profile_keys(user),
         ]
         args = [
-            _ms(lim.dedup_ttl_s),
+            ttl_ms(lim.dedup_ttl_s),
             str(lim.event_log_max or 0),
             str(lim.session_max_items),
-            _ms(lim.session_ttl_s),
+            ttl_ms(lim.session_ttl_s),
             str(lim.recent_max_items),
-            _ms(lim.profile_ttl_s),
+            ttl_ms(lim.profile_ttl_s),
             e.id,
             e.session_id,
             e.action,
@@ -558,7 +400,7 @@ class RedisStore(Store):
         return [r if isinstance(r, Exception) else bool(r) for r in replies]
 
     async def _run_scripts(
-        self, client: Redis, calls: Sequence[tuple[_Script, list[str], list[str]]]
+        self, client: Redis, calls: Sequence[tuple[Script, list[str], list[str]]]
     ) -> list[Any]:
         """Script calls (script, keys, args) in one pipeline; replies in order, a
         redis-py error in place of the reply of a call that failed."""
@@ -578,7 +420,7 @@ class RedisStore(Store):
         return replies
 
     @staticmethod
-    async def _eval(client: Redis, script: _Script, keys: list[str], args: list[str]) -> Any:
+    async def _eval(client: Redis, script: Script, keys: list[str], args: list[str]) -> Any:
         try:
             return await client.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[misc]
         except NoScriptError:
@@ -678,7 +520,7 @@ class RedisStore(Store):
             trimmed = [position for position, fields in entries if not fields]
             if trimmed:  # pending entries trimmed from the stream come back empty
                 await client.xack(stream, group, *trimmed)
-            events = [(str(p), _decode(f)) for p, f in entries if f]
+            events = [(str(p), decode_event(f)) for p, f in entries if f]
             if events or not entries:
                 return events
 
@@ -722,7 +564,7 @@ class RedisStore(Store):
             reply: Any = await client.xread({stream: entry_id}, count=count, block=block_ms)
         entries = reply[0][1] if reply else []
         return [
-            LoggedEvent(self._position(partition, str(p)), _decode(f), f.get("origin") or None)
+            LoggedEvent(self._position(partition, str(p)), decode_event(f), f.get("origin") or None)
             for p, f in entries
             if f
         ]
@@ -787,22 +629,5 @@ def redis_url_options(query: str) -> dict[str, Any]:
     return options
 
 
-def _ms(seconds: float | None) -> str:
-    """A TTL as Lua script argument: milliseconds, at least 1; '0' means never expire."""
-    return "0" if seconds is None else str(max(1, round(seconds * 1000)))
-
-
 def _dumps(data: Mapping[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
-
-
-def _decode(fields: dict[str, str]) -> Event:
-    return Event(
-        id=fields["id"],
-        session_id=fields["session_id"],
-        action=fields["action"],
-        item_id=fields["item_id"],
-        ts=float(fields["ts"]),
-        user_id=fields.get("user_id") or None,
-        rating=float(fields["rating"]) if fields.get("rating") else None,
-    )

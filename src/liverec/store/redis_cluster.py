@@ -57,15 +57,8 @@ from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
 from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..types import Event
 from .base import LoggedEvent, StoreLimits
-from .redis import (
-    LUA_FUNCTIONS,
-    RedisStore,
-    _decode,
-    _ms,
-    _Script,
-    read_stream_tail,
-    redis_url_options,
-)
+from .redis import RedisStore, redis_url_options
+from .redis_scripts import LUA_FUNCTIONS, Script, decode_event, read_stream_tail, ttl_ms
 
 # KEYS: dedup, session hash, session items
 # ARGV: dedup_ttl_ms, ts, item_id, user_id ('' = anonymous), session_max, session_ttl_ms
@@ -108,16 +101,16 @@ return 1
 """
 )
 
-_Call = tuple[_Script, list[str], list[str]]
+_Call = tuple[Script, list[str], list[str]]
 _Key = tuple[int, int, int]  # (ms, seq, partition): the order of the merged log
 
 
 class RedisClusterStore(RedisStore):
     """Redis Cluster-backed store. See the module docstring for the key layout."""
 
-    _session_step = _Script(SESSION_STEP_LUA)
-    _log_step = _Script(LOG_STEP_LUA)
-    _profile_step = _Script(PROFILE_STEP_LUA)
+    _session_step = Script(SESSION_STEP_LUA)
+    _log_step = Script(LOG_STEP_LUA)
+    _profile_step = Script(PROFILE_STEP_LUA)
 
     def __init__(self, connect_url: str, limits: StoreLimits, **options: Any) -> None:
         super().__init__(connect_url, limits, **options)
@@ -160,7 +153,7 @@ class RedisClusterStore(RedisStore):
         # shared code is typed against Redis.
         return cast(Redis, client)
 
-    def _scripts(self) -> tuple[_Script, ...]:
+    def _scripts(self) -> tuple[Script, ...]:
         return (self._open_script, self._session_step, self._log_step, self._profile_step)
 
     async def _opened(self, client: Redis) -> None:
@@ -194,7 +187,7 @@ class RedisClusterStore(RedisStore):
 
     async def _record_chunk(self, client: Redis, chunk: list[Event]) -> list[bool | Exception]:
         lim = self.limits
-        dedup_ms = _ms(lim.dedup_ttl_s)
+        dedup_ms = ttl_ms(lim.dedup_ttl_s)
         first: list[_Call] = []
         for e in chunk:
             keys = [
@@ -203,7 +196,7 @@ class RedisClusterStore(RedisStore):
                 self._session_key("items", e.session_id),
             ]
             args = [dedup_ms, repr(float(e.ts)), e.item_id, e.user_id or ""]
-            args += [str(lim.session_max_items), _ms(lim.session_ttl_s)]
+            args += [str(lim.session_max_items), ttl_ms(lim.session_ttl_s)]
             first.append((self._session_step, keys, args))
         outcomes: list[bool | Exception] = [
             r if isinstance(r, Exception) else bool(r)
@@ -238,7 +231,7 @@ class RedisClusterStore(RedisStore):
         marker = f"{self._user_key('seen', user)}:{len(e.session_id)}:{e.session_id}:{e.id}"
         lim = self.limits
         args = [dedup_ms, e.action, e.item_id, "" if e.rating is None else repr(float(e.rating))]
-        args += [str(lim.recent_max_items), str(lim.profile_max_items), _ms(lim.profile_ttl_s)]
+        args += [str(lim.recent_max_items), str(lim.profile_max_items), ttl_ms(lim.profile_ttl_s)]
         return (self._profile_step, [marker, *self._profile_keys(user)], args)
 
     def _entry_id(self) -> str:
@@ -384,6 +377,6 @@ def _merged(replies: list[Any]) -> list[LoggedEvent]:
     for n, entries in enumerate(replies):
         for entry_id, fields in entries:
             ms, seq = _split_id(str(entry_id))
-            keyed.append(((ms, seq, n), LoggedEvent(f"{entry_id}@{n}", _decode(fields))))
+            keyed.append(((ms, seq, n), LoggedEvent(f"{entry_id}@{n}", decode_event(fields))))
     keyed.sort(key=lambda pair: pair[0])
     return [logged for _, logged in keyed]

@@ -10,6 +10,10 @@ What a loaded checkpoint is and how it shortlists and re-scores: served.py.
 Cost per event: one GRU step plus one scoring pass. A session whose state is not
 here (new process, new model version, evicted) is rebuilt from the stored item
 sequence by replaying its last `model_replay_max` items.
+
+Why ~425 lines in one module: the session states, the micro-batcher and hot reload
+share the served version and its scoring worker; the checkpoint and the scoring pass
+are served.py's and scoring.py's.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ class GRURecommender(Recommender):
         process: bool = DEFAULTS.model_process,
         replay_max: int = DEFAULTS.model_replay_max,
         poll_s: float | None = DEFAULTS.model_poll_s,
+        score_timeout_s: float = DEFAULTS.model_score_timeout_s,
     ) -> None:
         """Defaults: the settings' (`model_*`); `from_settings` passes them all."""
         self.path = Path(path)
@@ -96,6 +101,7 @@ class GRURecommender(Recommender):
         self._replacing: dict[str, asyncio.Task[None]] = {}
         self.replay_max = replay_max
         self.poll_s = poll_s
+        self.score_timeout_s = score_timeout_s
         # An empty models/ registry (no CURRENT yet: the learner has not promoted a
         # first model) is served by the fallback until a checkpoint appears; a path
         # that does not exist at all is a configuration error.
@@ -138,6 +144,7 @@ class GRURecommender(Recommender):
             process=settings.model_process,
             replay_max=settings.model_replay_max,
             poll_s=settings.model_poll_s,
+            score_timeout_s=settings.model_score_timeout_s,
         )
 
     @property
@@ -320,7 +327,7 @@ class GRURecommender(Recommender):
         self._dispatch()
 
     async def _start_worker(self, served: ServedModel) -> None:
-        worker = ScoringWorker(served, self.threads)
+        worker = ScoringWorker(served, self.threads, self.score_timeout_s)
         self.worker_starts += 1
         await worker.start()
         old = self._workers.get(served.version)
@@ -421,4 +428,3 @@ class GRURecommender(Recommender):
         }
         f["mean_batch"] = f["batched_events"] / f["batches"] if f["batches"] else 0.0
         return f
-

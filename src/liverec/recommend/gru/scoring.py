@@ -44,10 +44,10 @@ from .served import ServedModel, ServeOptions
 log = logging.getLogger("liverec.gru")
 
 Ranked = list[tuple[int, float]]  # (item index, exact score), best first
-# A worker that does not answer in time is killed and replaced; the batch it held is
-# scored on the server's thread instead (a batch takes milliseconds; a start, which
-# loads the checkpoint and takes the SVD of a large item matrix, can take a minute).
-SCORE_TIMEOUT_S = 10.0
+# A worker that does not answer in time (the model_score_timeout_s setting) is killed
+# and replaced; the batch it held is scored on the server's thread instead (a batch
+# takes milliseconds; a start, which loads the checkpoint and takes the SVD of a large
+# item matrix, can take a minute).
 LOAD_TIMEOUT_S = 300.0
 
 
@@ -191,12 +191,14 @@ class ScoringWorker:
     handed to the request's callback straight from the socket's data callback (no
     reader task, no future chain: each of those would cost the answer another turn of
     a busy event loop). Answers come in request order. A failure (death, an answer
-    overdue by SCORE_TIMEOUT_S, an error answer) is handed to the callbacks as a
+    overdue by its timeout, an error answer) is handed to the callbacks as a
     ModelError; a dead or hung worker is killed, `alive` turns False and the owner
     starts a new one."""
 
-    def __init__(self, served: ServedModel, threads: int = 1) -> None:
+    def __init__(self, served: ServedModel, threads: int = 1, timeout_s: float = 10.0) -> None:
+        """`timeout_s`: how long an answer may take before the worker is killed."""
         self.version = served.version
+        self.timeout_s = timeout_s
         self._path = str(served.path)
         self._options = served.options
         self.threads = threads
@@ -266,9 +268,9 @@ class ScoringWorker:
         payload = pickle.dumps(("score", rescore, raw), protocol=pickle.HIGHEST_PROTOCOL)
         self._transport.write(struct.pack("!i", len(payload)) + payload)
         loop = asyncio.get_running_loop()
-        self._pending.append((loop.time() + SCORE_TIMEOUT_S, answer))
+        self._pending.append((loop.time() + self.timeout_s, answer))
         if self._watchdog is None:
-            self._watchdog = loop.call_later(SCORE_TIMEOUT_S, self._check_overdue)
+            self._watchdog = loop.call_later(self.timeout_s, self._check_overdue)
 
     def _check_overdue(self) -> None:
         self._watchdog = None
@@ -277,7 +279,7 @@ class ScoringWorker:
         loop = asyncio.get_running_loop()
         deadline = self._pending[0][0]
         if loop.time() >= deadline:
-            self._fail(ModelError(f"scoring worker gave no answer in {SCORE_TIMEOUT_S:g} s"))
+            self._fail(ModelError(f"scoring worker gave no answer in {self.timeout_s:g} s"))
         else:
             self._watchdog = loop.call_at(deadline, self._check_overdue)
 

@@ -28,22 +28,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LiverecError
-from .baselines import BASELINES, make_baseline
-from .data import (
-    FORMATS,
-    ItemIndex,
-    Sessions,
-    detect_format,
-    fingerprint,
-    load_sessions,
-    write_sessions,
-)
-from .family import FAMILY_CHOICES
-from .split import last_fraction, time_split
+from .errors import LiverecError
+from .model.baselines import BASELINES, make_baseline
+from .model.data import ItemIndex, Sessions, fingerprint
+from .model.formats import FORMATS, detect_format, load_sessions, write_sessions
+from .model.split import last_fraction, time_split
+from .recommend import FAMILY_CHOICES
 
 if TYPE_CHECKING:
-    from .evaluate import StepScorer
+    from .model.evaluate import StepScorer
 
 # torch is imported by the command handlers only (evaluate, checkpoint, train): the
 # `liverec` command builds this parser for every subcommand, `serve` included.
@@ -164,8 +157,8 @@ def _load(path: str | Path, args: argparse.Namespace) -> Sessions:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import configure
-    from .train import train
+    from .model.config import configure
+    from .model.train import train
 
     fixed = {} if args.epochs is None else {"n_epochs": args.epochs}
     try:
@@ -175,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     sessions = _load(args.data, args)
     _log(f"training on {sessions.n_events} events in {sessions.n_sessions} sessions")
     if args.family != "gru4rec":
-        from .family import train_family
+        from .recommend.family import train_family
 
         train_family(args.family, sessions, config, Path(args.out), args.valid_days)
         _log(f"wrote {args.out}")
@@ -183,8 +176,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     item_index = ItemIndex.from_sessions(sessions)
     eval_fn = None
     if args.test:
-        from .evaluate import evaluate
-        from .scorer import GRUScorer
+        from .model.evaluate import evaluate
+        from .model.scorer import GRUScorer
 
         test = _load(args.test, args)
 
@@ -230,13 +223,13 @@ def _log(msg: str) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_table
+    from .model.evaluate import evaluate, format_table
 
     scorers: list[tuple[str, StepScorer]] = []
     fit_seconds: dict[str, float] = {}
     item_index: ItemIndex | None = None
     if args.model is not None:
-        from .family import family_scorer  # torch model code only when asked for
+        from .recommend.family import family_scorer  # torch model code only when asked for
 
         family, model, item_index = family_scorer(Path(args.model))
         scorers.append((family, model))

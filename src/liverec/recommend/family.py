@@ -21,19 +21,24 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import __version__
 from ..errors import LiverecError
-from . import FORMAT_VERSION, META
-from .data import ItemIndex, Sessions, fingerprint, write_sessions
-from .split import time_split
+from ..model import FORMAT_VERSION, META
+from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.config import TrainConfig
+from ..model.data import ItemIndex, Sessions, fingerprint
+from ..model.evaluate import StepScorer, evaluate
+from ..model.formats import load_sessions, write_sessions
+from ..model.scorer import GRUScorer, load_scorer
+from ..model.split import time_split
+from ..model.train import train
+from . import FAMILY_CHOICES, model_family
+from .gru.served import resolve_checkpoint
+from .hybrid import SESSIONS, HybridScorer, load_index, read_meta
+from .vsknn import VSKNNScorer
 
-if TYPE_CHECKING:
-    from .config import TrainConfig
-    from .evaluate import StepScorer
-
-FAMILY_CHOICES = ("gru4rec", "vsknn", "hybrid", "auto")
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # fusion weights tried on validation
 VSKNN_PARAMS = {  # SessionIndex parameters written into a vsknn or hybrid directory
     "neighbours": 50,
@@ -50,8 +55,6 @@ def _log(msg: str) -> None:
 
 
 def _figures(scorer: StepScorer, index: ItemIndex, valid: Sessions) -> dict[str, float]:
-    from .evaluate import evaluate
-
     res = evaluate(scorer, index, valid, ks=(20,), serving_rules=True)
     return {
         "recall@20": round(float(res["recall@20"]), 4),
@@ -66,8 +69,6 @@ def _key(fig: dict[str, float]) -> tuple[float, float]:
 
 def write_vsknn(out: Path, train: Sessions, extra: dict[str, Any] | None = None) -> Path:
     """A vsknn model directory: meta.json + sessions.tsv (the index's sessions)."""
-    from ..recommend.hybrid import SESSIONS
-
     out.mkdir(parents=True, exist_ok=True)
     write_sessions(train, out / SESSIONS)
     digest = fingerprint(out / SESSIONS)
@@ -103,12 +104,6 @@ def train_family(
 ) -> dict[str, Any]:
     """Train/fit `family` on `data` into `out` (see the module docstring); returns
     the selection record written into the metadata (empty for gru4rec and vsknn)."""
-    from ..recommend.hybrid import SESSIONS, HybridScorer
-    from ..recommend.vsknn import VSKNNScorer
-    from .checkpoint import save_checkpoint
-    from .scorer import GRUScorer
-    from .train import train
-
     if family == "vsknn":
         write_vsknn(out, data)
         return {}
@@ -169,28 +164,16 @@ def train_family(
 
 def family_scorer(model_dir: Path) -> tuple[str, StepScorer, ItemIndex]:
     """(family, evaluation scorer, item index) of any family's model directory."""
-    from ..recommend import model_family
-    from ..recommend.gru.served import resolve_checkpoint
-
     family = model_family(model_dir)
     directory = resolve_checkpoint(model_dir)
     if family == "gru4rec":
-        from .scorer import load_scorer
-
         scorer, index = load_scorer(directory)
         return family, scorer, index
-    from ..recommend.hybrid import SESSIONS, HybridScorer, load_index, read_meta
-    from .data import load_sessions
-
     meta = read_meta(directory)
     if family == "vsknn":
-        from ..recommend.vsknn import VSKNNScorer
-
         index = ItemIndex.from_sessions(load_sessions(directory / SESSIONS))
         knn = load_index(directory, dict(meta.get("vsknn") or {}))
         return family, VSKNNScorer(knn, index), index
-    from .checkpoint import load_checkpoint
-
     model, _, index, meta = load_checkpoint(directory)
     spec = meta["hybrid"]
     knn = load_index(directory, dict(spec["vsknn"]))
