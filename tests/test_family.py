@@ -3,8 +3,10 @@ its metadata names, and for each family served = offline under the serving rules
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +16,12 @@ import pytest
 from liverec.cli import main as liverec_main
 from liverec.model.data import load_sessions
 from liverec.model.evaluate import evaluate
-from liverec.model.family import family_scorer, train_family
+from liverec.learn.registry import CURRENT, write_atomic
+from liverec.model.data import Sessions
+from liverec.model.family import family_scorer, train_family, write_vsknn
 
 from .servers import LiverecServer
-from .tiny_model import REPLAY_CONFIG
+from .tiny_model import REPLAY_CONFIG, train_tiny
 from .wsclient import Client
 
 DAY = 86400.0
@@ -88,11 +92,7 @@ async def test_replay_over_websocket_matches_offline_evaluation(
                 welcome, _ = await c.hello(k=20)
                 for pos, item in enumerate(items[:-1]):
                     _, recs = await c.event(item, id=f"s{s}e{pos}")
-                    assert (
-                        recs["model"]
-                        == welcome["model"]
-                        == (meta["version"] if family == "hybrid" else "vsknn")
-                    )
+                    assert recs["model"] == welcome["model"] == meta["version"]
                     ids = [r["item_id"] for r in recs["items"]]
                     target = items[pos + 1]
                     cases += 1
@@ -194,6 +194,74 @@ async def test_an_ab_candidate_may_be_any_family(models: dict[str, Path]) -> Non
         async with await Client.open(server.ws_url) as c:
             await c.hello(k=5)
             _, recs = await c.event("i3-4")
-        assert recs["model"] == "vsknn" and len(recs["items"]) == 5
+        version = json.loads((models["vsknn"] / "meta.json").read_text())["version"]
+        assert recs["model"] == version and len(recs["items"]) == 5
     finally:
         server.stop()
+
+
+async def _served_version(server: LiverecServer, version: str) -> str:
+    """Read liverec_model_info until it names `version` (the server polls the models
+    directory every 50 ms; 400 reads of /metrics); returns the last metrics text."""
+    for _ in range(400):
+        text = await asyncio.to_thread(server.get_text, "/metrics")
+        if f'liverec_model_info{{arm="a",version="{version}"}} 1' in text:
+            break
+        await asyncio.sleep(0.05)
+    return text
+
+
+async def test_a_promoted_directory_of_another_family_is_served_without_restart(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    registry = tmp_path / "models"
+    gru = train_tiny(registry / "g1")  # chains f<fam>-<j>
+    gru_version = json.loads((gru / "meta.json").read_text())["version"]
+    # the vsknn directory: after f0-0 comes zz-1; other sessions fill the lists
+    sessions = [["f0-0", "zz-1"]] * 3 + [[f"a{j}", f"a{j + 1}"] for j in range(0, 40, 2)]
+    knn = write_vsknn(registry / "k1", Sessions.from_lists(sessions))
+    knn_version = json.loads((knn / "meta.json").read_text())["version"]
+    shutil.copytree(models["hybrid"], registry / "h1")
+    hybrid_version = json.loads((registry / "h1" / "meta.json").read_text())["version"]
+    write_atomic(registry / CURRENT, "g1")
+    server = LiverecServer(
+        "memory://",
+        model_path=str(registry),
+        model_poll_s=0.05,
+        address_events_per_s=1e6,
+        address_events_burst=10000,
+    ).start()
+    try:
+        async with await Client.open(server.ws_url) as a:
+            welcome, _ = await a.hello(k=3)
+            assert welcome["model"] == gru_version
+            _, recs = await a.event("f0-0")
+            assert recs["model"] == gru_version
+            await a.event("live-x")  # a live session the new index must learn (re-fed)
+        write_atomic(registry / CURRENT, "k1")  # what a promotion does
+        metrics = await _served_version(server, knn_version)
+        assert f'liverec_model_info{{arm="a",version="{knn_version}"}} 1' in metrics
+        async with await Client.open(server.ws_url) as b:
+            welcome, _ = await b.hello(k=3)
+            assert welcome["model"] == knn_version
+            _, recs = await b.event("f0-0")
+            ids = [r["item_id"] for r in recs["items"]]
+            assert recs["model"] == knn_version
+            assert ids[0] == "zz-1" and "live-x" in ids, ids
+        write_atomic(registry / CURRENT, "h1")
+        metrics = await _served_version(server, hybrid_version)
+        assert f'liverec_model_info{{arm="a",version="{hybrid_version}"}} 1' in metrics
+        async with await Client.open(server.ws_url) as c:
+            welcome, _ = await c.hello(k=3)
+            _, recs = await c.event("i0-0")
+            assert welcome["model"] == recs["model"] == hybrid_version
+        write_atomic(registry / CURRENT, "g1")  # and back to a GRU4Rec checkpoint
+        metrics = await _served_version(server, gru_version)
+        assert f'liverec_model_info{{arm="a",version="{gru_version}"}} 1' in metrics
+        async with await Client.open(server.ws_url) as d:
+            welcome, _ = await d.hello(k=3)
+            _, recs = await d.event("f0-0")
+            assert welcome["model"] == recs["model"] == gru_version
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()

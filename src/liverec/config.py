@@ -78,6 +78,11 @@ class Settings:
         "re-score the best k + model_rescore exactly; 0 (or >= hidden size): full rank",
     )
     model_replay_max: int = _s(50, "items replayed to rebuild a session's hidden state")
+    model_refeed_events: int = _s(
+        100_000,
+        "newest events kept in memory and fed to a model directory loaded while serving "
+        "(a vsknn or hybrid session index then knows the live sessions; ~200 B each; 0 = off)",
+    )
     # --- continuous learning (liverec learn, docs/learning.md)
     learn_in_serve: bool = _s(
         False,
@@ -369,6 +374,8 @@ class Settings:
             problems.append("model_rank and model_rescore must be >= 0")
         if self.model_max_batch < 1 or self.model_pipeline < 1:
             problems.append("model_max_batch and model_pipeline must be >= 1")
+        if self.model_refeed_events < 0:
+            problems.append("model_refeed_events must be >= 0")
         if self.gc_full_interval_s is not None and self.gc_full_interval_s <= 0:
             problems.append("gc_full_interval_s must be > 0 (or none for Python's default)")
         if self.flood_penalty_s < 0:
