@@ -265,3 +265,25 @@ async def test_a_promoted_directory_of_another_family_is_served_without_restart(
     finally:
         server.stop()
     assert "Traceback" not in server.log()
+
+
+def test_without_timestamps_validation_is_the_last_fraction_of_the_sessions_in_file_order(
+    tmp_path: Path,
+) -> None:
+    from liverec.model.split import last_fraction
+
+    from .tiny_model import walks
+
+    lines = tmp_path / "train.txt"
+    data = walks(600, seed=3)
+    lines.write_text("".join(" ".join(data.session(s).tolist()) + "\n" for s in range(600)))
+    train = load_sessions(lines)  # one session per line: no timestamps
+    assert not train.timed
+    selection = train_family("hybrid", train, CONFIG, tmp_path / "hybrid", valid_fraction=0.1)
+    _, valid = last_fraction(train, 0.1)
+    assert selection["valid_fraction"] == 0.1 and "valid_days" not in selection
+    assert selection["valid_sessions"] == valid.n_sessions > 0
+    cases = int(valid.n_events - valid.n_sessions)  # every event after a session's first
+    assert selection["validation"]["hybrid"]["cases"] == cases
+    name, _, _ = family_scorer(tmp_path / "hybrid")
+    assert name == "hybrid"
