@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from liverec.cli import main as liverec_main
-from liverec.model.data import load_sessions
-from liverec.model.evaluate import evaluate
 from liverec.learn.registry import CURRENT, write_atomic
-from liverec.model.data import Sessions
+from liverec.model.data import Sessions, load_sessions
+from liverec.model.evaluate import evaluate
 from liverec.model.family import family_scorer, train_family, write_vsknn
 
 from .servers import LiverecServer

@@ -94,6 +94,11 @@ class Settings:
         "how a candidate is made: finetune (from the served model, new items added) or "
         "retrain (from scratch on the window)",
     )
+    learn_family: str = _s(
+        "gru4rec",
+        "the model families a round chooses between on its held-out sessions: gru4rec, "
+        "vsknn, hybrid (weight chosen there) or auto (the best of the three)",
+    )
     learn_interval_s: float | None = _s(
         600.0, "seconds after a round when the next starts if any event arrived (none = off)"
     )
@@ -466,6 +471,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error", "critical"),
     "log_format": ("text", "json"),
     "learn_mode": ("finetune", "retrain"),
+    "learn_family": ("gru4rec", "vsknn", "hybrid", "auto"),
     "recommender": ("online", "vsknn"),
 }
 TRUE_WORDS = ("1", "true", "yes", "on")

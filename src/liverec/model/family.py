@@ -92,7 +92,7 @@ def write_vsknn(out: Path, train: Sessions, extra: dict[str, Any] | None = None)
     return out
 
 
-def _hybrid_meta(weight: float, extra: dict[str, Any]) -> dict[str, Any]:
+def hybrid_meta(weight: float, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": "hybrid",
         "family": "hybrid",
@@ -185,7 +185,7 @@ def train_family(
         save_checkpoint(out, full.model, full.config, full.item_index, {"selection": selection})
     else:
         full = train(data, config, None, progress=False)
-        meta = _hybrid_meta(best_w, {"selection": selection})
+        meta = hybrid_meta(best_w, {"selection": selection})
         save_checkpoint(out, full.model, full.config, full.item_index, meta)
         write_sessions(data, out / SESSIONS)
     return selection

@@ -117,6 +117,12 @@ class HybridScorer:
         self.gru.reset(n_slots)
         self.slots = [[] for _ in range(n_slots)]
 
+    def clear(self, slots: np.ndarray) -> None:
+        """Start `slots` afresh (a session whose first item the model does not know)."""
+        self.gru.clear(slots)
+        for slot in np.asarray(slots).tolist():
+            self.slots[slot] = []
+
     def step(self, slots: np.ndarray, items: np.ndarray, new: np.ndarray) -> np.ndarray:
         g = self.gru.step(slots, items, new)
         ids = self.item_index.ids
