@@ -286,3 +286,36 @@ def test_without_timestamps_validation_is_the_last_fraction_of_the_sessions_in_f
     assert selection["validation"]["hybrid"]["cases"] == cases
     name, _, _ = family_scorer(tmp_path / "hybrid")
     assert name == "hybrid"
+
+
+async def test_a_broken_directory_keeps_the_served_model(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    from liverec.config import Settings
+    from liverec.recommend import build_recommender
+    from liverec.recommend.base import RecContext
+    from liverec.recommend.reloading import ModelSwitch
+
+    registry = tmp_path / "models"
+    shutil.copytree(models["vsknn"], registry / "k1")
+    broken = registry / "k2"
+    broken.mkdir()
+    meta = json.loads((models["vsknn"] / "meta.json").read_text())
+    (broken / "meta.json").write_text(json.dumps({**meta, "version": "vsknn-broken"}))
+    write_atomic(registry / CURRENT, "k1")
+    settings = Settings(model_path=str(registry), model_poll_s=3600.0, content_model=False)
+    rec = build_recommender(settings)
+    assert isinstance(rec, ModelSwitch)
+    await rec.start()
+    try:
+        write_atomic(registry / CURRENT, "k2")  # no sessions.tsv: it does not load
+        assert await rec.reload() is False
+        assert rec.version == meta["version"]
+        got = await rec.recommend(RecContext("s", ["i0-0"], 5, current_item="i0-0"))
+        assert got.model == meta["version"] and len(got.items) == 5
+        (broken / "sessions.tsv").write_bytes((models["vsknn"] / "sessions.tsv").read_bytes())
+        (broken / "meta.json").touch()
+        assert await rec.reload() is True
+        assert rec.version == "vsknn-broken"
+    finally:
+        await rec.close()
