@@ -189,7 +189,7 @@ class _Plan:
 
 
 class _Mapped:
-    """A GRU scorer over a larger vocabulary (see the module docstring, step 3)."""
+    """A GRU4Rec or hybrid scorer over a larger vocabulary (module docstring, step 3)."""
 
     def __init__(self, scorer: GRUScorer | HybridScorer, own: ItemIndex, union: ItemIndex) -> None:
         self.name = scorer.name
