@@ -199,6 +199,12 @@ async def test_an_ab_candidate_may_be_any_family(models: dict[str, Path]) -> Non
         server.stop()
 
 
+def _series(metrics: str, name: str) -> float:
+    """The value of an unlabelled series in a /metrics text."""
+    (line,) = [x for x in metrics.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[1])
+
+
 async def _served_version(server: LiverecServer, version: str) -> str:
     """Read liverec_model_info until it names `version` (the server polls the models
     directory every 50 ms; 400 reads of /metrics); returns the last metrics text."""
@@ -237,9 +243,12 @@ async def test_a_promoted_directory_of_another_family_is_served_without_restart(
             _, recs = await a.event("f0-0")
             assert recs["model"] == gru_version
             await a.event("live-x")  # a live session the new index must learn (re-fed)
+        batches = _series(server.get_text("/metrics"), "liverec_model_batches_total")
+        assert batches >= 1  # the GRU scored the first lists
         write_atomic(registry / CURRENT, "k1")  # what a promotion does
         metrics = await _served_version(server, knn_version)
         assert f'liverec_model_info{{arm="a",version="{knn_version}"}} 1' in metrics
+        assert _series(metrics, "liverec_model_batches_total") == batches  # kept at the switch
         async with await Client.open(server.ws_url) as b:
             welcome, _ = await b.hello(k=3)
             assert welcome["model"] == knn_version

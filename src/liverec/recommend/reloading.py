@@ -15,6 +15,9 @@ When the resolved directory or its meta.json changes:
   is closed once no list it is making is outstanding. A directory that does not load
   is logged and the old model stays served.
 
+The `_total` figures (/metrics counters) of replaced recommenders are kept and
+added to the current one's, so the counters never go down at a switch.
+
 The online fallback is shared by every recommender built here; it is started and
 closed once, by the switch, and learns each event once (re-fed events are not shown
 to it again).
@@ -110,6 +113,7 @@ class ModelSwitch(Recommender):
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
         self.reloads = 0
+        self._totals: dict[str, float] = {}  # counters of the replaced recommenders
 
     @classmethod
     def from_settings(
@@ -152,7 +156,10 @@ class ModelSwitch(Recommender):
         return self.current.is_ready()
 
     def figures(self) -> dict[str, float]:
-        return self.current.figures()
+        now = self.current.figures()
+        for name, value in self._totals.items():
+            now[name] = now.get(name, 0.0) + value
+        return now
 
     async def recommend(self, ctx: RecContext) -> RecList:
         rec = self.current
@@ -240,6 +247,9 @@ class ModelSwitch(Recommender):
             for event in list(self.recent)[-missed:]:
                 new.observe(event)
         shared.muted = False
+        for name, value in self.current.figures().items():
+            if name.endswith("_total"):
+                self._totals[name] = self._totals.get(name, 0.0) + value
         old, self.current, self.family = self.current, new, family
         log.info("serving model %s (%s; was %s)", new.version, family, old.version)
         self.reloads += 1
