@@ -1,10 +1,13 @@
 """`liverec train --family auto` on one data set and seed, and every family on its test set.
 
 Owns: the figures of docs/model-quality.md's family section. For a seed: run the
-`auto` choice on TRAIN (validation carved by time from TRAIN, never the test set),
+`auto` choice on TRAIN (validation carved by time from TRAIN, or its last
+--valid-fraction of sessions in file order when it has no timestamps; never the test set),
 then score on TEST, under the serving rules, the GRU4Rec and V-SkNN trained/fitted
 on all of TRAIN and the served winner (`liverec evaluate --model DIR` does the same
-for the winner alone). Prints one JSON object per line. Nothing is asserted.
+for the winner alone). The GRU4Rec trained on all of TRAIN is also written on its own
+as OUT/gru4rec-SEED (a plain GRU4Rec checkpoint directory). Prints one JSON object per
+line. Nothing is asserted.
 
     nice -n 10 python bench/bench_family.py --train TRAIN --test TEST --preset rsc15 \\
         --seed 1 --out family-models
@@ -18,14 +21,14 @@ import json
 import time
 from pathlib import Path
 
-from liverec.model.checkpoint import load_checkpoint
+from liverec.model.checkpoint import load_checkpoint, save_checkpoint
 from liverec.model.config import get_preset
 from liverec.model.data import ItemIndex
 from liverec.model.evaluate import StepScorer, evaluate
 from liverec.model.formats import load_sessions
 from liverec.model.scorer import GRUScorer
 from liverec.model.train import train
-from liverec.recommend.family import VSKNN_PARAMS, family_scorer, train_family
+from liverec.recommend.family import VALID_FRACTION, VSKNN_PARAMS, family_scorer, train_family
 from liverec.recommend.vsknn import VSKNNScorer
 
 
@@ -83,6 +86,7 @@ def main() -> None:
     p.add_argument("--preset", default="rsc15")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="family-models")
+    p.add_argument("--valid-fraction", type=float, default=VALID_FRACTION)
     args = p.parse_args()
     if args.cost is not None:
         import asyncio
@@ -93,17 +97,18 @@ def main() -> None:
     config = dataclasses.replace(get_preset(args.preset), seed=args.seed, threads=1)
     out = Path(args.out) / f"auto-{args.seed}"
     t0 = time.perf_counter()
-    selection = train_family("auto", data, config, out)
+    selection = train_family("auto", data, config, out, valid_fraction=args.valid_fraction)
     seconds = round(time.perf_counter() - t0, 1)
     print(json.dumps({"seed": args.seed, "selection": selection, "seconds": seconds}), flush=True)
     family, served, index = family_scorer(out)
     rows: list[tuple[str, StepScorer, ItemIndex]] = [(f"auto ({family})", served, index)]
     if family == "vsknn":
         gru = train(data, config, None, progress=False)
-        rows.append(("gru4rec", GRUScorer(gru.model), gru.item_index))
+        model, gconfig, gindex = gru.model, gru.config, gru.item_index
     else:
-        model, _, gindex, _ = load_checkpoint(out)
-        rows.append(("gru4rec", GRUScorer(model), gindex))
+        model, gconfig, gindex, _ = load_checkpoint(out)
+    save_checkpoint(Path(args.out) / f"gru4rec-{args.seed}", model, gconfig, gindex)
+    rows.append(("gru4rec", GRUScorer(model), gindex))
     rows.append(("vsknn", VSKNNScorer.fit(data, index, **VSKNN_PARAMS), index))
     for name, scorer, idx in rows:
         res = evaluate(scorer, idx, test, ks=(20,), serving_rules=True)

@@ -3,7 +3,9 @@ its metadata names, and for each family served = offline under the serving rules
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +13,15 @@ from pathlib import Path
 import pytest
 
 from liverec.cli import main as liverec_main
+from liverec.learn.registry import CURRENT, write_atomic
+from liverec.model.data import Sessions
 from liverec.model.evaluate import evaluate
 from liverec.model.formats import load_sessions
-from liverec.recommend.family import family_scorer, train_family
+from liverec.recommend.family import family_scorer, train_family, write_vsknn
 
 from .replay_helpers import assert_matches, replay
 from .servers import LiverecServer
-from .tiny_model import REPLAY_CONFIG, walks
+from .tiny_model import REPLAY_CONFIG, train_tiny, walks
 from .wsclient import Client
 
 DAY = 86400.0
@@ -77,7 +81,7 @@ async def test_replay_over_websocket_matches_offline_evaluation(
         replayed = await replay(server.ws_url, test, index.index)
     finally:
         server.stop()
-    assert replayed.models == {meta["version"] if family == "hybrid" else "vsknn"}
+    assert replayed.models == {meta["version"]}
     assert_matches(measured, replayed)
 
 
@@ -168,6 +172,138 @@ async def test_an_ab_candidate_may_be_any_family(models: dict[str, Path]) -> Non
         async with await Client.open(server.ws_url) as c:
             await c.hello(k=5)
             _, recs = await c.event("i3-4")
-        assert recs["model"] == "vsknn" and len(recs["items"]) == 5
+        version = json.loads((models["vsknn"] / "meta.json").read_text())["version"]
+        assert recs["model"] == version and len(recs["items"]) == 5
     finally:
         server.stop()
+
+
+def _series(metrics: str, name: str) -> float:
+    """The value of an unlabelled series in a /metrics text."""
+    (line,) = [x for x in metrics.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+async def _served_version(server: LiverecServer, version: str) -> str:
+    """Read liverec_model_info until it names `version` (the server polls the models
+    directory every 50 ms; 400 reads of /metrics); returns the last metrics text."""
+    for _ in range(400):
+        text = await asyncio.to_thread(server.get_text, "/metrics")
+        if f'liverec_model_info{{arm="a",version="{version}"}} 1' in text:
+            break
+        await asyncio.sleep(0.05)
+    return text
+
+
+async def test_a_promoted_directory_of_another_family_is_served_without_restart(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    registry = tmp_path / "models"
+    gru = train_tiny(registry / "g1")  # chains f<fam>-<j>
+    gru_version = json.loads((gru / "meta.json").read_text())["version"]
+    # the vsknn directory: after f0-0 comes zz-1; other sessions fill the lists
+    sessions = [["f0-0", "zz-1"]] * 3 + [[f"a{j}", f"a{j + 1}"] for j in range(0, 40, 2)]
+    knn = write_vsknn(registry / "k1", Sessions.from_lists(sessions))
+    knn_version = json.loads((knn / "meta.json").read_text())["version"]
+    shutil.copytree(models["hybrid"], registry / "h1")
+    hybrid_version = json.loads((registry / "h1" / "meta.json").read_text())["version"]
+    write_atomic(registry / CURRENT, "g1")
+    server = LiverecServer(
+        "memory://",
+        model_path=str(registry),
+        model_poll_s=0.05,
+        address_events_per_s=1e6,
+        address_events_burst=10000,
+    ).start()
+    try:
+        async with await Client.open(server.ws_url) as a:
+            welcome, _ = await a.hello(k=3)
+            assert welcome["model"] == gru_version
+            _, recs = await a.event("f0-0")
+            assert recs["model"] == gru_version
+            await a.event("live-x")  # a live session the new index must learn (re-fed)
+        batches = _series(server.get_text("/metrics"), "liverec_model_batches_total")
+        assert batches >= 1  # the GRU scored the first lists
+        write_atomic(registry / CURRENT, "k1")  # what a promotion does
+        metrics = await _served_version(server, knn_version)
+        assert f'liverec_model_info{{arm="a",version="{knn_version}"}} 1' in metrics
+        assert _series(metrics, "liverec_model_batches_total") == batches  # kept at the switch
+        async with await Client.open(server.ws_url) as b:
+            welcome, _ = await b.hello(k=3)
+            assert welcome["model"] == knn_version
+            _, recs = await b.event("f0-0")
+            ids = [r["item_id"] for r in recs["items"]]
+            assert recs["model"] == knn_version
+            assert ids[0] == "zz-1" and "live-x" in ids, ids
+        write_atomic(registry / CURRENT, "h1")
+        metrics = await _served_version(server, hybrid_version)
+        assert f'liverec_model_info{{arm="a",version="{hybrid_version}"}} 1' in metrics
+        async with await Client.open(server.ws_url) as c:
+            welcome, _ = await c.hello(k=3)
+            _, recs = await c.event("i0-0")
+            assert welcome["model"] == recs["model"] == hybrid_version
+        write_atomic(registry / CURRENT, "g1")  # and back to a GRU4Rec checkpoint
+        metrics = await _served_version(server, gru_version)
+        assert f'liverec_model_info{{arm="a",version="{gru_version}"}} 1' in metrics
+        async with await Client.open(server.ws_url) as d:
+            welcome, _ = await d.hello(k=3)
+            _, recs = await d.event("f0-0")
+            assert welcome["model"] == recs["model"] == gru_version
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+def test_without_timestamps_validation_is_the_last_fraction_of_the_sessions_in_file_order(
+    tmp_path: Path,
+) -> None:
+    from liverec.model.split import last_fraction
+
+    from .tiny_model import walks
+
+    lines = tmp_path / "train.txt"
+    data = walks(600, seed=3)
+    lines.write_text("".join(" ".join(data.session(s).tolist()) + "\n" for s in range(600)))
+    train = load_sessions(lines)  # one session per line: no timestamps
+    assert not train.timed
+    selection = train_family("hybrid", train, CONFIG, tmp_path / "hybrid", valid_fraction=0.1)
+    _, valid = last_fraction(train, 0.1)
+    assert selection["valid_fraction"] == 0.1 and "valid_days" not in selection
+    assert selection["valid_sessions"] == valid.n_sessions > 0
+    cases = int(valid.n_events - valid.n_sessions)  # every event after a session's first
+    assert selection["validation"]["hybrid"]["cases"] == cases
+    name, _, _ = family_scorer(tmp_path / "hybrid")
+    assert name == "hybrid"
+
+
+async def test_a_broken_directory_keeps_the_served_model(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    from liverec.config import Settings
+    from liverec.recommend import build_recommender
+    from liverec.recommend.base import RecContext
+    from liverec.recommend.reloading import ModelSwitch
+
+    registry = tmp_path / "models"
+    shutil.copytree(models["vsknn"], registry / "k1")
+    broken = registry / "k2"
+    broken.mkdir()
+    meta = json.loads((models["vsknn"] / "meta.json").read_text())
+    (broken / "meta.json").write_text(json.dumps({**meta, "version": "vsknn-broken"}))
+    write_atomic(registry / CURRENT, "k1")
+    settings = Settings(model_path=str(registry), model_poll_s=3600.0, content_model=False)
+    rec = build_recommender(settings)
+    assert isinstance(rec, ModelSwitch)
+    await rec.start()
+    try:
+        write_atomic(registry / CURRENT, "k2")  # no sessions.tsv: it does not load
+        assert await rec.reload() is False
+        assert rec.version == meta["version"]
+        got = await rec.recommend(RecContext("s", ["i0-0"], 5, current_item="i0-0"))
+        assert got.model == meta["version"] and len(got.items) == 5
+        (broken / "sessions.tsv").write_bytes((models["vsknn"] / "sessions.tsv").read_bytes())
+        (broken / "meta.json").touch()
+        assert await rec.reload() is True
+        assert rec.version == "vsknn-broken"
+    finally:
+        await rec.close()

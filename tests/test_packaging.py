@@ -120,7 +120,9 @@ def test_wheel_carries_web_assets_and_serves_them(tmp_path: Path) -> None:
     python = venv / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEREC_", "PYTHON"))}
     installed = _pip(
@@ -134,7 +136,10 @@ def test_wheel_carries_web_assets_and_serves_them(tmp_path: Path) -> None:
 
     where = subprocess.run(
         [str(python), "-c", "import liverec.server.app as a; print(a.default_web_dir())"],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert where.returncode == 0, where.stderr
     assert where.stdout.startswith(site), where.stdout  # the package's copy, not the source's
@@ -142,9 +147,23 @@ def test_wheel_carries_web_assets_and_serves_them(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "server.log"
     with log.open("wb") as out:  # the child keeps its own descriptor
         server = subprocess.Popen(
-            [str(venv / "bin" / "liverec"), "serve", "--port", str(port), "--store", "memory://",
-             "--demo", "--demo-warmup-sessions", "0", "--log-level", "warning"],
-            env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+            [
+                str(venv / "bin" / "liverec"),
+                "serve",
+                "--port",
+                str(port),
+                "--store",
+                "memory://",
+                "--demo",
+                "--demo-warmup-sessions",
+                "0",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         base = f"http://127.0.0.1:{port}"

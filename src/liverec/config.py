@@ -88,6 +88,11 @@ class Settings:
         "seconds a scoring worker may take to answer a micro-batch; then it is killed and "
         "replaced, and its batch is scored on the server's thread",
     )
+    model_refeed_events: int = _s(
+        100_000,
+        "newest events kept in memory and fed to a model directory loaded while serving "
+        "(a vsknn or hybrid session index then knows the live sessions; ~200 B each; 0 = off)",
+    )
     # --- continuous learning (liverec learn, docs/learning.md)
     learn_in_serve: bool = _s(
         False,
@@ -98,6 +103,11 @@ class Settings:
         "finetune",
         "how a candidate is made: finetune (from the served model, new items added) or "
         "retrain (from scratch on the window)",
+    )
+    learn_family: str = _s(
+        "gru4rec",
+        "the model families a round chooses between on its held-out sessions: gru4rec, "
+        "vsknn, hybrid (weight chosen there) or auto (the best of the three)",
     )
     learn_interval_s: float | None = _s(
         600.0, "seconds after a round when the next starts if any event arrived (none = off)"
@@ -423,6 +433,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("debug", "info", "warning", "error", "critical"),
     "log_format": ("text", "json"),
     "learn_mode": ("finetune", "retrain"),
+    "learn_family": ("gru4rec", "vsknn", "hybrid", "auto"),
     "recommender": ("online", "vsknn"),
 }
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -487,6 +498,7 @@ BOUNDS: tuple[tuple[str, Bound, str], ...] = (
     ("model_max_batch", AT_LEAST_1, _BATCH),
     ("model_pipeline", AT_LEAST_1, _BATCH),
     ("model_score_timeout_s", ABOVE_0, "model_score_timeout_s must be > 0"),
+    ("model_refeed_events", AT_LEAST_0, "model_refeed_events must be >= 0"),
     (
         "gc_full_interval_s",
         ABOVE_0,

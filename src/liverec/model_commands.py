@@ -4,7 +4,7 @@ Owns: their flags, what they print and what they write. Other tools script
 against these, so the contract is fixed:
 
     liverec train --data FILE --out DIR [--format FMT] [--preset NAME] [--set KEY=VALUE ...]
-                  [--family gru4rec|vsknn|hybrid|auto] [--valid-days 1]
+                  [--family gru4rec|vsknn|hybrid|auto] [--valid-days 1] [--valid-fraction 0.08]
     liverec evaluate [--model DIR] --train FILE --test FILE [--baselines pop,iknn,vsknn,markov]
                      [--json] [--serving-rules] [--format FMT] [--k 5,10,20]
     liverec split --data FILE --out DIR [--days 1 | --fraction F] [--format FMT]
@@ -34,6 +34,7 @@ from .model.data import ItemIndex, Sessions, fingerprint
 from .model.formats import FORMATS, detect_format, load_sessions, write_sessions
 from .model.split import last_fraction, time_split
 from .recommend import FAMILY_CHOICES
+from .recommend.family import VALID_FRACTION
 
 if TYPE_CHECKING:
     from .model.evaluate import StepScorer
@@ -81,6 +82,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=1.0,
         type=float,
         help="hybrid/auto: the validation split, the last DAYS days of --data [default: 1]",
+    )
+    t.add_argument(
+        "--valid-fraction",
+        default=VALID_FRACTION,
+        type=float,
+        help="hybrid/auto on data without timestamps: the validation split, the last "
+        f"FRACTION of the sessions in file order [default: {VALID_FRACTION:g}]",
     )
     t.set_defaults(func=cmd_train)
 
@@ -170,7 +178,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.family != "gru4rec":
         from .recommend.family import train_family
 
-        train_family(args.family, sessions, config, Path(args.out), args.valid_days)
+        train_family(
+            args.family, sessions, config, Path(args.out), args.valid_days, args.valid_fraction
+        )
         _log(f"wrote {args.out}")
         return 0
     item_index = ItemIndex.from_sessions(sessions)

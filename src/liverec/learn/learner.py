@@ -29,6 +29,13 @@ last round when any have. A round, on a worker thread:
    model's minus `margin` (the first model: when its Recall@20 beats popularity),
    else rejects it; both figures and the reason go to the registry.
 
+With `learn_family` other than gru4rec, step 2 also builds the other families'
+candidates (families.py: a session index of the training part, the hybrid of the
+two), step 3 scores each on the held-out sessions and the best is the round's
+candidate for step 4; the comparison goes into its meta.json (`selection`) and the
+registry. The served model may be of any family: a GRU4Rec or hybrid one is
+fine-tuned from, a vsknn one is not (the GRU4Rec candidate is trained afresh).
+
 Promotion writes models/CURRENT, which every `liverec serve --model models/` polls.
 
 Why ~510 lines in one module: the loop, the round and the promotion rule share the
@@ -61,10 +68,14 @@ from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import TrainConfig, configure
 from ..model.data import ItemIndex, Sessions, build_sessions, encode, fingerprint
 from ..model.evaluate import StepScorer, evaluate
+from ..model.formats import load_sessions
 from ..model.gru4rec import GRU4Rec
 from ..model.scorer import GRUScorer
+from ..recommend import model_family
+from ..recommend.hybrid import SESSIONS, HybridScorer
 from ..store import limits_from, open_store
 from ..store.base import LoggedEvent, Store
+from . import families
 from .finetune import Candidate, Stopped, finetune, retrain
 from .registry import Registry, VersionRecord, learner_lock
 from .weighting import bounded_events
@@ -81,6 +92,7 @@ class LearnConfig:
 
     models_dir: Path
     mode: str = "finetune"  # "finetune" | "retrain"
+    family: str = "gru4rec"  # the family set a round chooses from (families.FAMILY_SETS)
     interval_s: float | None = 600.0
     min_events: int | None = 10_000
     window_events: int = 200_000
@@ -100,6 +112,8 @@ class LearnConfig:
         problems = []
         if self.mode not in MODES:
             problems.append(f"learn_mode must be one of {', '.join(MODES)}")
+        if self.family not in families.FAMILY_SETS:
+            problems.append(f"learn_family must be one of {', '.join(families.FAMILY_SETS)}")
         if self.interval_s is None and self.min_events is None:
             problems.append("set learn_interval_s or learn_min_events (or both)")
         if self.interval_s is not None and self.interval_s <= 0:
@@ -138,6 +152,7 @@ class LearnConfig:
         return cls(
             models_dir=Path(settings.model_path),
             mode=settings.learn_mode,
+            family=settings.learn_family,
             interval_s=settings.learn_interval_s,
             min_events=settings.learn_min_events,
             window_events=settings.learn_window_events,
@@ -173,15 +188,16 @@ class _Plan:
     union: ItemIndex  # served model's items, then the training part's new ones
     cases: int  # held-out targets whose items are in `union`
     live: str | None
-    live_model: GRU4Rec | None
+    live_model: GRU4Rec | None  # the served GRU4Rec weights (gru4rec and hybrid families)
     live_index: ItemIndex | None
     window: dict[str, Any]
+    live_family: str | None = None
 
 
 class _Mapped:
-    """A GRU scorer over a larger vocabulary (see the module docstring, step 3)."""
+    """A GRU4Rec or hybrid scorer over a larger vocabulary (module docstring, step 3)."""
 
-    def __init__(self, scorer: GRUScorer, own: ItemIndex, union: ItemIndex) -> None:
+    def __init__(self, scorer: GRUScorer | HybridScorer, own: ItemIndex, union: ItemIndex) -> None:
         self.name = scorer.name
         self.scorer = scorer
         self.n_items = len(union)
@@ -367,15 +383,15 @@ class Learner:
                 seconds=time.perf_counter() - started,
             )
         mode = self.config.mode if plan.live is not None else "initial"
-        candidate = self.train(plan, mode)
-        metrics = self.compare(plan, candidate)
+        candidate = self.train(plan, mode) if families.needs_gru(self.config.family) else None
+        metrics, choice = self.compare(plan, candidate)
         if self._stop.is_set():  # closing: leave the registry as it is
             raise Stopped("stopping")
         promote, reason = decide(
             metrics["candidate"], metrics["live"], metrics["popularity"], self.config.margin
         )
         seconds = time.perf_counter() - started
-        record = self._save(plan, candidate, mode, metrics, seconds)
+        record = self._save(plan, candidate, choice, mode, metrics, seconds)
         if promote:
             self.registry.promote(record.version, reason)
         else:
@@ -399,9 +415,15 @@ class Learner:
         is_hold = np.arange(sessions.n_sessions) >= sessions.n_sessions - n_hold
         train, holdout = sessions.select(~is_hold), sessions.select(is_hold)
         live = self.registry.current()
-        live_model, live_index = None, None
+        live_model, live_index, live_family = None, None, None
         if live is not None:
-            live_model, _, live_index, _ = load_checkpoint(self.registry.path(live))
+            live_family = model_family(self.registry.path(live))
+            if live_family == "vsknn":
+                live_index = ItemIndex.from_sessions(
+                    load_sessions(self.registry.path(live) / SESSIONS)
+                )
+            else:
+                live_model, _, live_index, _ = load_checkpoint(self.registry.path(live))
         union = ItemIndex(live_index.ids if live_index is not None else [])
         for item in ItemIndex.from_sessions(train).ids:
             union.add(item)
@@ -418,7 +440,9 @@ class Learner:
             "last_ts": float(sessions.times.max()) if kept else None,
         }
         cases = int(np.maximum(np.diff(offsets) - 1, 0).sum())
-        return _Plan(train, holdout, union, cases, live, live_model, live_index, window)
+        return _Plan(
+            train, holdout, union, cases, live, live_model, live_index, window, live_family
+        )
 
     def train(self, plan: _Plan, mode: str) -> Candidate:
         """A candidate trained on the plan's training part."""
@@ -429,18 +453,26 @@ class Learner:
             return finetune(plan.live_model, plan.live_index, plan.train, config, stop)
         return retrain(plan.train, config, stop)
 
-    def compare(self, plan: _Plan, candidate: Candidate) -> dict[str, Any]:
-        """Candidate, served model and popularity on the same held-out cases."""
+    def compare(
+        self, plan: _Plan, candidate: Candidate | None
+    ) -> tuple[dict[str, Any], families.Choice]:
+        """The family candidates, served model and popularity on the same held-out
+        cases; the chosen family's figures are the candidate's."""
         union, ks = plan.union, (K,)
 
         def run(scorer: StepScorer) -> dict[str, float]:
             res = evaluate(scorer, union, plan.holdout, ks=ks, serving_rules=True)
             return {f"recall@{K}": float(res[f"recall@{K}"]), f"mrr@{K}": float(res[f"mrr@{K}"])}
 
-        cand = run(_Mapped(GRUScorer(candidate.model), candidate.item_index, union))
+        def mapped(scorer: GRUScorer | HybridScorer, own: ItemIndex) -> StepScorer:
+            return _Mapped(scorer, own, union)
+
+        choice = families.choose(self.config.family, candidate, plan.train, union, run, mapped)
+        cand = choice.figures[choice.family]
         live = None
-        if plan.live_model is not None and plan.live_index is not None:
-            live = run(_Mapped(GRUScorer(plan.live_model), plan.live_index, union))
+        if plan.live is not None:
+            directory = self.registry.path(plan.live)
+            live = run(families.served_scorer(directory, union, mapped)[1])
         pop = run(Popularity().fit(plan.train, union))
         new_targets = 0
         if plan.live_index is not None:
@@ -448,42 +480,55 @@ class Learner:
             targets = np.ones(len(codes), dtype=bool)
             targets[offsets[:-1]] = False  # the first event of a session is no target
             new_targets = int((codes[targets] >= len(plan.live_index)).sum())
-        return {
+        trained = {"loss": candidate.loss, "pairs": candidate.pairs} if candidate else None
+        metrics = {
             "k": K,
             "cases": plan.cases,
             "new_item_cases": new_targets,
             "margin": self.config.margin,
+            "family": choice.family,
             "candidate": cand,
             "live": live,
+            "live_family": plan.live_family,
             "popularity": pop,
-            "train": {"loss": candidate.loss, "pairs": candidate.pairs},
+            "train": trained,
         }
+        if self.config.family != "gru4rec":
+            metrics["families"] = choice.figures
+        return metrics, choice
 
     def _save(
         self,
         plan: _Plan,
-        candidate: Candidate,
+        candidate: Candidate | None,
+        choice: families.Choice,
         mode: str,
         metrics: dict[str, Any],
         seconds: float,
     ) -> VersionRecord:
         known = plan.live_index or ItemIndex([])  # new items: those the served model lacks
         staged = self.registry.staging()
-        meta = {
+        meta: dict[str, Any] = {
             "parent": plan.live,
             "data_fingerprint": fingerprint(plan.train),
             "evaluation": metrics["candidate"],
             "learn": {"mode": mode, "window": plan.window},
         }
-        save_checkpoint(staged, candidate.model, candidate.config, candidate.item_index, meta)
+        if self.config.family != "gru4rec":
+            meta["selection"] = choice.record(self.config.family)
+        if choice.family == "gru4rec" and candidate is not None:  # as before families
+            save_checkpoint(staged, candidate.model, candidate.config, candidate.item_index, meta)
+        else:
+            families.write(choice, staged, candidate, plan.train, meta)
+        items = candidate.item_index if candidate else ItemIndex.from_sessions(plan.train)
         return self.registry.add(
             staged,
             parent=plan.live,
             mode=mode,
             window=plan.window,
             metrics=metrics,
-            items=len(candidate.item_index),
-            new_items=sum(1 for i in candidate.item_index.ids if i not in known),
+            items=len(items),
+            new_items=sum(1 for i in items.ids if i not in known),
             seconds=round(seconds, 3),
         )
 

@@ -21,6 +21,7 @@ from .base import Recommender
 from .blend import BlendedRecommender
 from .content import ContentIndex
 from .online import OnlineRecommender
+from .vsknn import VERSION as VSKNN_VERSION
 from .vsknn import VSKNNRecommender
 
 FAMILIES = ("gru4rec", "vsknn", "hybrid")  # what a model directory's meta.json may hold
@@ -37,7 +38,7 @@ def build_recommender(settings: Settings) -> Recommender:
         return behavioural
     trained = None
     served_by = getattr(behavioural, "a", behavioural)  # an A/B split: the live arm
-    if hasattr(served_by, "served"):  # a GRU checkpoint: its items are learnt
+    if hasattr(served_by, "served"):  # a served model path: a GRU checkpoint's items are learnt
         gru = served_by
 
         def trained(item_id: str) -> bool:
@@ -105,14 +106,27 @@ def model_family(path: Path) -> str:
 
 
 def _served_family(settings: Settings, online: Recommender) -> Recommender:
-    """The recommender serving settings.model_path, by the family its metadata names."""
-    assert settings.model_path is not None
-    path = Path(settings.model_path)
+    """The recommender serving settings.model_path, by the family its metadata names,
+    replaced when the path changes (reloading.py)."""
+    from .reloading import ModelSwitch
+
+    def build(path: Path, fallback: Recommender) -> tuple[str, Recommender]:
+        return _family_recommender(settings, path, fallback)
+
+    return ModelSwitch.from_settings(settings, online, build)
+
+
+def _family_recommender(
+    settings: Settings, path: Path, fallback: Recommender
+) -> tuple[str, Recommender]:
+    """(family, its recommender) of what `path` holds now; the switch watches it."""
     family = model_family(path)
     if family == "gru4rec":
         from .gru import GRURecommender  # torch is imported only when a model is served
 
-        return GRURecommender.from_settings(settings, fallback=online)
+        gru = GRURecommender.from_settings(settings, fallback=fallback)
+        gru.poll_s = None  # the switch watches the path
+        return family, gru
     from .gru.served import resolve_checkpoint
 
     directory = resolve_checkpoint(path)
@@ -121,10 +135,11 @@ def _served_family(settings: Settings, online: Recommender) -> Recommender:
 
         meta = read_meta(directory)
         index = load_index(directory, dict(meta.get("vsknn") or {}))
-        return VSKNNRecommender(index, online, live=settings.vsknn_live)
+        version = str(meta.get("version") or VSKNN_VERSION)
+        return family, VSKNNRecommender(index, fallback, live=settings.vsknn_live, version=version)
     from .hybrid import HybridRecommender
 
-    return HybridRecommender.from_settings(settings, directory, online)
+    return family, HybridRecommender.from_settings(settings, directory, fallback)
 
 
 async def warm_from_log(recommender: Recommender, store: Store, events: int) -> int:

@@ -8,7 +8,9 @@ test set) with the winner written and the comparison kept in its metadata, and t
 evaluation scorer of any family's directory.
 
 Validation: the sessions starting in the last `valid_days` days of the training data
-(`time_split`, the test split's rule) are scored, under the serving rules (the item
+(`time_split`, the test split's rule) or, for data without timestamps (the lines
+layout, whose sessions are stored in date order), its last `valid_fraction` of the
+sessions in file order (`last_fraction`) are scored, under the serving rules (the item
 just consumed is never a hit), by models trained or fitted on the sessions before
 them. The winner is the best Recall@20, MRR@20 breaking ties; then it is trained
 again on all the training data, with the chosen weight, and written.
@@ -32,7 +34,7 @@ from ..model.data import ItemIndex, Sessions, fingerprint
 from ..model.evaluate import StepScorer, evaluate
 from ..model.formats import load_sessions, write_sessions
 from ..model.scorer import GRUScorer, load_scorer
-from ..model.split import time_split
+from ..model.split import last_fraction, time_split
 from ..model.train import train
 from . import FAMILY_CHOICES, model_family
 from .gru.served import resolve_checkpoint
@@ -40,6 +42,7 @@ from .hybrid import SESSIONS, HybridScorer, load_index, read_meta
 from .vsknn import VSKNNScorer
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # fusion weights tried on validation
+VALID_FRACTION = 0.08  # untimed data: the validation tail (~ a week of Diginetica)
 VSKNN_PARAMS = {  # SessionIndex parameters written into a vsknn or hybrid directory
     "neighbours": 50,
     "sample": 250,
@@ -90,7 +93,7 @@ def write_vsknn(out: Path, train: Sessions, extra: dict[str, Any] | None = None)
     return out
 
 
-def _hybrid_meta(weight: float, extra: dict[str, Any]) -> dict[str, Any]:
+def hybrid_meta(weight: float, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": "hybrid",
         "family": "hybrid",
@@ -99,8 +102,35 @@ def _hybrid_meta(weight: float, extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def validation_split(
+    data: Sessions, valid_days: float = 1.0, valid_fraction: float = VALID_FRACTION
+) -> tuple[Sessions, Sessions, dict[str, Any]]:
+    """(training part, validation part, how it was carved) of `data`: by time when it
+    has timestamps, else its last `valid_fraction` of the sessions in file order."""
+    try:
+        if data.timed:
+            tr, valid = time_split(data, valid_days)
+            how: dict[str, Any] = {"valid_days": valid_days}
+            what = f"the last {valid_days:g} day(s)"
+        else:
+            tr, valid = last_fraction(data, valid_fraction)
+            how = {"valid_fraction": valid_fraction}
+            what = f"the last {valid_fraction:g} of the sessions in file order"
+    except (ValueError, LiverecError) as exc:
+        raise LiverecError(f"no validation split: {exc}") from None
+    if tr.n_sessions == 0 or valid.n_sessions == 0:
+        raise LiverecError(f"{what} leave(s) no training or validation data")
+    _log(f"validation: {valid.n_sessions} sessions of {what}")
+    return tr, valid, how
+
+
 def train_family(
-    family: str, data: Sessions, config: TrainConfig, out: Path, valid_days: float = 1.0
+    family: str,
+    data: Sessions,
+    config: TrainConfig,
+    out: Path,
+    valid_days: float = 1.0,
+    valid_fraction: float = VALID_FRACTION,
 ) -> dict[str, Any]:
     """Train/fit `family` on `data` into `out` (see the module docstring); returns
     the selection record written into the metadata (empty for gru4rec and vsknn)."""
@@ -112,13 +142,7 @@ def train_family(
         return {}
     if family not in ("hybrid", "auto"):
         raise LiverecError(f"unknown family {family!r}; choose from {', '.join(FAMILY_CHOICES)}")
-    try:
-        tr, valid = time_split(data, valid_days)
-    except (ValueError, LiverecError) as exc:
-        raise LiverecError(f"no validation split: {exc}") from None
-    if tr.n_sessions == 0 or valid.n_sessions == 0:
-        raise LiverecError(f"the last {valid_days:g} day(s) leave no training or validation data")
-    _log(f"validation: {valid.n_sessions} sessions of the last {valid_days:g} day(s)")
+    tr, valid, how = validation_split(data, valid_days, valid_fraction)
     index = ItemIndex.from_sessions(tr)
     result = train(tr, config, None, item_index=index, progress=False)
     knn = VSKNNScorer.fit(tr, index, **VSKNN_PARAMS)
@@ -143,7 +167,7 @@ def train_family(
         "requested": family,
         "winner": winner,
         "weight": best_w,
-        "valid_days": valid_days,
+        **how,
         "valid_sessions": valid.n_sessions,
         "validation": figures,
         "rule": "best Recall@20 on validation (serving rules), MRR@20 breaks ties",
@@ -156,7 +180,7 @@ def train_family(
         save_checkpoint(out, full.model, full.config, full.item_index, {"selection": selection})
     else:
         full = train(data, config, None, progress=False)
-        meta = _hybrid_meta(best_w, {"selection": selection})
+        meta = hybrid_meta(best_w, {"selection": selection})
         save_checkpoint(out, full.model, full.config, full.item_index, meta)
         write_sessions(data, out / SESSIONS)
     return selection

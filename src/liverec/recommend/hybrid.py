@@ -19,8 +19,8 @@ pass over the n_items of the checkpoint (O(H x n_items), exact float32, no
 shortlist: the z-score needs every score), the V-SkNN scoring of vsknn.py (bounded
 by its window, per_item, sample and neighbours), and a partial sort of n_items. A
 session whose state is not held (new, evicted beyond `model_max_sessions`, restart)
-is rebuilt by replaying its last `model_replay_max` items. Hot reload of a hybrid
-directory is not done: a new one is served after a restart.
+is rebuilt by replaying its last `model_replay_max` items. A new directory at the
+served path replaces this one while serving (reloading.py).
 """
 
 from __future__ import annotations
@@ -116,6 +116,12 @@ class HybridScorer:
     def reset(self, n_slots: int) -> None:
         self.gru.reset(n_slots)
         self.slots = [[] for _ in range(n_slots)]
+
+    def clear(self, slots: np.ndarray) -> None:
+        """Start `slots` afresh (a session whose first item the model does not know)."""
+        self.gru.clear(slots)
+        for slot in np.asarray(slots).tolist():
+            self.slots[slot] = []
 
     def step(self, slots: np.ndarray, items: np.ndarray, new: np.ndarray) -> np.ndarray:
         g = self.gru.step(slots, items, new)

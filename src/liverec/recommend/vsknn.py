@@ -232,10 +232,14 @@ class VSKNNRecommender(Recommender):
     """V-SkNN lists over a live session index, with an online fallback for sessions
     it has no evidence for (no items yet, or a current item no session holds)."""
 
-    def __init__(self, index: SessionIndex, fallback: Recommender, live: bool = True) -> None:
+    def __init__(
+        self, index: SessionIndex, fallback: Recommender, live: bool = True, version: str = VERSION
+    ) -> None:
+        """`version` names the lists: a model directory's version, else "vsknn"."""
         self.index = index
         self.fallback = fallback
         self.live = live
+        self._version = version
 
     @classmethod
     def from_settings(cls, settings: Settings, fallback: Recommender) -> VSKNNRecommender:
@@ -248,7 +252,7 @@ class VSKNNRecommender(Recommender):
 
     @property
     def version(self) -> str:
-        return VERSION
+        return self._version
 
     def observe(self, event: Event) -> None:
         self.fallback.observe(event)
@@ -285,7 +289,7 @@ class VSKNNRecommender(Recommender):
             more = await self.fallback.recommend(ctx)
             have = {r.item_id for r in items}
             items += [r for r in more.items if r.item_id not in have][: ctx.k - len(items)]
-        return RecList(items, VERSION)
+        return RecList(items, self._version)
 
 
 class VSKNNScorer:

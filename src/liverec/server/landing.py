@@ -30,14 +30,13 @@ async def landing(request: Request) -> Response:
     links = []
     if settings.demo:
         links.append(_link("/demo", "Demo store", "a shop with live recommendations"))
-    operator = (
-        "needs the admin token" if settings.admin_token else "open from this machine only"
-    )
+    operator = "needs the admin token" if settings.admin_token else "open from this machine only"
     links += [
         _link("/feed", "Live feed", f"every event and the recommendations sent ({operator})"),
         _link("/widget/liverec.js", "Widget", "the script a store page loads"),
-        _link("/metrics", "Metrics", "Prometheus text: <code>process_*</code>, "
-              "<code>liverec_*</code>"),
+        _link(
+            "/metrics", "Metrics", "Prometheus text: <code>process_*</code>, <code>liverec_*</code>"
+        ),
         _link("/readyz", "Readiness", "store reachable, model loaded"),
         _link("/healthz", "Health", "the process is up"),
     ]

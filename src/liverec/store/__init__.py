@@ -98,4 +98,3 @@ def limits_from(settings: Settings) -> StoreLimits:
         event_log_max=settings.event_log_max,
         event_log_partitions=settings.event_log_partitions,
     )
-

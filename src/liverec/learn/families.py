@@ -1,0 +1,132 @@
+"""The model families a learning round chooses between (`learn_family`).
+
+Owns: which candidates a round builds for a family set (gru4rec: the GRU4Rec
+candidate, as before; vsknn: a session index of the training part; hybrid: the two
+fused, its weight chosen from `liverec.recommend.family.WEIGHTS`; auto: all three), how
+each is scored on the round's held-out sessions, the winner (the best Recall@20,
+MRR@20 breaking ties: the rule of `liverec train --family auto`), the scorer of a
+served directory of any family, and writing the winner's directory. The winner is
+then judged against the served model by the learner's usual rule (learner.py).
+
+The vsknn and hybrid candidates index the round's training part, the sessions the
+GRU4Rec candidate was trained on, so what is measured is what is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from ..model.checkpoint import save_checkpoint
+from ..model.data import ItemIndex, Sessions
+from ..model.evaluate import StepScorer
+from ..model.formats import write_sessions
+from ..model.scorer import GRUScorer
+from ..recommend.family import VSKNN_PARAMS, WEIGHTS, family_scorer, hybrid_meta, write_vsknn
+from ..recommend.hybrid import SESSIONS, HybridScorer
+from ..recommend.vsknn import SessionIndex, VSKNNScorer
+from .finetune import Candidate
+
+FAMILY_SETS: Final = {
+    "gru4rec": ("gru4rec",),
+    "vsknn": ("vsknn",),
+    "hybrid": ("hybrid",),
+    "auto": ("gru4rec", "vsknn", "hybrid"),
+}
+RULE: Final = "best Recall@20 on the held-out sessions (serving rules), MRR@20 breaks ties"
+
+Run = Callable[[StepScorer], dict[str, float]]  # held-out figures of a scorer
+Mapped = Callable[[GRUScorer | HybridScorer, ItemIndex], StepScorer]  # onto the round's items
+
+
+def needs_gru(families: str) -> bool:
+    return any(f != "vsknn" for f in FAMILY_SETS[families])
+
+
+@dataclass(slots=True)
+class Choice:
+    """A round's family candidates on the held-out sessions and the one chosen."""
+
+    family: str
+    weight: float | None  # the hybrid's, when it was tried
+    figures: dict[str, dict[str, float]] = field(default_factory=dict)
+    knn: SessionIndex | None = None
+
+    def record(self, families: str) -> dict[str, Any]:
+        """What the written directory's meta.json keeps under `selection`."""
+        return {
+            "learn_family": families,
+            "winner": self.family,
+            "weight": self.weight,
+            "validation": self.figures,
+            "rule": RULE,
+        }
+
+
+def _key(fig: dict[str, float]) -> tuple[float, float]:
+    return (fig["recall@20"], fig["mrr@20"])
+
+
+def choose(
+    families: str,
+    gru: Candidate | None,
+    train: Sessions,
+    union: ItemIndex,
+    run: Run,
+    mapped: Mapped,
+) -> Choice:
+    """Score the family set's candidates with `run` and pick the best (module docstring)."""
+    wanted = FAMILY_SETS[families]
+    figures: dict[str, dict[str, float]] = {}
+    knn = None
+    if gru is not None and "gru4rec" in wanted:
+        figures["gru4rec"] = run(mapped(GRUScorer(gru.model), gru.item_index))
+    if "vsknn" in wanted or "hybrid" in wanted:
+        knn = SessionIndex(**VSKNN_PARAMS)
+        knn.add_sessions(train.session(s).tolist() for s in range(train.n_sessions))
+    if knn is not None and "vsknn" in wanted:
+        figures["vsknn"] = run(VSKNNScorer(knn, union))
+    weight = None
+    if gru is not None and knn is not None and "hybrid" in wanted:
+        best: dict[str, float] | None = None
+        for w in WEIGHTS:
+            fig = run(mapped(HybridScorer(gru.model, gru.item_index, knn, w), gru.item_index))
+            figures[f"hybrid w={w:g}"] = fig
+            if best is None or _key(fig) > _key(best):
+                weight, best = w, fig
+        assert best is not None
+        figures["hybrid"] = best
+    winner = max((f for f in wanted if f in figures), key=lambda f: _key(figures[f]))
+    return Choice(winner, weight, figures, knn)
+
+
+def served_scorer(
+    directory: Path, union: ItemIndex, mapped: Mapped
+) -> tuple[str, StepScorer, ItemIndex]:
+    """(family, scorer over `union`'s items, own item index) of a served directory."""
+    family, scorer, index = family_scorer(directory)
+    if isinstance(scorer, VSKNNScorer):
+        return family, VSKNNScorer(scorer.index, union), index
+    assert isinstance(scorer, GRUScorer | HybridScorer)
+    return family, mapped(scorer, index), index
+
+
+def write(
+    choice: Choice,
+    staged: Path,
+    gru: Candidate | None,
+    train: Sessions,
+    meta: dict[str, Any],
+) -> None:
+    """The chosen family's model directory in `staged`, `meta` in its meta.json."""
+    if choice.family == "vsknn":
+        write_vsknn(staged, train, meta)
+        return
+    assert gru is not None
+    if choice.family == "hybrid":
+        assert choice.weight is not None
+        meta = hybrid_meta(choice.weight, meta)
+        write_sessions(train, staged / SESSIONS)
+    save_checkpoint(staged, gru.model, gru.config, gru.item_index, meta)
