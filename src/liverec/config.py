@@ -288,14 +288,19 @@ class Settings:
     )
     accept_backlog: int = _s(
         128,
-        "connections the kernel queues for accept, and the most accepted in one go (so "
-        "that one burst cannot take the descriptors fd_reserve keeps)",
+        "connections the kernel queues for accept, and the most refused at accept in one "
+        "event-loop iteration",
+    )
+    accepts_per_iteration: int = _s(
+        16,
+        "connections taken in per event-loop iteration, the rest waiting in the accept "
+        "queue, so that a burst of new sockets cannot hold the loop from open ones",
     )
     fd_reserve: int = _s(
         256,
-        "file descriptors kept free for the store, model, logs and one burst of accepts: a "
-        "socket accepted beyond the process's open-file limit minus this is answered 503 "
-        "and closed (at least 2 x accept_backlog)",
+        "file descriptors kept free for the store, model and logs: a socket accepted while "
+        "the process's open-file limit minus this are open is answered 503 and closed (at "
+        "least 2 x accept_backlog)",
     )
     get_requests_per_s: float = _s(
         20.0,
@@ -413,6 +418,8 @@ class Settings:
             problems.append("max_pending_connections and max_pending_per_address must be >= 1")
         if self.accept_backlog < 1 or self.fd_reserve < 2 * self.accept_backlog:
             problems.append("accept_backlog must be >= 1 and fd_reserve >= 2 x accept_backlog")
+        if self.accepts_per_iteration < 1:
+            problems.append("accepts_per_iteration must be >= 1")
         if self.get_requests_per_s <= 0 or self.get_requests_burst < 1:
             problems.append("get_requests_per_s must be > 0 and get_requests_burst >= 1")
         if self.log_repeat_s < 0:

@@ -110,7 +110,8 @@ class Guard:
 
     def listen_on(self, sock: socket.socket) -> Listener:
         """`sock` as a Listener that asks `at_accept` before taking a connection."""
-        return Listener.wrap(sock, self, self.settings.accept_backlog)
+        settings = self.settings
+        return Listener.wrap(sock, self, settings.accepts_per_iteration, settings.accept_backlog)
 
 
 class EdgeProtocol(H11Protocol):
