@@ -7,14 +7,16 @@ at once, in the accept itself. So that a burst of new sockets cannot hold the ev
 loop from the open ones, at most `per_iteration` connections are taken and at most
 `burst` refused per loop iteration; the rest wait in the kernel's accept queue
 (asyncio itself would take up to `backlog` per iteration, each costing a transport
-and a protocol: ~15 ms of loop time for 128 in the slow-client benchmark).
+and a protocol: with refusals there too, the loop stalls of 20-40 ms that
+bench/slow_clients.py measured, docs/reliability.md).
 
 Why here and not in the protocol: asyncio accepts up to `backlog` connections per
 loop iteration and only calls a protocol's connection_made two iterations later, so
 a count kept by protocols lags behind the descriptors really open by up to two
-batches; under CPU load a burst could take the last descriptors before any protocol
-saw it (EMFILE in accept). The count here is taken in the accept call: exact. A
-refusal costs an accept, a send and a close: no transport, protocol or timer.
+batches: the limit held only while `fd_reserve` covered that lag and the process's
+own descriptors (a full test run under load once saw EMFILE in accept). The count
+here is taken in the accept call: exact. A refusal costs an accept, a send and a
+close: no transport, protocol or timer.
 """
 
 from __future__ import annotations
