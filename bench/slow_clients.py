@@ -11,7 +11,17 @@ socket every 0.5 s. At the end it checks that every acked event is in its sessio
 `--server stock` runs the same app on uvicorn's plain h11 protocol with its default
 accept backlog (what `liverec serve` ran before server/edge.py), for comparison.
 
-    python bench/slow_clients.py --shoppers 20 --seconds 15 --slow 600 --addresses 4
+Each repeat starts a fresh server and runs both phases (unloaded first), so every
+ratio compares figures of the same minute; the report gives each repeat and the
+median ratio. The server samples its own event loop's lag (a 5 ms timer, how late it
+fires, and how much CPU its thread used meanwhile); the report gives, per phase, the
+times it was over 10 ms late and the times it was busy over 10 ms (its own work
+holding the loop, apart from waiting for a CPU on a busy host), and the longest. `--pin` puts the
+server and the shoppers' client on CPU 0 and the attacker alone on CPU 1 (both
+phases alike), so that the attacker's own CPU does not slow the server or the
+measurement: on a production host the attacker runs elsewhere.
+
+    python bench/slow_clients.py --slow 1100 --addresses 4 --seconds 15 --repeats 3 --pin
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +45,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 RUNNER = """
-import asyncio, logging, os, resource, sys
+import asyncio, logging, os, resource, sys, time
 nofile = int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 import uvicorn
@@ -45,7 +56,21 @@ from liverec.server.app import create_app
 settings = Settings.from_env(port=int(sys.argv[1]))
 logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 server = uvicorn.Server(uvicorn_config(create_app(settings), settings, sys.argv[2] == "stock"))
-asyncio.run(edge.serve(server, settings) if sys.argv[2] == "edge" else server.serve())
+lag = open(sys.argv[4], "w", buffering=1)
+
+async def sample_lag():  # how late a 5 ms timer fires, and the loop's CPU meanwhile
+    while True:
+        t0, c0 = time.monotonic(), time.thread_time()
+        await asyncio.sleep(0.005)
+        late = (time.monotonic() - t0 - 0.005) * 1000
+        if late > 2:
+            busy = (time.thread_time() - c0) * 1000
+            lag.write(f"{time.time():.3f} {late:.1f} {busy:.1f}\\n")
+
+async def main():
+    asyncio.ensure_future(sample_lag())
+    await (edge.serve(server, settings) if sys.argv[2] == "edge" else server.serve())
+asyncio.run(main())
 """
 
 
@@ -139,8 +164,15 @@ async def slow_socket(
 
 
 def attack_process(
-    port: int, sockets: int, addresses: int, seconds: float, out: mp.Queue[dict[str, int]]
+    port: int,
+    sockets: int,
+    addresses: int,
+    seconds: float,
+    out: mp.Queue[dict[str, int]],
+    cpus: set[int] | None,
 ) -> None:
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
     stats = dict.fromkeys(("opened", "refused_503", "cut_408", "closed", "connect_failed"), 0)
     until = time.monotonic() + seconds
 
@@ -193,6 +225,7 @@ async def phase(
 ) -> dict[str, Any]:
     until = time.monotonic() + args.seconds
     cpu0, wall0 = cpu_s(args.server_pid), time.monotonic()
+    started = time.time()
     lat: list[float] = []
     probe: dict[str, int] = dict.fromkeys(
         ("health_ok", "health_failed", "fresh_ok", "fresh_failed"), 0
@@ -203,10 +236,12 @@ async def phase(
     if attack:  # in its own process: its CPU is not the shoppers' client loop
         reports: mp.Queue[dict[str, int]] = mp.get_context("spawn").Queue()
         attacker = mp.get_context("spawn").Process(
-            target=attack_process, args=(port, args.slow, args.addresses, args.seconds, reports)
+            target=attack_process,
+            args=(port, args.slow, args.addresses, args.seconds, reports, args.attacker_cpus),
         )
         attacker.start()
         await asyncio.sleep(min(5.0, args.seconds / 3))  # let the attack build up
+        started = time.time()  # stalls are counted while the shoppers are measured
     url = f"ws://127.0.0.1:{port}/v1/ws"
     results = await asyncio.gather(
         *(s.run(url, until, args.think_ms / 1000, lat) for s in shoppers), return_exceptions=True
@@ -217,6 +252,7 @@ async def phase(
         stats = await asyncio.to_thread(reports.get, True, 60)
         attacker.join(10)
     server_cpu = (cpu_s(args.server_pid) - cpu0) / (time.monotonic() - wall0)
+    samples = [(ms, cpu) for t, ms, cpu in read_lag(args.lag_path) if started <= t <= time.time()]
     return {
         "server_cpu_share": round(server_cpu, 2),  # of one core, over the phase
         "client_cpu_s": round(time.process_time(), 1),  # this process, so far
@@ -225,9 +261,22 @@ async def phase(
         "p99_ms": round(percentile(lat, 0.99), 2),
         "max_ms": round(max(lat, default=float("nan")), 2),
         "shoppers_failed": len(failed),
+        # the server's loop: late over 10 ms, and of those, busy (its own work) 10 ms+
+        "loop_late_over_10ms": sum(ms > 10 for ms, _ in samples),
+        "loop_late_max_ms": max((ms for ms, _ in samples), default=0.0),
+        "loop_busy_over_10ms": sum(cpu > 10 for _, cpu in samples),
+        "loop_busy_max_ms": max((cpu for _, cpu in samples), default=0.0),
         **probe,
         **({"attack": stats} if attack else {}),
     }
+
+
+def read_lag(path: Path) -> list[tuple[float, float, float]]:
+    """The server's loop lag samples over 2 ms: (wall time, lag, loop CPU meanwhile),
+    times in ms. A lag with as much CPU is the server's own work holding the loop;
+    a lag without is the process waiting for a CPU (the host)."""
+    with path.open() as f:
+        return [(float(t), float(ms), float(cpu)) for t, ms, cpu in map(str.split, f)]
 
 
 def lost_acks(port: int, shoppers: list[Shopper]) -> int:
@@ -262,19 +311,21 @@ async def measure(port: int, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
+def run_once(args: argparse.Namespace) -> dict[str, Any]:
+    """One fresh server, both phases."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEREC_")}
     env.update(LIVEREC_STORE_URL="memory://", LIVEREC_LOG_LEVEL="warning")
     env["LIVEREC_SESSION_MAX_ITEMS"] = "1000"
     log = Path(tempfile.mkstemp(prefix="slow-clients-", suffix=".log")[1])
+    args.lag_path = Path(tempfile.mkstemp(prefix="slow-clients-", suffix=".lag")[1])
+    runner = [str(port), args.server, str(args.nofile), str(args.lag_path)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", RUNNER, str(port), args.server, str(args.nofile)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [sys.executable, "-c", RUNNER, *runner], env=env, stdout=out, stderr=subprocess.STDOUT
         )
+    if args.pin:
+        os.sched_setaffinity(proc.pid, {0})
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -295,12 +346,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             proc.kill()
     with log.open("rb") as lines:
         log_lines = sum(1 for _ in lines)
+    return {**report, "log_bytes": log.stat().st_size, "log_lines": log_lines}
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    args.attacker_cpus = {1} if args.pin else None
+    if args.pin:
+        os.sched_setaffinity(0, {0})  # this client (shoppers, probes) with the server
+    runs = [run_once(args) for _ in range(args.repeats)]
     return {
         "server": args.server,
         "nofile": args.nofile,
-        **report,
-        "log_bytes": log.stat().st_size,
-        "log_lines": log_lines,
+        "pinned": "server and shoppers on CPU 0, attacker on CPU 1" if args.pin else "no",
+        "p99_ratios": [r["p99_ratio"] for r in runs],
+        "median_p99_ratio": statistics.median(r["p99_ratio"] for r in runs),
+        "acked_lost": [r["acked_lost"] for r in runs],  # -1: the server did not answer
+        "runs": runs,
     }
 
 
@@ -313,4 +374,6 @@ if __name__ == "__main__":
     p.add_argument("--slow", type=int, default=600, help="attacker sockets")
     p.add_argument("--addresses", type=int, default=4, help="attacker source addresses")
     p.add_argument("--nofile", type=int, default=1024, help="server's open-file limit")
+    p.add_argument("--repeats", type=int, default=3, help="fresh server, both phases, each")
+    p.add_argument("--pin", action="store_true", help="server+shoppers CPU 0, attacker CPU 1")
     print(json.dumps(main(p.parse_args()), indent=2))

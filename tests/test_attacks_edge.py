@@ -234,7 +234,7 @@ async def test_descriptor_limit_refuses_cleanly_and_keeps_existing_sockets() -> 
 
 
 def test_accept_errors_at_descriptor_exhaustion_are_logged_rate_limited() -> None:
-    # Leave the limit at accept no room (fd_reserve 8, 64 descriptors), so that the
+    # Leave the limit at accept no room (fd_reserve 2, 64 descriptors), so that the
     # process really runs out: asyncio retries accept() every second and reports each
     # failure; the log gets one line per log_repeat_s, saying how many it left out.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -244,8 +244,8 @@ def test_accept_errors_at_descriptor_exhaustion_are_logged_rate_limited() -> Non
             "memory://",
             max_pending_per_address=10_000,
             header_timeout_s=120,
-            accept_backlog=4,
-            fd_reserve=8,  # less than the process's own descriptors: accept() fails
+            accept_backlog=1,
+            fd_reserve=2,  # less than the process's own descriptors: accept() fails
             log_repeat_s=2,
         ).start()
     finally:
@@ -255,7 +255,7 @@ def test_accept_errors_at_descriptor_exhaustion_are_logged_rate_limited() -> Non
         deadline = time.monotonic() + 60
         while srv.log().count("out of system resource") < 2:
             assert time.monotonic() < deadline, srv.log()[-2000:]
-            if len(held) < 120:  # one at a time: the accept queue is only 4 deep
+            if len(held) < 120:  # one at a time: the accept queue is only 1 deep
                 try:
                     held.append(
                         socket.create_connection(

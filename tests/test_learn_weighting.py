@@ -52,6 +52,17 @@ def test_a_user_shares_one_budget_over_all_of_its_sessions() -> None:
     assert [item for s, item in kept if s == "t"] == ["P", "X"]
 
 
+def test_a_claimed_session_shares_its_users_budget() -> None:
+    # "c" begins anonymously, is claimed by mallory, and mallory has another session:
+    # X counts 3 times over the three parts together, and 4 distinct items at most.
+    window = logged("c", ["X", "P", "X", "A"])
+    window += logged("c", ["X", "P", "X", "B", "C"], user="mallory")
+    window += logged("d", ["X", "P", "X", "D"], user="mallory")
+    kept = [item for _, item in steps(bounded_events(window, 3, 4))]
+    assert kept.count("X") == 3, kept
+    assert set(kept) == {"X", "P", "A", "B"}, kept
+
+
 def test_limits_come_from_the_influence_settings() -> None:
     settings = Settings(model_path="models", influence_item_cap=2.0, influence_session_items=7)
     config = LearnConfig.from_settings(settings)

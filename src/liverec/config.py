@@ -313,14 +313,19 @@ class Settings:
     )
     accept_backlog: int = _s(
         128,
-        "connections the kernel queues for accept, and the most accepted in one go (so "
-        "that one burst cannot take the descriptors fd_reserve keeps)",
+        "connections the kernel queues for accept, and the most refused at accept in one "
+        "event-loop iteration",
+    )
+    accepts_per_iteration: int = _s(
+        16,
+        "connections taken in per event-loop iteration, the rest waiting in the accept "
+        "queue, so that a burst of new sockets cannot hold the loop from open ones",
     )
     fd_reserve: int = _s(
         256,
-        "file descriptors kept free for the store, model, logs and one burst of accepts: a "
-        "socket accepted beyond the process's open-file limit minus this is answered 503 "
-        "and closed (at least 2 x accept_backlog)",
+        "file descriptors kept free for the store, model and logs: a socket accepted while "
+        "the process's open-file limit minus this are open is answered 503 and closed (at "
+        "least 2 x accept_backlog)",
     )
     get_requests_per_s: float = _s(
         20.0,
@@ -538,6 +543,7 @@ BOUNDS: tuple[tuple[str, Bound, str], ...] = (
     ("max_pending_connections", AT_LEAST_1, _PENDING),
     ("max_pending_per_address", AT_LEAST_1, _PENDING),
     ("accept_backlog", AT_LEAST_1, _BACKLOG),
+    ("accepts_per_iteration", AT_LEAST_1, "accepts_per_iteration must be >= 1"),
     ("get_requests_per_s", ABOVE_0, _GETS),
     ("get_requests_burst", AT_LEAST_1, _GETS),
     ("log_repeat_s", AT_LEAST_0, "log_repeat_s must be >= 0"),

@@ -11,7 +11,9 @@ contributor, a signed-in user else a session:
 * at most `max_items` distinct items count; events on further items are left out.
 
 So one contributor adds at most item_repeats * max_items steps to a window, whatever
-it sends. O(events) time, O(contributors * max_items) memory.
+it sends. A session begun anonymously and claimed by a user counts with the user from
+the user's first event on it: its steps per item are added to the user's (capped at
+item_repeats), as in recommend/influence.py. O(events) time, O(contributors * max_items) memory.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def bounded_events(
     for logged in events:
         e = logged.event
         key = "u:" + e.user_id if e.user_id is not None else "s:" + e.session_id
+        if e.user_id is not None and "s:" + e.session_id in counts:  # claimed just now
+            _claim(counts, last, key, "s:" + e.session_id, item_repeats)
         if last.get(key) == e.item_id:
             continue
         seen = counts.setdefault(key, {})
@@ -44,3 +48,16 @@ def bounded_events(
         last[key] = e.item_id
         kept.append(logged)
     return kept
+
+
+def _claim(
+    counts: dict[str, dict[str, int]], last: dict[str, str], user: str, session: str, cap: int
+) -> None:
+    """Move a claimed session's steps into its user's, per item added and capped."""
+    moved = counts.pop(session)
+    mine = counts.setdefault(user, {})
+    for item, n in moved.items():
+        mine[item] = min(cap, mine.get(item, 0) + n)
+    previous = last.pop(session, None)
+    if previous is not None:
+        last.setdefault(user, previous)

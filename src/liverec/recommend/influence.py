@@ -17,6 +17,15 @@ The recommender adds each gain to the item's popularity and, divided by the
 distance, to the co-occurrence edges from the contributor's previous items, so no
 edge gains more than (1 + reverse weight) * `item_cap` from one contributor.
 
+A session begun anonymously and claimed by a signed-in user (its first signed-in
+hello) is one contributor with its user: at the user's first event on it, the
+session's anonymous entry moves into the user's, the credits per item added and
+capped at `item_cap` (a session's events carry its user from the claim on, an
+owner never changes). So a user and all its sessions, claimed ones included, gain
+at most `item_cap` per item over at most `max_items` items, except what a session
+earned while still anonymous on items the user's other sessions had already been
+credited for (an anonymous session is anyone's, bounded on its own).
+
 The ledger keeps `max_contributors` contributors, least recently active dropped;
 closing a connection does not clear an entry (a reconnect must not reset it).
 Costs O(1) per event; memory ~640 B per contributor of ~5 items (bench_online.py),
@@ -91,6 +100,8 @@ class Ledger:
             return 0.0
         key = _contributor(event)
         credits = self._credits.get(key)
+        if event.user_id is not None and event.session_id in self._credits:
+            credits = self._claim(key, credits, self._credits.pop(event.session_id))
         if credits is None:
             credits = self._credits[key] = {}
             if len(self._credits) > self.max_contributors:
@@ -106,6 +117,18 @@ class Ledger:
             return 0.0
         credits[event.item_id] = w
         return w - had
+
+    def _claim(
+        self, key: str, credits: dict[str, float] | None, anonymous: dict[str, float]
+    ) -> dict[str, float]:
+        """Move a claimed session's anonymous entry into its user's `key`: what
+        both were credited per item, added and capped (O(items of the session))."""
+        if credits is None:
+            credits = self._credits[key] = anonymous
+            return credits
+        for item, w in anonymous.items():
+            credits[item] = min(self.item_cap, credits.get(item, 0.0) + w)
+        return credits
 
     def credited(self, event: Event) -> float:
         """What the event's contributor has been credited for its item so far."""

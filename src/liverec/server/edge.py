@@ -8,8 +8,13 @@ subclassed — and what it adds, all from Settings:
   the WebSocket handshake after the upgrade request (`handshake_timeout_s`);
 - caps at accept on connections that are not (yet) WebSockets, per peer address
   (`max_pending_per_address`) and in total (`max_pending_connections`), and on all
-  open sockets (the open-file limit minus `fd_reserve`): HTTP 503, then closed, so
-  the descriptors that serve existing sockets, the store and the log stay free;
+  open sockets (the open-file limit minus `fd_reserve`), so that the descriptors
+  that serve existing sockets, the store and the log stay free: HTTP 503, then
+  closed. The listening socket (listener.py) asks `Guard.at_accept` in accept()
+  itself, with an exact count of open sockets, and refuses there, before any
+  transport exists; a connection accepted in the same batch as others from its
+  address is counted by `Guard.admit` when its protocol starts, and refused there
+  if it is over a cap after all;
 - the event loop's "socket.accept() out of system resource" error, should the
   process run out of descriptors anyway, logged at most once per `log_repeat_s`.
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 from collections.abc import Awaitable
 from typing import Any, ClassVar
 
@@ -30,6 +36,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..config import Settings
 from .gate import ForwardingPolicy
+from .listener import Listener
 from .throttle import LogThrottle
 
 log = logging.getLogger("liverec.server")
@@ -61,18 +68,35 @@ class Guard:
         self.pending: dict[str, int] = {}
         self.total = 0
         self.throttle = LogThrottle(log, settings.log_repeat_s)
+        self._replies: dict[str, bytes] = {}
 
-    def admit(self, address: str, open_sockets: int) -> str | None:
+    def at_accept(self, address: str, open_sockets: int) -> bytes | None:
+        """listener.Admission: the 503 for a connection over a cap, else None."""
+        reason = self._over(address)
+        if open_sockets >= self.max_sockets:
+            reason = f"open sockets at the limit ({self.max_sockets})"
+        if reason is None:
+            return None
+        self.refused(address, reason)
+        reply = self._replies.get(reason)
+        if reply is None:
+            reply = self._replies[reason] = _reply(503, "Service Unavailable", reason)
+        return reply
+
+    def admit(self, address: str) -> str | None:
         """Count a new connection in, or say why it is refused."""
-        if open_sockets > self.max_sockets:
-            return f"open sockets at the limit ({self.max_sockets})"
+        reason = self._over(address)
+        if reason is None:
+            self.pending[address] = self.pending.get(address, 0) + 1
+            self.total += 1
+        return reason
+
+    def _over(self, address: str) -> str | None:
         if self.total >= self.settings.max_pending_connections:
             return "too many connections waiting for a request"
         count = self.pending.get(address, 0)
         if count >= self.settings.max_pending_per_address and not self.trusted.trusted(address):
             return "too many connections from this address"
-        self.pending[address] = count + 1
-        self.total += 1
         return None
 
     def release(self, address: str) -> None:
@@ -83,6 +107,11 @@ class Guard:
 
     def refused(self, address: str, reason: str) -> None:
         self.throttle.warning(reason, "refused a connection from %s: %s", address, reason)
+
+    def listen_on(self, sock: socket.socket) -> Listener:
+        """`sock` as a Listener that asks `at_accept` before taking a connection."""
+        settings = self.settings
+        return Listener.wrap(sock, self, settings.accepts_per_iteration, settings.accept_backlog)
 
 
 class EdgeProtocol(H11Protocol):
@@ -99,7 +128,7 @@ class EdgeProtocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         address = self.client[0] if self.client else ""
-        reason = self.guard.admit(address, len(self.connections))
+        reason = self.guard.admit(address)
         if reason is not None:
             self.guard.refused(address, reason)
             transport.write(_reply(503, "Service Unavailable", reason))
@@ -223,7 +252,12 @@ def install_loop_logging(loop: asyncio.AbstractEventLoop, interval_s: float) -> 
 
 async def serve(server: Any, settings: Settings, sockets: list[Any] | None = None) -> None:
     """Run a uvicorn.Server (on `sockets` a supervisor bound, else its own) with the
-    loop's resource errors rate-limited."""
+    loop's resource errors rate-limited and, when it runs the EdgeProtocol, its
+    listening sockets wrapped by the guard (Guard.listen_on)."""
     install_loop_logging(asyncio.get_running_loop(), settings.log_repeat_s)
+    guard = getattr(server.config.http, "guard", None)
+    if isinstance(guard, Guard):
+        bound = sockets if sockets is not None else [server.config.bind_socket()]
+        sockets = [guard.listen_on(sock) for sock in bound]
     run: Awaitable[None] = server.serve(sockets=sockets)
     await run
