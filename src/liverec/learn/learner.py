@@ -29,7 +29,8 @@ last round when any have. A round, on a worker thread:
    model's minus `margin` (the first model: when its Recall@20 beats popularity),
    else rejects it; both figures and the reason go to the registry.
 
-Promotion writes models/CURRENT, which every `liverec serve --model models/` polls.
+Promotion writes models/CURRENT, which every `liverec serve --model models/` polls, and
+announces it on the store's pub/sub (liverec.notify) so that they load it at once.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from ..model.data import ItemIndex, Sessions, build_sessions, encode, fingerprin
 from ..model.evaluate import StepScorer, evaluate
 from ..model.gru4rec import GRU4Rec
 from ..model.scorer import GRUScorer
+from ..notify import announce_model
 from ..store.base import LoggedEvent, Store
 from .finetune import Candidate, Stopped, finetune, retrain
 from .registry import Registry, VersionRecord, learner_lock
@@ -342,6 +344,8 @@ class Learner:
             result = RoundResult("skipped", f"failed: {exc!r}")
         self.rounds += 1
         self.last = result
+        if result.decision == "promoted" and result.version and self.store.shared_log:
+            await announce_model(self.store, result.version)  # every server checks at once
         log.info(
             "learning round %d: %s %s (%s) in %.1f s",
             self.rounds,

@@ -28,7 +28,7 @@ from ..config import Settings
 from ..demo import start_demo
 from ..demo_model import demo_serving_settings
 from ..metrics import Metrics
-from ..notify import CatalogNotices
+from ..notify import CatalogNotices, ModelNotices
 from ..recommend import attach_catalog, build_recommender, warm_from_log
 from ..recommend.ab import ABRecommender
 from ..recommend.base import MODEL_FIGURES, Recommender
@@ -95,6 +95,9 @@ def create_app(
                 notices = CatalogNotices(the_store, catalog)
                 stack.push_async_callback(notices.close)
                 await notices.start()
+                promotions = ModelNotices(the_store, the_recommender)  # and of promotions
+                stack.push_async_callback(promotions.close)
+                await promotions.start()
             manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
             metrics.set_models(functools.partial(_arm_versions, the_recommender))
             for name, help in MODEL_FIGURES.items():
