@@ -330,9 +330,20 @@ class Settings:
         None,
         "token for the /feed operator page and catalog writes; none = loopback clients only",
     )
-    feed_queue: int = _s(2000, "feed entries queued per operator page before dropping")
+    feed_queue: int = _s(
+        2000,
+        "feed entries queued per operator page, and per process sharing its feed with "
+        "pages on other processes, before dropping",
+    )
     feed_max_subscribers: int = _s(16, "operator pages connected to /v1/feed at once")
     feed_window_s: int = _s(300, "seconds of history in the feed's charts")
+    feed_watch_s: float | None = _s(
+        3.0,
+        "with a shared store: seconds a process keeps sending its feed entries and "
+        "figures to the store's pub/sub after the last sign that an operator page on "
+        "another process watches (pages there announce themselves every second); "
+        "none = each /feed shows its own process only",
+    )
     web_dir: str | None = _s(None, "directory with the web/ assets (default: the bundled one)")
     widget_max_age_s: int = _s(
         300,
@@ -375,6 +386,8 @@ class Settings:
             problems.append("flood_penalty_s must be >= 0")
         if self.follow_block_s <= 0 or self.follow_batch < 1:
             problems.append("follow_block_s must be > 0 and follow_batch >= 1")
+        if self.feed_watch_s is not None and self.feed_watch_s < 1.5:
+            problems.append("feed_watch_s must be >= 1.5 (pages announce themselves each second)")
         if self.catalog_poll_s is not None and self.catalog_poll_s <= 0:
             problems.append("catalog_poll_s must be > 0 (or none)")
         if self.feed_queue < 1 or self.feed_max_subscribers < 1 or self.feed_window_s < 10:

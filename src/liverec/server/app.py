@@ -39,6 +39,7 @@ from ..store import limits_from, open_store
 from ..store.base import Store
 from . import catalog_api, http, pages
 from .feed import FeedHub
+from .feed_relay import FeedRelay
 from .gate import Gate
 from .gc_policy import GcPolicy
 from .landing import landing
@@ -108,6 +109,10 @@ def create_app(
             manager.listeners.append(feed.on_entry)
             stack.push_async_callback(feed.close)
             await feed.start()
+            if the_store.shared_log and settings.feed_watch_s is not None:  # every process
+                relay = FeedRelay(the_store, feed, settings.feed_watch_s, settings.feed_queue)
+                stack.push_async_callback(relay.close)
+                await relay.start()
             if settings.learn_in_serve:  # single machine: the continuous learner in this process
                 from ..learn.learner import LearnConfig, Learner  # torch only when learning
 
