@@ -208,6 +208,11 @@ class Settings:
     popular_candidates: int = _s(
         512, "most popular items kept ranked (up to twice this) for cold-start lists and fills"
     )
+    popular_refresh_s: float = _s(
+        1.0,
+        "seconds between re-sorts of the popular items (at most; a new member is placed "
+        "at once); until the next one, processes may order the popular fill differently",
+    )
     influence_item_cap: float = _s(
         3.0,
         "most weight one session or signed-in user adds to an item's popularity and to a "
@@ -386,6 +391,8 @@ class Settings:
             problems.append("flood_penalty_s must be >= 0")
         if self.follow_block_s <= 0 or self.follow_batch < 1:
             problems.append("follow_block_s must be > 0 and follow_batch >= 1")
+        if self.popular_refresh_s < 0:
+            problems.append("popular_refresh_s must be >= 0")
         if self.feed_watch_s is not None and self.feed_watch_s < 1.5:
             problems.append("feed_watch_s must be >= 1.5 (pages announce themselves each second)")
         if self.catalog_poll_s is not None and self.catalog_poll_s <= 0:

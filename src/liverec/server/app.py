@@ -78,12 +78,19 @@ def create_app(
             stack.push_async_callback(the_recommender.close)
             await the_recommender.start()
             warmed = await warm_from_log(the_recommender, the_store, settings.warm_events)
+            follower: LogFollower | None = None
             if settings.follow_log and the_store.shared_log:  # other processes' events too
                 follower = LogFollower(
                     the_store, the_recommender, settings.follow_block_s, settings.follow_batch
                 )
                 stack.push_async_callback(follower.close)
                 await follower.start()
+            metrics.add_gauge(
+                "liverec_followed_events_total",
+                "events of other processes applied from the shared log",
+                functools.partial(_followed, follower),
+                "counter",
+            )
             # The catalog is read from the store here and polled for other processes' writes.
             catalog = Catalog(the_store, settings.catalog_poll_s)
             stack.push_async_callback(catalog.close)
@@ -200,6 +207,10 @@ def _arm_versions(recommender: Recommender) -> dict[str, str]:
     if isinstance(recommender, ABRecommender):
         return {"a": recommender.a.version, "b": recommender.b.version}
     return {"a": recommender.version}
+
+
+def _followed(follower: LogFollower | None) -> float:
+    return float(follower.applied) if follower is not None else 0.0
 
 
 def _figure(recommender: Recommender, name: str) -> float:
