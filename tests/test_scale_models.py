@@ -1,6 +1,7 @@
 """A promotion into the models/ registry reaches every serving process through the
 store's pub/sub (liverec.notify), not at the next poll: two `liverec serve` on one
-private redis-server, `liverec learn --once` promoting a second version."""
+private redis-server, `liverec learn --once` promoting a second version, then
+`liverec models rollback --store` going back to the first."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from liverec.cli import main as liverec_main
 
 from .servers import LiverecServer
 from .test_learn import NEW, OLD, walks
@@ -51,6 +54,13 @@ async def test_a_promotion_by_the_learner_is_served_by_every_process(
         assert second["decision"] == "promoted", second["reason"]
         for server in (a, b):
             assert await served_model(server, str(second["version"])) == second["version"], (
+                server.log()
+            )
+        # an operator's rollback, announced on the same store: back to the first at once
+        args = ["models", "rollback", "--models", str(models), "--store", redis_url]
+        assert await asyncio.to_thread(liverec_main, args) == 0
+        for server in (a, b):
+            assert await served_model(server, str(first["version"])) == first["version"], (
                 server.log()
             )
     finally:
