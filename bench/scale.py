@@ -11,7 +11,9 @@ a time and wait for its recommendations, for `--seconds`, and prints one table:
 acknowledged events per second, event-to-recs latency (p50, p99, milliseconds, as the
 client sees it) and the commands the Redis servers processed per event
 (`total_commands_processed` delta, summed over the masters; it includes the
-followers' blocking reads). Nothing here is asserted.
+followers' blocking reads). Then, on the same Redis, what a session, a signed-in
+user and an event cost in Redis and an open socket in a server process
+(scale_memory.py; `--sessions 0` skips it). Nothing here is asserted.
 
     nice -n 10 .venv/bin/python bench/scale.py                       # 20 s per row
     nice -n 10 .venv/bin/python bench/scale.py --seconds 5 --clients 20   # smoke
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import RedisClusterServers, RedisServer, free_cluster_ports, free_port
 from tests.servers import LiverecServer
 
+import scale_memory
 from bench_cluster import commands  # Redis commands processed, summed over servers
 
 
@@ -59,6 +62,8 @@ async def shopper(url: str, n: int, until: float, latencies: list[float]) -> int
                 elif frame["type"] == "recs" and frame.get("for_event") == event_id:
                     latencies.append(time.perf_counter() - t0)
                     break
+                elif frame["type"] == "error":  # no recs follow: say so, never wait forever
+                    raise RuntimeError(f"shopper {n}: {frame}")
     return acked
 
 
@@ -69,6 +74,8 @@ async def run(
         url,
         workers=workers,
         warm_events=0,
+        events_per_s=1e9,  # shoppers here send as fast as they are answered
+        events_burst=1_000_000_000,
         max_connections_per_address=100_000,
         address_events_per_s=1e9,
         address_events_burst=1_000_000_000,
@@ -103,9 +110,11 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--workers", default="1,2,4")
+    scale_memory.add_arguments(parser)
     args = parser.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     rows = []
+    memory: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="liverec-bench-") as tmp:
         single = RedisServer(free_port(), Path(tmp) / "single")
         cluster = RedisClusterServers(free_cluster_ports(3), Path(tmp) / "cluster", True)
@@ -123,6 +132,9 @@ async def main() -> None:
                     row = await run(url, ports, workers, args)
                     rows.append((name, workers, row))
                     print(name, workers, {k: round(v, 2) for k, v in row.items()}, flush=True)
+            if args.sessions:
+                url = f"{single.url}?prefix=m{time.monotonic_ns()}:"
+                memory = await scale_memory.measure(url, single.port, args)
         finally:
             single.stop()
             cluster.stop()
@@ -133,6 +145,8 @@ async def main() -> None:
             f"| {name} | {workers} | {r['events_s']:.0f} | {r['p50_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['cmds_per_event']:.1f} |"
         )
+    if args.sessions:
+        scale_memory.report(memory)
 
 
 if __name__ == "__main__":

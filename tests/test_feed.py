@@ -97,6 +97,53 @@ def test_live_sessions_follow_connections() -> None:
     assert list(hub.live) == ["s2"]
 
 
+def test_other_processes_figures_merge_into_ticks_counts_and_click_through() -> None:
+    """What feed_relay.py carries between processes: B's beat, heard by A's hub."""
+    clock = Clock(1000.2)
+    a = FeedHub(Settings(feed_window_s=10, feed_watch_s=3), Titles(), clock=clock)
+    b = FeedHub(Settings(feed_window_s=10), Titles(), clock=clock)
+    a.on_entry(FeedEntry("open", "sa", 0.0))
+    a.on_entry(event_entry("sa", "i1", 0.002))
+    for sid in ("sb1", "sb2"):
+        b.on_entry(FeedEntry("open", sid, 0.0))
+        b.on_entry(event_entry(sid, "j1", 0.004))
+        b.on_entry(event_entry(sid, "j2", 0.004))
+    b.on_entry(feedback("impression", "online", "home"))
+    b.on_entry(feedback("click", "online", "home", "j1"))
+    a.on_entry(feedback("impression", "online", "home"))
+    clock.t = 1001.6
+    a.heard_beat("b", json.loads(json.dumps(b.beat())))  # as it travels
+    tick = a.tick(1000)
+    assert (tick["events"], tick["sessions"], tick["processes"]) == (5, 3, 2)
+    assert tick["p99_ms"] == pytest.approx(4.0, rel=0.1)
+    assert tick["minute"]["events_per_s"] == round(5 / 60, 2)
+    (row,) = tick["ctr"]
+    assert (row["impressions"], row["clicks"], row["window"]["impressions"]) == (2, 1, 2)
+    snap = a.snapshot()
+    assert (snap["live_sessions"], snap["processes"]) == (3, 2)
+    assert snap["series"]["events"][-1] == 5
+    assert [s["sid"] for s in snap["sessions"]] == ["sa"]  # the list is A's own
+    clock.t = 1005.0  # B said nothing for longer than feed_watch_s: gone from the counts
+    assert a.tick(1000)["sessions"] == 1 and a.tick(1000)["processes"] == 1
+    assert a.tick(1000)["events"] == 5  # its past seconds stay in the charts
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        a.heard_beat("c", {"sessions": "x"})
+
+
+def test_entries_of_other_processes_go_to_the_pages_and_ours_out_only_when_watched() -> None:
+    hub = FeedHub(Settings(feed_queue=10), Titles(), clock=Clock())
+    page = hub.subscribe()
+    assert page is not None
+    hub.heard_entries([{"kind": "event", "sid": "far", "item": "x"}], dropped=4)
+    assert [e["sid"] for e in page.entries] == ["far"] and page.dropped == 4
+    hub.unsubscribe(page)
+    shared: list[dict[str, Any]] = []
+    hub.on_entry(event_entry("s1", "nobody-watches", 0.001))
+    hub.relay_out = shared.append  # a page on another process watches
+    hub.on_entry(event_entry("s1", "watched", 0.001))
+    assert [e["item"] for e in shared] == ["watched"] and shared[0]["title"] == "Watched"
+
+
 def test_a_slow_page_loses_the_oldest_entries_and_is_told() -> None:
     hub = FeedHub(Settings(feed_queue=3, feed_max_subscribers=1), Titles(), clock=Clock())
     sub = hub.subscribe()

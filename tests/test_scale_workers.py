@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .servers import LiverecServer
+from liverec.config import Settings
+from liverec.server.workers import bind
+
+from .servers import LiverecServer, free_port
 from .wsclient import Client
 
 DEADLINE_S = 30.0
@@ -75,3 +79,29 @@ def test_workers_refused_with_the_embedded_store(tmp_path: Path) -> None:
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "workers" in lines[0] and "embedded" in lines[0], done.stderr
+
+
+async def test_connections_accepted_on_the_supervisors_socket_send_without_delay() -> None:
+    """The workers' connections have TCP_NODELAY, as uvicorn's own would: asyncio sets it
+    only on sockets whose protocol says TCP. Without it each small frame waited for
+    the peer's delayed ACK (p50 ~50 ms with --workers 2, 2 ms without; bench/scale.py)."""
+    sock = bind(Settings(port=free_port()))
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            peer = transport.get_extra_info("socket")
+            accepted.set_result(peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        try:
+            assert await asyncio.wait_for(accepted, 10) != 0
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()

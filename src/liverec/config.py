@@ -228,6 +228,11 @@ class Settings:
     popular_candidates: int = _s(
         512, "most popular items kept ranked (up to twice this) for cold-start lists and fills"
     )
+    popular_refresh_s: float = _s(
+        1.0,
+        "seconds between re-sorts of the popular items (at most; a new member is placed "
+        "at once); until the next one, processes may order the popular fill differently",
+    )
     influence_item_cap: float = _s(
         3.0,
         "most weight one session or signed-in user adds to an item's popularity and to a "
@@ -367,9 +372,20 @@ class Settings:
         None,
         "token for the /feed operator page and catalog writes; none = loopback clients only",
     )
-    feed_queue: int = _s(2000, "feed entries queued per operator page before dropping")
+    feed_queue: int = _s(
+        2000,
+        "feed entries queued per operator page, and per process sharing its feed with "
+        "pages on other processes, before dropping",
+    )
     feed_max_subscribers: int = _s(16, "operator pages connected to /v1/feed at once")
     feed_window_s: int = _s(300, "seconds of history in the feed's charts")
+    feed_watch_s: float | None = _s(
+        3.0,
+        "with a shared store: seconds a process keeps sending its feed entries and "
+        "figures to the store's pub/sub after the last sign that an operator page on "
+        "another process watches (pages there announce themselves every second); "
+        "none = each /feed shows its own process only",
+    )
     web_dir: str | None = _s(None, "directory with the web/ assets (default: the bundled one)")
     widget_max_age_s: int = _s(
         300,
@@ -511,6 +527,12 @@ BOUNDS: tuple[tuple[str, Bound, str], ...] = (
     ),
     ("flood_penalty_s", AT_LEAST_0, "flood_penalty_s must be >= 0"),
     ("follow_block_s", ABOVE_0, _FOLLOW),
+    ("popular_refresh_s", AT_LEAST_0, "popular_refresh_s must be >= 0"),
+    (
+        "feed_watch_s",
+        Bound(1.5),
+        "feed_watch_s must be >= 1.5 (pages announce themselves each second)",
+    ),
     ("follow_batch", AT_LEAST_1, _FOLLOW),
     ("catalog_poll_s", ABOVE_0, "catalog_poll_s must be > 0 (or none)"),
     ("catalog_max_items_per_put", AT_LEAST_1, "catalog_max_items_per_put must be >= 1"),

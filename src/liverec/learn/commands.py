@@ -6,7 +6,7 @@ Owns: their flags and what they print.
                   [--learn-min-events N] [--learn-interval-s S] [... every learn_* setting]
     liverec models list [--models DIR] [--json]
     liverec models show VERSION [--models DIR]
-    liverec models rollback [VERSION] [--reason TEXT] [--models DIR]
+    liverec models rollback [VERSION] [--reason TEXT] [--models DIR] [--store URL]
 
 `learn` runs until SIGINT/SIGTERM (with `--once`: reads the whole log, runs one
 round, prints its result as JSON and exits). `models list --json` prints the
@@ -61,10 +61,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve an earlier version again (default: the one served before the current)",
         description="Point models/CURRENT at VERSION, or at the latest version served before "
         "the current one that was not rolled back. Serving processes switch within "
-        "model_poll_s. The version rolled back from is marked rolled-back.",
+        "model_poll_s, or at once when --store names their shared store (Redis, Redis "
+        "Cluster): the rollback is announced there. The version rolled back from is marked "
+        "rolled-back.",
     )
     rb.add_argument("version", nargs="?", default=None)
     rb.add_argument("--reason", default="", help="recorded in the registry")
+    rb.add_argument(
+        "--store", default=None, help="announce the change on this shared store's pub/sub"
+    )
     for p in (ls, sh, rb):
         p.add_argument(
             "--models", default=None, help="the models/ registry [LIVEREC_MODEL_PATH or models]"
@@ -137,4 +142,20 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     before = registry.current()
     record = registry.rollback(args.version, reason=args.reason or "rollback by operator")
     print(f"serving {record.version} (was {before})")
+    if args.store:
+        asyncio.run(_announce(args.store, record.version))
     return 0
+
+
+async def _announce(url: str, version: str) -> None:
+    """Tell the servers sharing the store at `url` (they poll otherwise)."""
+    from ..notify import announce_model
+    from ..store import StoreLimits, open_store
+
+    store = open_store(url, StoreLimits())
+    await store.open()
+    try:
+        if store.shared_log:
+            await announce_model(store, version)
+    finally:
+        await store.close()

@@ -36,7 +36,8 @@ candidate for step 4; the comparison goes into its meta.json (`selection`) and t
 registry. The served model may be of any family: a GRU4Rec or hybrid one is
 fine-tuned from, a vsknn one is not (the GRU4Rec candidate is trained afresh).
 
-Promotion writes models/CURRENT, which every `liverec serve --model models/` polls.
+Promotion writes models/CURRENT, which every `liverec serve --model models/` polls, and
+announces it on the store's pub/sub (liverec.notify) so that they load it at once.
 
 Why ~510 lines in one module: the loop, the round and the promotion rule share the
 window, the consumer group and the registry; training a candidate and bounding each
@@ -71,6 +72,7 @@ from ..model.evaluate import StepScorer, evaluate
 from ..model.formats import load_sessions
 from ..model.gru4rec import GRU4Rec
 from ..model.scorer import GRUScorer
+from ..notify import announce_model
 from ..recommend import model_family
 from ..recommend.hybrid import SESSIONS, HybridScorer
 from ..store import limits_from, open_store
@@ -363,6 +365,8 @@ class Learner:
             result = RoundResult("skipped", f"failed: {exc!r}")
         self.rounds += 1
         self.last = result
+        if result.decision == "promoted" and result.version and self.store.shared_log:
+            await announce_model(self.store, result.version)  # every server checks at once
         log.info(
             "learning round %d: %s %s (%s) in %.1f s",
             self.rounds,

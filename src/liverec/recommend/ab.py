@@ -55,6 +55,11 @@ class ABRecommender(Recommender):
         await self.a.start()
         await self.b.start()
 
+    async def check_model(self) -> bool:
+        a = await self.a.check_model()
+        b = await self.b.check_model()
+        return a or b
+
     async def close(self) -> None:
         await self.a.close()
         await self.b.close()

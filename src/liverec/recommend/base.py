@@ -86,6 +86,11 @@ class Recommender(abc.ABC):
     def is_ready(self) -> bool:
         return True
 
+    async def check_model(self) -> bool:
+        """A new model was announced (liverec.notify): look for it now, not at the next
+        poll. True when a new one is served."""
+        return False
+
     def figures(self) -> dict[str, float]:
         """Serving figures for /metrics, by the names in MODEL_FIGURES (missing: 0)."""
         return {}

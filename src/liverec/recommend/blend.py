@@ -100,6 +100,9 @@ class BlendedRecommender(Recommender):
     def is_ready(self) -> bool:
         return self.inner.is_ready()
 
+    async def check_model(self) -> bool:
+        return await self.inner.check_model()
+
     def figures(self) -> dict[str, float]:
         return self.inner.figures()
 

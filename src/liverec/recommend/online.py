@@ -185,6 +185,7 @@ class OnlineRecommender(Recommender):
             clock=clock,
             shrink=settings.cooc_shrink,
             popular_size=settings.popular_candidates,
+            popular_refresh_s=settings.popular_refresh_s,
             item_cap=settings.influence_item_cap,
             influence_items=settings.influence_session_items,
             influence_contributors=settings.influence_contributors,

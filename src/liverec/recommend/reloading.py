@@ -36,6 +36,7 @@ from ..config import Settings
 from ..errors import ModelError
 from ..model import META
 from ..types import Event
+from . import model_family
 from .base import RecContext, RecList, Recommender
 from .gru.served import resolve_checkpoint
 
@@ -101,7 +102,7 @@ class ModelSwitch(Recommender):
         self.online = online
         self._build = build
         self.poll_s = poll_s
-        self.recent: deque[Event] = deque(maxlen=max(refeed_events, 0) or None)
+        self.recent: deque[Event] = deque(maxlen=max(refeed_events, 0))  # 0: keeps none
         self._refeed = refeed_events > 0
         self.observed = 0  # events observed so far (which of `recent` are new)
         self._stamp = _stamp(path)
@@ -114,6 +115,7 @@ class ModelSwitch(Recommender):
         self._closing: set[asyncio.Task[None]] = set()
         self.reloads = 0
         self._totals: dict[str, float] = {}  # counters of the replaced recommenders
+        self._checking = asyncio.Lock()  # the poll and a promotion notice: one at a time
 
     @classmethod
     def from_settings(
@@ -199,19 +201,24 @@ class ModelSwitch(Recommender):
         assert self.poll_s is not None
         while True:
             await asyncio.sleep(self.poll_s)
-            stamp = _stamp(self.path)
-            if stamp is None or stamp == self._stamp:
-                continue
             try:
-                await self.reload()
+                await self.check_model()
             except Exception:  # a bug here must not end the watching
                 log.exception("model reload failed; still serving %s", self.version)
-                self._stamp = stamp
+                self._stamp = _stamp(self.path)
+
+    async def check_model(self) -> bool:
+        """Serve what `path` holds when it changed since the last look (the poll, or a
+        promotion notice from liverec.notify; one check at a time, so both at once load
+        it once). True when a new model is served."""
+        async with self._checking:
+            stamp = _stamp(self.path)
+            if stamp is None or stamp == self._stamp:
+                return False
+            return await self.reload()
 
     async def reload(self) -> bool:
         """Serve what `path` holds now (see the module docstring); False: kept the old."""
-        from . import model_family
-
         stamp = _stamp(self.path)
         if stamp is None:
             return False

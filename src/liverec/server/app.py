@@ -28,7 +28,7 @@ from ..config import Settings
 from ..demo import start_demo
 from ..demo_model import demo_serving_settings
 from ..metrics import Metrics
-from ..notify import CatalogNotices
+from ..notify import CatalogNotices, ModelNotices
 from ..recommend import attach_catalog, build_recommender, warm_from_log
 from ..recommend.ab import ABRecommender
 from ..recommend.base import MODEL_FIGURES, Recommender
@@ -39,6 +39,7 @@ from ..store import limits_from, open_store
 from ..store.base import Store
 from . import catalog_api, http, pages
 from .feed import FeedHub
+from .feed_relay import FeedRelay
 from .gate import Gate
 from .gc_policy import GcPolicy
 from .landing import landing
@@ -77,12 +78,19 @@ def create_app(
             stack.push_async_callback(the_recommender.close)
             await the_recommender.start()
             warmed = await warm_from_log(the_recommender, the_store, settings.warm_events)
+            follower: LogFollower | None = None
             if settings.follow_log and the_store.shared_log:  # other processes' events too
                 follower = LogFollower(
                     the_store, the_recommender, settings.follow_block_s, settings.follow_batch
                 )
                 stack.push_async_callback(follower.close)
                 await follower.start()
+            metrics.add_gauge(
+                "liverec_followed_events_total",
+                "events of other processes applied from the shared log",
+                functools.partial(_followed, follower),
+                "counter",
+            )
             # The catalog is read from the store here and polled for other processes' writes.
             catalog = Catalog(the_store, settings.catalog_poll_s)
             stack.push_async_callback(catalog.close)
@@ -95,6 +103,9 @@ def create_app(
                 notices = CatalogNotices(the_store, catalog)
                 stack.push_async_callback(notices.close)
                 await notices.start()
+                promotions = ModelNotices(the_store, the_recommender)  # and of promotions
+                stack.push_async_callback(promotions.close)
+                await promotions.start()
             manager = SessionManager(settings, the_store, the_recommender, metrics, catalog=catalog)
             metrics.set_models(functools.partial(_arm_versions, the_recommender))
             for name, help in MODEL_FIGURES.items():
@@ -105,6 +116,10 @@ def create_app(
             manager.listeners.append(feed.on_entry)
             stack.push_async_callback(feed.close)
             await feed.start()
+            if the_store.shared_log and settings.feed_watch_s is not None:  # every process
+                relay = FeedRelay(the_store, feed, settings.feed_watch_s, settings.feed_queue)
+                stack.push_async_callback(relay.close)
+                await relay.start()
             if settings.learn_in_serve:  # single machine: the continuous learner in this process
                 from ..learn.learner import LearnConfig, Learner  # torch only when learning
 
@@ -192,6 +207,10 @@ def _arm_versions(recommender: Recommender) -> dict[str, str]:
     if isinstance(recommender, ABRecommender):
         return {"a": recommender.a.version, "b": recommender.b.version}
     return {"a": recommender.version}
+
+
+def _followed(follower: LogFollower | None) -> float:
+    return float(follower.applied) if follower is not None else 0.0
 
 
 def _figure(recommender: Recommender, name: str) -> float:

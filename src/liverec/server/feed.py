@@ -15,6 +15,12 @@ entries (at most about ten a second) and one `tick` a second with the last secon
 figures and the click-through rows. Impressions and clicks are only counted here, not
 queued to the pages as entries: the click itself arrives as an event.
 
+With a shared store the hub also shows the other processes (feed_relay.py carries
+what goes between them): their entries go to this hub's pages as they arrive
+(`heard_entries`), and their figures of the last seconds (`beat`, `heard_beat`) are
+merged into the ticks, the charts and the click-through rows. The list of sessions
+in the snapshot is this process's; the session counts are every process's.
+
 Why ~460 lines in one module: the rolling statistics and the fan-out to pages are
 fed by the same listener call and read by the same snapshot; the endpoint (about 70
 lines) only speaks for them.
@@ -54,6 +60,10 @@ RECS_SHOWN: Final = 6
 BATCH_MAX: Final = 200  # entries per batch frame
 BATCH_INTERVAL_S: Final = 0.1
 MAX_CTR_ROWS: Final = 50  # (model, placement) pairs kept; the least recently updated go
+TICK_DELAY_S: Final = 0.5  # a second is reported this long after it ends: the other
+# processes' figures of it (sent just after it ended) are in by then
+BEAT_SECONDS: Final = 3  # complete seconds each beat repeats (a lost beat is made good)
+MAX_PEERS: Final = 256  # other processes' figures kept
 
 
 def bucket_of(latency_s: float) -> int:
@@ -118,6 +128,17 @@ class LiveInfo:
     placement: str | None = None
 
 
+@dataclass(slots=True)
+class Peer:
+    """Another process's figures, as its latest beats told them."""
+
+    heard: float  # clock of the latest beat
+    sessions: int = 0
+    model: str = ""
+    seconds: dict[int, _Second] = field(default_factory=dict)
+    reported: dict[tuple[str, str], Reported] = field(default_factory=dict)
+
+
 @dataclass(slots=True, eq=False)  # kept in a set: hashed by identity
 class Subscriber:
     """One operator page: a bounded queue of entries and the latest tick."""
@@ -154,6 +175,11 @@ class FeedHub:
         self.reported: OrderedDict[tuple[str, str], Reported] = OrderedDict()
         self.subscribers: set[Subscriber] = set()
         self.model = ""
+        # other processes: their figures, and where this one's entries go while a page
+        # on another process watches (set by feed_relay.FeedRelay, else None)
+        self.peers: dict[str, Peer] = {}
+        self.fresh_s = settings.feed_watch_s or 0.0  # a peer's beat counts this long
+        self.relay_out: Callable[[dict[str, Any]], None] | None = None
         self._ticker: asyncio.Task[None] | None = None
 
     # --- the listener (on the event loop, after each handled frame; must be cheap) -----
@@ -171,10 +197,12 @@ class FeedHub:
         self._track(entry, now)
         if entry.recs is not None:
             self.model = entry.recs.model
-        if self.subscribers:
+        if self.subscribers or self.relay_out is not None:  # else nobody watches: no cost
             shown = self.describe(entry)
             for sub in self.subscribers:
                 sub.put(shown)
+            if self.relay_out is not None:
+                self.relay_out(shown)
 
     def _second(self, t: int) -> _Second:
         second = self.seconds.get(t)
@@ -250,17 +278,37 @@ class FeedHub:
 
     # --- statistics --------------------------------------------------------------------
 
+    def _at(self, t: int) -> list[_Second]:
+        """Second `t` of this process and of every other one heard from."""
+        found = [self.seconds[t]] if t in self.seconds else []
+        for peer in self.peers.values():
+            if t in peer.seconds:
+                found.append(peer.seconds[t])
+        return found
+
+    def _fresh(self) -> list[Peer]:
+        """The other processes that are still there (a beat within `feed_watch_s`)."""
+        since = self.clock() - self.fresh_s
+        return [p for p in self.peers.values() if p.heard >= since]
+
+    def sessions_now(self) -> tuple[int, int]:
+        """(live sessions, processes) over this process and the others heard from."""
+        fresh = self._fresh()
+        return len(self.live) + sum(p.sessions for p in fresh), 1 + len(fresh)
+
     def tick(self, t: int) -> dict[str, Any]:
-        """The figures of second `t` and of the last minute before it."""
-        second = self.seconds.get(t, _Second())
-        minute = [self.seconds[s] for s in range(t - 59, t + 1) if s in self.seconds]
+        """The figures of second `t` and of the last minute before it, every process's."""
+        second = self._at(t)
+        minute = [s for at in range(t - 59, t + 1) for s in self._at(at)]
+        sessions, processes = self.sessions_now()
         return {
             "type": "tick",
             "t": t,
-            "events": second.events,
-            "p50_ms": _ms(percentile([second.latency], 0.5)),
-            "p99_ms": _ms(percentile([second.latency], 0.99)),
-            "sessions": len(self.live),
+            "events": sum(s.events for s in second),
+            "p50_ms": _ms(percentile((s.latency for s in second), 0.5)),
+            "p99_ms": _ms(percentile((s.latency for s in second), 0.99)),
+            "sessions": sessions,
+            "processes": processes,
             "minute": {
                 "events_per_s": round(sum(s.events for s in minute) / 60, 2),
                 "p50_ms": _ms(percentile((s.latency for s in minute), 0.5)),
@@ -276,12 +324,19 @@ class FeedHub:
         it, still running)."""
         impressions: Counter[tuple[str, str]] = Counter()
         clicks: Counter[tuple[str, str]] = Counter()
-        for s, second in self.seconds.items():
-            if s > t - self.window_s:
-                impressions.update(second.impressions)
-                clicks.update(second.clicks)
+        for seconds in [self.seconds, *(p.seconds for p in self.peers.values())]:
+            for s, second in seconds.items():
+                if s > t - self.window_s:
+                    impressions.update(second.impressions)
+                    clicks.update(second.clicks)
+        reported: dict[tuple[str, str], Reported] = {}
+        for rows_of in [self.reported, *(p.reported for p in self._fresh())]:
+            for key, counted in rows_of.items():
+                into = reported.setdefault(key, Reported())
+                into.impressions += counted.impressions
+                into.clicks += counted.clicks
         rows = []
-        for (model, placement), totals in sorted(self.reported.items()):
+        for (model, placement), totals in sorted(reported.items())[: 2 * MAX_CTR_ROWS]:
             key = (model, placement)
             rows.append(
                 {
@@ -302,7 +357,9 @@ class FeedHub:
     def snapshot(self) -> dict[str, Any]:
         now = int(self.clock())
         start = now - self.window_s
-        series = [self.tick(t) for t in range(start, now)]
+        # each second once (not `tick`, whose click-through rows scan the whole window)
+        series = [self._at(t) for t in range(start, now)]
+        live, processes = self.sessions_now()
         sessions = [
             {
                 "sid": sid,
@@ -321,15 +378,76 @@ class FeedHub:
             "window_s": self.window_s,
             "series": {
                 "t0": start,
-                "events": [s["events"] for s in series],
-                "p50_ms": [s["p50_ms"] for s in series],
-                "p99_ms": [s["p99_ms"] for s in series],
+                "events": [sum(s.events for s in at) for at in series],
+                "p50_ms": [_ms(percentile((s.latency for s in at), 0.5)) for at in series],
+                "p99_ms": [_ms(percentile((s.latency for s in at), 0.99)) for at in series],
             },
             "sessions": sessions,
-            "live_sessions": len(self.live),
+            "live_sessions": live,
+            "processes": processes,
             "model": self.model,
             "ctr": self.click_through(now),
         }
+
+    # --- the other processes (feed_relay.py carries these) ------------------------------
+
+    def beat(self) -> dict[str, Any]:
+        """This process's figures for the pages on other processes: live sessions, the
+        model, the last `BEAT_SECONDS` complete seconds, click-through totals."""
+        now = int(self.clock())
+        seconds = []
+        for t in range(now - BEAT_SECONDS, now):
+            second = self.seconds.get(t)
+            if second is not None:
+                seconds.append(
+                    [
+                        t,
+                        second.events,
+                        sorted(second.latency.items()),
+                        [[m, p, n] for (m, p), n in second.impressions.items()],
+                        [[m, p, n] for (m, p), n in second.clicks.items()],
+                    ]
+                )
+        return {
+            "sessions": len(self.live),
+            "model": self.model,
+            "seconds": seconds,
+            "reported": [[m, p, r.impressions, r.clicks] for (m, p), r in self.reported.items()],
+        }
+
+    def heard_beat(self, origin: str, beat: dict[str, Any]) -> None:
+        """Another process's `beat` (ValueError, TypeError, KeyError when malformed:
+        then nothing of it is kept)."""
+        now = self.clock()
+        sessions, model = int(beat["sessions"]), str(beat["model"])
+        seconds: dict[int, _Second] = {}
+        for t, events, latency, impressions, clicks in beat["seconds"][:BEAT_SECONDS]:
+            second = seconds[int(t)] = _Second(int(events))
+            second.latency.update({int(b): int(n) for b, n in latency})
+            second.impressions.update({(str(m), str(p)): int(n) for m, p, n in impressions})
+            second.clicks.update({(str(m), str(p)): int(n) for m, p, n in clicks})
+        reported = {
+            (str(m), str(p)): Reported(int(i), int(c))
+            for m, p, i, c in beat["reported"][:MAX_CTR_ROWS]
+        }
+        peer = self.peers.get(origin)
+        if peer is None:
+            for gone in [o for o, p in self.peers.items() if p.heard < now - self.window_s]:
+                del self.peers[gone]
+            if len(self.peers) >= MAX_PEERS:
+                return
+            peer = self.peers[origin] = Peer(heard=now)
+        peer.heard, peer.sessions, peer.model, peer.reported = now, sessions, model, reported
+        peer.seconds.update(seconds)
+        for old in [t for t in peer.seconds if t <= int(now) - self.window_s]:
+            del peer.seconds[old]
+
+    def heard_entries(self, entries: list[dict[str, Any]], dropped: int) -> None:
+        """Entries another process showed (already described there) go to the pages."""
+        for sub in self.subscribers:
+            sub.dropped += dropped
+            for shown in entries:
+                sub.put(shown)
 
     # --- subscribers ---------------------------------------------------------------------
 
@@ -356,7 +474,7 @@ class FeedHub:
     async def _tick(self) -> None:
         while True:
             now = self.clock()
-            await asyncio.sleep(math.ceil(now) - now + 0.001)
+            await asyncio.sleep(math.ceil(now - TICK_DELAY_S) + TICK_DELAY_S - now + 0.001)
             if not self.subscribers:
                 continue
             try:

@@ -31,7 +31,9 @@ log = logging.getLogger("liverec.workers")
 def bind(settings: Settings) -> socket.socket:
     """The listening socket every worker accepts on."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto
+    # says TCP; without it Nagle and delayed ACKs held each small frame ~40 ms
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     sock.listen(2048)

@@ -121,6 +121,7 @@ class GRURecommender(Recommender):
         self._tasks: list[asyncio.Task[None]] = []  # the model watcher
         self._closing: set[asyncio.Task[None]] = set()  # retired workers being closed
         self._here: set[asyncio.Task[None]] = set()  # batches scored on the thread
+        self._checking = asyncio.Lock()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="liverec-gru")
         self._executor.submit(torch.set_num_threads, threads).result()
         self.batches = 0
@@ -378,9 +379,13 @@ class GRURecommender(Recommender):
         assert self.poll_s is not None
         while True:
             await asyncio.sleep(self.poll_s)
-            if not self._changed():
-                continue
-            await self.reload()
+            await self.check_model()
+
+    async def check_model(self) -> bool:
+        """Reload when the checkpoint at path changed (the poll, or a promotion notice:
+        one check at a time, so both at once load it once)."""
+        async with self._checking:
+            return self._changed() and await self.reload()
 
     async def reload(self) -> bool:
         """Load the checkpoint at path now; keep serving the old one if it is broken."""
