@@ -1,15 +1,25 @@
-"""Cost of the content model against catalog size: one uncached related-items lookup
-(and, in the same run, the same lookup scanned with per-posting dict updates as
-before the array scan: the baseline), a cached one, one item update, one blended
-list (online model + content) per event, and the index's memory per item.
+"""Cost of the content model against catalog size: importing the catalog into the
+index (time and memory), one related-items lookup uncached and cached, one item
+update, and what one event costs the blend (observe + list) with the related lists
+uncached and cached, beside the online model alone and the previous merge.
 
 Synthetic catalogs (seeded): 200 categories, 2,000 brands, titles of 3-6 words from
 a 5,000-word Zipf vocabulary, prices log-uniform 5-2,000, a colour and a size
-attribute. Each size is timed in the same run, so read the ratios between rows and
-columns; the figures are medians of `--repeat` rounds. Memory: what the index
-allocates (tracemalloc, first round; the catalog objects excluded).
+attribute. Times are CPU time of this process (`time.process_time`), medians of
+`--repeat` rounds (the import and memory: first round); memory is the RSS growth
+while the index takes the catalog (its posting arrays built), per item.
 
-    .venv/bin/python bench/bench_content.py --sizes 10000,100000,300000
+Per event: sessions of 5 random catalog items, k = 10, a fresh blend (no co-views:
+content takes every slot, the most the blend ever does for one event):
+
+* "online alone": the behavioural model by itself, the floor of the column;
+* "blend, uncached": every item's related list computed on first use;
+* "blend, cached": the same events again in new sessions, every list from the cache;
+* "before: list merge": the cached case with the merge of the three anchors' lists
+  done as before (a dict built entry by entry, then sorted by item/score pairs),
+  over the same cache in the same run.
+
+    nice -n 10 .venv/bin/python bench/bench_content.py --sizes 5000,100000,1000000
 """
 
 from __future__ import annotations
@@ -17,20 +27,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import heapq
-import math
 import random
 import statistics
 import time
-import tracemalloc
-from itertools import islice
+from collections.abc import Sequence
+from operator import itemgetter
+from pathlib import Path
 
 from liverec.catalog import CatalogItem
-from liverec.recommend.base import RecContext
+from liverec.recommend.base import RecContext, Recommender
 from liverec.recommend.blend import BlendedRecommender
 from liverec.recommend.content import ContentIndex
 from liverec.recommend.online import OnlineRecommender
 from liverec.types import Event
+
+SESSION = 5  # items per session in the per-event rounds
+K = 10
 
 
 def catalog(n: int, seed: int = 0) -> list[CatalogItem]:
@@ -53,79 +65,107 @@ def catalog(n: int, seed: int = 0) -> list[CatalogItem]:
     return out
 
 
-class DictScan(ContentIndex):
-    """The baseline: the same index, its lookup scanned posting by posting into a dict."""
+class ListMerge(ContentIndex):
+    """The baseline merge: the same index and cache, `related_to` as before."""
 
-    def _score(self, item_id: str) -> list[tuple[str, float]]:
-        tokens = self._tokens.get(item_id)
-        if not tokens:
-            return []
-        gain = {t: (w * self._idf(t)) ** 2 for t, w in tokens.items()}
-        scores: dict[str, float] = {}
-        budget = self.scan
-        for token in sorted(gain, key=gain.__getitem__, reverse=True):
-            if budget <= 0:
+    def related_to(
+        self, recent: Sequence[str], n: int, context: int = 3
+    ) -> list[tuple[str, float]]:
+        anchors: list[str] = []
+        for item in reversed(recent):
+            if len(anchors) >= context:
                 break
-            posting = self._postings.get(token)
-            if not posting:
-                continue
-            for b in islice(reversed(posting), budget):
-                scores[b] = scores.get(b, 0.0) + gain[token]
-            budget -= min(len(posting), budget)
-        scores.pop(item_id, None)
-        qn = self._norm(item_id)
-        for b, dot in scores.items():
-            scores[b] = dot / (qn * self._norm(b))
-        best = heapq.nlargest(self.neighbours, scores, key=scores.__getitem__)
-        return [(b, scores[b]) for b in best]
+            if item not in anchors and item in self._tokens:
+                anchors.append(item)
+        if len(anchors) == 1:
+            return self.related(anchors[0], n)
+        scores: dict[str, float] = {}
+        get = scores.get
+        for j, anchor in enumerate(anchors, 1):
+            for b, s in self._neighbours(anchor)[0]:
+                scores[b] = get(b, 0.0) + s / j
+        for a in anchors:
+            scores.pop(a, None)
+        stocked = self._in_stock
+        out: list[tuple[str, float]] = []
+        for b, s in sorted(scores.items(), key=itemgetter(1), reverse=True):
+            if len(out) >= n:
+                break
+            if stocked.get(b, False):
+                out.append((b, s))
+        return out
 
 
-def lookup_us(index: ContentIndex, probe: list[int]) -> float:
-    t0 = time.perf_counter()
-    for i in probe:
-        index.related(f"i{i}", 20)
-    return (time.perf_counter() - t0) / len(probe) * 1e6
+def rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
 
 
-async def measure(n: int, lookups: int, rng: random.Random, memory: bool) -> tuple[float, ...]:
+def per_call_us(calls: int, t0: float) -> float:
+    return (time.process_time() - t0) / calls * 1e6
+
+
+async def per_event_us(rec: Recommender, items: list[str], tag: str) -> float:
+    """observe + list per event, sessions of SESSION items."""
+    t0 = time.process_time()
+    seq: list[str] = []
+    for j, item in enumerate(items):
+        sid = f"{tag}{j // SESSION}"
+        if j % SESSION == 0:
+            seq = []
+        seq.append(item)
+        rec.observe(Event(f"{tag}e{j}", sid, "view", item, 1000.0 + j))
+        await rec.recommend(RecContext(sid, seq, K, current_item=item))
+    return per_call_us(len(items), t0)
+
+
+async def measure(n: int, lookups: int, rng: random.Random, first: bool) -> dict[str, float]:
     items = catalog(n)
     gc.collect()
-    if memory:  # traced (slower): only in the first round
-        tracemalloc.start()
-    index = ContentIndex(refresh_s=0.0)
+    out: dict[str, float] = {}
+    rss0 = rss_bytes()
+    t0 = time.process_time()
+    index = ContentIndex(refresh_s=3600.0)
     index.update(items)
-    index.related("i0", 1)  # posting arrays are built by the first lookup that reads them
-    for token in index._postings:
+    out["import_s"] = time.process_time() - t0
+    for token in index._postings:  # built by the first lookup that reads them
         index._posting_array(token)
-    bytes_per_item = tracemalloc.get_traced_memory()[0] / n if memory else math.nan
-    tracemalloc.stop()
-    probe = rng.sample(range(n), lookups)
-    # uncached related lookups: each item asked once; then again, from the cache
-    related_us = lookup_us(index, probe)
-    hit_us = lookup_us(index, probe)
-    baseline = DictScan(refresh_s=0.0)
-    baseline.__dict__.update(index.__dict__)  # the same postings and norms
-    baseline._cache = type(index._cache)()
-    baseline_us = lookup_us(baseline, probe)
-    # item updates (a price change re-indexes the item)
-    t0 = time.perf_counter()
-    for i in probe:
+    out["bytes_per_item"] = (rss_bytes() - rss0) / n if first else float("nan")
+    probe = [f"i{i}" for i in rng.sample(range(n), lookups)]
+    t0 = time.process_time()
+    for item in probe:  # uncached: each item asked once
+        index.related(item, 20)
+    out["related_us"] = per_call_us(lookups, t0)
+    t0 = time.process_time()
+    for item in probe:
+        index.related(item, 20)
+    out["cached_us"] = per_call_us(lookups, t0)
+    t0 = time.process_time()  # a stock change: the tokens stay, cached lists too
+    for i in range(lookups):
         old = items[i]
-        index.update([CatalogItem(old.item_id, old.title, (old.price or 1) + 1, **_rest(old))])
-    update_us = (time.perf_counter() - t0) / lookups * 1e6
-    # events: observe + blended list, sessions of 5 random items (uncached lookups)
-    blend = BlendedRecommender(OnlineRecommender(), index)
-    seqs: dict[str, list[str]] = {}
-    t0 = time.perf_counter()
-    for j, i in enumerate(probe):
-        sid = f"s{j // 5}"
-        item = f"i{i}"
-        seq = seqs.setdefault(sid, [])
-        seq.append(item)
-        blend.observe(Event(f"e{j}", sid, "view", item, time.time()))
-        await blend.recommend(RecContext(sid, seq, 10, current_item=item))
-    event_us = (time.perf_counter() - t0) / lookups * 1e6
-    return related_us, baseline_us, hit_us, update_us, event_us, bytes_per_item
+        index.update([CatalogItem(old.item_id, old.title, old.price, in_stock=False, **_rest(old))])
+    out["stock_update_us"] = per_call_us(lookups, t0)
+    t0 = time.process_time()  # a new title word: the item is re-indexed
+    for i in range(lookups):
+        old = items[i]
+        index.update([CatalogItem(old.item_id, f"{old.title} new", old.price, **_rest(old))])
+    out["update_us"] = per_call_us(lookups, t0)
+    # per event: the online model alone, then the blend uncached, cached, old merge
+    events = [f"i{i}" for i in rng.sample(range(n), lookups)]
+    out["online_us"] = await per_event_us(OnlineRecommender(), events, "o")
+    index._cache.clear()
+    index.cache_items = max(index.cache_items, 2 * lookups)
+    out["blend_uncached_us"] = await per_event_us(
+        BlendedRecommender(OnlineRecommender(), index), events, "u"
+    )
+    out["blend_cached_us"] = await per_event_us(
+        BlendedRecommender(OnlineRecommender(), index), events, "c"
+    )
+    before = ListMerge(refresh_s=3600.0)
+    before.__dict__.update(index.__dict__)  # the same postings, norms and cache
+    out["blend_before_us"] = await per_event_us(
+        BlendedRecommender(OnlineRecommender(), before), events, "b"
+    )
+    return out
 
 
 def _rest(item: CatalogItem) -> dict[str, object]:
@@ -134,25 +174,33 @@ def _rest(item: CatalogItem) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--sizes", default="5000,100000")
     parser.add_argument("--lookups", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    print(
-        "| catalog items | related lookup µs | before: dict scan µs | cached µs "
-        "| item update µs | event (observe + list) µs | index bytes per item |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         runs = [
-            asyncio.run(measure(n, args.lookups, random.Random(r), r == 0))
+            asyncio.run(measure(n, min(args.lookups, n), random.Random(r), r == 0))
             for r in range(args.repeat)
         ]
-        med = [statistics.median(r[c] for r in runs) for c in range(5)] + [runs[0][5]]
-        print(
-            f"| {n:,} | {med[0]:.0f} | {med[1]:.0f} | {med[2]:.1f} | {med[3]:.0f} "
-            f"| {med[4]:.0f} | {med[5]:,.0f} |"
-        )
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        med["import_s"], med["bytes_per_item"] = runs[0]["import_s"], runs[0]["bytes_per_item"]
+        rows.append((n, med))
+        print(f"{n}: {med}", flush=True)
+    print("\n| catalog items | import s | index bytes per item | related lookup µs "
+          "| cached µs | item update µs | stock change µs |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n, m in rows:
+        print(f"| {n:,} | {m['import_s']:.1f} | {m['bytes_per_item']:,.0f} | "
+              f"{m['related_us']:.0f} | {m['cached_us']:.1f} | {m['update_us']:.0f} | "
+              f"{m['stock_update_us']:.0f} |")  # fmt: skip
+    print("\n| catalog items | online alone µs | blend, uncached µs | blend, cached µs "
+          "| before: list merge, cached µs |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|")
+    for n, m in rows:
+        print(f"| {n:,} | {m['online_us']:.0f} | {m['blend_uncached_us']:.0f} | "
+              f"{m['blend_cached_us']:.0f} | {m['blend_before_us']:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -94,6 +94,24 @@ def test_updates_and_removals_apply_item_by_item() -> None:
     assert "shoe-6" in [i for i, _ in index.related("shoe-1", 3)]
 
 
+def test_stock_changes_keep_cached_related_lists_and_still_filter_stock() -> None:
+    index = ContentIndex(refresh_s=0.0)  # an entry is reused only while no tokens change
+    index.update(items(catalog_rows()))
+    assert "shoe-2" in [i for i, _ in index.related("shoe-1", 3)]
+    cached = index._cache["shoe-1"][2]
+    index.update(items([{**catalog_rows()[1], "in_stock": False}]))  # shoe-2: tokens as before
+    assert "shoe-2" not in [i for i, _ in index.related("shoe-1", 3)]
+    assert "shoe-2" not in index.home(24)
+    assert index._cache["shoe-1"][2] is cached  # not recomputed
+    index.update(items([{**catalog_rows()[1], "in_stock": True}]))
+    in_stock = [i for i, _ in cached if index.in_stock(i)]  # the list holds every item
+    assert "shoe-2" in in_stock and [i for i, _ in index.related("shoe-1", 9)] == in_stock[:9]
+    assert index._cache["shoe-1"][2] is cached
+    index.update(items([{**catalog_rows()[2], "title": "Something else entirely"}]))
+    index.related("shoe-1", 3)
+    assert index._cache["shoe-1"][2] is not cached  # a token changed: recomputed
+
+
 def test_postings_per_token_are_bounded() -> None:
     index = ContentIndex(max_postings=5, scan=7)
     rows = [{"item_id": f"s{i}", "title": f"Shoe {i}", "category": "shoes"} for i in range(50)]

@@ -30,9 +30,13 @@ docs/model-quality.md). An empty catalog leaves the behavioural list untouched; 
 N = 0 content only fills short lists.
 
 Cost per event: O(1) to count (bounded maps: `max_items` items, `max_sessions`
-sessions, least recently used dropped); per list: the behavioural model's cost plus
-one content lookup (cached, see content.py) and O(k) to merge; none of that when
-content gets no slot (c = 0) and the behavioural list is already full.
+sessions, least recently used dropped); per list: the behavioural model's cost, then
+nothing more when content gets no slot (c = 0) and the behavioural list is already
+full (the usual case for an item past N * (k - 1) co-views); otherwise one content
+call: `related_to` (cached lists: O(3 * neighbours) dict operations and one C sort of
+at most 3 * neighbours keys; an item whose list is not cached adds one lookup,
+O(tokens + content_scan), see content.py) or `home` (O(n) from a kept list), and
+O(k + excluded) to merge.
 """
 
 from __future__ import annotations
