@@ -17,7 +17,11 @@ content takes every slot, the most the blend ever does for one event):
 * "blend, cached": the same events again in new sessions, every list from the cache;
 * "before: list merge": the cached case with the merge of the three anchors' lists
   done as before (a dict built entry by entry, then sorted by item/score pairs),
-  over the same cache in the same run.
+  over the same cache in the same run;
+* "stock churn": the cached case while one item's stock changes every 10 events,
+  the clock moving 1 ms per event (1,000 events/s) from 1 s after the cache was
+  filled, `refresh_s` = 1 s; "before": every update, stock included, made cached
+  lists older than `refresh_s` stale (and the list merge as before).
 
     nice -n 10 .venv/bin/python bench/bench_content.py --sizes 5000,100000,1000000
 """
@@ -30,7 +34,8 @@ import gc
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from operator import itemgetter
 from pathlib import Path
 
@@ -42,6 +47,7 @@ from liverec.recommend.online import OnlineRecommender
 from liverec.types import Event
 
 SESSION = 5  # items per session in the per-event rounds
+CHURN = 10  # with stock churn: one stock change every CHURN events
 K = 10
 
 
@@ -96,6 +102,15 @@ class ListMerge(ContentIndex):
         return out
 
 
+class EveryUpdate(ListMerge):
+    """The baseline invalidation too: every update, a stock change included, made
+    each cached related list older than `refresh_s` stale."""
+
+    def update(self, items: Iterable[CatalogItem], gone: Iterable[str] = ()) -> None:
+        super().update(items, gone)
+        self.content_generation += 1
+
+
 def rss_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
 
@@ -104,11 +119,26 @@ def per_call_us(calls: int, t0: float) -> float:
     return (time.process_time() - t0) / calls * 1e6
 
 
-async def per_event_us(rec: Recommender, items: list[str], tag: str) -> float:
-    """observe + list per event, sessions of SESSION items."""
+async def per_event_us(
+    rec: Recommender,
+    items: list[str],
+    tag: str,
+    churn: tuple[ContentIndex, list[CatalogItem]] | None = None,
+) -> float:
+    """observe + list per event, sessions of SESSION items; with `churn`, the index's
+    clock moves 1 ms per event (1,000 events/s) and every CHURN-th event one catalog
+    item's stock changes."""
+    now = [1.0]  # 1 s after the cache was filled (at 0)
+    if churn is not None:
+        churn[0]._clock = lambda: now[0]
     t0 = time.process_time()
     seq: list[str] = []
     for j, item in enumerate(items):
+        if churn is not None:
+            now[0] += 0.001
+            if j % CHURN == 0:
+                old = churn[1][j % len(churn[1])]
+                churn[0].update([replace(old, in_stock=not churn[0].in_stock(old.item_id))])
         sid = f"{tag}{j // SESSION}"
         if j % SESSION == 0:
             seq = []
@@ -165,6 +195,14 @@ async def measure(n: int, lookups: int, rng: random.Random, first: bool) -> dict
     out["blend_before_us"] = await per_event_us(
         BlendedRecommender(OnlineRecommender(), before), events, "b"
     )
+    # stock churn, refresh_s = 1 s: the cache filled at t = 0, the events from t = 1 s
+    for key, cls in (("churn_us", ContentIndex), ("churn_before_us", EveryUpdate)):
+        churned = cls(refresh_s=1.0, cache_items=2 * lookups, clock=lambda: 0.0)
+        churned.update(items)
+        await per_event_us(BlendedRecommender(OnlineRecommender(), churned), events, "f")
+        out[key] = await per_event_us(
+            BlendedRecommender(OnlineRecommender(), churned), events, "s", (churned, items)
+        )
     return out
 
 
@@ -196,11 +234,13 @@ def main() -> None:
               f"{m['related_us']:.0f} | {m['cached_us']:.1f} | {m['update_us']:.0f} | "
               f"{m['stock_update_us']:.0f} |")  # fmt: skip
     print("\n| catalog items | online alone µs | blend, uncached µs | blend, cached µs "
-          "| before: list merge, cached µs |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|")
+          "| before: list merge, cached µs | stock churn µs "
+          "| before: stock churn µs |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for n, m in rows:
         print(f"| {n:,} | {m['online_us']:.0f} | {m['blend_uncached_us']:.0f} | "
-              f"{m['blend_cached_us']:.0f} | {m['blend_before_us']:.0f} |")  # fmt: skip
+              f"{m['blend_cached_us']:.0f} | {m['blend_before_us']:.0f} | "
+              f"{m['churn_us']:.0f} | {m['churn_before_us']:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
