@@ -112,6 +112,23 @@ def test_stock_changes_keep_cached_related_lists_and_still_filter_stock() -> Non
     assert index._cache["shoe-1"][2] is not cached  # a token changed: recomputed
 
 
+def test_a_sessions_related_items_sum_its_anchors_lists_newest_first() -> None:
+    index = ContentIndex(refresh_s=0.0, neighbours=12)
+    index.update(items(catalog_rows()))
+    recent = ["hat-2", "bag-1", "shoe-1", "bag-1", "jacket-2", "shoe-1"]
+    anchors = ["shoe-1", "jacket-2", "bag-1"]  # the newest 3 distinct, newest first
+    want: dict[str, float] = {}
+    for j, anchor in enumerate(anchors, 1):
+        for b, s in index.related(anchor, 100):  # its best 12, those in stock
+            want[b] = want.get(b, 0.0) + s / j
+    for a in anchors:
+        want.pop(a, None)
+    ranked = sorted(want, key=lambda b: -want[b])  # stable: ties as first met
+    got = index.related_to(recent, 10)
+    assert [b for b, _ in got] == ranked[:10] and len(got) == 10
+    assert [s for _, s in got] == [want[b] for b in ranked[:10]]
+
+
 def test_postings_per_token_are_bounded() -> None:
     index = ContentIndex(max_postings=5, scan=7)
     rows = [{"item_id": f"s{i}", "title": f"Shoe {i}", "category": "shoes"} for i in range(50)]

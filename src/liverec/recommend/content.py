@@ -352,9 +352,8 @@ class ContentIndex:
         scores = dict(self._neighbours(anchors[0])[1])
         get = scores.get
         for j, anchor in enumerate(anchors[1:], 2):
-            f = 1.0 / j
             for b, s in self._neighbours(anchor)[0]:
-                scores[b] = get(b, 0.0) + s * f
+                scores[b] = get(b, 0.0) + s / j
         for a in anchors:
             scores.pop(a, None)
         stocked = self._in_stock
