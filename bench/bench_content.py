@@ -13,6 +13,8 @@ Per event: sessions of 5 random catalog items, k = 10, a fresh blend (no co-view
 content takes every slot, the most the blend ever does for one event):
 
 * "online alone": the behavioural model by itself, the floor of the column;
+* "blend, no catalog": what `liverec serve` runs without a catalog (the blend around
+  an empty content index);
 * "blend, uncached": every item's related list computed on first use;
 * "blend, cached": the same events again in new sessions, every list from the cache;
 * "before: list merge": the cached case with the merge of the three anchors' lists
@@ -182,6 +184,9 @@ async def measure(n: int, lookups: int, rng: random.Random, first: bool) -> dict
     # per event: the online model alone, then the blend uncached, cached, old merge
     events = [f"i{i}" for i in rng.sample(range(n), lookups)]
     out["online_us"] = await per_event_us(OnlineRecommender(), events, "o")
+    out["no_catalog_us"] = await per_event_us(
+        BlendedRecommender(OnlineRecommender(), ContentIndex()), events, "n"
+    )
     index._cache.clear()
     index.cache_items = max(index.cache_items, 2 * lookups)
     out["blend_uncached_us"] = await per_event_us(
@@ -233,12 +238,14 @@ def main() -> None:
         print(f"| {n:,} | {m['import_s']:.1f} | {m['bytes_per_item']:,.0f} | "
               f"{m['related_us']:.0f} | {m['cached_us']:.1f} | {m['update_us']:.0f} | "
               f"{m['stock_update_us']:.0f} |")  # fmt: skip
-    print("\n| catalog items | online alone µs | blend, uncached µs | blend, cached µs "
+    print("\n| catalog items | online alone µs | blend, no catalog µs "
+          "| blend, uncached µs | blend, cached µs "
           "| before: list merge, cached µs | stock churn µs "
           "| before: stock churn µs |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, m in rows:
-        print(f"| {n:,} | {m['online_us']:.0f} | {m['blend_uncached_us']:.0f} | "
+        print(f"| {n:,} | {m['online_us']:.0f} | {m['no_catalog_us']:.0f} "
+              f"| {m['blend_uncached_us']:.0f} | "
               f"{m['blend_cached_us']:.0f} | {m['blend_before_us']:.0f} | "
               f"{m['churn_us']:.0f} | {m['churn_before_us']:.0f} |")  # fmt: skip
 
