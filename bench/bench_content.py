@@ -9,8 +9,10 @@ attribute. Times are CPU time of this process (`time.process_time`), medians of
 `--repeat` rounds (the import and memory: first round); memory is the RSS growth
 while the index takes the catalog (its posting arrays built), per item.
 
-Per event: sessions of 5 random catalog items, k = 10, a fresh blend (no co-views:
-content takes every slot, the most the blend ever does for one event):
+The index is sized as `liverec serve` sizes it by default (related lists of `max_k`
+= 100 items, `content_scan` 2,000 postings). Per event: sessions of 5 random catalog
+items, k = 10, a fresh blend (no co-views: content takes every slot, the most the
+blend ever does for one event):
 
 * "online alone": the behavioural model by itself, the floor of the column;
 * "blend, no catalog": what `liverec serve` runs without a catalog (the blend around
@@ -40,8 +42,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 from liverec.catalog import CatalogItem
+from liverec.config import Settings
 from liverec.recommend.base import RecContext, Recommender
 from liverec.recommend.blend import BlendedRecommender
 from liverec.recommend.content import ContentIndex
@@ -156,7 +160,7 @@ async def measure(n: int, lookups: int, rng: random.Random, first: bool) -> dict
     out: dict[str, float] = {}
     rss0 = rss_bytes()
     t0 = time.process_time()
-    index = ContentIndex(refresh_s=3600.0)
+    index = served_index(refresh_s=3600.0)
     index.update(items)
     out["import_s"] = time.process_time() - t0
     for token in index._postings:  # built by the first lookup that reads them
@@ -185,7 +189,7 @@ async def measure(n: int, lookups: int, rng: random.Random, first: bool) -> dict
     events = [f"i{i}" for i in rng.sample(range(n), lookups)]
     out["online_us"] = await per_event_us(OnlineRecommender(), events, "o")
     out["no_catalog_us"] = await per_event_us(
-        BlendedRecommender(OnlineRecommender(), ContentIndex()), events, "n"
+        BlendedRecommender(OnlineRecommender(), served_index()), events, "n"
     )
     index._cache.clear()
     index.cache_items = max(index.cache_items, 2 * lookups)
@@ -195,20 +199,40 @@ async def measure(n: int, lookups: int, rng: random.Random, first: bool) -> dict
     out["blend_cached_us"] = await per_event_us(
         BlendedRecommender(OnlineRecommender(), index), events, "c"
     )
-    before = ListMerge(refresh_s=3600.0)
-    before.__dict__.update(index.__dict__)  # the same postings, norms and cache
     out["blend_before_us"] = await per_event_us(
-        BlendedRecommender(OnlineRecommender(), before), events, "b"
+        BlendedRecommender(OnlineRecommender(), same_index(ListMerge, index)), events, "b"
     )
-    # stock churn, refresh_s = 1 s: the cache filled at t = 0, the events from t = 1 s
+    # stock churn, refresh_s = 1 s: the cache filled at t = 0, the events from t = 1 s;
+    # the stock of items the title round above did not touch
+    stock = items[lookups:] or items
     for key, cls in (("churn_us", ContentIndex), ("churn_before_us", EveryUpdate)):
-        churned = cls(refresh_s=1.0, cache_items=2 * lookups, clock=lambda: 0.0)
-        churned.update(items)
+        churned = same_index(cls, index)
+        churned.refresh_s, churned._clock = 1.0, lambda: 0.0
+        churned._cache.clear()
         await per_event_us(BlendedRecommender(OnlineRecommender(), churned), events, "f")
         out[key] = await per_event_us(
-            BlendedRecommender(OnlineRecommender(), churned), events, "s", (churned, items)
+            BlendedRecommender(OnlineRecommender(), churned), events, "s", (churned, stock)
         )
     return out
+
+
+def served_index(**kw: Any) -> ContentIndex:
+    """A content index sized as `liverec serve` sizes it by default."""
+    settings = Settings()
+    return ContentIndex(
+        max_postings=settings.content_max_postings,
+        scan=settings.content_scan,
+        neighbours=settings.max_k,
+        cache_items=settings.content_cache_items,
+        **kw,
+    )
+
+
+def same_index(cls: type[ContentIndex], index: ContentIndex) -> ContentIndex:
+    """`index`'s postings, norms and cache (shared, not copied) behind class `cls`."""
+    other = cls.__new__(cls)
+    other.__dict__.update(index.__dict__)
+    return other
 
 
 def _rest(item: CatalogItem) -> dict[str, object]:
