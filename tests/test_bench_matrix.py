@@ -192,3 +192,22 @@ def test_each_load_client_drives_the_echo_floor_to_the_same_counts(client: str) 
     # every event of the run was acked, and every one of the window has a latency
     assert res["acks"] == res["events_sent_total"] > res["events_sent_window"] > 40
     assert 0 < res["p50_ms"] <= res["p99_ms"] <= res["max_ms"] < 10_000
+
+
+def test_the_5k_cell_takes_one_node_client_or_four_python_ones() -> None:
+    import argparse
+
+    args = argparse.Namespace(
+        clients=None, client="node", warmup=1.0, duration=2.0, drain=1.0, seed=1
+    )
+    cell = matrix.Cell("5k", load="5k")
+    (node,) = matrix.client_cfgs(cell, 80, args, IDS)
+    assert node["client"] == "node" and node["sockets"] == 5000 and node["rate"] == 2000.0
+    python = matrix.client_cfgs(
+        cell, 80, argparse.Namespace(**{**vars(args), "client": "python"}), IDS
+    )
+    assert [c["sockets"] for c in python] == [1250] * 4 and {c["client"] for c in python} == {
+        "python"
+    }
+    three = matrix.client_cfgs(cell, 80, argparse.Namespace(**{**vars(args), "clients": 3}), IDS)
+    assert sum(c["sockets"] for c in three) == 5000 and sum(c["rate"] for c in three) == 2000.0
