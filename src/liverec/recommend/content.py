@@ -214,7 +214,7 @@ class ContentIndex:
         return math.log(1.0 + len(self._tokens) / max(1, self._df.get(token, 0)))
 
     def _restock(self, key: str, in_stock: bool) -> None:
-        """The stock of an indexed item; it becomes its category's newest."""
+        """The stock of an indexed item; it becomes its category's newest. O(1)."""
         self._in_stock[key] = in_stock
         stocked = self._stocked.setdefault(self._category[key], {})
         stocked.pop(key, None)
@@ -317,7 +317,8 @@ class ContentIndex:
 
     def related(self, item_id: str, n: int) -> list[tuple[str, float]]:
         """Up to n in-stock items most similar to item_id (never itself), best first;
-        [] for an item the index does not hold."""
+        [] for an item the index does not hold. O(n) from the cache (plus one `_score`
+        when the item's list is not cached)."""
         stocked = self._in_stock
         out: list[tuple[str, float]] = []
         for b, s in self._neighbours(item_id)[0]:
@@ -368,7 +369,8 @@ class ContentIndex:
 
     def _neighbours(self, item_id: str) -> tuple[list[tuple[str, float]], dict[str, float]]:
         """The item's best `neighbours` (best first, and as a dict), from the cache
-        while the tokens did not change or the entry is younger than `refresh_s`."""
+        while the tokens did not change or the entry is younger than `refresh_s`:
+        O(1) on a hit, `_score` + O(neighbours) on a miss."""
         now = self._clock()
         cached = self._cache.get(item_id)
         if cached is not None and (
@@ -385,6 +387,9 @@ class ContentIndex:
         return best, as_dict
 
     def _score(self, item_id: str) -> list[tuple[str, float]]:
+        """The item's best `neighbours` by cosine, uncached: O(tokens of the item) in
+        Python and O(scan) in array operations (plus O(postings) per token whose
+        array a change made stale)."""
         tokens = self._tokens.get(item_id)
         if not tokens:
             return []
@@ -447,7 +452,8 @@ class ContentIndex:
 
     def home(self, n: int) -> list[str]:
         """The cold-start list: n in-stock items, round-robin over the largest
-        categories, newest first in each."""
+        categories, newest first in each. O(kept list) per call; rebuilt at most every
+        `refresh_s` after a change, at O(categories + n)."""
         generation, built, items = self._home
         now = self._clock()
         if generation != self.generation and (len(items) < n or now - built >= self.refresh_s):
