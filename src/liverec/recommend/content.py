@@ -275,9 +275,8 @@ class ContentIndex:
         array = self._arrays.get(token)
         if array is None:
             posting = self._postings[token]
-            slot = self._slot
             array = self._arrays[token] = np.fromiter(
-                (slot[b] for b in reversed(posting)), dtype=np.int64, count=len(posting)
+                map(self._slot.__getitem__, reversed(posting)), dtype=np.int64, count=len(posting)
             )
         return array
 
