@@ -129,6 +129,33 @@ def test_a_sessions_related_items_sum_its_anchors_lists_newest_first() -> None:
     assert [s for _, s in got] == [want[b] for b in ranked[:10]]
 
 
+def assert_arrays_match_postings(index: ContentIndex) -> None:
+    for token, array in index._arrays.items():
+        assert array.tolist() == [index._slot[i] for i in reversed(index._postings[token])]
+
+
+def test_small_updates_patch_the_posting_arrays_and_bulk_ones_drop_them() -> None:
+    index = ContentIndex(max_postings=4)
+    rows = catalog_rows()
+    index.update(items(rows))
+    for row in rows:
+        index.related(row["item_id"], 5)  # every array built
+    built = set(index._arrays)
+    index.update(items([{"item_id": "shoe-7", "title": "Fleet shoe", "category": "shoes",
+                         "brand": "Fleet"}]), gone=["shoe-2"])  # fmt: skip
+    assert {"c:shoes", "b:fleet"} <= set(index._arrays) and set(index._arrays) <= built
+    assert_arrays_match_postings(index)  # the newest first, the oldest evicted
+    index.update(items([{**rows[3], "brand": "Fleet"}]), gone=["shoe-1", "shoe-3"])
+    assert_arrays_match_postings(index)
+    assert index._arrays["b:fleet"][0] == index._slot["shoe-4"]
+    bulk = [{**r, "title": r["title"] + " new"} for r in rows] * 3  # 72 updates
+    index.update(items(bulk))
+    assert not index._arrays  # dropped, to be rebuilt by the next lookup
+    index.related("shoe-4", 5)
+    assert index._arrays
+    assert_arrays_match_postings(index)
+
+
 def test_postings_per_token_are_bounded() -> None:
     index = ContentIndex(max_postings=5, scan=7)
     rows = [{"item_id": f"s{i}", "title": f"Shoe {i}", "category": "shoes"} for i in range(50)]

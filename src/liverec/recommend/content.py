@@ -33,10 +33,12 @@ So a query costs O(tokens of the item + scan), an upsert or removal O(tokens of 
 item) (postings are insertion-ordered dicts: add, remove and evict-oldest are O(1)),
 and memory is O(items * tokens per item). Nothing is rebuilt per change. The scan
 is done with arrays: items are numbered, each token's postings are also kept as an
-array of numbers (newest first, rebuilt at O(postings) by the first lookup after a
-change to that token), and a lookup concatenates the arrays it reads, sums the gains
-per candidate (`np.add.at` into a scratch array) and divides by an array of norms; the
-Python work per lookup is O(tokens of the item), not O(scan).
+array of numbers (newest first; an update of up to `PATCH_BATCH` items patches the
+arrays of its tokens, O(postings) in C each, a bulk import drops them and the first
+lookup that reads one rebuilds it, O(postings) in Python, once), and a lookup
+concatenates the arrays it reads, sums the gains per candidate (`np.add.at` into a
+scratch array) and divides by an array of norms; the Python work per lookup is
+O(tokens of the item), not O(scan).
 
 `related_to(recent, n)`, the blend's per-event call, merges the cached lists of the
 session's newest 3 items: O(3 * neighbours) dict operations (the newest anchor's list
@@ -74,6 +76,7 @@ FIELD_WEIGHTS: Final = {
     "d": 0.5,  # description word
 }
 TITLE_WORDS: Final = 32
+PATCH_BATCH: Final = 64  # updates of up to this many items patch the posting arrays
 DESCRIPTION_WORDS: Final = 64
 _UNSEEN: Final = np.iinfo(np.int64).max
 # a cached related list: (content generation, when, best first, the same as a dict)
@@ -153,6 +156,7 @@ class ContentIndex:
         self._acc = np.zeros(64)  # lookup scratch: slot -> dot product so far
         self._first = np.full(64, _UNSEEN, dtype=np.int64)  # scratch: slot -> first read at
         self._arrays: dict[str, npt.NDArray[np.int64]] = {}  # token -> slots, newest first
+        self._patch = True  # patch the arrays a change touches (False: drop them)
         self._in_stock: dict[str, bool] = {}
         self._postings: dict[str, dict[str, None]] = {}  # token -> items, oldest first
         self._df: dict[str, int] = {}  # token -> items with it (not capped)
@@ -178,6 +182,10 @@ class ContentIndex:
         keeps its postings; its norm is recomputed with today's idf, and unless that
         moved it, cached related lists stay valid: a catalog whose stock churns does
         not turn every lookup into an uncached one."""
+        items, gone = list(items), list(gone)
+        # a few changes patch the posting arrays they touch (O(postings) in C each);
+        # a bulk import drops them instead, to be rebuilt once by the next lookup
+        self._patch = len(items) + len(gone) <= PATCH_BATCH
         added, kept = [], []
         moved = False
         for item in items:
@@ -247,9 +255,12 @@ class ContentIndex:
             if posting is None:
                 posting = self._postings[token] = {}
             posting[key] = None
-            if len(posting) > self.max_postings:
+            evicted = len(posting) > self.max_postings
+            if evicted:
                 del posting[next(iter(posting))]
-            arrays.pop(token, None)
+            array = arrays.pop(token, None)
+            if array is not None and self._patch:  # newest first: the oldest is last
+                arrays[token] = np.concatenate(((slot,), array[:-1] if evicted else array))
         category = (item.category or "").lower()
         self._category[key] = category
         if item.in_stock:
@@ -270,8 +281,10 @@ class ContentIndex:
         return norm
 
     def _posting_array(self, token: str) -> npt.NDArray[np.int64]:
-        """The token's postings as slots, newest first; rebuilt after a change to them
-        (O(postings), paid by the first lookup after the change)."""
+        """The token's postings as slots, newest first. An update of up to
+        `PATCH_BATCH` items patches the arrays it touches (O(postings) in C per token);
+        a larger one drops them, and the first lookup that reads one rebuilds it
+        (O(postings) in Python, once)."""
         array = self._arrays.get(token)
         if array is None:
             posting = self._postings[token]
@@ -285,18 +298,21 @@ class ContentIndex:
         if tokens is None:
             return False
         arrays = self._arrays
+        slot = self._slot[key]
         for token in tokens:
             left = self._df[token] - 1
             posting = self._postings.get(token)
             if posting is not None and posting.pop(key, 0) is None:
-                arrays.pop(token, None)
+                array = arrays.pop(token, None)
+                if array is not None and self._patch:
+                    arrays[token] = array[array != slot]
             if left <= 0:
                 del self._df[token]
                 self._postings.pop(token, None)
                 arrays.pop(token, None)
             else:
                 self._df[token] = left
-        slot = self._slot.pop(key)
+        del self._slot[key]
         self._ids[slot] = ""
         self._free.append(slot)
         del self._in_stock[key]
