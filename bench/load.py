@@ -31,6 +31,12 @@ every child is terminated on exit, Ctrl-C or error (and on the orchestrator's de
     .venv/bin/python bench/load.py --targets liverec --store embedded:// --sockets 200
     .venv/bin/python bench/load.py --src /tmp/other-checkout/src   # another liverec tree
     .venv/bin/python bench/load.py --liverec-arg=--cooc-max-neighbours=25
+    .venv/bin/python bench/load.py --targets echo --sockets 5000 --rate 2000 --client node
+
+`--client node` runs bench/loadclient.js (Node, `npm ci --prefix bench` once) on a
+schedule written here from bench/traffic.py, in place of the Python client; the
+figures and phases are the same. `--clients N` splits the sockets and the rate over N
+load generator processes.
 """
 
 from __future__ import annotations
@@ -43,7 +49,6 @@ import json
 import math
 import os
 import platform
-import random
 import resource
 import select
 import shutil
@@ -61,7 +66,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from traffic import Catalog, next_due, walker
+from traffic import Catalog, schedule, warm_items
 
 BENCH_DIR = Path(__file__).resolve().parent
 OPEN_CONCURRENCY = 32  # handshakes in flight while opening sockets
@@ -180,6 +185,47 @@ async def hello(ws: Any, timeout: float) -> None:
         got.add(json.loads(await asyncio.wait_for(ws.recv(), timeout))["type"])
 
 
+def traffic_catalog(cfg: dict[str, Any]) -> Catalog:
+    catalog = Catalog(cfg["items"], cfg["zipf"], cfg["seed"], cfg.get("item_format", "item-{}"))
+    if cfg.get("item_ids"):
+        catalog.ids = list(cfg["item_ids"])
+    return catalog
+
+
+def write_schedule(cfg: dict[str, Any], path: Path) -> None:
+    """The sends of a client cfg as a file for bench/loadclient.js: the warm-up items,
+    then every event as [seconds from the start, socket, its number, item id], in
+    time order (the same `traffic.schedule` the Python client follows)."""
+    catalog = traffic_catalog(cfg)
+    mean, end = cfg["sockets"] / cfg["rate"], cfg["warmup"] + cfg["duration"]
+    events = []
+    if not cfg.get("idle_only"):
+        tag, burst = cfg.get("tag", ""), cfg.get("burst")
+        shape = cfg.get("traffic", "structured")
+        for i in range(cfg["sockets"]):
+            sends = schedule(shape, catalog, cfg["seed"], i, tag, mean, end, burst)
+            events.extend((offset, i, k, item) for k, (offset, item) in enumerate(sends))
+    events.sort()
+    warm = warm_items(catalog, cfg["seed"], cfg["warm_events"])
+    path.write_text(json.dumps({"warm": warm, "events": events}))
+
+
+def client_cmd(cfg: dict[str, Any], workdir: Path, j: int) -> list[str]:
+    """The load generator process for one cfg: this file's Python client, or with
+    cfg["client"] == "node" bench/loadclient.js on a schedule written here first."""
+    if cfg.get("client", "python") == "python":
+        return [sys.executable, str(Path(__file__).resolve()), "_client", json.dumps(cfg)]
+    if cfg["client"] != "node":
+        raise ValueError(f"unknown load client {cfg['client']!r} (python or node)")
+    node = shutil.which("node")
+    script = BENCH_DIR / "loadclient.js"
+    if node is None or not (BENCH_DIR / "node_modules" / "ws").is_dir():
+        raise RuntimeError("the node client needs node and `npm ci --prefix bench`")
+    path = workdir / f"schedule-{j}.json"
+    write_schedule(cfg, path)
+    return [node, str(script), json.dumps({**cfg, "schedule_file": str(path)})]
+
+
 async def client_main(cfg: dict[str, Any]) -> None:
     from websockets.asyncio.client import connect
 
@@ -188,10 +234,7 @@ async def client_main(cfg: dict[str, Any]) -> None:
     # matrix.py may pass: traffic (a shape of bench/traffic.py), burst, item_ids,
     # tag, idle_only, latency_file; load.py uses the defaults (structured traffic).
     shape = cfg.get("traffic", "structured")
-    fmt = cfg.get("item_format", "item-{}")
-    catalog = Catalog(cfg["items"], cfg["zipf"], cfg["seed"], fmt)
-    if cfg.get("item_ids"):
-        catalog.ids = list(cfg["item_ids"])
+    catalog = traffic_catalog(cfg)
     opts: dict[str, Any] = {
         "open_timeout": 30,
         "ping_interval": None,  # browsers do not ping; the server still does
@@ -200,14 +243,11 @@ async def client_main(cfg: dict[str, Any]) -> None:
     }
 
     # 1. warm up the app on one socket (imports, first allocations), closed loop
-    rnd = random.Random(cfg["seed"])
     async with connect(url, **opts) as ws:
         await hello(ws, 10)
-        current = None
-        for k in range(cfg["warm_events"]):
-            current = catalog.step(current, rnd)
+        for k, item in enumerate(warm_items(catalog, cfg["seed"], cfg["warm_events"])):
             frame = {"type": "event", "id": f"w{k}", "action": "view"}
-            await ws.send(json.dumps({**frame, "item_id": catalog.ids[current]}))
+            await ws.send(json.dumps({**frame, "item_id": item}))
             for _ in range(2):
                 await asyncio.wait_for(ws.recv(), 10)
     emit({"phase": "warm"})
@@ -237,11 +277,6 @@ async def client_main(cfg: dict[str, Any]) -> None:
     start = time.perf_counter() + lead
     w0, w1 = start + cfg["warmup"], start + cfg["warmup"] + cfg["duration"]
     rec.window = (w0, w1)
-    shortest = mean * 0.5  # the shortest interval between two sends of a socket
-    if cfg.get("burst"):
-        factor, on_s, period_s = cfg["burst"]
-        shortest *= (period_s - on_s + factor * on_s) / period_s / factor
-    max_events = int((w1 - start) / shortest) + 2  # bound per socket
 
     async def reader(i: int, ws: Any) -> None:
         clock = time.perf_counter
@@ -251,19 +286,17 @@ async def client_main(cfg: dict[str, Any]) -> None:
         rec.closed += 1
 
     async def writer(i: int, ws: Any) -> None:
-        r = random.Random(cfg["seed"] * 1_000_003 + i)
-        next_item = walker(shape, catalog.ids, catalog, r, f"{cfg.get('tag', '')}{i}")
-        due = start + r.random() * mean  # random phase
+        sends = schedule(
+            shape, catalog, cfg["seed"], i, cfg.get("tag", ""), mean, w1 - start, cfg.get("burst")
+        )
         clock = time.perf_counter
-        for k in range(max_events):
-            if due >= w1:
-                return
+        for k, (offset, item) in enumerate(sends):
+            due = start + offset
             delay = due - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             eid = f"{i}.{k}"
-            frame = {"type": "event", "id": eid, "action": "view"}
-            data = json.dumps({**frame, "item_id": next_item()})
+            data = json.dumps({"type": "event", "id": eid, "action": "view", "item_id": item})
             in_window = w0 <= due < w1
             sent = clock()
             rec.sent(i, k, sent, in_window)
@@ -273,7 +306,6 @@ async def client_main(cfg: dict[str, Any]) -> None:
                 await ws.send(data)
             except Exception:
                 return
-            due = next_due(due, mean, r, cfg.get("burst"))
 
     readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(socks)]
     cpu0 = None
@@ -535,14 +567,26 @@ def run_target(procs: Procs, target: str, args: argparse.Namespace, run: int) ->
             "zipf": args.zipf,
             "seed": args.seed + run,
             "warm_events": 200,
+            "client": args.client,
         }
-        res = drive(procs, server.pid, port, [cfg], target == "liverec", args.settle)
+        res = drive(procs, server.pid, port, split(cfg, args.clients), target == "liverec",
+                    args.settle)  # fmt: skip
     finally:
         procs.stop_all()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     res.update(target=target, run=run, store=store_url if target == "liverec" else None)
     return res
+
+
+def split(cfg: dict[str, Any], clients: int) -> list[dict[str, Any]]:
+    """One cfg per load generator process: the sockets and the rate shared evenly."""
+    n = cfg["sockets"]
+    share = [n // clients + (j < n % clients) for j in range(clients)]
+    return [
+        {**cfg, "sockets": m, "rate": cfg["rate"] * m / n, "seed": cfg["seed"] + 1000 * j}
+        for j, m in enumerate(share)
+    ]
 
 
 def drive(
@@ -561,8 +605,8 @@ def drive(
     `metrics`: also read liverec's /metrics before and after the window; `on_window`
     is called when the measured window starts (e.g. to start a profiler)."""
     multi = len(cfgs) > 1
-    tmp = Path(tempfile.mkdtemp(prefix="liverec-lat-")) if multi else None
-    if tmp is not None:
+    tmp = Path(tempfile.mkdtemp(prefix="liverec-lat-"))
+    if multi:
         cfgs = [
             {**c, "latency_file": str(tmp / f"{j}.json"), "tag": f"{j}-"}
             for j, c in enumerate(cfgs)
@@ -572,12 +616,9 @@ def drive(
     try:
         clients = [
             procs.start(
-                [sys.executable, str(Path(__file__).resolve()), "_client", json.dumps(c)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                bufsize=0,
+                client_cmd(c, tmp, j), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
             )
-            for c in cfgs
+            for j, c in enumerate(cfgs)
         ]
         for client in clients:
             read_msg(client, "warm", PHASE_TIMEOUT_S)
@@ -626,8 +667,7 @@ def drive(
             parts[0] if not multi else merge_results(parts, [Path(c["latency_file"]) for c in cfgs])
         )
     finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     hist0, hist1 = histograms(text0), histograms(text1)
     answered = max(1, round(res["recs_per_s"] * duration))  # events the server handled
 
@@ -768,6 +808,14 @@ def main() -> None:
     parser.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of popularity")
     parser.add_argument("--repeat", type=int, default=1, help="runs; medians are reported")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--client",
+        choices=("python", "node"),
+        default="python",
+        help="load generator: this file's asyncio client, or bench/loadclient.js "
+        "(Node and `npm ci --prefix bench`; leaner: one process keeps up with 5,000 sockets)",
+    )
+    parser.add_argument("--clients", type=int, default=1, help="load generator processes")
     parser.add_argument("--json", default=None, help="write every figure to this file")
     parser.add_argument(
         "--src", default=None, help="run the servers from this source dir (PYTHONPATH)"
@@ -782,6 +830,8 @@ def main() -> None:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not targets or set(targets) - {"liverec", "echo"}:
         parser.error("--targets takes liverec and/or echo")
+    if not 1 <= args.clients <= args.sockets:
+        parser.error("--clients from 1 to --sockets")
     if args.sockets < 1 or args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
         parser.error("--sockets >= 1, --rate > 0, --duration > 0, --warmup >= 0")
     fds = raise_fd_limit()

@@ -32,6 +32,7 @@ asserted.
     python bench/matrix.py --cells default,redis,catalog-none --duration 20
     python bench/matrix.py --gru models/diginetica --cells gru   # a trained GRU4Rec
     python bench/matrix.py --cells catalog-none --profile profiles
+    python bench/matrix.py --cells 5k-sockets --client node     # the lean Node client
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ FLOOR_P99_MS = 10.0  # at 5,000 sockets the load generators must keep the floor 
 BURST = (10.0, 2.0, 10.0)  # 10x the base rate for 2 s of every 10 s (the mean is kept)
 LOADS = {  # name: (sockets, events/s, load generator processes, idle only)
     "1k": (1000, 1000.0, 1, False),
-    "5k": (5000, 2000.0, 4, False),
+    "5k": (5000, 2000.0, 4, False),  # 4 Python clients (--clients), or 1 Node
     "idle10k": (10000, 1.0, 2, True),
 }
 
@@ -219,7 +220,7 @@ def client_cfgs(
 ) -> list[dict[str, Any]]:
     sockets, rate, clients, idle_only = LOADS[cell.load]
     if cell.load == "5k":
-        clients = args.clients
+        clients = args.clients or (1 if args.client == "node" else clients)
     base = {
         "url": f"ws://127.0.0.1:{port}/v1/ws",
         "rate": rate / clients,
@@ -233,6 +234,7 @@ def client_cfgs(
         "traffic": cell.traffic,
         "burst": list(BURST) if cell.burst else None,
         "idle_only": idle_only,
+        "client": args.client,
     }
     share = [sockets // clients + (j < sockets % clients) for j in range(clients)]
     return [{**base, "sockets": n, "seed": args.seed * 100 + j} for j, n in enumerate(share)]
@@ -402,7 +404,19 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=5.0, help="max wait for late recs, s")
     parser.add_argument("--settle", type=float, default=1.0, help="wait before reading RSS, s")
     parser.add_argument("--log-events", type=int, default=BIG_LOG, help="events in the big log")
-    parser.add_argument("--clients", type=int, default=4, help="load generators at 5k sockets")
+    parser.add_argument(
+        "--client",
+        choices=("python", "node"),
+        default="python",
+        help="load generator: load.py's Python client or bench/loadclient.js (Node; "
+        "`npm ci --prefix bench` once)",
+    )
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=None,
+        help="load generator processes at 5k sockets (default: 4 Python, 1 Node)",
+    )
     parser.add_argument("--gru", default=None, help="a trained GRU4Rec checkpoint directory")
     parser.add_argument("--echo-each", action="store_true", help="echo floor beside every cell")
     parser.add_argument("--start-timeout", type=float, default=300.0, help="server start, s")

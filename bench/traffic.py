@@ -12,6 +12,9 @@ Owns: which item each socket views next, and when the aggregate rate bursts.
   (each socket's schedule runs on a warped clock, so even a socket that sends less
   than once per burst takes part in it).
 
+Both load generators send what `schedule` says: bench/load.py's Python client draws
+it as it goes, bench/loadclient.js (Node) reads it from a file load.py writes first.
+
 No asyncio and no I/O here: plain functions of a seeded `random.Random`.
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 RELATED = 8  # related items per catalog item
 P_RELATED = 0.5  # share of steps that follow a related item
@@ -108,3 +111,32 @@ def unwarp(u: float, burst: Sequence[float]) -> float:
     y_on = base * factor * on_s
     x = y / (base * factor) if y < y_on else on_s + (y - y_on) / base
     return k * period_s + x
+
+
+def schedule(
+    shape: str,
+    catalog: Catalog,
+    seed: int,
+    socket: int,
+    tag: str,
+    mean: float,
+    end: float,
+    burst: Sequence[float] | None,
+) -> Iterator[tuple[float, str]]:
+    """One socket's sends until `end`: (seconds from the start, item id), a random
+    phase first, then one every `mean` seconds (see `next_due`)."""
+    rnd = random.Random(seed * 1_000_003 + socket)
+    next_item = walker(shape, catalog.ids, catalog, rnd, f"{tag}{socket}")
+    due = rnd.random() * mean
+    while due < end:
+        yield due, next_item()
+        due = next_due(due, mean, rnd, burst)
+
+
+def warm_items(catalog: Catalog, seed: int, n: int) -> list[str]:
+    """The items of the warm-up events sent on one socket before the sockets open."""
+    rnd, current, out = random.Random(seed), None, []
+    for _ in range(n):
+        current = catalog.step(current, rnd)
+        out.append(catalog.ids[current])
+    return out

@@ -5,10 +5,14 @@ the cell says, built through the real store API into a fresh embedded store."""
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -17,6 +21,8 @@ import matrix  # noqa: E402
 import traffic  # noqa: E402
 from liverec.store import open_store  # noqa: E402
 from liverec.store.base import StoreLimits  # noqa: E402
+
+from .servers import free_port  # noqa: E402
 
 IDS = [f"item-{i}" for i in range(100)]
 
@@ -140,3 +146,68 @@ def test_a_cell_is_done_by_issue_14s_limits_against_the_floor() -> None:
     idle = matrix.Cell("idle", load="idle10k")
     assert not matrix.row(idle, fast, echo, "fresh")["done"]  # 30 KiB > the floor's 25
     assert matrix.row(idle, {**fast, "kib_per_idle_socket": 25.0}, echo, "fresh")["done"]
+
+
+def test_the_node_client_reads_the_python_clients_schedule(tmp_path: Path) -> None:
+    import load
+
+    cfg = {"sockets": 7, "rate": 14.0, "warmup": 1.0, "duration": 2.0, "items": 50,
+           "zipf": 1.0, "seed": 3, "warm_events": 5, "traffic": "structured",
+           "burst": list(matrix.BURST), "tag": "1-"}  # fmt: skip
+    load.write_schedule(cfg, tmp_path / "s.json")
+    plan = json.loads((tmp_path / "s.json").read_text())
+    catalog = load.traffic_catalog(cfg)
+    assert plan["warm"] == traffic.warm_items(catalog, 3, 5)
+    assert [e[0] for e in plan["events"]] == sorted(e[0] for e in plan["events"])
+    for i in range(7):  # each socket's sends, numbered from 0, as the Python client's
+        mine = [(k, [at, item]) for at, s, k, item in plan["events"] if s == i]
+        sends = traffic.schedule("structured", catalog, 3, i, "1-", 0.5, 3.0, matrix.BURST)
+        assert mine == [(k, [at, item]) for k, (at, item) in enumerate(sends)]
+    # 14 events/s on average, but the run starts with a burst: 10x the base rate of
+    # 14 * 10 / 28 events/s for 2 s, then the base rate for 1 s: about 105 events
+    assert 85 < len(plan["events"]) < 125
+
+
+@pytest.mark.parametrize("client", ["python", "node"])
+def test_each_load_client_drives_the_echo_floor_to_the_same_counts(client: str) -> None:
+    import load
+
+    if client == "node" and (
+        shutil.which("node") is None or not (BENCH / "node_modules" / "ws").is_dir()
+    ):
+        pytest.skip("node or bench/node_modules (npm ci --prefix bench) missing")
+    procs = load.Procs()
+    port = free_port()
+    try:
+        server = procs.start(load.server_cmd("echo", port, "memory://", []))
+        load.wait_healthy(server, port)
+        cfg = {"url": f"ws://127.0.0.1:{port}/v1/ws", "sockets": 20, "rate": 40.0,
+               "warmup": 0.5, "duration": 2.0, "drain": 10.0, "items": 100, "zipf": 1.0,
+               "seed": 1, "warm_events": 10, "client": client}  # fmt: skip
+        res = load.drive(procs, server.pid, port, load.split(cfg, 2), False, 0.1)
+    finally:
+        procs.stop_all()
+    assert res["sockets"] == 20 and res["clients"] == 2
+    assert res["lost"] == 0 and res["errors"] == {} and res["closed_early"] == 0
+    # every event of the run was acked, and every one of the window has a latency
+    assert res["acks"] == res["events_sent_total"] > res["events_sent_window"] > 40
+    assert 0 < res["p50_ms"] <= res["p99_ms"] <= res["max_ms"] < 10_000
+
+
+def test_the_5k_cell_takes_one_node_client_or_four_python_ones() -> None:
+    import argparse
+
+    args = argparse.Namespace(
+        clients=None, client="node", warmup=1.0, duration=2.0, drain=1.0, seed=1
+    )
+    cell = matrix.Cell("5k", load="5k")
+    (node,) = matrix.client_cfgs(cell, 80, args, IDS)
+    assert node["client"] == "node" and node["sockets"] == 5000 and node["rate"] == 2000.0
+    python = matrix.client_cfgs(
+        cell, 80, argparse.Namespace(**{**vars(args), "client": "python"}), IDS
+    )
+    assert [c["sockets"] for c in python] == [1250] * 4 and {c["client"] for c in python} == {
+        "python"
+    }
+    three = matrix.client_cfgs(cell, 80, argparse.Namespace(**{**vars(args), "clients": 3}), IDS)
+    assert sum(c["sockets"] for c in three) == 5000 and sum(c["rate"] for c in three) == 2000.0

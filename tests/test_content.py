@@ -94,6 +94,68 @@ def test_updates_and_removals_apply_item_by_item() -> None:
     assert "shoe-6" in [i for i, _ in index.related("shoe-1", 3)]
 
 
+def test_stock_changes_keep_cached_related_lists_and_still_filter_stock() -> None:
+    index = ContentIndex(refresh_s=0.0)  # an entry is reused only while no tokens change
+    index.update(items(catalog_rows()))
+    assert "shoe-2" in [i for i, _ in index.related("shoe-1", 3)]
+    cached = index._cache["shoe-1"][2]
+    index.update(items([{**catalog_rows()[1], "in_stock": False}]))  # shoe-2: tokens as before
+    assert "shoe-2" not in [i for i, _ in index.related("shoe-1", 3)]
+    assert "shoe-2" not in index.home(24)
+    assert index._cache["shoe-1"][2] is cached  # not recomputed
+    index.update(items([{**catalog_rows()[1], "in_stock": True}]))
+    in_stock = [i for i, _ in cached if index.in_stock(i)]  # the list holds every item
+    assert "shoe-2" in in_stock and [i for i, _ in index.related("shoe-1", 9)] == in_stock[:9]
+    assert index._cache["shoe-1"][2] is cached
+    index.update(items([{**catalog_rows()[2], "title": "Something else entirely"}]))
+    index.related("shoe-1", 3)
+    assert index._cache["shoe-1"][2] is not cached  # a token changed: recomputed
+
+
+def test_a_sessions_related_items_sum_its_anchors_lists_newest_first() -> None:
+    index = ContentIndex(refresh_s=0.0, neighbours=12)
+    index.update(items(catalog_rows()))
+    recent = ["hat-2", "bag-1", "shoe-1", "bag-1", "jacket-2", "shoe-1"]
+    anchors = ["shoe-1", "jacket-2", "bag-1"]  # the newest 3 distinct, newest first
+    want: dict[str, float] = {}
+    for j, anchor in enumerate(anchors, 1):
+        for b, s in index.related(anchor, 100):  # its best 12, those in stock
+            want[b] = want.get(b, 0.0) + s / j
+    for a in anchors:
+        want.pop(a, None)
+    ranked = sorted(want, key=lambda b: -want[b])  # stable: ties as first met
+    got = index.related_to(recent, 10)
+    assert [b for b, _ in got] == ranked[:10] and len(got) == 10
+    assert [s for _, s in got] == [want[b] for b in ranked[:10]]
+
+
+def assert_arrays_match_postings(index: ContentIndex) -> None:
+    for token, array in index._arrays.items():
+        assert array.tolist() == [index._slot[i] for i in reversed(index._postings[token])]
+
+
+def test_small_updates_patch_the_posting_arrays_and_bulk_ones_drop_them() -> None:
+    index = ContentIndex(max_postings=4)
+    rows = catalog_rows()
+    index.update(items(rows))
+    for row in rows:
+        index.related(row["item_id"], 5)  # every array built
+    built = set(index._arrays)
+    index.update(items([{"item_id": "shoe-7", "title": "Fleet shoe", "category": "shoes",
+                         "brand": "Fleet"}]), gone=["shoe-2"])  # fmt: skip
+    assert {"c:shoes", "b:fleet"} <= set(index._arrays) and set(index._arrays) <= built
+    assert_arrays_match_postings(index)  # the newest first, the oldest evicted
+    index.update(items([{**rows[3], "brand": "Fleet"}]), gone=["shoe-1", "shoe-3"])
+    assert_arrays_match_postings(index)
+    assert index._arrays["b:fleet"][0] == index._slot["shoe-4"]
+    bulk = [{**r, "title": r["title"] + " new"} for r in rows] * 3  # 72 updates
+    index.update(items(bulk))
+    assert not index._arrays  # dropped, to be rebuilt by the next lookup
+    index.related("shoe-4", 5)
+    assert index._arrays
+    assert_arrays_match_postings(index)
+
+
 def test_postings_per_token_are_bounded() -> None:
     index = ContentIndex(max_postings=5, scan=7)
     rows = [{"item_id": f"s{i}", "title": f"Shoe {i}", "category": "shoes"} for i in range(50)]

@@ -280,7 +280,9 @@ class Settings:
     content_scan: int = _s(2000, "content model: postings read per related-items lookup")
     content_cache_items: int = _s(10_000, "content model: items whose related lists are cached")
     content_refresh_s: float = _s(
-        1.0, "content model: seconds a cached list may outlive a catalog change"
+        1.0,
+        "content model: seconds a cached list may outlive a change to an item's title, "
+        "category, brand, attributes, description or price band (stock changes keep it)",
     )
     content_max_sessions: int = _s(
         100_000, "sessions whose last item is kept to count co-view evidence (LRU beyond)"

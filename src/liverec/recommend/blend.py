@@ -30,9 +30,13 @@ docs/model-quality.md). An empty catalog leaves the behavioural list untouched; 
 N = 0 content only fills short lists.
 
 Cost per event: O(1) to count (bounded maps: `max_items` items, `max_sessions`
-sessions, least recently used dropped); per list: the behavioural model's cost plus
-one content lookup (cached, see content.py) and O(k) to merge; none of that when
-content gets no slot (c = 0) and the behavioural list is already full.
+sessions, least recently used dropped); per list: the behavioural model's cost, then
+nothing more when content gets no slot (c = 0) and the behavioural list is already
+full (the usual case for an item past N * (k - 1) co-views); otherwise one content
+call: `related_to` (cached lists: O(3 * neighbours) dict operations and one C sort of
+at most 3 * neighbours keys; an item whose list is not cached adds one lookup,
+O(tokens + content_scan), see content.py) or `home` (O(n) from a kept list), and
+O(k + excluded) to merge.
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ class BlendedRecommender(Recommender):
     # --- evidence
 
     def observe(self, event: Event) -> None:
+        """The inner model's observe, then O(1): the session's last item, co-views."""
         self.inner.observe(event)
         if event.action == "remove_from_cart":
             return
@@ -142,7 +147,8 @@ class BlendedRecommender(Recommender):
             coview.move_to_end(item)
 
     def evidence(self, item_id: str) -> float:
-        """Co-view events of the item (infinity for an item a served model trained on)."""
+        """Co-view events of the item (infinity for an item a served model trained on).
+        O(1)."""
         if self.trained is not None and self.trained(item_id):
             return math.inf
         return float(self._coview.get(item_id, 0))
@@ -151,12 +157,15 @@ class BlendedRecommender(Recommender):
 
     def content_slots(self, k: int, evidence: float, threshold: float) -> int:
         """floor(k * N / (N + e)): the slots the content list gets before the rest of
-        the behavioural list."""
+        the behavioural list. O(1)."""
         if threshold <= 0 or math.isinf(evidence):
             return 0
         return math.floor(k * threshold / (threshold + evidence))
 
     async def recommend(self, ctx: RecContext) -> RecList:
+        """The inner model's list, then (module docstring, "Cost per event") nothing
+        more when content gets no slot and that list is full, else one `related_to`
+        or `home` call and an O(k + excluded) merge."""
         behavioural = await self.inner.recommend(ctx)
         index = self.content
         if ctx.k <= 0 or not len(index):

@@ -26,16 +26,23 @@ of their weighted token vectors. Its cost does not grow with the catalog:
   factor of 2 since, so norms drift only within that factor and each item pays for
   it about log2(catalog growth) times;
 * the best `neighbours` of an item are cached (LRU, `cache_items` items) and reused
-  until the index changed and the entry is `refresh_s` old.
+  until some item's tokens changed and the entry is `refresh_s` old (a stock-only
+  update changes no tokens: the related lists filter stock when read).
 
 So a query costs O(tokens of the item + scan), an upsert or removal O(tokens of the
 item) (postings are insertion-ordered dicts: add, remove and evict-oldest are O(1)),
 and memory is O(items * tokens per item). Nothing is rebuilt per change. The scan
 is done with arrays: items are numbered, each token's postings are also kept as an
-array of numbers (newest first, rebuilt at O(postings) by the first lookup after a
-change to that token), and a lookup concatenates the arrays it reads, sums the gains
-per candidate (`np.add.at` into a scratch array) and divides by an array of norms; the
-Python work per lookup is O(tokens of the item), not O(scan).
+array of numbers (newest first; an update of up to `PATCH_BATCH` items patches the
+arrays of its tokens, O(postings) in C each, a bulk import drops them and the first
+lookup that reads one rebuilds it, O(postings) in Python, once), and a lookup
+concatenates the arrays it reads, sums the gains per candidate (`np.add.at` into a
+scratch array) and divides by an array of norms; the Python work per lookup is
+O(tokens of the item), not O(scan).
+
+`related_to(recent, n)`, the blend's per-event call, merges the cached lists of the
+session's newest 3 items: O(3 * neighbours) dict operations (the newest anchor's list
+is copied as a whole) and one sort of at most 3 * neighbours keys.
 
 `home(n)` is the cold-start list: in-stock items taken round-robin over the largest
 categories, newest first within each (catalog order: the most recently added or
@@ -56,7 +63,6 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from operator import itemgetter
 from typing import Final
 
 import numpy as np
@@ -73,8 +79,11 @@ FIELD_WEIGHTS: Final = {
     "d": 0.5,  # description word
 }
 TITLE_WORDS: Final = 32
+PATCH_BATCH: Final = 64  # updates of up to this many items patch the posting arrays
 DESCRIPTION_WORDS: Final = 64
 _UNSEEN: Final = np.iinfo(np.int64).max
+# a cached related list: (content generation, when, best first, the same as a dict)
+_Cached = tuple[int, float, list[tuple[str, float]], dict[str, float]]
 _WORD_RE: Final = re.compile(r"[^\W_]{2,}")
 _STOP: Final = frozenset(
     "a an and are as at be by for from has in is it its of on or the this to was were "
@@ -150,14 +159,16 @@ class ContentIndex:
         self._acc = np.zeros(64)  # lookup scratch: slot -> dot product so far
         self._first = np.full(64, _UNSEEN, dtype=np.int64)  # scratch: slot -> first read at
         self._arrays: dict[str, npt.NDArray[np.int64]] = {}  # token -> slots, newest first
+        self._patch = True  # patch the arrays a change touches (False: drop them)
         self._in_stock: dict[str, bool] = {}
         self._postings: dict[str, dict[str, None]] = {}  # token -> items, oldest first
         self._df: dict[str, int] = {}  # token -> items with it (not capped)
         self._category: dict[str, str] = {}  # item -> its category key ("" = none)
         self._stocked: dict[str, dict[str, None]] = {}  # category -> in-stock items
-        self._cache: OrderedDict[str, tuple[int, float, list[tuple[str, float]]]] = OrderedDict()
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._home: tuple[int, float, list[str]] = (-1, -math.inf, [])
-        self.generation = 0  # bumped by every change
+        self.generation = 0  # bumped by every change (the home list follows it)
+        self.content_generation = 0  # bumped when tokens changed (cached related lists)
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -168,17 +179,43 @@ class ContentIndex:
     # --- updates (catalog listener)
 
     def update(self, items: Iterable[CatalogItem], gone: Iterable[str] = ()) -> None:
-        """Index (or re-index) items and drop removed ones: O(tokens) per item."""
-        added = []
+        """Index (or re-index) items and drop removed ones: O(tokens) per item.
+
+        An item whose tokens did not change (a stock change, a price within its band)
+        keeps its postings; its norm is recomputed with today's idf, and unless that
+        moved it, cached related lists stay valid: a catalog whose stock churns does
+        not turn every lookup into an uncached one."""
+        items, gone = list(items), list(gone)
+        # a few changes patch the posting arrays they touch (O(postings) in C each);
+        # a bulk import drops them instead, to be rebuilt once by the next lookup
+        self._patch = len(items) + len(gone) <= PATCH_BATCH
+        added, kept = [], []
+        moved = False
         for item in items:
-            self._remove(item.item_id)
-            self._add(item)
-            added.append(item.item_id)
+            key = item.item_id
+            tokens = item_tokens(item)
+            if self._tokens.get(key) == tokens:
+                self._restock(key, item.in_stock)
+                kept.append(key)
+                continue
+            self._remove(key)
+            self._add(item, tokens)
+            added.append(key)
+            moved = True
         for item_id in gone:
-            self._remove(item_id)
+            moved = self._remove(item_id) or moved
         for item_id in added:  # after the batch: the idf of the whole batch
             self._norm(item_id)
+        for item_id in kept:
+            slot = self._slot.get(item_id)
+            if slot is None:  # also in `gone`
+                continue
+            before = float(self._norm_val[slot])
+            self._norm_at[slot] = 0
+            moved = moved or self._norm(item_id) != before
         self.generation += 1
+        if moved:
+            self.content_generation += 1
 
     def on_catalog_change(self, items: Sequence[CatalogItem], gone: Sequence[str]) -> None:
         """The `Catalog.listeners` entry."""
@@ -187,9 +224,18 @@ class ContentIndex:
     def _idf(self, token: str) -> float:
         return math.log(1.0 + len(self._tokens) / max(1, self._df.get(token, 0)))
 
-    def _add(self, item: CatalogItem) -> None:
+    def _restock(self, key: str, in_stock: bool) -> None:
+        """The stock of an indexed item; it becomes its category's newest. O(1)."""
+        self._in_stock[key] = in_stock
+        stocked = self._stocked.setdefault(self._category[key], {})
+        stocked.pop(key, None)
+        if in_stock:
+            stocked[key] = None
+        elif not stocked:
+            del self._stocked[self._category[key]]
+
+    def _add(self, item: CatalogItem, tokens: dict[str, float]) -> None:
         key = item.item_id
-        tokens = item_tokens(item)
         self._tokens[key] = tokens
         self._in_stock[key] = item.in_stock
         if self._free:
@@ -212,9 +258,12 @@ class ContentIndex:
             if posting is None:
                 posting = self._postings[token] = {}
             posting[key] = None
-            if len(posting) > self.max_postings:
+            evicted = len(posting) > self.max_postings
+            if evicted:
                 del posting[next(iter(posting))]
-            arrays.pop(token, None)
+            array = arrays.pop(token, None)
+            if array is not None and self._patch:  # newest first: the oldest is last
+                arrays[token] = np.concatenate(((slot,), array[:-1] if evicted else array))
         category = (item.category or "").lower()
         self._category[key] = category
         if item.in_stock:
@@ -235,34 +284,38 @@ class ContentIndex:
         return norm
 
     def _posting_array(self, token: str) -> npt.NDArray[np.int64]:
-        """The token's postings as slots, newest first; rebuilt after a change to them
-        (O(postings), paid by the first lookup after the change)."""
+        """The token's postings as slots, newest first. An update of up to
+        `PATCH_BATCH` items patches the arrays it touches (O(postings) in C per token);
+        a larger one drops them, and the first lookup that reads one rebuilds it
+        (O(postings) in Python, once)."""
         array = self._arrays.get(token)
         if array is None:
             posting = self._postings[token]
-            slot = self._slot
             array = self._arrays[token] = np.fromiter(
-                (slot[b] for b in reversed(posting)), dtype=np.int64, count=len(posting)
+                map(self._slot.__getitem__, reversed(posting)), dtype=np.int64, count=len(posting)
             )
         return array
 
-    def _remove(self, key: str) -> None:
+    def _remove(self, key: str) -> bool:
         tokens = self._tokens.pop(key, None)
         if tokens is None:
-            return
+            return False
         arrays = self._arrays
+        slot = self._slot[key]
         for token in tokens:
             left = self._df[token] - 1
             posting = self._postings.get(token)
             if posting is not None and posting.pop(key, 0) is None:
-                arrays.pop(token, None)
+                array = arrays.pop(token, None)
+                if array is not None and self._patch:
+                    arrays[token] = array[array != slot]
             if left <= 0:
                 del self._df[token]
                 self._postings.pop(token, None)
                 arrays.pop(token, None)
             else:
                 self._df[token] = left
-        slot = self._slot.pop(key)
+        del self._slot[key]
         self._ids[slot] = ""
         self._free.append(slot)
         del self._in_stock[key]
@@ -273,6 +326,7 @@ class ContentIndex:
             if not stocked:
                 del self._stocked[category]
         self._cache.pop(key, None)
+        return True
 
     # --- queries
 
@@ -281,10 +335,11 @@ class ContentIndex:
 
     def related(self, item_id: str, n: int) -> list[tuple[str, float]]:
         """Up to n in-stock items most similar to item_id (never itself), best first;
-        [] for an item the index does not hold."""
+        [] for an item the index does not hold. O(n) from the cache (plus one `_score`
+        when the item's list is not cached)."""
         stocked = self._in_stock
         out: list[tuple[str, float]] = []
-        for b, s in self._neighbours(item_id):
+        for b, s in self._neighbours(item_id)[0]:
             if len(out) >= n:
                 break
             if stocked.get(b, False):
@@ -296,48 +351,63 @@ class ContentIndex:
     ) -> list[tuple[str, float]]:
         """Related items of a session: the related lists of its newest `context`
         distinct catalog items (newest first, j = 1, 2, ...), each score divided by j,
-        summed; never one of those items. O(context * neighbours) from the cache."""
+        summed; never one of those items.
+
+        Per call, from the cache: O(context + neighbours * context) dict operations
+        and one sort of at most `neighbours * context` keys in C; the newest anchor's
+        list is copied as a dict (no per-entry Python work), the others are added
+        entry by entry."""
         anchors: list[str] = []
+        tokens = self._tokens
         for item in reversed(recent):
-            if len(anchors) >= context:
-                break
-            if item not in anchors and item in self._tokens:
+            if item not in anchors and item in tokens:
                 anchors.append(item)
+                if len(anchors) >= context:
+                    break
         if len(anchors) == 1:  # the sum of one list is that list
             return self.related(anchors[0], n)
-        scores: dict[str, float] = {}
+        if not anchors:
+            return []
+        scores = dict(self._neighbours(anchors[0])[1])
         get = scores.get
-        for j, anchor in enumerate(anchors, 1):
-            for b, s in self._neighbours(anchor):
+        for j, anchor in enumerate(anchors[1:], 2):
+            for b, s in self._neighbours(anchor)[0]:
                 scores[b] = get(b, 0.0) + s / j
         for a in anchors:
             scores.pop(a, None)
         stocked = self._in_stock
         out: list[tuple[str, float]] = []
         # a stable sort: ties keep the order first met, as heapq.nlargest would
-        for b, s in sorted(scores.items(), key=itemgetter(1), reverse=True):
-            if len(out) >= n:
-                break
+        for b in sorted(scores, key=scores.__getitem__, reverse=True):
             if stocked.get(b, False):
-                out.append((b, s))
+                out.append((b, scores[b]))
+                if len(out) >= n:
+                    break
         return out
 
-    def _neighbours(self, item_id: str) -> list[tuple[str, float]]:
+    def _neighbours(self, item_id: str) -> tuple[list[tuple[str, float]], dict[str, float]]:
+        """The item's best `neighbours` (best first, and as a dict), from the cache
+        while the tokens did not change or the entry is younger than `refresh_s`:
+        O(1) on a hit, `_score` + O(neighbours) on a miss."""
         now = self._clock()
         cached = self._cache.get(item_id)
         if cached is not None and (
-            cached[0] == self.generation or now - cached[1] < self.refresh_s
+            cached[0] == self.content_generation or now - cached[1] < self.refresh_s
         ):
             self._cache.move_to_end(item_id)
-            return cached[2]
+            return cached[2], cached[3]
         best = self._score(item_id)
-        self._cache[item_id] = (self.generation, now, best)
-        self._cache.move_to_end(item_id)
+        as_dict = dict(best)
+        self._cache.pop(item_id, None)  # (re)inserted as the newest
+        self._cache[item_id] = (self.content_generation, now, best, as_dict)
         if len(self._cache) > self.cache_items:
             self._cache.popitem(last=False)
-        return best
+        return best, as_dict
 
     def _score(self, item_id: str) -> list[tuple[str, float]]:
+        """The item's best `neighbours` by cosine, uncached: O(tokens of the item) in
+        Python and O(scan) in array operations (plus O(postings) per token whose
+        array a change made stale)."""
         tokens = self._tokens.get(item_id)
         if not tokens:
             return []
@@ -400,7 +470,8 @@ class ContentIndex:
 
     def home(self, n: int) -> list[str]:
         """The cold-start list: n in-stock items, round-robin over the largest
-        categories, newest first in each."""
+        categories, newest first in each. O(kept list) per call; rebuilt at most every
+        `refresh_s` after a change, at O(categories + n)."""
         generation, built, items = self._home
         now = self._clock()
         if generation != self.generation and (len(items) < n or now - built >= self.refresh_s):
