@@ -51,7 +51,7 @@ at O(categories + n) (per-category in-stock sets are kept up to date per item).
 
 Thread-safety: none; call from the event loop thread only.
 
-Why ~420 lines in one module: the postings, the norms and the neighbour cache are
+Why ~500 lines in one module: the postings, the norms and the neighbour cache are
 one index, updated and invalidated together.
 """
 
