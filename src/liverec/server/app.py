@@ -37,7 +37,7 @@ from ..recommend.follower import LogFollower
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
-from . import catalog_api, http, pages
+from . import apidocs, catalog_api, http, pages
 from .feed import FeedHub
 from .gate import Gate
 from .gc_policy import GcPolicy
@@ -140,6 +140,7 @@ def create_app(
     if web_dir is not None and not web_dir.is_dir():
         web_dir = None
     routes.extend(catalog_api.routes())
+    routes.extend(apidocs.routes(settings))
     routes.extend(pages.routes(settings, web_dir))
     routes.append(Route("/", landing))
     if web_dir is not None:
