@@ -38,6 +38,7 @@ from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
 from . import apidocs, catalog_api, http, pages
+from .assets import default_web_dir
 from .feed import FeedHub
 from .gate import Gate
 from .gc_policy import GcPolicy
@@ -46,13 +47,6 @@ from .origins import OriginPolicy
 from .ws import quiet_denial_logs, websocket_endpoint
 
 log = logging.getLogger("liverec.server")
-
-
-def default_web_dir() -> Path | None:
-    """The package's web assets: liverec/web in an installed wheel; in a source checkout
-    src/liverec/web, a link to the repository's web/."""
-    candidate = Path(__file__).resolve().parents[1] / "web"
-    return candidate if candidate.is_dir() else None
 
 
 def create_app(
