@@ -4,20 +4,25 @@ Owns: a fixed set of typical client frames (an event with and without ts, a rate
 event, a GA4 alias, a hello, a ping, a feedback), each decoded N times by
 `protocol.decode`, beside a baseline from the same run: the bare parse of the same
 bytes (`json.loads` / `msgpack.unpackb`) with no validation. The difference is what
-the field rules cost. Nothing is asserted; read the numbers.
+the field rules cost. With `--baseline-src DIR` a second decoder (another source
+tree's, e.g. the main branch's) is timed in the same process, interleaved with this
+one row by row, so a busy machine slows both alike. Nothing is asserted.
 
     nice -n 10 .venv/bin/python bench/bench_protocol.py               # 200k decodes per row
-    nice -n 10 .venv/bin/python bench/bench_protocol.py --n 50000 --repeat 5
-    --src DIR runs another source tree's decoder (an A/B run of a change)
+    git archive main src | tar -x -C /tmp/main      # then, this tree against main's:
+    nice -n 10 .venv/bin/python bench/bench_protocol.py --baseline-src /tmp/main/src
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 FRAMES: dict[str, dict[str, Any]] = {
@@ -37,32 +42,45 @@ FRAMES: dict[str, dict[str, Any]] = {
 }
 
 
-def best_us(fn: Callable[[], object], n: int, repeat: int) -> float:
-    """Best of `repeat` timings of `n` calls, in microseconds per call."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, time.perf_counter() - start)
-    return best / n * 1e6
+def best_us(fn: Callable[[], object], n: int) -> float:
+    """One timing of `n` calls, in microseconds per call."""
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def load_other(src: str) -> Any:
+    """Another tree's liverec.protocol, imported as the package `liverec_baseline`
+    (the codec's imports are relative, so it resolves within that tree)."""
+    package = Path(src) / "liverec"
+    spec = importlib.util.spec_from_file_location(
+        "liverec_baseline", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["liverec_baseline"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("liverec_baseline.protocol")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200_000, help="decodes per timing")
-    parser.add_argument("--repeat", type=int, default=3, help="timings per row (best kept)")
-    parser.add_argument("--src", help="decode with this source tree's liverec")
+    parser.add_argument("--repeat", type=int, default=5, help="timings per row (best kept)")
+    parser.add_argument("--baseline-src", help="also time this source tree's decoder")
     args = parser.parse_args()
-    if args.src:
-        sys.path.insert(0, args.src)
     import msgpack
 
     from liverec import protocol
 
-    limits = protocol.Limits()
-    print(f"liverec from {protocol.__file__}")
-    print(f"{'frame':<10} {'enc':<8} {'parse µs':>9} {'decode µs':>10} {'rules µs':>9}")
+    decoders = {"this": (protocol, protocol.Limits())}
+    if args.baseline_src:
+        other = load_other(args.baseline_src)
+        decoders["baseline"] = (other, other.Limits())
+    print(f"this: {protocol.__file__}; baseline: {args.baseline_src or '-'}")
+    names = "".join(f" {name + ' µs':>12}" for name in decoders)
+    print(f"{'frame':<10} {'enc':<8} {'parse µs':>9}{names}")
     for name, frame in FRAMES.items():
         for encoding in ("json", "msgpack"):
             data: str | bytes
@@ -79,12 +97,19 @@ def main() -> None:
                 def parse(packed: bytes = packed) -> object:
                     return msgpack.unpackb(packed, raw=False, strict_map_key=True)
 
-            def decode(data: str | bytes = data) -> object:
-                return protocol.decode(data, limits)
+            best = {key: float("inf") for key in ("parse", *decoders)}
+            for _ in range(args.repeat):  # interleaved: one timing of each per round
+                best["parse"] = min(best["parse"], best_us(parse, args.n))
+                for key, (module, limits) in decoders.items():
 
-            base = best_us(parse, args.n, args.repeat)
-            full = best_us(decode, args.n, args.repeat)
-            print(f"{name:<10} {encoding:<8} {base:>9.2f} {full:>10.2f} {full - base:>9.2f}")
+                    def decode(
+                        data: str | bytes = data, m: Any = module, lim: Any = limits
+                    ) -> object:
+                        return m.decode(data, lim)
+
+                    best[key] = min(best[key], best_us(decode, args.n))
+            row = "".join(f" {best[key]:>12.2f}" for key in decoders)
+            print(f"{name:<10} {encoding:<8} {best['parse']:>9.2f}{row}")
 
 
 if __name__ == "__main__":
