@@ -154,6 +154,26 @@ def test_decoder_accepts_exactly_what_the_schema_allows(frame: dict[str, Any]) -
         assert allowed, frame
 
 
+events_bodies = st.fixed_dictionaries(
+    {"events": st.lists(frames, max_size=3) | value},
+    optional={"session_id": ids, "k": numbers},
+)
+
+
+@settings(max_examples=300)
+@given(events_bodies)
+def test_event_api_accepts_exactly_what_the_schema_allows(body: dict[str, Any]) -> None:
+    if _schema_quirk(body):
+        return
+    allowed = validator(SCHEMAS, "events_body").is_valid(body)
+    try:
+        protocol.parse_events_body(body, LIMITS)
+    except ProtocolError as exc:
+        assert not allowed, (body, exc.code, exc.message)
+    else:
+        assert allowed, body
+
+
 # --- docs/protocol.md's examples ---------------------------------------------------------
 
 

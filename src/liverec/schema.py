@@ -175,6 +175,8 @@ EVENT = Spec(
     ),
     incoming=True,
 )
+# An event inside POST /v1/events' list: the same fields; its `type` is not read.
+EVENT_ITEM = Spec("event_item", EVENT.doc, EVENT.fields[1:], incoming=True)
 PING = Spec("ping", "Keep-alive; answered with pong.", (_type("ping"),), incoming=True)
 FEEDBACK = Spec(
     "feedback",
@@ -269,7 +271,7 @@ EVENTS_BODY = Spec(
             "array",
             "in order",
             required=True,
-            ref="event",
+            ref="event_item",
             low=1,
             high=MAX_EVENTS_PER_REQUEST,
         ),
@@ -338,7 +340,16 @@ READY = Spec(
 )
 BODIES: dict[str, Spec] = {
     s.name: s
-    for s in (REC_ITEM, EVENTS_BODY, EVENTS_REPLY, ERROR_BODY, SESSION_REPLY, HEALTH, READY)
+    for s in (
+        EVENT_ITEM,
+        REC_ITEM,
+        EVENTS_BODY,
+        EVENTS_REPLY,
+        ERROR_BODY,
+        SESSION_REPLY,
+        HEALTH,
+        READY,
+    )
 }
 SPECS: dict[str, Spec] = {**CLIENT_FRAMES, **SERVER_FRAMES, **BODIES}
 
