@@ -204,8 +204,8 @@ def check_id(value: Any, name: str, limits: Limits) -> str:
 # only statement of the rules; this walks it.
 
 Check = Callable[[Any, str, Limits], Any]  # (value, field name, limits) -> decoded value
-When = tuple[str, tuple[str, ...] | frozenset[str]] | None
-Step = tuple[str, bool, When, schema.Bound, Check]
+# (name, required, when-field or None, its values, default, check)
+Step = tuple[str, bool, str | None, frozenset[str], schema.Bound, Check]
 
 
 def read_fields(
@@ -217,8 +217,8 @@ def read_fields(
     spec, steps = plan
     values: list[Any] = []
     append = values.append
-    for name, required, when, default, check in steps:
-        if when is not None and obj.get(when[0]) not in when[1]:
+    for name, required, when, when_values, default, check in steps:
+        if when is not None and obj.get(when) not in when_values:
             append(None)
             continue
         value = obj.get(name)
@@ -227,9 +227,7 @@ def read_fields(
         elif required:
             if when is None:
                 raise ProtocolError("missing_field", f"missing {name!r}")
-            raise ProtocolError(
-                "missing_field", f"a {obj.get(when[0])!r} {spec.name} needs {name!r}"
-            )
+            raise ProtocolError("missing_field", f"a {obj.get(when)!r} {spec.name} needs {name!r}")
         else:
             append(default if default is None else schema.bound(default, limits))
     return values
@@ -240,12 +238,12 @@ def _plan(spec: Spec) -> tuple[Spec, tuple[Step, ...]]:
     for f in spec.fields:
         if f.name == "type":
             continue
-        when: When = None
+        when, values = None, frozenset[str]()
         if f.when is not None:  # a set: one hashed lookup per frame on the hot path
             other = spec.field(f.when[0])  # checked earlier, so its value is hashable
             assert other.kind in ("enum", "action") and other.required, f.name
-            when = (f.when[0], frozenset(f.when[1]))
-        steps.append((f.name, f.required, when, f.default, _check(f)))
+            when, values = f.when[0], frozenset(f.when[1])
+        steps.append((f.name, f.required, when, values, f.default, _check(f)))
     return spec, tuple(steps)
 
 
