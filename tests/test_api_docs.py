@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
-from liverec import protocol, schema
+from liverec import frames, protocol, schema
 from liverec.config import Settings
 from liverec.errors import ProtocolError
 from liverec.server import apidocs
@@ -115,7 +115,7 @@ def _frame(
     return st.fixed_dictionaries({"type": st.just(frame_type)}, optional={**fields, "extra": value})
 
 
-frames = st.one_of(
+client_frames = st.one_of(
     _frame("hello", session_id=ids, user_token=ids, k=numbers, placement=ids),
     _frame(
         "event",
@@ -141,7 +141,7 @@ def _schema_quirk(frame: dict[str, Any]) -> bool:
 
 
 @settings(max_examples=600)
-@given(frames)
+@given(client_frames)
 def test_decoder_accepts_exactly_what_the_schema_allows(frame: dict[str, Any]) -> None:
     if _schema_quirk(frame):
         return
@@ -155,7 +155,7 @@ def test_decoder_accepts_exactly_what_the_schema_allows(frame: dict[str, Any]) -
 
 
 events_bodies = st.fixed_dictionaries(
-    {"events": st.lists(frames, max_size=3) | value},
+    {"events": st.lists(client_frames, max_size=3) | value},
     optional={"session_id": ids, "k": numbers},
 )
 
@@ -172,6 +172,26 @@ def test_event_api_accepts_exactly_what_the_schema_allows(body: dict[str, Any]) 
         assert not allowed, (body, exc.code, exc.message)
     else:
         assert allowed, body
+
+
+def test_every_server_frame_fits_its_schema() -> None:
+    card = {"title": "T", "currency": "EUR", "price": 9.5, "in_stock": True}
+    built = [
+        frames.Welcome("s1", False, "online"),
+        frames.Ack("e1"),
+        frames.Ack("e1", duplicate=True),
+        frames.Ack("e1", ignored=True),
+        frames.Error("bad_id", "no", ref="e\ud800"),
+        frames.Error("bad_json", "no"),
+        frames.Recs("s1", None, (), "online"),
+        frames.Recs("s1", "e1", ({"item_id": "a", "score": 0.5, **card},), "gru4rec-1", "a1.1"),
+        frames.PONG,
+    ]
+    for frame in built:
+        wire = json.loads(protocol.encode(frame.wire(), "json"))
+        errors = [e.message for e in validator(SCHEMAS, frame.type).iter_errors(wire)]
+        assert not errors, (wire, errors)
+    assert not validator(SCHEMAS, "ack").is_valid({"type": "ack", "id": "e", "duplicate": False})
 
 
 # --- docs/protocol.md's examples ---------------------------------------------------------
