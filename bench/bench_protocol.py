@@ -11,6 +11,13 @@ one row by row, so a busy machine slows both alike. Nothing is asserted.
     nice -n 10 .venv/bin/python bench/bench_protocol.py               # 200k decodes per row
     git archive main src | tar -x -C /tmp/main      # then, this tree against main's:
     nice -n 10 .venv/bin/python bench/bench_protocol.py --baseline-src /tmp/main/src
+
+On a busy shared machine wall-clock rows move by tens of percent between runs;
+`--loop FRAME:ENC:N` only decodes that frame N times (no output), for an instruction
+count under valgrind, which load does not change (subtract a run with N=0):
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        .venv/bin/python bench/bench_protocol.py --loop event:json:5000   # "Collected : ..."
 """
 
 from __future__ import annotations
@@ -69,10 +76,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000, help="decodes per timing")
     parser.add_argument("--repeat", type=int, default=5, help="timings per row (best kept)")
     parser.add_argument("--baseline-src", help="also time this source tree's decoder")
+    parser.add_argument("--loop", help="FRAME:ENC:N: only decode that frame N times")
     args = parser.parse_args()
     import msgpack
 
     from liverec import protocol
+
+    if args.loop:
+        name, encoding, count = args.loop.split(":")
+        frame = FRAMES[name]
+        raw = json.dumps(frame, separators=(",", ":")) if encoding == "json" else None
+        loop_data = raw if raw is not None else msgpack.packb(frame, use_bin_type=True)
+        loop_limits = protocol.Limits()
+        for _ in range(int(count)):
+            protocol.decode(loop_data, loop_limits)
+        return
 
     decoders = {"this": (protocol, protocol.Limits())}
     if args.baseline_src:
