@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .config import Settings
 from .types import ACTIONS
 
 PROTOCOL_VERSION = 1
@@ -39,6 +40,18 @@ class Limits:
     max_k: int = 100
     rating_min: float = 1.0
     rating_max: float = 5.0
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The protocol's limits under a server's settings."""
+    return Limits(
+        settings.max_frame_bytes,
+        settings.max_id_chars,
+        settings.default_k,
+        settings.max_k,
+        settings.rating_min,
+        settings.rating_max,
+    )
 
 
 # Google Analytics 4 e-commerce event names accepted in `action`: each is one of

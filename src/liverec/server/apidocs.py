@@ -19,21 +19,9 @@ from starlette.routing import BaseRoute, Route
 
 from .. import __version__, catalog, schema
 from ..config import Settings
-from ..schema import Limits
 from . import catalog_api
 
 REF = "#/components/schemas/"
-
-
-def limits_of(settings: Settings) -> Limits:
-    return Limits(
-        settings.max_frame_bytes,
-        settings.max_id_chars,
-        settings.default_k,
-        settings.max_k,
-        settings.rating_min,
-        settings.rating_max,
-    )
 
 
 def _obj(name: str) -> dict[str, Any]:
@@ -140,10 +128,11 @@ def _catalog_schemas() -> dict[str, Any]:
 
 def openapi(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the HTTP API under `settings`."""
-    limits = limits_of(settings)
+    limits = schema.limits_of(settings)
     schemas = schema.json_schemas(limits, REF)
     schemas.update(_catalog_schemas())
-    session_id = schema.field_schema(schema.EVENTS_BODY.field("session_id"), limits, REF)
+    an_id = schema.Field("session_id", "id", "an id the server issued (items: the catalog's)")
+    session_id = schema.field_schema(an_id, limits, REF)
     k_param = schema.field_schema(schema.HELLO.field("k"), limits, REF)
     user: list[dict[str, list[str]]] = [{}, {"userToken": []}]
     forbidden = _error(
@@ -372,7 +361,7 @@ def openapi(settings: Settings) -> dict[str, Any]:
 
 def asyncapi(settings: Settings) -> dict[str, Any]:
     """The AsyncAPI 2.6 document of /v1/ws under `settings`."""
-    limits = limits_of(settings)
+    limits = schema.limits_of(settings)
     schemas = schema.json_schemas(limits, REF)
 
     def messages(specs: dict[str, schema.Spec]) -> list[dict[str, Any]]:
