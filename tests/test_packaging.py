@@ -106,7 +106,7 @@ def test_wheel_carries_web_assets_and_serves_them(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, tree / name)
     for name in ("src", "web"):
-        shutil.copytree(ROOT / name, tree / name, symlinks=True, ignore=IGNORED)
+        shutil.copytree(ROOT / name, tree / name, ignore=IGNORED)
     built = _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(tree))
     assert built.returncode == 0, built.stderr
     (wheel,) = dist.glob("liverec-*.whl")
@@ -135,7 +135,7 @@ def test_wheel_carries_web_assets_and_serves_them(tmp_path: Path) -> None:
     (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     where = subprocess.run(
-        [str(python), "-c", "import liverec.server.app as a; print(a.default_web_dir())"],
+        [str(python), "-c", "import liverec.server.assets as a; print(a.default_web_dir())"],
         capture_output=True,
         text=True,
         env=env,
@@ -184,6 +184,21 @@ def test_wheel_carries_web_assets_and_serves_them(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_the_package_list_names_every_package() -> None:
+    """pyproject.toml lists the packages (web/ is mapped in as liverec.web): a new
+    package under src/ must be added there, or the wheel would leave it out."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {
+        ".".join(p.parent.relative_to(ROOT / "src").parts)
+        for p in (ROOT / "src").rglob("__init__.py")
+    }
+    assert set(config["packages"]) == found | {"liverec.web"}
+    assert config["package-dir"]["liverec.web"] == "web"
+    assert not (ROOT / "src" / "liverec" / "web").exists()  # no link into web/
 
 
 def test_docs_name_no_paths_of_a_development_machine() -> None:

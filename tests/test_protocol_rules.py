@@ -214,3 +214,37 @@ def test_messages_are_immutable_and_slotted() -> None:
         for field in dataclasses.fields(msg):
             with pytest.raises(dataclasses.FrozenInstanceError):
                 setattr(msg, field.name, None)
+
+
+def test_events_body_at_its_limits() -> None:
+    """POST /v1/events' body, by plain calls: 1..100 events, objects only, k's range,
+    one bare event accepted as a list of one."""
+    one = ev()
+    assert protocol.parse_events_body({"events": [one]}, LIMITS)[:2] == (None, 10)
+    sid, k, events = protocol.parse_events_body(
+        {"session_id": "s", "k": 100, "events": [one]}, LIMITS
+    )
+    assert (sid, k, [e.id for e in events]) == ("s", 100, ["e1"])
+    assert len(protocol.parse_events_body({"events": [one] * 100}, LIMITS)[2]) == 100
+    bare = protocol.parse_events_body({**one, "session_id": "s"}, LIMITS)
+    assert (bare[0], [e.item_id for e in bare[2]]) == ("s", ["a"])
+
+    def code(body: dict[str, Any]) -> str:
+        with pytest.raises(ProtocolError) as info:
+            protocol.parse_events_body(body, LIMITS)
+        return info.value.code
+
+    assert code({"events": [one] * 101}) == "too_many_events"
+    assert code({"events": []}) == "missing_field"
+    assert code({"events": {"0": one}}) == "missing_field"
+    assert code({}) == "missing_field"
+    assert code({"type": "hello", "action": "view"}) == "missing_field"  # not an event
+    assert code({"events": [one, "x"]}) == "bad_frame"
+    assert code({"events": [one], "k": 0}) == "bad_field"
+    assert code({"events": [one], "k": "5"}) == "bad_field"
+    assert code({"events": [one], "session_id": "a b"}) == "bad_id"
+    assert code({"events": [ev(id="x" * 65)]}) == "id_too_long"
+
+
+def test_placement_is_never_empty() -> None:
+    assert error_of({"type": "hello", "placement": ""}).code == "bad_field"

@@ -13,7 +13,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
 
-from . import frames, protocol
+from . import frames, protocol, schema
 from .config import Settings
 from .errors import ProtocolError, RateLimited
 from .live import Connection, TokenBucket
@@ -31,14 +31,7 @@ class Admission:
         self.settings = settings
         self.metrics = metrics
         self.monotonic = monotonic
-        self.limits = protocol.Limits(
-            settings.max_frame_bytes,
-            settings.max_id_chars,
-            settings.default_k,
-            settings.max_k,
-            settings.rating_min,
-            settings.rating_max,
-        )
+        self.limits = schema.limits_of(settings)
         self.connections: set[Connection] = set()
         self.address_connections: dict[str, int] = {}
         self.address_buckets: OrderedDict[str, TokenBucket] = OrderedDict()

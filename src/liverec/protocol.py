@@ -1,8 +1,10 @@
 """Wire protocol v1: decode and validate client frames, encode server frames.
 
-Owns: the schema of every frame on /v1/ws (and the bodies of the HTTP event API),
-both encodings (JSON text frames, MessagePack binary frames), and the limits on
-sizes and fields. Sans-I/O: bytes or str in, typed messages out, no asyncio.
+Owns: decoding every client frame on /v1/ws (and the body of POST /v1/events) by
+walking the field tables of `schema.py` (the one definition, which also makes the
+JSON Schemas of the published documents), both encodings (JSON text frames,
+MessagePack binary frames), and the size limit. Sans-I/O: bytes or str in, typed
+messages out, no asyncio.
 Errors are raised as `ProtocolError` with a stable `code`; the server edge decides
 what to do with them (an error frame, or a close code for abuse).
 """
@@ -12,34 +14,22 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgpack
 
+from . import schema
 from .errors import FrameTooLarge, ProtocolError
+from .schema import FEEDBACK_KINDS as FEEDBACK_KINDS
+from .schema import GA4_ALIASES as GA4_ALIASES
+from .schema import ID_RE, Field, Spec
+from .schema import PROTOCOL_VERSION as PROTOCOL_VERSION
+from .schema import Limits as Limits
 from .types import ACTIONS, Rec
 
 Encoding = Literal["json", "msgpack"]
-
-PROTOCOL_VERSION = 1
-# Ids are short opaque tokens. Printable ASCII without spaces, quotes, angle brackets
-# or backslashes: safe to log, to use in Redis keys and to render in HTML.
-_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=#~$!*()\[\],;|^{}-]+")
-_MAX_PLACEMENT = 64
-_MAX_TOKEN = 4096
-# Earliest and latest accepted client timestamps (epoch s): 2000-01-01 .. 2100-01-01.
-_TS_MIN, _TS_MAX = 946684800.0, 4102444800.0
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_frame_bytes: int = 16384
-    max_id_chars: int = 128
-    default_k: int = 10
-    max_k: int = 100
-    rating_min: float = 1.0
-    rating_max: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,26 +38,6 @@ class Hello:
     user_token: str | None
     k: int
     placement: str | None
-
-
-# Google Analytics 4 e-commerce event names accepted in `action`: each is one of
-# ours, or None for a name that says nothing about one item (acked, not recorded).
-GA4_ALIASES: dict[str, str | None] = {
-    "view_item": "view",
-    "select_item": "click",
-    "select_promotion": "click",
-    "add_to_wishlist": "click",
-    "add_to_cart": "add_to_cart",
-    "remove_from_cart": "remove_from_cart",
-    "purchase": "purchase",
-    "view_item_list": None,
-    "view_promotion": None,
-    "view_cart": None,
-    "begin_checkout": None,
-    "add_shipping_info": None,
-    "add_payment_info": None,
-    "refund": None,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +57,6 @@ class EventMsg:
 @dataclass(frozen=True, slots=True)
 class Ping:
     pass
-
-
-FEEDBACK_KINDS = ("impression", "click")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +141,12 @@ def parse_message(obj: Any, limits: Limits) -> ClientMessage:
     if kind == "event":
         return parse_event(obj, limits)
     if kind == "hello":
-        return _parse_hello(obj, limits)
+        session_id, token, k, placement = read_fields(_HELLO, obj, limits)
+        return Hello(session_id, token or None, k, placement)
     if kind == "ping":
         return Ping()
     if kind == "feedback":
-        return _parse_feedback(obj, limits)
+        return Feedback(*read_fields(_FEEDBACK, obj, limits))
     if kind is None:
         raise ProtocolError("missing_field", "frame has no 'type'")
     if not isinstance(kind, str):
@@ -186,79 +154,33 @@ def parse_message(obj: Any, limits: Limits) -> ClientMessage:
     raise ProtocolError("unknown_type", f"unknown frame type {kind[:32]!r}")
 
 
-def _parse_hello(obj: dict[Any, Any], limits: Limits) -> Hello:
-    session_id = _opt_id(obj, "session_id", limits)
-    token = obj.get("user_token")
-    if token is not None and (not isinstance(token, str) or len(token) > _MAX_TOKEN):
-        raise ProtocolError("bad_field", f"'user_token' must be a string of <= {_MAX_TOKEN} chars")
-    k = obj.get("k", limits.default_k)
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise ProtocolError("bad_field", "'k' must be an integer")
-    if not 1 <= k <= limits.max_k:
-        raise ProtocolError("bad_field", f"'k' must be in 1..{limits.max_k}")
-    placement = obj.get("placement")
-    if placement is not None:
-        if not isinstance(placement, str) or not 0 < len(placement) <= _MAX_PLACEMENT:
-            raise ProtocolError("bad_field", f"'placement' must be a string of 1..{_MAX_PLACEMENT}")
-        if not _ID_RE.fullmatch(placement):
-            raise ProtocolError("bad_field", "'placement' has characters outside the id set")
-    return Hello(session_id, token or None, k, placement)
-
-
-def _parse_feedback(obj: dict[Any, Any], limits: Limits) -> Feedback:
-    kind = obj.get("kind")
-    if kind not in FEEDBACK_KINDS:
-        raise ProtocolError("bad_field", "'kind' must be 'impression' or 'click'")
-    recs_id = _req_id(obj, "recs_id", limits)
-    item_id = _opt_id(obj, "item_id", limits)
-    if kind == "click" and item_id is None:
-        raise ProtocolError("missing_field", "a click needs 'item_id'")
-    return Feedback(kind, recs_id, item_id)
-
-
 def parse_event(obj: dict[Any, Any], limits: Limits) -> EventMsg:
     """Validate an event object (a WebSocket frame or one item of POST /v1/events)."""
-    raw_id = obj.get("id")
-    ref = raw_id[: limits.max_id_chars] if isinstance(raw_id, str) else None
     try:
-        event_id = _req_id(obj, "id", limits)
-        action = _action(obj.get("action"))
-        if not action:  # an ignored GA4 name: nothing of it is used but its id
-            return EventMsg(event_id, "", "-", None, None)
-        item_id = _req_id(obj, "item_id", limits)
-        ts = _opt_number(obj, "ts")
-        if ts is not None and not _TS_MIN <= ts <= _TS_MAX:
-            raise ProtocolError("bad_field", "'ts' must be epoch seconds between 2000 and 2100")
-        rating = _opt_number(obj, "rating")
-        if action == "rate":
-            if rating is None:
-                raise ProtocolError("missing_field", "a 'rate' event needs 'rating'")
-            if not limits.rating_min <= rating <= limits.rating_max:
-                raise ProtocolError(
-                    "bad_field",
-                    f"'rating' must be in {limits.rating_min:g}..{limits.rating_max:g}",
-                )
-        elif rating is not None:
-            rating = None  # only meaningful for "rate"; ignored elsewhere
+        event_id, action, item_id, ts, rating = read_fields(_EVENT, obj, limits)
     except ProtocolError as exc:
-        exc.ref = exc.ref or ref
+        raw_id = obj.get("id")
+        exc.ref = exc.ref or (raw_id[: limits.max_id_chars] if isinstance(raw_id, str) else None)
         raise
+    if not action:  # an ignored GA4 name: nothing of it is used but its id
+        return EventMsg(event_id, "", "-", None, None)
     return EventMsg(event_id, action, item_id, ts, rating)
 
 
-def _action(raw: Any) -> str:
-    """Our action for `raw` (one of ACTIONS or a GA4 alias); "" for an ignored alias."""
-    if raw is None:
-        raise ProtocolError("missing_field", "event has no 'action'")
-    if raw in ACTIONS:
-        return str(raw)
-    if isinstance(raw, str) and raw in GA4_ALIASES:
-        return GA4_ALIASES[raw] or ""
-    shown = raw[:32] if isinstance(raw, str) else type(raw).__name__
-    raise ProtocolError(
-        "bad_action",
-        f"unknown action {shown!r}; expected one of {', '.join(ACTIONS)} or a GA4 e-commerce name",
-    )
+def parse_events_body(
+    obj: dict[Any, Any], limits: Limits
+) -> tuple[str | None, int, list[EventMsg]]:
+    """POST /v1/events' body: (session_id or None, k, events). A body without
+    'events' that is itself an event (has 'action') is a list of one."""
+    if obj.get("events") is None and obj.get("type", "event") == "event" and "action" in obj:
+        obj = {"session_id": obj.get("session_id"), "k": obj.get("k"), "events": [obj]}
+    session_id, k, raw = read_fields(_EVENTS_BODY, obj, limits)
+    events = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise ProtocolError("bad_frame", "every event must be an object")
+        events.append(parse_event(item, limits))
+    return session_id, k, events
 
 
 def check_id(value: Any, name: str, limits: Limits) -> str:
@@ -271,26 +193,166 @@ def check_id(value: Any, name: str, limits: Limits) -> str:
         raise ProtocolError(
             "id_too_long", f"{name!r} is longer than {limits.max_id_chars} characters"
         )
-    if not _ID_RE.fullmatch(value):
+    if not ID_RE.fullmatch(value):
         raise ProtocolError("bad_id", f"{name!r} has characters outside [A-Za-z0-9._:@/+=#~-...]")
     return value
 
 
-def _req_id(obj: dict[Any, Any], name: str, limits: Limits) -> str:
-    if name not in obj or obj[name] is None:
-        raise ProtocolError("missing_field", f"missing {name!r}")
-    return check_id(obj[name], name, limits)
+# --- the field tables, walked ------------------------------------------------------------
+# Each spec of schema.py becomes a plan: per field (name, required, when, check), the
+# check a function of (value, limits) chosen once by the field's kind. The table is the
+# only statement of the rules; this walks it.
+
+Check = Callable[[Any, str, Limits], Any]  # (value, field name, limits) -> decoded value
+# (name, required, when-field or None, its values, default, check)
+Step = tuple[str, bool, str | None, frozenset[str], schema.Bound, Check]
 
 
-def _opt_id(obj: dict[Any, Any], name: str, limits: Limits) -> str | None:
-    value = obj.get(name)
-    return None if value is None else check_id(value, name, limits)
+def read_fields(
+    plan: tuple[Spec, tuple[Step, ...]], obj: dict[Any, Any], limits: Limits
+) -> list[Any]:
+    """The values of a spec's fields (besides `type`) in `obj`, checked, in table order;
+    None (or the default) for an absent optional field, or a conditional one whose
+    condition does not hold."""
+    spec, steps = plan
+    values: list[Any] = []
+    append = values.append
+    for name, required, when, when_values, default, check in steps:
+        if when is not None and obj.get(when) not in when_values:
+            append(None)
+            continue
+        value = obj.get(name)
+        if value is not None:
+            append(check(value, name, limits))
+        elif required:
+            if when is None:
+                raise ProtocolError("missing_field", f"missing {name!r}")
+            raise ProtocolError("missing_field", f"a {obj.get(when)!r} {spec.name} needs {name!r}")
+        else:
+            append(default if default is None else schema.bound(default, limits))
+    return values
 
 
-def _opt_number(obj: dict[Any, Any], name: str) -> float | None:
-    value = obj.get(name)
-    if value is None:
-        return None
+def _plan(spec: Spec) -> tuple[Spec, tuple[Step, ...]]:
+    steps: list[Step] = []
+    for f in spec.fields:
+        if f.name == "type":
+            continue
+        when, values = None, frozenset[str]()
+        if f.when is not None:  # a set: one hashed lookup per frame on the hot path
+            other = spec.field(f.when[0])  # checked earlier, so its value is hashable
+            assert other.kind in ("enum", "action") and other.required, f.name
+            when, values = f.when[0], frozenset(f.when[1])
+        steps.append((f.name, f.required, when, values, f.default, _check(f)))
+    return spec, tuple(steps)
+
+
+def _check(f: Field) -> Check:
+    """The check of one present (not null) field, chosen by its kind."""
+    low, high = f.low, f.high
+    if f.kind == "id":
+        return check_id
+    if f.kind == "action":
+        return _action
+    if f.kind == "name":
+
+        def check_name(value: Any, name: str, limits: Limits) -> Any:
+            most = schema.bound(high, limits) or 0
+            if not isinstance(value, str) or not 0 < len(value) <= most:
+                raise ProtocolError("bad_field", f"{name!r} must be a string of 1..{most:g}")
+            if not ID_RE.fullmatch(value):
+                raise ProtocolError("bad_field", f"{name!r} has characters outside the id set")
+            return value
+
+        return check_name
+    if f.kind == "text":
+
+        def check_text(value: Any, name: str, limits: Limits) -> Any:
+            most = schema.bound(high, limits)
+            if not isinstance(value, str) or (most is not None and len(value) > most):
+                raise ProtocolError("bad_field", f"{name!r} must be a string of <= {most:g} chars")
+            return value
+
+        return check_text
+    if f.kind == "int":
+
+        def check_int(value: Any, name: str, limits: Limits) -> Any:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ProtocolError("bad_field", f"{name!r} must be an integer")
+            return _in_range(value, name, low, high, limits, None)
+
+        return check_int
+    if f.kind == "number":
+        message = f.range_message
+
+        def check_number(value: Any, name: str, limits: Limits) -> Any:
+            return _in_range(_number(value, name), name, low, high, limits, message)
+
+        if isinstance(low, int | float) and isinstance(high, int | float):  # fixed bounds
+            shown = message or f"{f.name!r} must be in {low:g}..{high:g}"
+
+            def check_fixed(value: Any, name: str, limits: Limits) -> Any:
+                number = _number(value, name)
+                if not low <= number <= high:
+                    raise ProtocolError("bad_field", shown)
+                return number
+
+            return check_fixed
+
+        return check_number
+    if f.kind == "enum":
+        allowed = f.values
+        shown = " or ".join(repr(v) for v in allowed)
+
+        def check_enum(value: Any, name: str, limits: Limits) -> Any:
+            if value not in allowed:
+                raise ProtocolError("bad_field", f"{name!r} must be {shown}")
+            return value
+
+        return check_enum
+    if f.kind == "array":
+
+        def check_array(value: Any, name: str, limits: Limits) -> Any:
+            least, most = schema.bound(low, limits) or 0, schema.bound(high, limits)
+            if not isinstance(value, list) or len(value) < least:
+                raise ProtocolError("missing_field", f"{name!r} must be a list of >= {least:g}")
+            if most is not None and len(value) > most:
+                raise ProtocolError(f"too_many_{name}", f"at most {most:g} {name} per request")
+            return value
+
+        return check_array
+    raise ValueError(f"{f.name!r}: the decoder does not read {f.kind!r} fields")
+
+
+def _in_range(
+    value: float,
+    name: str,
+    low: schema.Bound,
+    high: schema.Bound,
+    limits: Limits,
+    message: str | None,
+) -> Any:
+    least, most = schema.bound(low, limits), schema.bound(high, limits)
+    if (least is not None and value < least) or (most is not None and value > most):
+        shown = f"{least:g}..{most:g}" if least is not None and most is not None else "range"
+        raise ProtocolError("bad_field", message or f"{name!r} must be in {shown}")
+    return value
+
+
+def _action(raw: Any, name: str = "action", limits: Limits | None = None) -> str:
+    """Our action for `raw` (one of ACTIONS or a GA4 alias); "" for an ignored alias."""
+    if raw in ACTIONS:
+        return str(raw)
+    if isinstance(raw, str) and raw in GA4_ALIASES:
+        return GA4_ALIASES[raw] or ""
+    shown = raw[:32] if isinstance(raw, str) else type(raw).__name__
+    raise ProtocolError(
+        "bad_action",
+        f"unknown action {shown!r}; expected one of {', '.join(ACTIONS)} or a GA4 e-commerce name",
+    )
+
+
+def _number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProtocolError("bad_field", f"{name!r} must be a number")
     try:
@@ -300,6 +362,12 @@ def _opt_number(obj: dict[Any, Any], name: str) -> float | None:
     if not math.isfinite(number):
         raise ProtocolError("bad_field", f"{name!r} must be finite")
     return number
+
+
+_HELLO = _plan(schema.HELLO)
+_EVENT = _plan(schema.EVENT)
+_FEEDBACK = _plan(schema.FEEDBACK)
+_EVENTS_BODY = _plan(schema.EVENTS_BODY)
 
 
 # --- server frames --------------------------------------------------------------

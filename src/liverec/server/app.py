@@ -37,7 +37,8 @@ from ..recommend.follower import LogFollower
 from ..sessions import SessionManager
 from ..store import limits_from, open_store
 from ..store.base import Store
-from . import catalog_api, http, pages
+from . import apidocs, catalog_api, http, pages
+from .assets import default_web_dir
 from .feed import FeedHub
 from .feed_relay import FeedRelay
 from .gate import Gate
@@ -47,13 +48,6 @@ from .origins import OriginPolicy
 from .ws import quiet_denial_logs, websocket_endpoint
 
 log = logging.getLogger("liverec.server")
-
-
-def default_web_dir() -> Path | None:
-    """The package's web assets: liverec/web in an installed wheel; in a source checkout
-    src/liverec/web, a link to the repository's web/."""
-    candidate = Path(__file__).resolve().parents[1] / "web"
-    return candidate if candidate.is_dir() else None
 
 
 def create_app(
@@ -155,6 +149,7 @@ def create_app(
     if web_dir is not None and not web_dir.is_dir():
         web_dir = None
     routes.extend(catalog_api.routes())
+    routes.extend(apidocs.routes(settings))
     routes.extend(pages.routes(settings, web_dir))
     routes.append(Route("/", landing))
     if web_dir is not None:

@@ -1,6 +1,7 @@
 """The widget's static files: compressed, content-hashed, cached, open to every origin.
 
-Owns: serving web/widget/, and gzip for the other static files of web/ (the demo
+Owns: finding web/ (in the installed package or the source tree), serving
+web/widget/, and gzip for the other static files of web/ (the demo
 store's and the feed's). Each widget file is read once at start and kept with its
 gzip form and a content hash. Two URLs per file:
 
@@ -39,6 +40,17 @@ def compressed(app: ASGIApp) -> ASGIApp:
     """Other static files (the demo store's and the feed's): gzipped on the fly when
     accepted; they are small and few, so nothing is kept."""
     return GZipMiddleware(app, minimum_size=GZIP_MIN_BYTES)
+
+
+def default_web_dir() -> Path | None:
+    """The web assets (widget, demo store, feed page): liverec/web in an installed
+    wheel (pyproject.toml ships the repository's web/ as the package liverec.web); in
+    a source checkout, the repository's web/ beside src/."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "web", package.parents[1] / "web"):
+        if (candidate / "widget").is_dir():
+            return candidate
+    return None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Owns: `GET /healthz`, `GET /readyz`, `GET /metrics`, `POST /v1/events`,
 `GET /v1/recommendations`, and mapping errors to HTTP statuses (the edge).
-Validation is the wire protocol's (`protocol.parse_event`, `protocol.check_id`).
+Validation is the wire protocol's (`protocol.parse_events_body`, `protocol.check_id`),
+whose rules are schema.py's tables (also published at /openapi.json).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from .. import frames, protocol
 from ..errors import Forbidden, ProtocolError, StoreUnavailable
 from ..identity import verify_token
 from ..sessions import SessionManager
-
-MAX_EVENTS_PER_REQUEST = 100
 
 
 def _manager(request: Request) -> SessionManager:
@@ -102,27 +101,13 @@ async def post_events(request: Request) -> Response:
         obj = protocol.loads_json(body)
         if not isinstance(obj, dict):
             raise ProtocolError("bad_frame", "body must be a JSON object")
-        raw = obj.get("events")
-        if raw is None:
-            raw = [obj] if obj.get("type", "event") == "event" and "action" in obj else None
-        if not isinstance(raw, list) or not raw:
-            raise ProtocolError("missing_field", "body needs a non-empty 'events' list")
-        if len(raw) > MAX_EVENTS_PER_REQUEST:
-            raise ProtocolError("too_many_events", f"at most {MAX_EVENTS_PER_REQUEST} per request")
-        events = []
-        for item in raw:
-            if not isinstance(item, dict):
-                raise ProtocolError("bad_frame", "every event must be an object")
-            events.append(protocol.parse_event(item, limits))
+        asked, k, events = protocol.parse_events_body(obj, limits)
         address = request.client.host if request.client is not None else ""
         if not manager.address_allows(address, len(events)):
             manager.metrics.errors.inc("rate_limited")
             return error_response(
                 429, "rate_limited", "too many events from this address; send them later"
             )
-        raw_sid = obj.get("session_id")
-        asked = None if raw_sid is None else protocol.check_id(raw_sid, "session_id", limits)
-        k = _k(obj.get("k"), limits)
         live = await manager.registry.open(asked, user_id, write=True)
         if live is None:
             return error_response(404, "unknown_session", "no such session (or it expired)")
