@@ -11,6 +11,13 @@ line. Nothing is asserted.
 
     nice -n 10 python bench/bench_family.py --train TRAIN --test TEST --preset rsc15 \\
         --seed 1 --out family-models
+
+For serving cost only (`--cost DIR`), `--untrained OUT` writes OUT/hybrid and
+OUT/vsknn from TRAIN without training: the hybrid's GRU4Rec has the preset's shape
+and random initial weights (its lists are meaningless; its cost is a trained one's),
+weight 8, the default index parameters:
+
+    python bench/bench_family.py --untrained OUT --train TRAIN --test TEST --preset diginetica
 """
 
 from __future__ import annotations
@@ -77,9 +84,34 @@ async def cost(model_dir: Path, test_path: str, events: int) -> None:
         )
 
 
+def untrained(out: Path, train_path: str, preset: str, seed: int) -> None:
+    """OUT/vsknn and OUT/hybrid (a randomly initialised GRU4Rec of the preset's
+    shape), for the cost of serving only."""
+    import torch
+
+    from liverec.model.formats import write_sessions
+    from liverec.model.gru4rec import GRU4Rec
+    from liverec.recommend.family import hybrid_meta, write_vsknn
+    from liverec.recommend.hybrid import SESSIONS
+
+    data = load_sessions(train_path)
+    index = ItemIndex.from_sessions(data)
+    config = get_preset(preset)
+    config = dataclasses.replace(
+        config, seed=seed, model=dataclasses.replace(config.model, n_items=len(index))
+    )
+    torch.manual_seed(seed)
+    model = GRU4Rec(config.model)
+    save_checkpoint(out / "hybrid", model, config, index, hybrid_meta(8.0, {"untrained": True}))
+    write_sessions(data, out / "hybrid" / SESSIONS)
+    write_vsknn(out / "vsknn", data)
+    print(json.dumps({"untrained": str(out), "items": len(index), "preset": preset}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cost", default=None, help="a model directory: per-event CPU cost only")
+    p.add_argument("--untrained", default=None, help="write OUT/hybrid, OUT/vsknn (see above)")
     p.add_argument("--events", type=int, default=5000)
     p.add_argument("--train", default=None)
     p.add_argument("--test", required=True)
@@ -88,6 +120,9 @@ def main() -> None:
     p.add_argument("--out", default="family-models")
     p.add_argument("--valid-fraction", type=float, default=VALID_FRACTION)
     args = p.parse_args()
+    if args.untrained is not None:
+        untrained(Path(args.untrained), args.train, args.preset, args.seed)
+        return
     if args.cost is not None:
         import asyncio
 
