@@ -23,6 +23,7 @@ weight 8, the default index parameters:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import time
@@ -39,10 +40,25 @@ from liverec.recommend.family import VALID_FRACTION, VSKNN_PARAMS, family_scorer
 from liverec.recommend.vsknn import VSKNNScorer
 
 
-async def cost(model_dir: Path, test_path: str, events: int) -> None:
+def _children_cpu_s() -> float:
+    """CPU seconds used so far by this process's live children (scoring workers)."""
+    import multiprocessing
+    import os
+
+    total = 0.0
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def cost(model_dir: Path, test_path: str, events: int, start: bool) -> None:
     """CPU µs per event of the served family (`observe` + `recommend` of a list of 20,
     as the session manager calls them) over the test sessions, beside the online
-    recommender in the same run."""
+    recommender in the same run. `start`: start it as the server does (a GRU4Rec or
+    hybrid then scores in its worker process: the CPU here is the event loop's, the
+    worker's is reported apart); else its scoring runs on a thread here, counted in."""
     from liverec.config import Settings
     from liverec.recommend import build_recommender
     from liverec.recommend.base import RecContext
@@ -53,8 +69,11 @@ async def cost(model_dir: Path, test_path: str, events: int) -> None:
     served = build_recommender(settings)
     rows = {"online": build_recommender(Settings()), "served": served}
     for name, rec in rows.items():
+        if start:
+            await rec.start()
         times: list[float] = []
         n = 0
+        worker0 = _children_cpu_s()
         for s in range(test.n_sessions):
             items = test.session(s).tolist()
             for pos, item in enumerate(items):
@@ -65,6 +84,9 @@ async def cost(model_dir: Path, test_path: str, events: int) -> None:
                 n += 1
             if n >= events:
                 break
+        worker_us = round((_children_cpu_s() - worker0) / n * 1e6)
+        if start:
+            await rec.close()
         times.sort()
 
         def q(f: float, times: list[float] = times) -> int:
@@ -75,9 +97,11 @@ async def cost(model_dir: Path, test_path: str, events: int) -> None:
                 {
                     "cost": name,
                     "version": rec.version,
+                    "started": start,
                     "events": n,
                     "cpu_us_median": q(0.5),
                     "cpu_us_p99": q(0.99),
+                    "worker_cpu_us_mean": worker_us,
                 }
             ),
             flush=True,
@@ -113,6 +137,7 @@ def main() -> None:
     p.add_argument("--cost", default=None, help="a model directory: per-event CPU cost only")
     p.add_argument("--untrained", default=None, help="write OUT/hybrid, OUT/vsknn (see above)")
     p.add_argument("--events", type=int, default=5000)
+    p.add_argument("--start", action="store_true", help="--cost: start it as the server does")
     p.add_argument("--train", default=None)
     p.add_argument("--test", required=True)
     p.add_argument("--preset", default="rsc15")
@@ -126,7 +151,7 @@ def main() -> None:
     if args.cost is not None:
         import asyncio
 
-        asyncio.run(cost(Path(args.cost), args.test, args.events))
+        asyncio.run(cost(Path(args.cost), args.test, args.events, args.start))
         return
     data, test = load_sessions(args.train), load_sessions(args.test)
     config = dataclasses.replace(get_preset(args.preset), seed=args.seed, threads=1)

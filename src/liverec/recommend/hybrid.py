@@ -67,9 +67,11 @@ def knn_bonus(
     if top <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
     get = index.index.get
-    keep = [(c, v) for c, v in ((get(i), v) for i, v in knn.items()) if c is not None]
-    cols = np.fromiter((c for c, _ in keep), dtype=np.int64, count=len(keep))
-    vals = np.fromiter((v for _, v in keep), dtype=np.float64, count=len(keep))
+    cols = np.fromiter((get(i, -1) for i in knn), dtype=np.int64, count=len(knn))
+    vals = np.fromiter(knn.values(), dtype=np.float64, count=len(knn))
+    known = cols >= 0
+    if not known.all():
+        cols, vals = cols[known], vals[known]
     add: np.ndarray = weight * vals / top
     return cols, add
 
