@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def knn_bonus(
     if top <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
     get = index.index.get
-    cols = np.fromiter((get(i, -1) for i in knn), dtype=np.int64, count=len(knn))
+    cols = np.fromiter(map(get, knn, repeat(-1)), dtype=np.int64, count=len(knn))
     vals = np.fromiter(knn.values(), dtype=np.float64, count=len(knn))
     known = cols >= 0
     if not known.all():
