@@ -11,11 +11,19 @@ line. Nothing is asserted.
 
     nice -n 10 python bench/bench_family.py --train TRAIN --test TEST --preset rsc15 \\
         --seed 1 --out family-models
+
+For serving cost only (`--cost DIR`), `--untrained OUT` writes OUT/hybrid and
+OUT/vsknn from TRAIN without training: the hybrid's GRU4Rec has the preset's shape
+and random initial weights (its lists are meaningless; its cost is a trained one's),
+weight 8, the default index parameters:
+
+    python bench/bench_family.py --untrained OUT --train TRAIN --test TEST --preset diginetica
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import time
@@ -32,10 +40,25 @@ from liverec.recommend.family import VALID_FRACTION, VSKNN_PARAMS, family_scorer
 from liverec.recommend.vsknn import VSKNNScorer
 
 
-async def cost(model_dir: Path, test_path: str, events: int) -> None:
+def _children_cpu_s() -> float:
+    """CPU seconds used so far by this process's live children (scoring workers)."""
+    import multiprocessing
+    import os
+
+    total = 0.0
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def cost(model_dir: Path, test_path: str, events: int, start: bool) -> None:
     """CPU µs per event of the served family (`observe` + `recommend` of a list of 20,
     as the session manager calls them) over the test sessions, beside the online
-    recommender in the same run."""
+    recommender in the same run. `start`: start it as the server does (a GRU4Rec or
+    hybrid then scores in its worker process: the CPU here is the event loop's, the
+    worker's is reported apart); else its scoring runs on a thread here, counted in."""
     from liverec.config import Settings
     from liverec.recommend import build_recommender
     from liverec.recommend.base import RecContext
@@ -46,8 +69,11 @@ async def cost(model_dir: Path, test_path: str, events: int) -> None:
     served = build_recommender(settings)
     rows = {"online": build_recommender(Settings()), "served": served}
     for name, rec in rows.items():
+        if start:
+            await rec.start()
         times: list[float] = []
         n = 0
+        worker0 = _children_cpu_s()
         for s in range(test.n_sessions):
             items = test.session(s).tolist()
             for pos, item in enumerate(items):
@@ -58,6 +84,9 @@ async def cost(model_dir: Path, test_path: str, events: int) -> None:
                 n += 1
             if n >= events:
                 break
+        worker_us = round((_children_cpu_s() - worker0) / n * 1e6)
+        if start:
+            await rec.close()
         times.sort()
 
         def q(f: float, times: list[float] = times) -> int:
@@ -68,19 +97,47 @@ async def cost(model_dir: Path, test_path: str, events: int) -> None:
                 {
                     "cost": name,
                     "version": rec.version,
+                    "started": start,
                     "events": n,
                     "cpu_us_median": q(0.5),
                     "cpu_us_p99": q(0.99),
+                    "worker_cpu_us_mean": worker_us,
                 }
             ),
             flush=True,
         )
 
 
+def untrained(out: Path, train_path: str, preset: str, seed: int) -> None:
+    """OUT/vsknn and OUT/hybrid (a randomly initialised GRU4Rec of the preset's
+    shape), for the cost of serving only."""
+    import torch
+
+    from liverec.model.formats import write_sessions
+    from liverec.model.gru4rec import GRU4Rec
+    from liverec.recommend.family import hybrid_meta, write_vsknn
+    from liverec.recommend.hybrid import SESSIONS
+
+    data = load_sessions(train_path)
+    index = ItemIndex.from_sessions(data)
+    config = get_preset(preset)
+    config = dataclasses.replace(
+        config, seed=seed, model=dataclasses.replace(config.model, n_items=len(index))
+    )
+    torch.manual_seed(seed)
+    model = GRU4Rec(config.model)
+    save_checkpoint(out / "hybrid", model, config, index, hybrid_meta(8.0, {"untrained": True}))
+    write_sessions(data, out / "hybrid" / SESSIONS)
+    write_vsknn(out / "vsknn", data)
+    print(json.dumps({"untrained": str(out), "items": len(index), "preset": preset}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cost", default=None, help="a model directory: per-event CPU cost only")
+    p.add_argument("--untrained", default=None, help="write OUT/hybrid, OUT/vsknn (see above)")
     p.add_argument("--events", type=int, default=5000)
+    p.add_argument("--start", action="store_true", help="--cost: start it as the server does")
     p.add_argument("--train", default=None)
     p.add_argument("--test", required=True)
     p.add_argument("--preset", default="rsc15")
@@ -88,10 +145,13 @@ def main() -> None:
     p.add_argument("--out", default="family-models")
     p.add_argument("--valid-fraction", type=float, default=VALID_FRACTION)
     args = p.parse_args()
+    if args.untrained is not None:
+        untrained(Path(args.untrained), args.train, args.preset, args.seed)
+        return
     if args.cost is not None:
         import asyncio
 
-        asyncio.run(cost(Path(args.cost), args.test, args.events))
+        asyncio.run(cost(Path(args.cost), args.test, args.events, args.start))
         return
     data, test = load_sessions(args.train), load_sessions(args.test)
     config = dataclasses.replace(get_preset(args.preset), seed=args.seed, threads=1)

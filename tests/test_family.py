@@ -10,14 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from liverec.cli import main as liverec_main
 from liverec.learn.registry import CURRENT, write_atomic
-from liverec.model.data import Sessions
+from liverec.model.data import ItemIndex, Sessions
 from liverec.model.evaluate import evaluate
 from liverec.model.formats import load_sessions
+from liverec.model.moments import ScoreMoments
 from liverec.recommend.family import family_scorer, train_family, write_vsknn
+from liverec.recommend.hybrid import fuse, fuse_candidates, knn_bonus
 
 from .replay_helpers import assert_matches, replay
 from .servers import LiverecServer
@@ -79,10 +83,47 @@ async def test_replay_over_websocket_matches_offline_evaluation(
     ).start()
     try:
         replayed = await replay(server.ws_url, test, index.index)
+        metrics = await asyncio.to_thread(server.get_text, "/metrics")
     finally:
         server.stop()
     assert replayed.models == {meta["version"]}
     assert_matches(measured, replayed)
+    if family == "hybrid":  # its GRU steps went through the micro-batched scoring path
+        assert _series(metrics, "liverec_model_batched_events_total") >= measured["cases"]
+
+
+def test_closed_form_moments_equal_those_of_every_score() -> None:
+    gen = torch.Generator().manual_seed(3)
+    weight = torch.randn(3000, 48, generator=gen) * 0.3 + 0.1  # a non-zero mean row
+    bias = torch.randn(3000, generator=gen) * 0.5 - 0.2
+    out = torch.randn(6, 48, generator=gen)
+    mean, sd = ScoreMoments(weight, bias).of(out)
+    every = out.double() @ weight.double().t() + bias.double()  # (6, 3000)
+    assert np.allclose(mean, every.mean(1).numpy(), rtol=1e-9, atol=1e-12)
+    assert np.allclose(sd, every.std(1, correction=0).numpy(), rtol=1e-9, atol=1e-12)
+    g = (out @ weight.t() + bias).numpy()  # the float32 scores the server computes
+    assert np.allclose(sd, g.astype(np.float64).std(1), rtol=1e-5)
+
+
+def test_fusion_over_candidates_equals_the_fusion_over_every_item() -> None:
+    rng = np.random.default_rng(5)
+    n, want = 5000, 40
+    index = ItemIndex([f"i{j}" for j in range(n)])
+    for trial in range(20):
+        g = rng.normal(size=n).astype(np.float32)
+        picked = rng.choice(n, size=300, replace=False)
+        if trial % 2:  # V-SkNN items among the GRU's best too
+            picked[:10] = np.argsort(-g)[:10]
+        knn = {f"i{j}": float(rng.random()) for j in picked}
+        cols, add = knn_bonus(knn, index, 4.0)
+        mean, sd = float(g.mean()), float(g.std())
+        every = fuse(g, mean, sd, cols, add)
+        best = np.lexsort((np.arange(n), -every))[:want].tolist()
+        top = np.argsort(-g, kind="stable")[:want]
+        ranked = [(int(j), float(g[j])) for j in top]
+        fused = fuse_candidates(ranked, g[cols].tolist(), mean, sd, cols, add)
+        assert [j for j, _ in fused[:want]] == best
+        assert [v for _, v in fused[:want]] == every[best].tolist()
 
 
 def test_hybrid_weight_is_chosen_on_the_last_day_of_the_training_data(

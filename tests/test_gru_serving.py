@@ -342,8 +342,8 @@ def test_int8_gru_layers_stay_close_to_float32(checkpoint: Path) -> None:
     assert type(small.model.cells[0]).__module__.startswith("torch.ao.nn.quantized")
     for seq in (["f1-0", "f1-1", "f1-2"], ["f4-3", "f4-4"], ["f0-7"]):
         feed = [exact.index.index[i] for i in seq]
-        (want, h_want), *_ = score_batch(exact, [ScoreInput(feed, None, [feed[-1]], 5)], 64)
-        (got, h_got), *_ = score_batch(small, [ScoreInput(feed, None, [feed[-1]], 5)], 64)
+        (want, h_want, _), *_ = score_batch(exact, [ScoreInput(feed, None, [feed[-1]], 5)], 64)
+        (got, h_got, _), *_ = score_batch(small, [ScoreInput(feed, None, [feed[-1]], 5)], 64)
         assert (h_got - h_want).abs().max() < 0.05
         assert {i for i, _ in got[:5]} == {i for i, _ in want[:5]}
 

@@ -23,6 +23,7 @@ from ..model.checkpoint import save_checkpoint
 from ..model.data import ItemIndex, Sessions
 from ..model.evaluate import StepScorer
 from ..model.formats import write_sessions
+from ..model.moments import ScoreMoments
 from ..model.scorer import GRUScorer
 from ..recommend.family import VSKNN_PARAMS, WEIGHTS, family_scorer, hybrid_meta, write_vsknn
 from ..recommend.hybrid import SESSIONS, HybridScorer
@@ -91,8 +92,10 @@ def choose(
     weight = None
     if gru is not None and knn is not None and "hybrid" in wanted:
         best: dict[str, float] | None = None
+        moments = ScoreMoments(gru.model.item_weight.data, gru.model.item_bias.data)
         for w in WEIGHTS:
-            fig = run(mapped(HybridScorer(gru.model, gru.item_index, knn, w), gru.item_index))
+            scorer = HybridScorer(gru.model, gru.item_index, knn, w, moments)
+            fig = run(mapped(scorer, gru.item_index))
             figures[f"hybrid w={w:g}"] = fig
             if best is None or _key(fig) > _key(best):
                 weight, best = w, fig

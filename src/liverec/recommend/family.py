@@ -33,6 +33,7 @@ from ..model.config import TrainConfig
 from ..model.data import ItemIndex, Sessions, fingerprint
 from ..model.evaluate import StepScorer, evaluate
 from ..model.formats import load_sessions, write_sessions
+from ..model.moments import ScoreMoments
 from ..model.scorer import GRUScorer, load_scorer
 from ..model.split import last_fraction, time_split
 from ..model.train import train
@@ -152,8 +153,9 @@ def train_family(
         figures["gru4rec"] = _figures(GRUScorer(result.model), index, valid)
         figures["vsknn"] = _figures(knn, index, valid)
     best_w, best = WEIGHTS[0], None
+    moments = ScoreMoments(result.model.item_weight.data, result.model.item_bias.data)
     for w in WEIGHTS:
-        fig = _figures(HybridScorer(result.model, index, knn.index, w), index, valid)
+        fig = _figures(HybridScorer(result.model, index, knn.index, w, moments), index, valid)
         figures[f"hybrid w={w:g}"] = fig
         _log(f"valid hybrid w={w:g}: {fig}")
         if best is None or _key(fig) > _key(best):

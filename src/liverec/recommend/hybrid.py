@@ -1,12 +1,19 @@
 """Serving the hybrid family: GRU4Rec scores fused with V-SkNN scores per event.
 
-Owns: the fusion (`fuse`: z-scored GRU4Rec scores over every item plus `weight` x
-the V-SkNN scores divided by their maximum, per event; the fusion of
-bench/bench_hybrid.py), `HybridRecommender` (the served family: the checkpoint's GRU
-stepped once per event from a per-session hidden state, the session index of
-vsknn.py for the same session, the rules of base.py on the fused list) and
-`HybridScorer` (the same scores for `liverec.model.evaluate`, so the offline
-figures are what is served).
+Owns: the fusion (z-scored GRU4Rec scores plus `weight` x the V-SkNN scores divided
+by their maximum, per event; the fusion of bench/bench_hybrid.py) over every item
+(`fuse`, offline) or over candidates only (`fuse_candidates`, served: the same values
+item by item), `HybridRecommender` (the served family) and `HybridScorer` (the same
+scores for `liverec.model.evaluate`, so the offline figures are what is served).
+
+The z-score's mean and standard deviation over every item come in closed form from
+the GRU's output (model/moments.py), offline and served alike, so no pass needs
+every item's score. Served, the GRU half is the checkpoint's `GRURecommender`: its
+session states, micro-batches and scoring worker process step the GRU and return,
+per event, the GRU's best items (int8 shortlist, exact re-scoring), the exact scores
+of the items V-SkNN scored, and the moments. Any other item has no V-SkNN bonus and
+a lower GRU score than each of the GRU's best, so the fused list is exact as long as
+the shortlist holds the GRU's best.
 
 A hybrid model directory is a GRU4Rec checkpoint whose meta.json says
 `"family": "hybrid"` and carries `"hybrid": {"weight": W, "vsknn": {...index
@@ -14,20 +21,18 @@ parameters...}}`; its V-SkNN index is built at start from the directory's
 `sessions.tsv` (the training sessions). The weight was chosen on a validation split
 carved by time from the training data (`liverec train --family hybrid|auto`).
 
-Cost per event, bounded by settings and the checkpoint: one GRU step and one score
-pass over the n_items of the checkpoint (O(H x n_items), exact float32, no
-shortlist: the z-score needs every score), the V-SkNN scoring of vsknn.py (bounded
-by its window, per_item, sample and neighbours), and a partial sort of n_items. A
-session whose state is not held (new, evicted beyond `model_max_sessions`, restart)
-is rebuilt by replaying its last `model_replay_max` items. A new directory at the
-served path replaces this one while serving (reloading.py).
+Cost per event on the event loop: the V-SkNN scoring of vsknn.py (bounded by its
+window, per_item, sample and neighbours) and the fusion of at most k + SPARE +
+ratings + the V-SkNN's items; in the scoring worker, the GRU's (gru/scoring.py) plus
+O(H^2) for the moments and O(H) per V-SkNN item. A new directory at the served path
+replaces this one while serving (reloading.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import OrderedDict
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +42,16 @@ import torch
 from ..config import Settings
 from ..errors import ModelError
 from ..model import META
-from ..model.checkpoint import load_checkpoint
 from ..model.data import ItemIndex
 from ..model.formats import load_sessions
 from ..model.gru4rec import GRU4Rec
+from ..model.moments import ScoreMoments
 from ..model.scorer import GRUScorer
-from ..types import Event
-from .base import (
-    RecContext,
-    RecList,
-    Recommender,
-    apply_rules,
-    blocked_items,
-    demote_low_rated,
-)
+from ..types import Event, Rec
+from .base import RecContext, RecList, Recommender, apply_rules, demote_low_rated
+from .gru.recommender import GRURecommender
+from .gru.scoring import Ranked
+from .gru.served import Extra
 from .vsknn import SPARE, SessionIndex
 
 log = logging.getLogger("liverec.hybrid")
@@ -58,23 +59,61 @@ log = logging.getLogger("liverec.hybrid")
 SESSIONS = "sessions.tsv"  # in a vsknn or hybrid model directory: the indexed sessions
 
 
-def fuse(gru: np.ndarray, knn: dict[str, float], index: ItemIndex, weight: float) -> np.ndarray:
-    """One row (n_items,) float32: z(gru) + weight x knn / max(knn) (knn items outside
-    `index` are ignored; an empty knn adds nothing)."""
-    g = gru.astype(np.float64)
-    z = (g - g.mean()) / max(float(g.std()), 1e-9)
-    if knn and weight:
-        top = max(knn.values())
-        if top > 0:
-            get = index.index.get
-            cols = [get(i) for i in knn]
-            keep = [(c, v) for c, v in zip(cols, knn.values(), strict=True) if c is not None]
-            if keep:
-                c = np.fromiter((c for c, _ in keep), dtype=np.int64, count=len(keep))
-                v = np.fromiter((v for _, v in keep), dtype=np.float64, count=len(keep))
-                z[c] += weight * v / top
+def knn_bonus(
+    knn: dict[str, float], index: ItemIndex, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(item indices, weight x knn / max(knn)) of the V-SkNN scores of the items in
+    `index`: int64 and float64 arrays, empty when there is nothing to add."""
+    top = max(knn.values()) if knn and weight else 0.0
+    if top <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    get = index.index.get
+    cols = np.fromiter(map(get, knn, repeat(-1)), dtype=np.int64, count=len(knn))
+    vals = np.fromiter(knn.values(), dtype=np.float64, count=len(knn))
+    known = cols >= 0
+    if not known.all():
+        cols, vals = cols[known], vals[known]
+    add: np.ndarray = weight * vals / top
+    return cols, add
+
+
+def zscore(g: np.ndarray, mean: float, sd: float) -> np.ndarray:
+    """(g - mean) / sd in float64; `mean` and `sd` are over every item (ScoreMoments)."""
+    z: np.ndarray = (g.astype(np.float64) - mean) / max(sd, 1e-9)
+    return z
+
+
+def fuse(gru: np.ndarray, mean: float, sd: float, cols: np.ndarray, add: np.ndarray) -> np.ndarray:
+    """One row (n_items,) float32: z(gru) plus the `knn_bonus` (cols, add)."""
+    z = zscore(gru, mean, sd)
+    z[cols] += add
     out: np.ndarray = z.astype(np.float32)
     return out
+
+
+def fuse_candidates(
+    ranked: list[tuple[int, float]],
+    extra: list[float],
+    mean: float,
+    sd: float,
+    cols: np.ndarray,
+    add: np.ndarray,
+) -> list[tuple[int, float]]:
+    """`fuse` on candidates only, best first, ties by item index: the GRU's best
+    (item index, exact score) and the exact scores `extra` of the items `cols`. The
+    values are `fuse`'s, element by element; any other item is below every one of
+    the GRU's best that it does not beat by GRU score (no bonus, lower z)."""
+    idx = np.fromiter((i for i, _ in ranked), dtype=np.int64, count=len(ranked))
+    g = np.fromiter((v for _, v in ranked), dtype=np.float32, count=len(ranked))
+    z = zscore(g, mean, sd)
+    if len(cols):
+        idx = np.concatenate([cols, idx])
+        z = np.concatenate([zscore(np.asarray(extra, dtype=np.float32), mean, sd) + add, z])
+        idx, first = np.unique(idx, return_index=True)  # an item in both: its cols entry
+        z = z[first]
+    fused = z.astype(np.float32)
+    order = np.lexsort((idx, -fused))
+    return list(zip(idx[order].tolist(), fused[order].tolist(), strict=True))
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -104,10 +143,21 @@ def load_index(directory: Path, params: dict[str, Any]) -> SessionIndex:
 
 
 class HybridScorer:
-    """`StepScorer` for `liverec.model.evaluate`: the fused scores the server ranks by."""
+    """`StepScorer` for `liverec.model.evaluate`: the fused scores the server ranks by,
+    with the served z-score (closed-form moments of every item's score)."""
 
-    def __init__(self, model: GRU4Rec, item_index: ItemIndex, knn: SessionIndex, weight: float):
+    def __init__(
+        self,
+        model: GRU4Rec,
+        item_index: ItemIndex,
+        knn: SessionIndex,
+        weight: float,
+        moments: ScoreMoments | None = None,
+    ):
+        """`moments`: the model's (computed here when not given; share one across the
+        scorers of one model: it costs O(n_items x H^2))."""
         self.gru = GRUScorer(model)
+        self.moments = moments or ScoreMoments(model.item_weight.data, model.item_bias.data)
         self.knn, self.weight, self.item_index = knn, weight, item_index
         self.name = f"hybrid(w={weight:g})"
         self.n_items = len(item_index)
@@ -125,6 +175,9 @@ class HybridScorer:
 
     def step(self, slots: np.ndarray, items: np.ndarray, new: np.ndarray) -> np.ndarray:
         g = self.gru.step(slots, items, new)
+        size = self.gru.model.config.hidden_size
+        s = torch.as_tensor(np.asarray(slots, dtype=np.int64))
+        mean, sd = self.moments.of(self.gru.hidden[-1].index_select(0, s)[:, :size])
         ids = self.item_index.ids
         out = np.empty_like(g)
         for r, (slot, item, fresh) in enumerate(
@@ -135,28 +188,27 @@ class HybridScorer:
             seq = self.slots[slot]
             seq.append(ids[item])
             del seq[: -self.knn.window]
-            out[r] = fuse(g[r], self.knn.scores(seq), self.item_index, self.weight)
+            cols, add = knn_bonus(self.knn.scores(seq), self.item_index, self.weight)
+            out[r] = fuse(g[r], float(mean[r]), float(sd[r]), cols, add)
         return out
 
 
 class HybridRecommender(Recommender):
     """The hybrid of a model directory over an online fallback (empty sessions, current
-    items the checkpoint does not know). Call only from the event loop thread."""
+    items the checkpoint does not know). Call only from the event loop thread.
 
-    def __init__(
-        self,
-        path: Path,
-        fallback: Recommender,
-        *,
-        live: bool = True,
-        max_sessions: int = 50_000,
-        replay_max: int = 50,
-        threads: int = 1,
-    ) -> None:
+    The GRU half is a `GRURecommender` of the same directory prepared with the
+    moments: its session states, micro-batches and scoring worker; per event it
+    returns the GRU's best items, the exact scores of the V-SkNN's items and the
+    moments, and the fusion ranks only those (`fuse_candidates`)."""
+
+    def __init__(self, path: Path, gru: GRURecommender, *, live: bool = True) -> None:
+        """`gru`: a GRURecommender of `path` made with `moments=True` (it owns the
+        online fallback)."""
         self.path = path
-        self.fallback = fallback
+        self.gru = gru
+        self.fallback = gru.fallback
         self.live = live
-        self.max_sessions, self.replay_max = max_sessions, replay_max
         meta = read_meta(path)
         try:
             spec = meta["hybrid"]
@@ -164,93 +216,77 @@ class HybridRecommender(Recommender):
             params = dict(spec["vsknn"])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"{path / META}: no hybrid weight and vsknn parameters ({e})") from e
-        self.model, _, self.items, meta = load_checkpoint(path)
-        self._version = str(meta.get("version") or path.name)
+        if gru.served is None:
+            raise ModelError(f"no checkpoint at {path}")
         self.index = load_index(path, params)
-        torch.set_num_threads(threads)
-        self.states: OrderedDict[str, tuple[int, torch.Tensor]] = OrderedDict()
         log.info(
-            "hybrid %s: weight %g, %d indexed sessions", self._version, self.weight, len(self.index)
+            "hybrid %s: weight %g, %d indexed sessions", self.version, self.weight, len(self.index)
         )
 
     @classmethod
     def from_settings(cls, settings: Settings, path: Path, fallback: Recommender) -> Recommender:
-        return cls(
-            path,
-            fallback,
-            live=settings.vsknn_live,
-            max_sessions=settings.model_max_sessions,
-            replay_max=settings.model_replay_max,
-            threads=settings.model_threads,
-        )
+        gru = GRURecommender.from_settings(settings, fallback, path=path, moments=True)
+        gru.poll_s = None  # the model switch watches the path
+        return cls(path, gru, live=settings.vsknn_live)
 
     @property
     def version(self) -> str:
-        return self._version
+        return self.gru.version
 
     def observe(self, event: Event) -> None:
-        self.fallback.observe(event)
+        self.gru.observe(event)  # feeds the fallback
         if self.live:
             self.index.add(event.session_id, event.item_id)
 
     def forget(self, session_id: str) -> None:
-        self.states.pop(session_id, None)
-        self.fallback.forget(session_id)
+        self.gru.forget(session_id)
 
     async def start(self) -> None:
-        await self.fallback.start()
+        await self.gru.start()
 
     async def close(self) -> None:
-        await self.fallback.close()
+        await self.gru.close()
 
-    def _gru_scores(self, ctx: RecContext) -> np.ndarray | None:
-        """The GRU's scores after the session's items (None: nothing it knows)."""
-        index = self.items.index
-        held = self.states.get(ctx.session_id)
-        unseen = ctx.position - held[0] if held is not None else -1
-        if held is not None and 1 <= unseen <= len(ctx.items):
-            tail, hidden = ctx.items[len(ctx.items) - unseen :], held[1]
-        else:
-            tail, hidden = ctx.items[-self.replay_max :], self.model.init_hidden(1)
-        feed = [index[i] for i in tail if i in index]
-        if not feed:
-            return None
-        with torch.inference_mode():
-            for code in feed:
-                scores, hidden = self.model(torch.tensor([code]), hidden)  # (1, n), (L, 1, H)
-        self.states[ctx.session_id] = (ctx.position, hidden)
-        self.states.move_to_end(ctx.session_id)
-        while len(self.states) > self.max_sessions:
-            self.states.popitem(last=False)
-        row: np.ndarray = scores[0].numpy()
-        return row
+    def figures(self) -> dict[str, float]:
+        return self.gru.figures()
 
     async def recommend(self, ctx: RecContext) -> RecList:
+        served = self.gru.served
         current = ctx.current_item
-        if not ctx.items or (current is not None and current not in self.items.index):
-            return await self.fallback.recommend(ctx)
-        g = self._gru_scores(ctx)
-        if g is None:
+        known = served is not None and (current is None or current in served.index.index)
+        if served is None or not ctx.items or not known:
             return await self.fallback.recommend(ctx)
         window = ctx.items[-self.index.window :]
-        fused = fuse(g, self.index.scores(window, exclude=ctx.session_id), self.items, self.weight)
-        limit = min(len(fused), ctx.k + len(blocked_items(ctx)) + len(ctx.ratings) + SPARE)
-        items = apply_rules(self._ranked(fused, limit), ctx)
-        if len(items) < ctx.k and limit < len(fused):  # the rules dropped many: rank all
-            items = apply_rules(self._ranked(fused, len(fused)), ctx)
+        knn = self.index.scores(window, exclude=ctx.session_id)
+        cols, add = knn_bonus(knn, served.index, self.weight)
+        # the GRU's best `want` beat every other item outside cols (see fuse_candidates)
+        want = ctx.k + len(ctx.ratings) + SPARE
+        got = await self.gru.score(ctx, want, cols.tolist())
+        if got is None:
+            return await self.fallback.recommend(ctx)
+        ids = served.index.ids
+        ranked, extra = got
+        items = self._listed(ranked, extra, cols, add, ctx, ids)
+        if len(items) < ctx.k and len(ranked) >= want:  # the rules dropped many: rank all
+            got = await self.gru.score(ctx, len(ids), cols.tolist())
+            if got is not None:
+                items = self._listed(*got, cols, add, ctx, ids)
         items = demote_low_rated(items, ctx.ratings)
         if len(items) < ctx.k:  # tiny catalogs: fill from the online model
             more = await self.fallback.recommend(ctx)
             have = {r.item_id for r in items}
             items += [r for r in more.items if r.item_id not in have][: ctx.k - len(items)]
-        return RecList(items, self._version)
+        return RecList(items, served.version)
 
-    def _ranked(self, fused: np.ndarray, limit: int) -> list[tuple[str, float]]:
-        """The best `limit` items, best first (ties by item index)."""
-        if limit < len(fused):
-            top = np.argpartition(-fused, limit - 1)[:limit]
-        else:
-            top = np.arange(len(fused))
-        top = top[np.lexsort((top, -fused[top]))]
-        ids = self.items.ids
-        return [(ids[j], float(fused[j])) for j in top.tolist()]
+    def _listed(
+        self,
+        ranked: Ranked,
+        extra: Extra | None,
+        cols: np.ndarray,
+        add: np.ndarray,
+        ctx: RecContext,
+        ids: list[str],
+    ) -> list[Rec]:
+        assert extra is not None  # asked for: the scoring pass returns it
+        fused = fuse_candidates(ranked, extra.scores, extra.mean, extra.sd, cols, add)
+        return apply_rules(((ids[j], v) for j, v in fused), ctx)

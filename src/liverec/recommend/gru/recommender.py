@@ -45,7 +45,7 @@ from ..base import (
     demote_low_rated,
 )
 from .scoring import Ranked, ScoreInput, ScoringWorker, score_batch
-from .served import DEFAULTS, ServedModel, ServeOptions, resolve_checkpoint
+from .served import DEFAULTS, Extra, ServedModel, ServeOptions, resolve_checkpoint
 
 log = logging.getLogger("liverec.gru")
 
@@ -60,7 +60,8 @@ class _State:
 @dataclass
 class _Job:
     inp: ScoreInput  # what to score
-    future: asyncio.Future[tuple[Ranked, Tensor | bytes]] = field(repr=False)  # ranked, hidden
+    # ranked, new hidden state, extra (a hybrid's)
+    future: asyncio.Future[tuple[Ranked, Tensor | bytes, Extra | None]] = field(repr=False)
     served: ServedModel = field(repr=False)  # the model it was made for
 
 
@@ -84,8 +85,10 @@ class GRURecommender(Recommender):
         replay_max: int = DEFAULTS.model_replay_max,
         poll_s: float | None = DEFAULTS.model_poll_s,
         score_timeout_s: float = DEFAULTS.model_score_timeout_s,
+        moments: bool = False,
     ) -> None:
-        """Defaults: the settings' (`model_*`); `from_settings` passes them all."""
+        """Defaults: the settings' (`model_*`); `from_settings` passes them all.
+        moments: prepare the score moments too (a hybrid's; `score` with extra)."""
         self.path = Path(path)
         self.fallback = fallback
         self.threads = threads
@@ -93,7 +96,7 @@ class GRURecommender(Recommender):
         self.pipeline = pipeline
         self.max_sessions = max_sessions
         self.rescore = rescore
-        self.options = ServeOptions(quantize, rank, quantize_gru)
+        self.options = ServeOptions(quantize, rank, quantize_gru, moments)
         # process=True: score in a worker process per served version (scoring.py), not
         # on a thread here; a dead worker is replaced in the background meanwhile
         self._process = process
@@ -129,10 +132,19 @@ class GRURecommender(Recommender):
         self.worker_starts = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings, fallback: Recommender) -> GRURecommender:
-        assert settings.model_path is not None
+    def from_settings(
+        cls,
+        settings: Settings,
+        fallback: Recommender,
+        path: Path | None = None,
+        moments: bool = False,
+    ) -> GRURecommender:
+        """`path`: this directory instead of settings.model_path."""
+        if path is None:
+            assert settings.model_path is not None
+            path = Path(settings.model_path)
         return cls(
-            Path(settings.model_path),
+            path,
             fallback,
             threads=settings.model_threads,
             max_batch=settings.model_max_batch,
@@ -146,6 +158,7 @@ class GRURecommender(Recommender):
             replay_max=settings.model_replay_max,
             poll_s=settings.model_poll_s,
             score_timeout_s=settings.model_score_timeout_s,
+            moments=moments,
         )
 
     @property
@@ -198,11 +211,32 @@ class GRURecommender(Recommender):
 
     async def recommend(self, ctx: RecContext) -> RecList:
         served = self.served
-        if served is None:
+        got = await self.score(ctx, ctx.k)
+        if served is None or got is None:
             return await self.fallback.recommend(ctx)
+        ranked, _ = got
+        ids = served.index.ids
+        items = demote_low_rated(apply_rules(((ids[i], s) for i, s in ranked), ctx), ctx.ratings)
+        if len(items) < ctx.k:  # tiny catalogs: fill from the online model
+            more = await self.fallback.recommend(ctx)
+            have = {r.item_id for r in items}
+            items += [r for r in more.items if r.item_id not in have][: ctx.k - len(items)]
+        return RecList(items, served.version)
+
+    async def score(
+        self, ctx: RecContext, want: int, extra: list[int] | None = None
+    ) -> tuple[Ranked, Extra | None] | None:
+        """The session advanced to ctx.position and scored: the `want` best items by
+        exact score (blocked ones excluded), best first, and with `extra` (item
+        indices; a model prepared with the moments) their exact scores and the
+        moments of every item's score. None: nothing the model knows (no items, or
+        a current item it does not know): the caller falls back."""
+        served = self.served
+        if served is None:
+            return None
         index = served.index.index
         if not ctx.items or (ctx.current_item is not None and ctx.current_item not in index):
-            return await self.fallback.recommend(ctx)
+            return None
         state = self.states.get(ctx.session_id)
         unseen = ctx.position - state.position if state is not None else -1
         if state is not None and state.version == served.version and 0 <= unseen <= len(ctx.items):
@@ -212,28 +246,22 @@ class GRURecommender(Recommender):
             tail, start = ctx.items[-self.replay_max :], None
         feed = [index[i] for i in tail if i in index]
         if start is None and not feed:
-            return await self.fallback.recommend(ctx)
+            return None
         blocked = [index[i] for i in blocked_items(ctx) if i in index]
-        inp = ScoreInput(feed, start, blocked, ctx.k)
+        inp = ScoreInput(feed, start, blocked, want, extra)
         if not self._started:  # not started (tests, tools): run inline
             hidden: Tensor | bytes
-            ((ranked, hidden),) = await asyncio.get_running_loop().run_in_executor(
+            ((ranked, hidden, got),) = await asyncio.get_running_loop().run_in_executor(
                 self._executor, score_batch, served, [inp], self.rescore
             )
         else:
             job = _Job(inp, asyncio.get_running_loop().create_future(), served)
             self._queue.append(job)
             self._dispatch()
-            ranked, hidden = await job.future
+            ranked, hidden, got = await job.future
         if self.served is served:
             self._remember(ctx.session_id, _State(served.version, ctx.position, hidden))
-        ids = served.index.ids
-        items = demote_low_rated(apply_rules(((ids[i], s) for i, s in ranked), ctx), ctx.ratings)
-        if len(items) < ctx.k:  # tiny catalogs: fill from the online model
-            more = await self.fallback.recommend(ctx)
-            have = {r.item_id for r in items}
-            items += [r for r in more.items if r.item_id not in have][: ctx.k - len(items)]
-        return RecList(items, served.version)
+        return ranked, got
 
     def _remember(self, session_id: str, state: _State) -> None:
         self.states[session_id] = state
@@ -273,7 +301,7 @@ class GRURecommender(Recommender):
         worker: ScoringWorker,
         served: ServedModel,
         jobs: list[_Job],
-        results: list[tuple[Ranked, bytes]] | None,
+        results: list[tuple[Ranked, bytes, Extra | None]] | None,
         exc: ModelError | None,
     ) -> None:
         """The worker's answer to one batch (called from its socket's data callback)."""
@@ -308,7 +336,7 @@ class GRURecommender(Recommender):
     def _settle(
         self,
         jobs: list[_Job],
-        results: Sequence[tuple[Ranked, Tensor | bytes]] | None,
+        results: Sequence[tuple[Ranked, Tensor | bytes, Extra | None]] | None,
         exc: Exception | None,
     ) -> None:
         """A batch is done: hand out its results (or error) and send what waits."""

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from ...errors import ModelError
-from .served import ServedModel, ServeOptions
+from .served import Extra, ServedModel, ServeOptions
 
 log = logging.getLogger("liverec.gru")
 
@@ -59,20 +59,24 @@ class ScoreInput:
     start: Tensor | bytes | None
     blocked: list[int]  # item indices never to recommend
     want: int  # items to return (beyond the blocked ones)
+    # a hybrid's: items whose exact scores are wanted, with the moments of every
+    # item's score (served.Extra); the model must be prepared with the moments
+    extra: list[int] | None = None
 
 
-def score_batch(
-    served: ServedModel, inputs: list[ScoreInput], rescore: int
-) -> list[tuple[Ranked, Tensor]]:
+Scored = tuple[Ranked, Tensor, Extra | None]  # ranked, new hidden state (L, H), extra
+
+
+def score_batch(served: ServedModel, inputs: list[ScoreInput], rescore: int) -> list[Scored]:
     """Advance every session by its feed, score, return (ranked candidates, new hidden
-    state (L, H)) per input."""
-    ranked, hidden = score_rows(served, inputs, rescore)
-    return [(r, hidden[i].clone()) for i, r in enumerate(ranked)]
+    state (L, H), the Extra asked or None) per input."""
+    ranked, hidden, extras = score_rows(served, inputs, rescore)
+    return [(r, hidden[i].clone(), extras[i]) for i, r in enumerate(ranked)]
 
 
 def score_rows(
     served: ServedModel, inputs: list[ScoreInput], rescore: int
-) -> tuple[list[Ranked], Tensor]:
+) -> tuple[list[Ranked], Tensor, list[Extra | None]]:
     """`score_batch` with the new hidden states as one contiguous (B, L, H) tensor.
 
     One batched GRU step for the last item of every input; replays (new or rebuilt
@@ -115,7 +119,12 @@ def score_rows(
             n = inp.want + len(inp.blocked)
             pairs = zip(ids[r][:n], scores[r][:n], strict=True)
             ranked.append([(i, s) for i, s in pairs if s != -math.inf])
-        return ranked, hidden.transpose(0, 1).contiguous()
+        extras: list[Extra | None] = [None] * len(inputs)
+        asked = [(r, inp.extra) for r, inp in enumerate(inputs) if inp.extra is not None]
+        if asked:
+            for (r, _), extra in zip(asked, served.extras(out, asked), strict=True):
+                extras[r] = extra
+        return ranked, hidden.transpose(0, 1).contiguous(), extras
 
 
 def _starts(inputs: list[ScoreInput], shape: tuple[int, int]) -> Tensor:
@@ -141,8 +150,8 @@ def _starts(inputs: list[ScoreInput], shape: tuple[int, int]) -> Tensor:
 # pair, in multiprocessing's Connection format (4-byte big-endian length, then a
 # pickle; only this process and its own child can write them):
 #   worker, once started:  ("ready", version) | ("error", text)
-#   ("score", rescore, [(feed, start bytes | None, blocked, want), ...])
-#        -> ("ok", [(ranked, hidden bytes), ...]) | ("error", text)
+#   ("score", rescore, [(feed, start bytes | None, blocked, want, extra), ...])
+#        -> ("ok", [(ranked, hidden bytes, Extra | None), ...]) | ("error", text)
 # Answers come in the order of the requests.
 
 
@@ -170,9 +179,10 @@ def _worker_main(
                 raise ValueError(f"unknown message {msg[0]!r}")
             _, rescore, raw = msg
             inputs = [ScoreInput(*fields) for fields in raw]
-            ranked, hidden = score_rows(served, inputs, rescore)  # (B, L, H)
+            ranked, hidden, extras = score_rows(served, inputs, rescore)  # (B, L, H)
             rows = hidden.numpy()
-            reply: tuple[str, Any] = ("ok", [(r, rows[i].tobytes()) for i, r in enumerate(ranked)])
+            done = [(r, rows[i].tobytes(), extras[i]) for i, r in enumerate(ranked)]
+            reply: tuple[str, Any] = ("ok", done)
         except Exception as exc:
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:
@@ -181,7 +191,7 @@ def _worker_main(
             return
 
 
-Answer = Callable[[list[tuple[Ranked, bytes]] | None, ModelError | None], None]
+Answer = Callable[[list[tuple[Ranked, bytes, Extra | None]] | None, ModelError | None], None]
 
 
 class ScoringWorker:
@@ -250,7 +260,7 @@ class ScoringWorker:
             raise self._dead
 
     def submit(self, inputs: list[ScoreInput], rescore: int, answer: Answer) -> None:
-        """Send one batch; `answer` gets ([(ranked, hidden bytes)], None) or (None,
+        """Send one batch; `answer` gets ([(ranked, hidden bytes, extra)], None) or (None,
         error), always later, from the event loop. The hidden states travel as float32
         bytes and come back as bytes: the server only stores them and sends them back."""
         if not self.alive:
@@ -262,6 +272,7 @@ class ScoringWorker:
                 _to_bytes(i.start) if isinstance(i.start, Tensor) else i.start,
                 i.blocked,
                 i.want,
+                i.extra,
             )
             for i in inputs
         ]

@@ -23,6 +23,7 @@ from ...model import META
 from ...model.checkpoint import load_checkpoint
 from ...model.data import ItemIndex
 from ...model.gru4rec import GRU4Rec
+from ...model.moments import ScoreMoments
 
 DEFAULTS = Settings()  # the serving defaults have one source: the settings'
 CURRENT = "CURRENT"  # in a models/ registry: names the promoted version's directory
@@ -91,6 +92,16 @@ class ServeOptions:
     quantize: bool = DEFAULTS.model_quantize  # int8 rows for the full-rank shortlist
     rank: int = DEFAULTS.model_rank  # > 0 and below the hidden size: low-rank shortlist
     quantize_gru: bool = DEFAULTS.model_quantize_gru  # int8 GRU layers (inference only)
+    moments: bool = False  # the moments of every item's score too (a hybrid's z-score)
+
+
+@dataclass(slots=True)
+class Extra:
+    """What a hybrid asks of a scoring pass beside the list (ScoreInput.extra)."""
+
+    scores: list[float]  # exact scores of the asked items, in the asked order
+    mean: float  # mean and standard deviation of every item's score (ScoreMoments)
+    sd: float
 
 
 @dataclass
@@ -107,6 +118,7 @@ class ServedModel:
     proj: Tensor | None = None  # (H+1, r) low-rank shortlist: query projection
     packed_low: Any | None = None  # (n, r) item factors, int8 prepacked
     options: ServeOptions = ServeOptions()
+    moments: ScoreMoments | None = None  # with options.moments
 
     @classmethod
     def load(
@@ -126,9 +138,12 @@ class ServedModel:
         version = str(meta.get("version") or directory.name)
         stamp = (directory / META).stat().st_mtime
         o = options
-        return cls.prepare(
+        served = cls.prepare(
             model, index, o.quantize, o.rank, version, directory, stamp, o.quantize_gru
         )
+        if o.moments:
+            served.with_moments()
+        return served
 
     @classmethod
     def prepare(
@@ -167,6 +182,29 @@ class ServedModel:
                 )
         options = ServeOptions(quantize, rank, quantize_gru)
         return cls(version, model, index, path, packed, stamp, proj, packed_low, options)
+
+    def with_moments(self) -> None:
+        """Compute the moments of the item scores (O(n_items x H^2), once)."""
+        weight, bias = self.model.item_weight.data, self.model.item_bias.data
+        self.moments = ScoreMoments(weight, bias)
+        self.options = ServeOptions(
+            self.options.quantize, self.options.rank, self.options.quantize_gru, True
+        )
+
+    def extras(self, out: Tensor, asked: list[tuple[int, list[int]]]) -> list[Extra]:
+        """For each (row r of out (B, H), item indices): their exact scores and the
+        moments of every item's score for that row."""
+        if self.moments is None:
+            raise ModelError("this checkpoint was not prepared with the score moments")
+        rows = torch.tensor([r for r, _ in asked], dtype=torch.int64)
+        mean, sd = self.moments.of(out.index_select(0, rows))
+        weight, bias = self.model.item_weight, self.model.item_bias
+        got = []
+        for k, (r, items) in enumerate(asked):
+            idx = torch.tensor(items, dtype=torch.int64)
+            scores = torch.mv(weight.index_select(0, idx), out[r]).add_(bias[idx])  # (len,)
+            got.append(Extra(scores.tolist(), float(mean[k]), float(sd[k])))
+        return got
 
     def item_scores(self, out: Tensor) -> Tensor:
         """Approximate (low-rank or int8) or exact scores of every item: (B, n_items)."""
