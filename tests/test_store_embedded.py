@@ -393,9 +393,18 @@ async def test_the_wal_starts_over_under_continuous_writes(tmp_path: Path) -> No
     # A PASSIVE checkpoint alone never catches up with a loop that keeps committing:
     # the WAL would grow for ever. The checkpoint thread holds the writes briefly and
     # starts it over, and the file is written over again while the loop goes on.
+    # Decided by events: writes go on until three restarts completed and the events
+    # written add up to twice the WAL file (which a WAL appended to could never
+    # reach). A hold the scheduler stretched past the default 20 ms would be taken for
+    # another connection's lock and back off for `checkpoint_interval_s`: that policy
+    # is not what this test is about, so the hold budget is made generous.
     path = tmp_path / "w.db"
     store = EmbeddedStore(
-        str(path), StoreLimits(), checkpoint_interval_s=3600.0, checkpoint_wal_bytes=256 * 1024
+        str(path),
+        StoreLimits(),
+        checkpoint_interval_s=3600.0,
+        checkpoint_wal_bytes=256 * 1024,
+        checkpoint_hold_busy_s=30.0,
     )
     await store.open()
     try:
@@ -405,14 +414,16 @@ async def test_the_wal_starts_over_under_continuous_writes(tmp_path: Path) -> No
         for n in range(10):
             await store.record_event(ev(f"e{n}", session=f"s{n}", item=f"i{n}"))
         per_event = (wal_bytes(path) - start) / 10  # one transaction each: ~11 pages
-        # A deadline, not a timing claim: generous, for a machine busy with other work.
-        n, deadline = 10, time.monotonic() + 120.0
-        while checkpointer.restarts < 3:
+        # The deadline and the size only bound a failure (a WAL never started over).
+        n, deadline = 10, time.monotonic() + 300.0
+        while checkpointer.restarts < 3 or wal_bytes(path) >= n * per_event / 2:
             await store.record_event(ev(f"e{n}", session=f"s{n % 50}", item=f"i{n}"))
             await asyncio.sleep(0.001)
             n += 1
-            assert time.monotonic() < deadline, f"{checkpointer.restarts} restarts in 120 s"
-        assert wal_bytes(path) < n * per_event / 2  # written over, not appended to
+            assert time.monotonic() < deadline and wal_bytes(path) < 256 << 20, (
+                f"{checkpointer.restarts} restarts, WAL {wal_bytes(path)} bytes"
+                f" after {n} events of {per_event:.0f} bytes"
+            )
         assert await store.count_events() == n
     finally:
         await store.close()
