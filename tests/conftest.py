@@ -62,7 +62,7 @@ class RedisServer:
             "warning",
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a failure bound: loading a big AOF on a busy machine
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
@@ -175,7 +175,10 @@ class RedisClusterServers:
     @staticmethod
     def _wait_for(port: int, command: str, expected: str) -> None:
         cli = shutil.which("redis-cli") or "redis-cli"
-        deadline = time.monotonic() + 20
+        # A failure bound only. A master that other nodes marked FAIL (after
+        # cluster-node-timeout, when a busy machine delayed its restart) rejoins only
+        # after twice that timeout: 30 s with Redis' default of 15 s.
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             reply = subprocess.run(
                 [cli, "-h", "127.0.0.1", "-p", str(port), *command.split()],
