@@ -59,7 +59,8 @@ class LiverecServer:
                         return self
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"server did not start:\n{self.log()}")
+        self.kill()  # not left running (and not reported again as a ResourceWarning)
+        raise RuntimeError(f"server did not start within {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
