@@ -298,6 +298,26 @@ async def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
         await reopened.close()
 
 
+@SYNC
+async def test_the_log_holds_at_most_a_tenth_of_event_log_max_extra(
+    tmp_path: Path, sync: str
+) -> None:
+    # docs/storage.md: trimmed each time about a tenth of the cap (at most 1,000) new
+    # entries were logged, so it holds up to that many extra.
+    store = open_store(
+        f"embedded://{tmp_path}/t.db?synchronous={sync}", StoreLimits(event_log_max=50)
+    )
+    await store.open()
+    try:
+        counts = []
+        for n in range(200):  # one write transaction each
+            await store.record_event(ev(f"e{n}", session=f"s{n % 7}", item=f"i{n}"))
+            counts.append(await store.count_events())
+        assert max(counts) <= 50 + 5 and min(counts[50:]) >= 50
+    finally:
+        await store.close()
+
+
 def wal_bytes(db: Path) -> int:
     wal = db.with_name(db.name + "-wal")
     return wal.stat().st_size if wal.exists() else 0
