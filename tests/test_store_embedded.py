@@ -318,6 +318,21 @@ async def test_the_log_holds_at_most_a_tenth_of_event_log_max_extra(
         await store.close()
 
 
+async def test_a_limit_of_zero_or_below_reads_nothing() -> None:
+    # SQLite reads a negative LIMIT as "no limit": a caller's 0 or -1 must not read
+    # the whole log.
+    store = open_store("memory://", StoreLimits())
+    await store.open()
+    try:
+        await store.record_events([ev(f"e{n}", item=f"i{n}") for n in range(3)])
+        for limit in (0, -1, -5):
+            assert await store.read_events(limit=limit) == []
+            assert await store.read_tail(limit) == []
+        assert len(await store.read_events(limit=2)) == len(await store.read_tail(2)) == 2
+    finally:
+        await store.close()
+
+
 def wal_bytes(db: Path) -> int:
     wal = db.with_name(db.name + "-wal")
     return wal.stat().st_size if wal.exists() else 0
