@@ -4,6 +4,7 @@ writes on the event loop (NORMAL, memory://) or on the writer thread (FULL), che
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import sys
 import threading
@@ -299,21 +300,28 @@ async def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
 
 
 @SYNC
-async def test_the_log_holds_at_most_a_tenth_of_event_log_max_extra(
-    tmp_path: Path, sync: str
+@pytest.mark.parametrize("cap", [5, 100])
+async def test_the_log_is_trimmed_each_time_a_tenth_of_event_log_max_is_logged(
+    tmp_path: Path, sync: str, cap: int
 ) -> None:
-    # docs/storage.md: trimmed each time about a tenth of the cap (at most 1,000) new
-    # entries were logged, so it holds up to that many extra.
+    # docs/storage.md: trimmed in the write transaction each time about a tenth of the
+    # cap (at least 1) new entries were logged, so it holds up to that many extra.
+    # One write transaction per event: the count climbs a tenth over the cap, then the
+    # trim takes it back to the cap, every tenth.
     store = open_store(
-        f"embedded://{tmp_path}/t.db?synchronous={sync}", StoreLimits(event_log_max=50)
+        f"embedded://{tmp_path}/t.db?synchronous={sync}", StoreLimits(event_log_max=cap)
     )
     await store.open()
+    tenth = max(1, cap // 10)
     try:
         counts = []
-        for n in range(200):  # one write transaction each
+        for n in range(3 * cap):
             await store.record_event(ev(f"e{n}", session=f"s{n % 7}", item=f"i{n}"))
             counts.append(await store.count_events())
-        assert max(counts) <= 50 + 5 and min(counts[50:]) >= 50
+        settled = counts[cap:]
+        assert max(settled) == cap + tenth - 1 and min(settled) == cap
+        trims = [n for n in range(1, len(settled)) if settled[n] < settled[n - 1]]
+        assert {b - a for a, b in itertools.pairwise(trims)} == ({tenth} if tenth > 1 else set())
     finally:
         await store.close()
 
