@@ -300,7 +300,7 @@ async def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
 
 
 @SYNC
-@pytest.mark.parametrize("cap", [5, 100])
+@pytest.mark.parametrize("cap", [5, 55, 100])  # 55: a tenth that is not whole
 async def test_the_log_is_trimmed_each_time_a_tenth_of_event_log_max_is_logged(
     tmp_path: Path, sync: str, cap: int
 ) -> None:
