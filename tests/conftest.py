@@ -12,15 +12,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from .servers import free_port
 
+# Hypothesis times each example (200 ms deadline) and its input generation (health
+# check too_slow): both fail a test on a busy machine for a reason that is not its
+# property. Outcomes here are the properties alone.
+settings.register_profile("liverec", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # `bash .ci/dev mutate` runs the in-process tests once per mutant: derandomised Hypothesis
 # (same examples every run, no example database) makes each mutant's verdict repeatable.
-settings.register_profile("mutate", derandomize=True, database=None)
-if os.environ.get("LIVEREC_HYPOTHESIS_PROFILE"):
-    settings.load_profile(os.environ["LIVEREC_HYPOTHESIS_PROFILE"])
+settings.register_profile(
+    "mutate", parent=settings.get_profile("liverec"), derandomize=True, database=None
+)
+settings.load_profile(os.environ.get("LIVEREC_HYPOTHESIS_PROFILE") or "liverec")
 
 
 class RedisServer:
