@@ -326,6 +326,19 @@ async def test_the_log_is_trimmed_each_time_a_tenth_of_event_log_max_is_logged(
         await store.close()
 
 
+async def test_writes_beyond_max_batch_go_in_the_next_transactions() -> None:
+    # More writes pending in one loop iteration than max_batch: the first max_batch
+    # are committed together, the rest in the following iterations, none left behind.
+    store = EmbeddedStore(None, StoreLimits(), max_batch=4)
+    await store.open()
+    try:
+        calls = [store.record_event(ev(f"e{n}", item=f"i{n}")) for n in range(10)]
+        done = await asyncio.wait_for(asyncio.gather(*calls), 60)  # a failure bound only
+        assert done == [True] * 10 and await store.count_events() == 10
+    finally:
+        await store.close()
+
+
 async def test_a_limit_of_zero_or_below_reads_nothing() -> None:
     # SQLite reads a negative LIMIT as "no limit": a caller's 0 or -1 must not read
     # the whole log.
