@@ -1,11 +1,14 @@
 """Helpers for `bash .ci/dev mutate` (cosmic-ray sessions).
 
-  python .ci/mutate_tools.py skip-annotations SESSION   mark mutants inside type
-      annotations as skipped: with `from __future__ import annotations` (every module
-      of ours) annotations are never evaluated, so `str | None` -> `str + None` is an
-      equivalent mutant by construction
-  python .ci/mutate_tools.py score SESSION              print the score and survivors
-  python .ci/mutate_tools.py survivors SESSION          the survivors, one per line
+python .ci/mutate_tools.py skip-annotations SESSION   mark mutants inside type
+    annotations as skipped: with `from __future__ import annotations` (every module
+    of ours) annotations are never evaluated, so `str | None` -> `str + None` is an
+    equivalent mutant by construction
+python .ci/mutate_tools.py only-functions SESSION NAME,...   mark mutants outside
+    the named functions (and what they nest) as skipped: for a module of which only
+    one path is mutation-tested (the store's durability path)
+python .ci/mutate_tools.py score SESSION              print the score and survivors
+python .ci/mutate_tools.py survivors SESSION          the survivors, one per line
 """
 
 from __future__ import annotations
@@ -61,14 +64,53 @@ def skip_annotations(db: WorkDB) -> int:
     return skipped
 
 
+OUTSIDE = "outside the functions tested"
+
+
+def function_spans(source: str, names: set[str]) -> list[tuple[int, int]]:
+    """(first, last) lines of every function or method called one of `names`."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in names:
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            spans.append((first, node.end_lineno or node.lineno))
+    found = {
+        n.name
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    missing = names - found
+    assert not missing, f"no such function: {sorted(missing)}"
+    return spans
+
+
+def only_functions(db: WorkDB, names: set[str]) -> int:
+    spans: dict[Path, list[tuple[int, int]]] = {}
+    skipped = 0
+    for item in db.pending_work_items:
+        mutation = item.mutations[0]
+        path = Path(mutation.module_path)
+        if path not in spans:
+            spans[path] = function_spans(path.read_text(), names)
+        line = mutation.start_pos[0]
+        if not any(lo <= line <= hi for lo, hi in spans[path]):
+            db.set_result(
+                item.job_id, WorkResult(output=OUTSIDE, worker_outcome=WorkerOutcome.SKIPPED)
+            )
+            skipped += 1
+    return skipped
+
+
 def score(db: WorkDB) -> str:
-    killed = survived = skipped = pending = 0
+    killed = survived = skipped = outside = pending = 0
     survivors = []
     results = dict(db.results)
     for item in db.work_items:
         result = results.get(item.job_id)
         if result is None:
             pending += 1
+        elif result.worker_outcome == WorkerOutcome.SKIPPED and result.output == OUTSIDE:
+            outside += 1
         elif result.worker_outcome == WorkerOutcome.SKIPPED:
             skipped += 1
         elif result.test_outcome == TestOutcome.SURVIVED:
@@ -81,7 +123,9 @@ def score(db: WorkDB) -> str:
     pct = 100.0 * killed / tried if tried else 0.0
     lines = [
         f"killed {killed} of {tried} mutants ({pct:.1f}%); survived {survived}; "
-        f"skipped {skipped} (in type annotations); pending {pending}",
+        f"skipped {skipped} (in type annotations)"
+        + (f", {outside} (outside the functions tested)" if outside else "")
+        + f"; pending {pending}",
         *survivors,
     ]
     return "\n".join(lines)
@@ -100,9 +144,13 @@ def survivors(db: WorkDB) -> str:
 
 
 def main(argv: list[str]) -> int:
-    command, session = argv
+    command, session, *rest = argv
     with use_db(session, WorkDB.Mode.open) as db:
-        if command == "skip-annotations":
+        if command == "only-functions":
+            names = set(rest[0].split(","))
+            count = only_functions(db, names)
+            print(f"[mutate] {count} mutants outside {len(names)} functions skipped")
+        elif command == "skip-annotations":
             print(f"[mutate] {skip_annotations(db)} mutants in type annotations skipped")
         elif command == "score":
             print(score(db))

@@ -258,6 +258,21 @@ async def test_server_serves_the_model_over_the_socket(checkpoint: Path) -> None
         server.stop()
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+async def test_model_threads_is_what_torch_serves_with(checkpoint: Path, threads: int) -> None:
+    """`model_threads` reaches torch in the serving process: /metrics reads it back with
+    torch.get_num_threads on the thread that scores batches (not the setting echoed)."""
+    server = LiverecServer("memory://", model_path=str(checkpoint), model_threads=threads)
+    server.start()
+    try:
+        metrics = server.get_text("/metrics")
+        assert "# TYPE liverec_model_threads gauge" in metrics
+        found = re.search(r"^liverec_model_threads (\S+)$", metrics, re.MULTILINE)
+        assert found is not None and float(found.group(1)) == threads
+    finally:
+        server.stop()
+
+
 async def test_empty_registry_serves_the_fallback_until_a_model_appears(
     checkpoint: Path, tmp_path: Path
 ) -> None:

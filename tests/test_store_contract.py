@@ -170,6 +170,18 @@ async def test_session_items_keep_order_and_bound(open_: OpenStore) -> None:
     assert session.last_seen == 11.0
 
 
+async def test_a_session_begun_by_its_first_event_keeps_the_bound_exactly(
+    open_: OpenStore,
+) -> None:
+    # No open_session: the first event creates the session (the HTTP API's path).
+    store = await open_(StoreLimits(session_max_items=3))
+    items = [f"i{n}" for n in range(5)]
+    for n, item in enumerate(items):
+        assert await store.record_event(ev(f"e{n}", session="fresh", item=item, ts=n))
+        session = await store.get_session("fresh")
+        assert session is not None and session.items == items[max(0, n - 2) : n + 1]
+
+
 # --- events and duplicates -----------------------------------------------------------
 
 

@@ -314,8 +314,14 @@ def test_server_down_later_keeps_events_and_the_viewed_item_out_of_the_cached_ro
         assert viewed not in cached and set(cached) == set(shown) - {viewed}
         page.click("#add")
         assert page.evaluate("liverec.pending") == 2  # the view and the add, kept
+        # The widget has tried the server that is down: a socket was made (it retries
+        # every max_backoff_ms at most while down, so waiting for one cannot miss it),
+        # and that attempt is over. Its first attempt may come after this page loaded,
+        # so the state alone ("closed" before any attempt) would not tell.
+        while not tab.sockets:
+            page.wait_for_event("websocket", timeout=WAIT_MS)
         page.wait_for_function("() => liverec.state !== 'connecting'", timeout=WAIT_MS)
-        assert len(tab.sockets) >= 1
+        assert page.evaluate("liverec.pending") == 2  # still kept
         tab.cls()
         srv = start(shop, port=port)  # back: the widget reconnects on its own
         tab.synced()

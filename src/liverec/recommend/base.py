@@ -52,6 +52,7 @@ MODEL_FIGURES = {
     "liverec_model_batches_total": "Micro-batches the session model scored.",
     "liverec_model_batched_events_total": "Events in those micro-batches (mean batch: ratio).",
     "liverec_model_worker_starts_total": "Scoring worker processes started (incl. restarts).",
+    "liverec_model_threads": "torch threads of the thread that scores batches (model_threads).",
 }
 
 

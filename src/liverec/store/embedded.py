@@ -59,7 +59,12 @@ from urllib.parse import parse_qsl
 from ..errors import ConfigError, LiverecError, StoreError, StoreUnavailable
 from ..types import Event, Profile, SessionRecord
 from .base import LoggedEvent, Store, StoreLimits
-from .sqlite_checkpoint import CHECKPOINT_INTERVAL_S, CHECKPOINT_WAL_BYTES, Checkpointer
+from .sqlite_checkpoint import (
+    CHECKPOINT_INTERVAL_S,
+    CHECKPOINT_WAL_BYTES,
+    HOLD_BUSY_S,
+    Checkpointer,
+)
 from .sqlite_errors import busy, open_error, store_error
 from .sqlite_ops import PURGE_CHUNK, SqliteOps
 from .sqlite_schema import ensure_schema
@@ -106,6 +111,7 @@ class EmbeddedStore(Store):
         busy_timeout_s: float = 5.0,
         checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
         checkpoint_wal_bytes: int = CHECKPOINT_WAL_BYTES,
+        checkpoint_hold_busy_s: float = HOLD_BUSY_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(limits)
@@ -113,8 +119,11 @@ class EmbeddedStore(Store):
             raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         if purge_interval_s <= 0 or max_batch < 1:
             raise ConfigError("purge_interval_s must be > 0 and max_batch >= 1")
-        if checkpoint_interval_s <= 0 or checkpoint_wal_bytes < 0:
-            raise ConfigError("checkpoint_interval_s must be > 0 and checkpoint_wal_bytes >= 0")
+        if checkpoint_interval_s <= 0 or checkpoint_wal_bytes < 0 or checkpoint_hold_busy_s <= 0:
+            raise ConfigError(
+                "checkpoint_interval_s and checkpoint_hold_busy_s must be > 0,"
+                " checkpoint_wal_bytes >= 0"
+            )
         self.path = path
         self.url = url or (f"embedded://{path}" if path is not None else "memory://")
         self.synchronous = synchronous.upper()
@@ -123,6 +132,7 @@ class EmbeddedStore(Store):
         self.busy_timeout_s = busy_timeout_s
         self.checkpoint_interval_s = checkpoint_interval_s
         self.checkpoint_wal_bytes = checkpoint_wal_bytes
+        self.checkpoint_hold_busy_s = checkpoint_hold_busy_s
         # True: transactions run on the event loop; False: on the writer thread.
         self.loop_writes = path is None or self.synchronous not in SYNCING_MODES
         self._clock = clock
@@ -414,6 +424,7 @@ class EmbeddedStore(Store):
                     self.busy_timeout_s,
                     self.checkpoint_interval_s,
                     self.checkpoint_wal_bytes,
+                    self.checkpoint_hold_busy_s,
                 )
             except Exception as exc:
                 self._closed = True

@@ -53,16 +53,23 @@ class Checkpointer:
     """
 
     def __init__(
-        self, path: str, synchronous: str, busy_timeout_s: float, interval_s: float, wal_bytes: int
+        self,
+        path: str,
+        synchronous: str,
+        busy_timeout_s: float,
+        interval_s: float,
+        wal_bytes: int,
+        hold_busy_s: float = HOLD_BUSY_S,
     ) -> None:
         self.path = path
         self.interval_s = interval_s
         self.wal_bytes = wal_bytes
+        self.hold_busy_s = hold_busy_s
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
         self.holding = False  # read on the loop: begin no write transaction while True
-        self.restarts = 0
+        self.restarts = 0  # completed: the WAL was started over
         self.conn = sqlite3.connect(
-            path, timeout=HOLD_BUSY_S, isolation_level=None, check_same_thread=False
+            path, timeout=hold_busy_s, isolation_level=None, check_same_thread=False
         )
         self.conn.execute(f"PRAGMA synchronous={synchronous}")
         self.pin = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -107,8 +114,7 @@ class Checkpointer:
 
     def _cycle(self) -> bool:
         """Checkpoint and start the WAL over. False when it failed or held the writes
-        for HOLD_BUSY_S or more (SQLite probably waited for another connection)."""
-        self.restarts += 1
+        for `hold_busy_s` or more (SQLite probably waited for another connection)."""
         try:
             self.pin.execute("BEGIN")
             self.pin.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a snapshot
@@ -120,13 +126,14 @@ class Checkpointer:
                 self.conn.executescript(self._restart)
             finally:
                 self.holding = False
+            self.restarts += 1
         except sqlite3.Error as exc:
             if self.pin.in_transaction:
                 self.pin.execute("ROLLBACK")
             if not busy(exc):
                 log.exception("starting the WAL of %s over failed", self.path)
             return False
-        return time.monotonic() - start < HOLD_BUSY_S
+        return time.monotonic() - start < self.hold_busy_s
 
     def checkpoint(self, mode: str) -> bool:
         """Run a checkpoint; True when it completed (SQLite did not report busy)."""

@@ -127,6 +127,8 @@ class GRURecommender(Recommender):
         self._checking = asyncio.Lock()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="liverec-gru")
         self._executor.submit(torch.set_num_threads, threads).result()
+        # read back, not echoed: what torch really runs with (exported in /metrics)
+        self.torch_threads = self._executor.submit(torch.get_num_threads).result()
         self.batches = 0
         self.batched_events = 0
         self.worker_starts = 0
@@ -451,6 +453,7 @@ class GRURecommender(Recommender):
             "liverec_model_batches_total": float(self.batches),
             "liverec_model_batched_events_total": float(self.batched_events),
             "liverec_model_worker_starts_total": float(self.worker_starts),
+            "liverec_model_threads": float(self.torch_threads),
         }
 
     def stats(self) -> dict[str, float]:
