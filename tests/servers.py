@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -24,9 +25,18 @@ def free_port() -> int:
 class LiverecServer:
     """A `liverec serve` subprocess (real uvicorn) bound to 127.0.0.1:<free port>."""
 
-    def __init__(self, store_url: str = "memory://", port: int | None = None, **settings: Any):
+    def __init__(
+        self,
+        store_url: str = "memory://",
+        port: int | None = None,
+        nofile: int | None = None,
+        **settings: Any,
+    ):
+        """nofile: the server process's descriptor limit (set in the child only, so the
+        test process keeps its own, whatever it holds open at the time)."""
         self.store_url = store_url
         self.port = port or free_port()
+        self.nofile = nofile
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="liverec-server-", suffix=".log")[1])
@@ -48,7 +58,9 @@ class LiverecServer:
             env["LIVEREC_" + key.upper()] = str(value)
         cmd = [sys.executable, "-m", "liverec.cli", "serve", "--port", str(self.port)]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._limits
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -61,6 +73,11 @@ class LiverecServer:
                 time.sleep(0.05)
         self.kill()  # not left running (and not reported again as a ResourceWarning)
         raise RuntimeError(f"server did not start within {timeout} s:\n{self.log()}")
+
+    def _limits(self) -> None:  # runs in the child, between fork and exec
+        if self.nofile is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, hard))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -190,18 +189,14 @@ async def test_pending_connections_capped_per_address_while_others_are_served(
 async def test_descriptor_limit_refuses_cleanly_and_keeps_existing_sockets() -> None:
     # A server with 768 descriptors (608 for sockets), and an attacker with 800 sockets
     # from one address whose per-address cap is out of the way: the limit at accept holds.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (768, hard))  # inherited by the server
-    try:
-        srv = LiverecServer(
-            "memory://",
-            max_pending_per_address=10_000,
-            header_timeout_s=120,
-            accept_backlog=64,
-            fd_reserve=160,
-        ).start()
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    srv = LiverecServer(
+        "memory://",
+        nofile=768,
+        max_pending_per_address=10_000,
+        header_timeout_s=120,
+        accept_backlog=64,
+        fd_reserve=160,
+    ).start()
     held: list[socket.socket] = []
     try:
         async with await Client.open(srv.ws_url) as shopper:  # connected before the attack
@@ -237,19 +232,15 @@ def test_accept_errors_at_descriptor_exhaustion_are_logged_rate_limited() -> Non
     # Leave the limit at accept no room (fd_reserve 2, 64 descriptors), so that the
     # process really runs out: asyncio retries accept() every second and reports each
     # failure; the log gets one line per log_repeat_s, saying how many it left out.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-    try:
-        srv = LiverecServer(
-            "memory://",
-            max_pending_per_address=10_000,
-            header_timeout_s=120,
-            accept_backlog=1,
-            fd_reserve=2,  # less than the process's own descriptors: accept() fails
-            log_repeat_s=2,
-        ).start()
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    srv = LiverecServer(
+        "memory://",
+        nofile=64,
+        max_pending_per_address=10_000,
+        header_timeout_s=120,
+        accept_backlog=1,
+        fd_reserve=2,  # less than the process's own descriptors: accept() fails
+        log_repeat_s=2,
+    ).start()
     held: list[socket.socket] = []
     try:
         deadline = time.monotonic() + 60

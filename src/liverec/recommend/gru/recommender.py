@@ -72,6 +72,7 @@ class GRURecommender(Recommender):
         self,
         path: Path,
         fallback: Recommender,
+        moments: bool = False,
         *,
         threads: int = DEFAULTS.model_threads,
         max_batch: int = DEFAULTS.model_max_batch,
@@ -85,10 +86,9 @@ class GRURecommender(Recommender):
         replay_max: int = DEFAULTS.model_replay_max,
         poll_s: float | None = DEFAULTS.model_poll_s,
         score_timeout_s: float = DEFAULTS.model_score_timeout_s,
-        moments: bool = False,
     ) -> None:
-        """Defaults: the settings' (`model_*`); `from_settings` passes them all.
-        moments: prepare the score moments too (a hybrid's; `score` with extra)."""
+        """Keyword defaults: the settings' (`model_*`); `from_settings` passes them all.
+        moments (not a setting: what the family needs): prepare the score moments too (a hybrid's; `score` with extra)."""
         self.path = Path(path)
         self.fallback = fallback
         self.threads = threads
