@@ -7,6 +7,10 @@ MessagePack binary frames), and the size limit. Sans-I/O: bytes or str in, typed
 messages out, no asyncio.
 Errors are raised as `ProtocolError` with a stable `code`; the server edge decides
 what to do with them (an error frame, or a close code for abuse).
+
+Why ~430 lines in one module: decoding and encoding share the id, text and number
+checks, the size limit and both encodings; split, each half would import the other's
+private helpers.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Owns: building both documents from schema.py's field tables under a server's
 settings (so the limits shown are the ones enforced), the routes that serve them
 (`/openapi.json`, `/asyncapi.json`), and the command that writes the committed copies
 (`python -m liverec.server.apidocs docs/`, with default settings).
+
+Why ~440 lines in one module: it is the document, path by path (each operation's
+parameters, bodies and every status it answers), built in one place so that a route
+and its description are read together.
 """
 
 from __future__ import annotations

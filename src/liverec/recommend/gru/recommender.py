@@ -88,7 +88,8 @@ class GRURecommender(Recommender):
         score_timeout_s: float = DEFAULTS.model_score_timeout_s,
     ) -> None:
         """Keyword defaults: the settings' (`model_*`); `from_settings` passes them all.
-        moments (not a setting: what the family needs): prepare the score moments too (a hybrid's; `score` with extra)."""
+        moments (not a setting, what the family needs): prepare the score moments too
+        (a hybrid's; `score` with extra)."""
         self.path = Path(path)
         self.fallback = fallback
         self.threads = threads
