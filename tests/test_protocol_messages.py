@@ -1,0 +1,165 @@
+"""The protocol decoder's exact error messages and its less travelled paths, by plain
+function calls: what a client reads in an error frame, GA4 action names, lone
+surrogates, and the field tables the decoder refuses to walk. (Added for the
+survivors of the mutation run of protocol.py after its rewrite over schema.py.)"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from liverec import protocol, schema
+from liverec.errors import ProtocolError
+
+LIMITS = protocol.Limits(max_frame_bytes=4096, max_id_chars=64, default_k=10, max_k=100)
+
+
+def error_of(frame: Any, limits: protocol.Limits = LIMITS) -> ProtocolError:
+    raw = frame if isinstance(frame, str | bytes) else json.dumps(frame)
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode(raw, limits)
+    return info.value
+
+
+def body_error(body: dict[str, Any]) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        protocol.parse_events_body(body, LIMITS)
+    return info.value
+
+
+def ev(**fields: Any) -> dict[str, Any]:
+    return {"type": "event", "id": "e1", "action": "view", "item_id": "a", **fields}
+
+
+def test_ga4_names_map_to_ours_or_are_ignored() -> None:
+    msg, _ = protocol.decode(json.dumps(ev(action="view_item")), LIMITS)
+    assert msg == protocol.EventMsg("e1", "view", "a", None, None) and not msg.ignored  # type: ignore[union-attr]
+    added = protocol.decode(json.dumps(ev(action="add_to_cart", ts=1.7e9)), LIMITS)[0]
+    assert added == protocol.EventMsg("e1", "add_to_cart", "a", 1.7e9, None)
+    # an ignored name needs no item and keeps nothing but its id
+    frame = {"type": "event", "id": "g1", "action": "view_cart", "ts": 1, "rating": 9}
+    ignored = protocol.decode(json.dumps(frame), LIMITS)[0]
+    assert ignored == protocol.EventMsg("g1", "", "-", None, None)
+    assert ignored.ignored  # type: ignore[union-attr]
+
+
+def test_bad_actions_name_what_was_sent() -> None:
+    expected = "view, click, add_to_cart, remove_from_cart, purchase, rate"
+    err = error_of(ev(action=[1]))
+    assert (err.code, err.ref) == ("bad_action", "e1")
+    assert (
+        err.message == f"unknown action 'list'; expected one of {expected} or a GA4 e-commerce name"
+    )
+    assert error_of(ev(action={"view": 1})).message.startswith("unknown action 'dict'")
+    assert error_of(ev(action="View")).message.startswith("unknown action 'View';")
+
+
+def test_missing_field_messages() -> None:
+    assert error_of(ev(id=None)).message == "missing 'id'"
+    assert error_of(ev(action=None)).message == "missing 'action'"
+    assert error_of(ev(item_id=None)).message == "a 'view' event needs 'item_id'"
+    err = error_of({"type": "feedback", "kind": "click", "recs_id": "r"})
+    assert err.message == "a 'click' feedback needs 'item_id'"
+    err = error_of(ev(action="rate"))
+    assert (err.code, err.message, err.ref) == (
+        "missing_field",
+        "a 'rate' event needs 'rating'",
+        "e1",
+    )
+
+
+def test_range_messages_show_the_bounds() -> None:
+    assert error_of({"type": "hello", "k": 0}).message == "'k' must be in 1..100"
+    assert error_of({"type": "hello", "k": True}).message == "'k' must be an integer"
+    assert error_of(ev(action="rate", rating=6)).message == "'rating' must be in 1..5"
+    scale = protocol.Limits(rating_min=0.5, rating_max=10.0)
+    assert error_of(ev(action="rate", rating=11), scale).message == "'rating' must be in 0.5..10"
+    assert error_of(ev(ts=1)).message == "'ts' must be epoch seconds between 2000 and 2100"
+    assert error_of(ev(ts="x")).message == "'ts' must be a number"
+    assert error_of('{"type":"event","id":"e","action":"view","item_id":"a","ts":NaN}').message == (
+        "'ts' must be finite"
+    )
+
+
+def test_text_and_name_messages() -> None:
+    err = error_of({"type": "hello", "placement": ""})
+    assert (err.code, err.message) == ("bad_field", "'placement' must be a string of 1..64")
+    err = error_of({"type": "hello", "placement": "a b"})
+    assert err.message == "'placement' has characters outside the id set"
+    err = error_of(
+        {"type": "hello", "user_token": "t" * 4097}, protocol.Limits(max_frame_bytes=9000)
+    )
+    assert err.message == "'user_token' must be a string of <= 4096 chars"
+    assert error_of({"type": "feedback", "kind": "view", "recs_id": "r"}).message == (
+        "'kind' must be 'impression' or 'click'"
+    )
+
+
+def test_events_body_messages() -> None:
+    # a body that is neither a list of events nor one bare event
+    for body in ({}, {"session_id": "s"}, {"session_id": "s", "type": "event"}):
+        err = body_error(body)
+        assert (err.code, err.message) == ("missing_field", "missing 'events'"), body
+    assert body_error({"events": []}).message == "'events' must be a list of >= 1"
+    assert body_error({"events": [ev()] * 101}).message == "at most 100 events per request"
+    assert body_error({"events": [ev(), 3]}).message == "every event must be an object"
+
+
+def test_lone_surrogates_are_refused_pairs_accepted() -> None:
+    for raw in (
+        '{"type":"event","id":"\\ud800","action":"view","item_id":"a"}',
+        '{"type":"ping","x":["ok",["\\udfff"]]}',
+        '{"type":"ping","x":{"\\uDBFF":1}}',
+    ):
+        err = error_of(raw)
+        assert (err.code, err.message) == ("bad_text", "frame holds a string with a lone surrogate")
+    pair = '{"type":"event","id":"e","action":"view","item_id":"a","x":"\\ud83d\\ude00"}'
+    assert protocol.decode(pair, LIMITS)[0] == protocol.EventMsg("e", "view", "a", None, None)
+    with pytest.raises(ProtocolError) as info:
+        protocol.loads_json(b'{"events":[{"id":"\\ud800"}]}')
+    assert (info.value.code, info.value.message) == (
+        "bad_text",
+        "body holds a string with a lone surrogate",
+    )
+    assert protocol.loads_json(b'{"a":"\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+
+
+def test_bad_json_messages() -> None:
+    err = error_of("[" * 100_000 + "]" * 100_000, protocol.Limits(10**6))
+    assert (err.code, err.message) == ("bad_json", "frame is not valid JSON: nested too deeply")
+    err = error_of("{")
+    assert err.code == "bad_json" and err.message.startswith("frame is not valid JSON: Expecting")
+
+
+def test_error_frame_ref_is_made_encodable() -> None:
+    frame = protocol.error("bad_id", "m", ref="e\ud800")
+    assert frame == {"type": "error", "code": "bad_id", "message": "m", "ref": "e\\ud800"}
+    assert protocol.error("c", "m", ref="") == {
+        "type": "error",
+        "code": "c",
+        "message": "m",
+        "ref": "",
+    }
+
+
+def test_tables_the_decoder_cannot_walk_are_refused() -> None:
+    bool_field = schema.Spec("s", "", (schema.Field("flag", "bool", ""),))
+    with pytest.raises(ValueError, match="does not read 'bool' fields"):
+        protocol._plan(bool_field)
+    # a conditional field must hang on a required enum (or action) field
+    free = schema.Field("x", "text", "")
+    for other in (
+        schema.Field("kind", "text", "", required=True),
+        schema.Field("kind", "enum", ""),
+    ):
+        spec = schema.Spec("s", "", (other, schema.Field("x", "id", "", when=("kind", ("a",)))))
+        with pytest.raises(AssertionError):
+            protocol._plan(spec)
+    assert protocol._plan(schema.Spec("s", "", (free,)))[1][0][:4] == (
+        "x",
+        False,
+        None,
+        frozenset(),
+    )
