@@ -99,7 +99,8 @@ def test_text_and_name_messages() -> None:
 
 def test_events_body_messages() -> None:
     # a body that is neither a list of events nor one bare event
-    for body in ({}, {"session_id": "s"}, {"session_id": "s", "type": "event"}):
+    others = ({**ev(), "type": t} for t in ("", "a", "ack", "click", "hello", "ping"))
+    for body in ({}, {"session_id": "s"}, {"session_id": "s", "type": "event"}, *others):
         err = body_error(body)
         assert (err.code, err.message) == ("missing_field", "missing 'events'"), body
     assert body_error({"events": []}).message == "'events' must be a list of >= 1"
