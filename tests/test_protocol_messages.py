@@ -5,6 +5,7 @@ survivors of the mutation run of protocol.py after its rewrite over schema.py.)"
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -103,6 +104,9 @@ def test_events_body_messages() -> None:
     for body in ({}, {"session_id": "s"}, {"session_id": "s", "type": "event"}, *others):
         err = body_error(body)
         assert (err.code, err.message) == ("missing_field", "missing 'events'"), body
+    # with a list of events, an 'action' beside it is an unknown field, ignored
+    body = {"events": [ev(id="e2")], "action": "view", "id": "e9", "item_id": "b"}
+    assert [e.id for e in protocol.parse_events_body(body, LIMITS)[2]] == ["e2"]
     assert body_error({"events": []}).message == "'events' must be a list of >= 1"
     assert body_error({"events": [ev()] * 101}).message == "at most 100 events per request"
     assert body_error({"events": [ev(), 3]}).message == "every event must be an object"
@@ -164,3 +168,13 @@ def test_tables_the_decoder_cannot_walk_are_refused() -> None:
         None,
         frozenset(),
     )
+
+
+def test_the_field_tables_are_immutable() -> None:
+    # every decoder and every published document reads the same module-level tables
+    for spec in schema.SPECS.values():
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            spec.name = "x"  # type: ignore[misc]
+        for field in spec.fields:
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                field.required = not field.required  # type: ignore[misc]
