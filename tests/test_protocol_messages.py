@@ -178,3 +178,28 @@ def test_the_field_tables_are_immutable() -> None:
         for field in spec.fields:
             with pytest.raises(dataclasses.FrozenInstanceError):
                 field.required = not field.required  # type: ignore[misc]
+
+
+def test_a_table_with_open_bounds_is_walked_as_written() -> None:
+    # fields this version's frames do not have (an unbounded list, a one-sided range)
+    # are still walked by what their table says
+    spec = schema.Spec(
+        "s",
+        "",
+        (schema.Field("xs", "array", "", high=2), schema.Field("n", "int", "", low=1)),
+    )
+    plan = protocol._plan(spec)
+    assert protocol.read_fields(plan, {"xs": [], "n": 10**9}, LIMITS) == [[], 10**9]
+    for obj, message in (
+        ({"xs": "no"}, "'xs' must be a list of >= 0"),
+        ({"xs": [1, 2, 3]}, "at most 2 xs per request"),
+        ({"n": 0}, "'n' must be in range"),
+    ):
+        with pytest.raises(ProtocolError) as info:
+            protocol.read_fields(plan, obj, LIMITS)
+        assert info.value.message == message, obj
+
+
+def test_ack_frames_exactly() -> None:
+    assert protocol.ack("e", ignored=True) == {"type": "ack", "id": "e", "ignored": True}
+    assert protocol.ack("e", duplicate=True) == {"type": "ack", "id": "e", "duplicate": True}
