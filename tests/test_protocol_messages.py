@@ -203,3 +203,21 @@ def test_a_table_with_open_bounds_is_walked_as_written() -> None:
 def test_ack_frames_exactly() -> None:
     assert protocol.ack("e", ignored=True) == {"type": "ack", "id": "e", "ignored": True}
     assert protocol.ack("e", duplicate=True) == {"type": "ack", "id": "e", "duplicate": True}
+
+
+def test_a_clients_null_is_an_absent_optional_field_in_the_schemas() -> None:
+    # the JSON Schema side of "null = absent" for every kind a client field may have
+    fields = (
+        schema.Field("type", "const", "", required=True, values=("s",)),
+        schema.Field("flag", "bool", ""),
+        schema.Field("act", "action", "", values=("view",)),
+        schema.Field("xs", "array", "", item=schema.Field("", "text", "")),
+        schema.Field("n", "int", "", required=True),
+    )
+    for incoming in (True, False):
+        spec = schema.Spec("s", "", fields, incoming=incoming)
+        shown = schema.json_schema(spec, protocol.Limits())["properties"]
+        null = {"type": "null"}
+        assert shown["type"] == {"const": "s"} and shown["n"] == {"type": "integer"}
+        for name in ("flag", "act", "xs"):
+            assert (null in shown[name].get("anyOf", ())) is incoming, (name, incoming)
