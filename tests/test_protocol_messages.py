@@ -150,9 +150,10 @@ def test_error_frame_ref_is_made_encodable() -> None:
 
 
 def test_tables_the_decoder_cannot_walk_are_refused() -> None:
-    bool_field = schema.Spec("s", "", (schema.Field("flag", "bool", ""),))
-    with pytest.raises(ValueError, match="does not read 'bool' fields"):
-        protocol._plan(bool_field)
+    for kind in ("bool", "const", "object"):
+        spec = schema.Spec("s", "", (schema.Field("f", kind, ""),))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=f"does not read '{kind}' fields"):
+            protocol._plan(spec)
     # a conditional field must hang on a required enum (or action) field
     free = schema.Field("x", "text", "")
     for other in (
@@ -186,14 +187,20 @@ def test_a_table_with_open_bounds_is_walked_as_written() -> None:
     spec = schema.Spec(
         "s",
         "",
-        (schema.Field("xs", "array", "", high=2), schema.Field("n", "int", "", low=1)),
+        (
+            schema.Field("xs", "array", "", high=2),
+            schema.Field("n", "int", "", low=1),
+            schema.Field("x", "number", "", low=0, high="max_k"),
+        ),
     )
     plan = protocol._plan(spec)
-    assert protocol.read_fields(plan, {"xs": [], "n": 10**9}, LIMITS) == [[], 10**9]
+    assert protocol.read_fields(plan, {"xs": [], "n": 10**9}, LIMITS) == [[], 10**9, None]
+    assert protocol.read_fields(plan, {"x": 100}, LIMITS)[2] == 100.0
     for obj, message in (
         ({"xs": "no"}, "'xs' must be a list of >= 0"),
         ({"xs": [1, 2, 3]}, "at most 2 xs per request"),
         ({"n": 0}, "'n' must be in range"),
+        ({"x": 100.5}, "'x' must be in 0..100"),
     ):
         with pytest.raises(ProtocolError) as info:
             protocol.read_fields(plan, obj, LIMITS)
@@ -221,3 +228,10 @@ def test_a_clients_null_is_an_absent_optional_field_in_the_schemas() -> None:
         assert shown["type"] == {"const": "s"} and shown["n"] == {"type": "integer"}
         for name in ("flag", "act", "xs"):
             assert (null in shown[name].get("anyOf", ())) is incoming, (name, incoming)
+
+
+def test_client_specs_are_incoming_and_found_by_name() -> None:
+    assert all(spec.incoming for spec in schema.CLIENT_FRAMES.values())
+    assert not any(spec.incoming for spec in schema.SERVER_FRAMES.values())
+    name = "".join(["ki", "nd"])  # equal to, not the same object as, the table's name
+    assert schema.FEEDBACK.field(name).kind == "enum"
