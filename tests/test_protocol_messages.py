@@ -193,16 +193,18 @@ def test_a_table_with_open_bounds_is_walked_as_written() -> None:
             schema.Field("xs", "array", "", high=2),
             schema.Field("n", "int", "", low=1),
             schema.Field("x", "number", "", low=0, high="max_k"),
+            schema.Field("y", "number", "", low=0, high=10),
         ),
     )
     plan = protocol._plan(spec)
-    assert protocol.read_fields(plan, {"xs": [], "n": 10**9}, LIMITS) == [[], 10**9, None]
-    assert protocol.read_fields(plan, {"x": 100}, LIMITS)[2] == 100.0
+    assert protocol.read_fields(plan, {"xs": [], "n": 10**9}, LIMITS) == [[], 10**9, None, None]
+    assert protocol.read_fields(plan, {"x": 100, "y": 10}, LIMITS)[2:] == [100.0, 10.0]
     for obj, message in (
         ({"xs": "no"}, "'xs' must be a list of >= 0"),
         ({"xs": [1, 2, 3]}, "at most 2 xs per request"),
         ({"n": 0}, "'n' must be in range"),
         ({"x": 100.5}, "'x' must be in 0..100"),
+        ({"y": -1}, "'y' must be in 0..10"),
     ):
         with pytest.raises(ProtocolError) as info:
             protocol.read_fields(plan, obj, LIMITS)
