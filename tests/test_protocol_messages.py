@@ -239,3 +239,5 @@ def test_client_specs_are_incoming_and_found_by_name() -> None:
     assert not any(spec.incoming for spec in schema.SERVER_FRAMES.values())
     name = "".join(["ki", "nd"])  # equal to, not the same object as, the table's name
     assert schema.FEEDBACK.field(name).kind == "enum"
+    for spec in schema.SPECS.values():
+        assert [spec.field(f.name) for f in spec.fields] == list(spec.fields), spec.name
