@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Any
 
 import pytest
 
 from liverec.config import Settings
+from liverec.errors import RateLimited
 from liverec.frames import PONG
 from liverec.live import (
     APPLIED_IDS_KEPT,
@@ -227,3 +229,216 @@ def test_penalty_empties_the_bucket_for_flood_penalty_s() -> None:
     off = manager(flood_penalty_s=0.0)
     off.penalize("a")
     assert off.penalty_left("a") == 0.0 and "a" not in off.address_buckets
+
+
+# --- admission.py in detail: every limit at its boundary, with an injected clock -------
+
+
+class Clock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def clocked(clock: Clock, **settings: Any) -> SessionManager:
+    return SessionManager(
+        Settings(**settings),
+        open_store("memory://", StoreLimits()),
+        OnlineRecommender(),
+        clock=lambda: 1_700_000_000.0,
+        monotonic=clock,
+    )
+
+
+def test_connection_caps_refuse_at_exactly_their_value() -> None:
+    m = manager(max_connections=3, max_connections_per_address=2)
+    m.connections.update({object(), object()})  # type: ignore[arg-type]
+    assert m.refusal("a") is None  # 2 of 3 open: a third is admitted
+    m.connections.add(object())  # type: ignore[arg-type]
+    assert m.refusal("a") == "server at capacity"  # 3 of 3
+    m.connections.clear()
+    m.address_connections["a"] = 1
+    assert m.refusal("a") is None  # 1 of 2 from "a"
+    m.address_connections["a"] = 2
+    assert m.refusal("a") == "too many connections from this address"
+    assert m.refusal("b") is None  # counted per address
+
+
+def test_an_address_needs_one_whole_token_to_connect() -> None:
+    clock = Clock()
+    m = clocked(clock, address_events_per_s=2.0, address_events_burst=1)
+    assert m.refusal("a") is None and "a" not in m.address_buckets  # asking takes nothing
+    assert m.address_allows("a")  # its only token, at t=0
+    clock.now = 0.25  # half a token
+    assert m.refusal("a") == "this address is over its event rate"
+    clock.now = 0.5  # exactly one
+    assert m.refusal("a") is None
+    assert m.address_buckets["a"].peek(0.5) == 1.0  # the refusal check took nothing
+
+
+def test_address_allows_takes_one_token_by_default() -> None:
+    clock = Clock()
+    m = clocked(clock, address_events_per_s=1.0, address_events_burst=2)
+    assert m.address_allows("a") and m.address_allows("a")
+    assert not m.address_allows("a")
+    assert m.address_allows("a", 0)  # no events, nothing taken
+    clock.now = 1.0  # one token back
+    assert m.address_allows("a") and not m.address_allows("a")
+
+
+def test_penalty_left_counts_down_in_seconds_from_the_penalty() -> None:
+    clock = Clock(100.0)
+    m = clocked(clock, flood_penalty_s=8.0, address_events_per_s=4.0)
+    assert m.address_allows("a")  # the bucket is made at t=100
+    clock.now = 150.0
+    m.penalize("a")  # refills from now, not from the bucket's last use
+    bucket = m.address_buckets["a"]
+    assert (bucket.tokens, bucket.last) == (-32.0, 150.0)  # -(8 s x 4/s)
+    assert m.penalty_left("a") == 8.0
+    clock.now = 153.0
+    assert m.penalty_left("a") == 5.0  # 20 tokens still owed, at 4/s
+    clock.now = 158.0
+    assert m.penalty_left("a") == 0.0  # served: the bucket is back at 0 ...
+    assert m.refusal("a") == "this address is over its event rate"  # ... and still empty
+    clock.now = 158.25
+    assert m.refusal("a") is None  # its first token
+    clock.now = 170.0
+    assert m.penalty_left("a") == 0.0  # never negative
+    assert m.penalty_left("b") == 0.0 and "b" not in m.address_buckets
+
+
+def test_a_penalty_of_zero_is_off() -> None:
+    clock = Clock(5.0)
+    m = clocked(clock, flood_penalty_s=0.0, address_events_burst=3)
+    assert m.address_allows("a")
+    m.penalize("a")
+    assert m.address_buckets["a"].tokens == 2.0  # untouched
+    assert m.penalty_left("a") == 0.0
+
+
+class ScriptedTransport:
+    """Client frames handed out one per receive, each at its time on the clock, then
+    None (the peer left); server frames out, decoded, in order."""
+
+    def __init__(self, clock: Clock, script: list[tuple[float, Any]]) -> None:
+        self.clock = clock
+        self.script = [(at, json.dumps(f) if isinstance(f, dict) else f) for at, f in script]
+        self.read = 0
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> str | bytes | None:
+        if not self.script:
+            return None
+        self.clock.now, frame = self.script.pop(0)
+        self.read += 1
+        return frame  # type: ignore[no-any-return]
+
+    async def send(self, data: str | bytes) -> None:
+        assert isinstance(data, str)
+        self.sent.append(json.loads(data))
+
+
+HELLO = {"type": "hello"}
+PING = {"type": "ping"}
+
+
+def rate_limited(ref: str | None = None, per_s: str = "50") -> dict[str, Any]:
+    message = f"more than {per_s} frames/s; frame dropped, send it later"
+    frame = {"type": "error", "code": "rate_limited", "message": message}
+    return frame | ({"ref": ref} if ref is not None else {})
+
+
+async def serve(m: SessionManager, transport: ScriptedTransport) -> None:
+    await m.store.open()
+    try:
+        await m.serve(transport, "10.0.0.1")
+    finally:
+        await m.store.close()
+
+
+async def test_a_flood_gets_three_errors_then_silence_then_1013_and_a_penalty() -> None:
+    # events_burst=6 at a standing clock: hello and 5 pings take the 6 tokens; then
+    # 6 frames are refused (3 told, 3 dropped silently) and the 7th refused closes.
+    clock = Clock(10.0)
+    m = clocked(clock, events_burst=6, flood_penalty_s=8.0, address_events_per_s=4.0)
+    t = ScriptedTransport(clock, [(10.0, HELLO)] + [(10.0, PING)] * 5 + [(10.0, PING)] * 20)
+    with pytest.raises(RateLimited):
+        await serve(m, t)
+    assert t.read == 1 + 5 + 7  # nothing read after the 7th refused frame
+    assert [f["type"] for f in t.sent] == ["welcome", "recs"] + ["pong"] * 5 + ["error"] * 3
+    assert t.sent[-3:] == [rate_limited()] * 3
+    assert m.metrics.errors.get("rate_limited") == 6  # the silent drops are counted too
+    assert m.penalty_left("10.0.0.1") == 8.0  # cut off: the address is penalised
+    assert m.connections == set() and m.address_connections == {}
+
+
+async def test_exactly_events_burst_refusals_keep_the_connection() -> None:
+    clock = Clock()
+    m = clocked(clock, events_burst=4)
+    t = ScriptedTransport(clock, [(0.0, HELLO)] + [(0.0, PING)] * 3 + [(0.0, PING)] * 4)
+    await serve(m, t)  # 4 refused in a row: still open; the peer leaves
+    assert t.read == 8 and [f["type"] for f in t.sent][-4:] == ["pong", "error", "error", "error"]
+    assert m.penalty_left("10.0.0.1") == 0.0  # not cut off: no penalty
+    assert m.address_buckets["10.0.0.1"].tokens == 1000 - 4  # the 4 admitted frames
+
+
+async def test_an_admitted_frame_ends_a_run_of_refusals() -> None:
+    # 1 frame/s, burst 2: hello and a ping at t=0, then 2 refused (told); at t=1 one
+    # token is back: admitted, the run is over, so the next run is told 3 times again
+    # and is cut only after events_burst (2) further refusals.
+    clock = Clock()
+    m = clocked(clock, events_per_s=1.0, events_burst=2)
+    script = [(0.0, HELLO), (0.0, PING), (0.0, PING), (0.0, PING), (1.0, PING)]
+    script += [(1.0, PING)] * 3
+    t = ScriptedTransport(clock, script)
+    with pytest.raises(RateLimited):
+        await serve(m, t)
+    types = [f["type"] for f in t.sent]
+    assert types == ["welcome", "recs", "pong", "error", "error", "pong", "error", "error"]
+    assert t.read == 8
+    assert t.sent[3] == rate_limited(per_s="1")
+
+
+async def test_pings_before_hello_are_refused_the_same_way() -> None:
+    clock = Clock()
+    m = clocked(clock, events_burst=2, flood_penalty_s=1.0)
+    t = ScriptedTransport(clock, [(0.0, PING)] * 2 + [(0.0, HELLO)] * 5)
+    with pytest.raises(RateLimited):
+        await serve(m, t)
+    assert t.read == 5 and m.registry.sessions == {}  # the hellos were never read
+    assert [f["type"] for f in t.sent] == ["pong", "pong", "error", "error"]
+    assert m.penalty_left("10.0.0.1") == 1.0
+
+
+async def test_a_refused_event_is_named_and_a_refused_malformed_frame_gets_no_parse_error() -> None:
+    clock = Clock()
+    m = clocked(clock, events_burst=3, events_per_s=2.5)
+    event = {"type": "event", "id": "e7", "action": "view", "item_id": "a"}
+    script = [(0.0, HELLO), (0.0, PING), (0.0, PING), (0.0, event), (0.0, "{"), (0.0, PING)]
+    t = ScriptedTransport(clock, script)
+    await serve(m, t)  # 3 refused: told, not cut
+    told = [rate_limited("e7", "2.5"), rate_limited(None, "2.5"), rate_limited(None, "2.5")]
+    assert t.sent[4:] == told
+    assert m.metrics.errors.get("bad_json") == 0
+
+
+async def test_the_address_bucket_refuses_when_the_connections_has_tokens() -> None:
+    clock = Clock()
+    m = clocked(clock, events_burst=10, address_events_burst=2)
+    t = ScriptedTransport(clock, [(0.0, HELLO), (0.0, PING), (0.0, PING)])
+    await serve(m, t)
+    assert [f["type"] for f in t.sent] == ["welcome", "recs", "pong", "error"]
+
+
+async def test_the_connections_bucket_is_asked_first() -> None:
+    # A frame refused by the connection's own bucket takes nothing from the address's.
+    clock = Clock()
+    m = clocked(clock, events_burst=2, address_events_burst=10)
+    t = ScriptedTransport(clock, [(0.0, HELLO), (0.0, PING), (0.0, PING), (0.0, PING)])
+    await serve(m, t)
+    assert [f["type"] for f in t.sent] == ["welcome", "recs", "pong", "error", "error"]
+    assert m.address_buckets["10.0.0.1"].peek(0.0) == 8.0
