@@ -1,4 +1,7 @@
-"""Shared fixtures: a private redis-server on a free port (never the machine's own)."""
+"""Shared fixtures: a private redis-server on a free port (never the machine's own);
+an open embedded store (on a file of the test's own directory, or in memory); for
+the widget's browser tests, Chromium and a store site on its own origin, one of each
+per test module."""
 
 from __future__ import annotations
 
@@ -8,13 +11,17 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from liverec.store import Store, StoreLimits, open_store
+
 from .servers import free_port
+from .widgetsite import ShopSite, launch_browser
 
 # Hypothesis times each example (200 ms deadline) and its input generation (health
 # check too_slow): both fail a test on a busy machine for a reason that is not its
@@ -242,3 +249,35 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
 def redis_cluster_url(redis_cluster: RedisClusterServers) -> str:
     """A URL on the private cluster with a key prefix no other test in this run used."""
     return f"{redis_cluster.url}?prefix=t{os.getpid()}x{time.monotonic_ns()}:"
+
+
+@pytest.fixture
+async def embedded_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """The embedded store on a file in the test's tmp_path, open; closed after the test."""
+    s = open_store(f"embedded://{tmp_path}/live.db", StoreLimits())
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def memory_store() -> AsyncIterator[Store]:
+    """The embedded store on an in-memory database, open; closed after the test."""
+    s = open_store("memory://", StoreLimits())
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium under Playwright (tests/widgetsite.py), for one test module."""
+    yield from launch_browser()
+
+
+@pytest.fixture(scope="module")
+def shop() -> Iterator[ShopSite]:
+    """A store site on its own origin (tests/widgetsite.py), for one test module."""
+    site = ShopSite()
+    yield site
+    site.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -71,21 +70,13 @@ def learn_config(models: Path, **changes: object) -> LearnConfig:
     return LearnConfig(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"embedded://{tmp_path}/live.db", StoreLimits())
-    await s.open()
-    yield s
-    await s.close()
-
-
 async def test_first_model_then_finetuned_model_with_new_items_is_served(
-    store: Store, tmp_path: Path
+    embedded_store: Store, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
-    learner = Learner(store, learn_config(models))
+    learner = Learner(embedded_store, learn_config(models))
     learner.open()
-    await store.record_events(walks(500, OLD, seed=1, t0=1000.0))
+    await embedded_store.record_events(walks(500, OLD, seed=1, t0=1000.0))
     await learner.catch_up()
     assert learner.due()
     first = await learner.round()
@@ -103,7 +94,7 @@ async def test_first_model_then_finetuned_model_with_new_items_is_served(
     try:
         assert served.version == first.version
         # the shift: a new product line becomes popular
-        await store.record_events(walks(500, OLD + NEW + NEW, seed=2, t0=9000.0))
+        await embedded_store.record_events(walks(500, OLD + NEW + NEW, seed=2, t0=9000.0))
         await learner.catch_up()
         assert learner.due()
         second = await learner.round()
@@ -131,25 +122,25 @@ async def test_first_model_then_finetuned_model_with_new_items_is_served(
 
 @pytest.mark.parametrize("mode", ["retrain", "finetune"])
 async def test_worse_candidate_trained_on_shuffled_data_is_rejected(
-    store: Store, tmp_path: Path, mode: str
+    embedded_store: Store, tmp_path: Path, mode: str
 ) -> None:
     models = tmp_path / "models"
     recent = walks(80, OLD, seed=3, t0=90_000.0)  # the held-out, most recent sessions
     noise = shuffled(walks(500, OLD, seed=4, t0=50_000.0), seed=5)
     # the window holds exactly the shuffled sessions and the recent ones
     learner = Learner(
-        store,
+        embedded_store,
         learn_config(
             models, mode=mode, window_events=len(noise + recent), holdout_fraction=80 / 580
         ),
     )
     learner.open()
     try:
-        await store.record_events(walks(600, OLD, seed=1, t0=1000.0))
+        await embedded_store.record_events(walks(600, OLD, seed=1, t0=1000.0))
         await learner.catch_up()
         live = await learner.round()
         assert live.decision == "promoted", live.reason
-        await store.record_events(noise + recent)
+        await embedded_store.record_events(noise + recent)
         await learner.catch_up()
         plan = learner.plan(list(learner.window))
         assert plan.holdout.n_sessions == 80  # = the recent sessions, time-ordered
@@ -237,20 +228,20 @@ def test_settings_map_to_the_learn_config(tmp_path: Path) -> None:
 
 
 async def test_lists_queued_across_a_promotion_are_made_by_their_own_model(
-    store: Store, tmp_path: Path
+    embedded_store: Store, tmp_path: Path
 ) -> None:
     from liverec.recommend.gru.served import ServedModel
 
     models = tmp_path / "models"
-    learner = Learner(store, learn_config(models))
+    learner = Learner(embedded_store, learn_config(models))
     learner.open()
     try:
-        await store.record_events(walks(500, OLD, seed=1, t0=1000.0))
+        await embedded_store.record_events(walks(500, OLD, seed=1, t0=1000.0))
         await learner.catch_up()
         assert (await learner.round()).decision == "promoted"
         served = GRURecommender(models, OnlineRecommender(), poll_s=None, process=False)
         await served.start()
-        await store.record_events(walks(500, NEW, seed=2, t0=9000.0))
+        await embedded_store.record_events(walks(500, NEW, seed=2, t0=9000.0))
         await learner.catch_up()
         assert (await learner.round()).decision == "promoted"  # 16 more items
     finally:

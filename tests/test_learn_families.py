@@ -6,7 +6,6 @@ of any family."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,27 +13,19 @@ import pytest
 from liverec.learn.learner import Learner
 from liverec.learn.registry import Registry
 from liverec.recommend import model_family
-from liverec.store import Store, StoreLimits, open_store
+from liverec.store import Store
 
 from .test_learn import OLD, learn_config, walks
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"embedded://{tmp_path}/live.db", StoreLimits())
-    await s.open()
-    yield s
-    await s.close()
-
-
 async def test_auto_promotes_the_measured_winner_and_records_the_comparison(
-    store: Store, tmp_path: Path
+    embedded_store: Store, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
-    learner = Learner(store, learn_config(models, family="auto"))
+    learner = Learner(embedded_store, learn_config(models, family="auto"))
     learner.open()
     try:
-        await store.record_events(walks(500, OLD, seed=1, t0=1000.0))
+        await embedded_store.record_events(walks(500, OLD, seed=1, t0=1000.0))
         await learner.catch_up()
         first = await learner.round()
         assert first.decision == "promoted", first.reason
@@ -50,7 +41,7 @@ async def test_auto_promotes_the_measured_winner_and_records_the_comparison(
         assert first.metrics["candidate"] == figures[winner]
         assert registry.get(first.version or "").metrics["families"] == figures
         # the next round is judged against the served model, whatever its family
-        await store.record_events(walks(500, OLD, seed=2, t0=9000.0))
+        await embedded_store.record_events(walks(500, OLD, seed=2, t0=9000.0))
         await learner.catch_up()
         second = await learner.round()
         assert second.decision in ("promoted", "rejected"), second.reason
@@ -61,13 +52,13 @@ async def test_auto_promotes_the_measured_winner_and_records_the_comparison(
 
 @pytest.mark.parametrize("family", ["vsknn", "hybrid"])
 async def test_a_single_family_set_writes_that_family(
-    store: Store, tmp_path: Path, family: str
+    embedded_store: Store, tmp_path: Path, family: str
 ) -> None:
     models = tmp_path / "models"
-    learner = Learner(store, learn_config(models, family=family))
+    learner = Learner(embedded_store, learn_config(models, family=family))
     learner.open()
     try:
-        await store.record_events(walks(500, OLD, seed=1, t0=1000.0))
+        await embedded_store.record_events(walks(500, OLD, seed=1, t0=1000.0))
         await learner.catch_up()
         first = await learner.round()
         assert first.decision == "promoted", first.reason

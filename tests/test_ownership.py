@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import string
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,14 +26,6 @@ from liverec.types import SessionRecord
 NOT_ISSUED = "'session_id' was not issued by this server"
 NOW = 1_700_000_000.0
 ALPHABET = set(string.ascii_letters + string.digits + "-_")
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    s = open_store("memory://", StoreLimits())
-    await s.open()
-    yield s
-    await s.close()
 
 
 def test_new_ids_are_128_random_bits_in_22_base64url_characters() -> None:
@@ -138,58 +129,58 @@ async def test_an_id_of_the_wrong_form_is_refused_before_the_store_is_read() -> 
         await open_owned(closed, new_session_id(), None, NOW, write=False)
 
 
-async def test_an_unknown_id_opens_nothing(store: Store) -> None:
+async def test_an_unknown_id_opens_nothing(memory_store: Store) -> None:
     session_id = new_session_id()
     for write in (False, True):
-        assert await open_owned(store, session_id, "alice", NOW, write=write) is None
-    assert await store.get_session(session_id) is None  # not created by the attempt
+        assert await open_owned(memory_store, session_id, "alice", NOW, write=write) is None
+    assert await memory_store.get_session(session_id) is None  # not created by the attempt
 
 
 async def test_an_anonymous_session_is_read_by_anyone_and_claimed_by_a_write(
-    store: Store,
+    memory_store: Store,
 ) -> None:
-    session_id = await stored(store, None)
+    session_id = await stored(memory_store, None)
     for user_id in (None, "alice"):
-        record = await open_owned(store, session_id, user_id, NOW + 5, write=False)
+        record = await open_owned(memory_store, session_id, user_id, NOW + 5, write=False)
         assert record is not None and record.user_id is None
-    after_reads = await store.get_session(session_id)
+    after_reads = await memory_store.get_session(session_id)
     assert after_reads is not None
     assert (after_reads.user_id, after_reads.last_seen) == (None, NOW)  # a read changes nothing
-    record = await open_owned(store, session_id, "alice", NOW + 10, write=True)
+    record = await open_owned(memory_store, session_id, "alice", NOW + 10, write=True)
     assert record is not None and (record.user_id, record.last_seen) == ("alice", NOW + 10)
-    claimed = await store.get_session(session_id)
+    claimed = await memory_store.get_session(session_id)
     assert claimed is not None and claimed.user_id == "alice"
     for other in (None, "bob"):
         for write in (False, True):
             with pytest.raises(Forbidden):
-                await open_owned(store, session_id, other, NOW + 20, write=write)
-    kept = await store.get_session(session_id)
+                await open_owned(memory_store, session_id, other, NOW + 20, write=write)
+    kept = await memory_store.get_session(session_id)
     assert kept is not None and (kept.user_id, kept.last_seen) == ("alice", NOW + 10)
-    mine = await open_owned(store, session_id, "alice", NOW + 30, write=False)
+    mine = await open_owned(memory_store, session_id, "alice", NOW + 30, write=False)
     assert mine is not None and mine.user_id == "alice"
 
 
-async def test_an_anonymous_write_open_keeps_the_session_anonymous(store: Store) -> None:
-    session_id = await stored(store, None)
-    record = await open_owned(store, session_id, None, NOW + 10, write=True)
+async def test_an_anonymous_write_open_keeps_the_session_anonymous(memory_store: Store) -> None:
+    session_id = await stored(memory_store, None)
+    record = await open_owned(memory_store, session_id, None, NOW + 10, write=True)
     assert record is not None and (record.user_id, record.last_seen) == (None, NOW + 10)
 
 
 async def test_a_claim_by_another_user_between_read_and_write_is_refused(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    memory_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The read finds the session anonymous; bob's open, on another process sharing the
     # store, claims it before alice's write open: the owner check after it refuses her.
-    read = store.get_session
+    read = memory_store.get_session
 
     async def read_then_bob_claims(session_id: str) -> SessionRecord | None:
         found = await read(session_id)
-        await store.open_session(session_id, "bob", NOW + 1)
+        await memory_store.open_session(session_id, "bob", NOW + 1)
         return found
 
-    monkeypatch.setattr(store, "get_session", read_then_bob_claims)
+    monkeypatch.setattr(memory_store, "get_session", read_then_bob_claims)
     for user_id in ("alice", None):
-        session_id = await stored(store, None)
+        session_id = await stored(memory_store, None)
         with pytest.raises(Forbidden):
-            await open_owned(store, session_id, user_id, NOW + 2, write=True)
+            await open_owned(memory_store, session_id, user_id, NOW + 2, write=True)
         assert (await read(session_id)).user_id == "bob"  # type: ignore[union-attr]

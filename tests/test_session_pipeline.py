@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -88,14 +87,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    s = open_store("memory://", StoreLimits())
-    await s.open()
-    yield s
-    await s.close()
-
-
 def make_manager(store: Store, clock: Clock | None = None, **settings: Any) -> SessionManager:
     return SessionManager(
         Settings(**settings),
@@ -116,8 +107,8 @@ async def close(task: asyncio.Task[None], transport: PipeTransport) -> None:
         await task
 
 
-async def test_hello_gets_welcome_then_recs(store: Store) -> None:
-    manager = make_manager(store)
+async def test_hello_gets_welcome_then_recs(memory_store: Store) -> None:
+    manager = make_manager(memory_store)
     t = PipeTransport()
     task = await connect(manager, t)
     t.put(type="hello")
@@ -129,8 +120,8 @@ async def test_hello_gets_welcome_then_recs(store: Store) -> None:
     assert manager.registry.sessions == {}  # released with its last connection
 
 
-async def test_event_gets_ack_then_recs(store: Store) -> None:
-    manager = make_manager(store)
+async def test_event_gets_ack_then_recs(memory_store: Store) -> None:
+    manager = make_manager(memory_store)
     t = PipeTransport()
     task = await connect(manager, t)
     t.put(type="hello")
@@ -142,8 +133,8 @@ async def test_event_gets_ack_then_recs(store: Store) -> None:
     await close(task, t)
 
 
-async def test_duplicate_event_is_acked_and_not_applied_again(store: Store) -> None:
-    manager = make_manager(store)
+async def test_duplicate_event_is_acked_and_not_applied_again(memory_store: Store) -> None:
+    manager = make_manager(memory_store)
     t = PipeTransport()
     task = await connect(manager, t)
     t.put(type="hello")
@@ -182,9 +173,9 @@ async def test_store_failure_gets_recs_and_error_but_no_ack(tmp_path: Path) -> N
         redis.stop()
 
 
-async def test_rate_limit_follows_the_injected_clock(store: Store) -> None:
+async def test_rate_limit_follows_the_injected_clock(memory_store: Store) -> None:
     clock = Clock()
-    manager = make_manager(store, clock, events_per_s=1.0, events_burst=2)
+    manager = make_manager(memory_store, clock, events_per_s=1.0, events_burst=2)
     t = PipeTransport()
     task = await connect(manager, t)
     t.put(type="hello")  # takes the first token
@@ -201,8 +192,8 @@ async def test_rate_limit_follows_the_injected_clock(store: Store) -> None:
     await close(task, t)
 
 
-async def test_idle_connection_expires(store: Store) -> None:
-    manager = make_manager(store, idle_timeout_s=0.05)
+async def test_idle_connection_expires(memory_store: Store) -> None:
+    manager = make_manager(memory_store, idle_timeout_s=0.05)
     t = PipeTransport()
     task = await connect(manager, t)
     t.put(type="hello")
@@ -212,8 +203,8 @@ async def test_idle_connection_expires(store: Store) -> None:
             await task  # nothing more is sent: the idle timeout ends the connection
 
 
-async def test_newer_recs_replace_an_unsent_one(store: Store) -> None:
-    manager = make_manager(store)
+async def test_newer_recs_replace_an_unsent_one(memory_store: Store) -> None:
+    manager = make_manager(memory_store)
     t = PipeTransport(gated=True)
     task = await connect(manager, t)
     t.put(type="hello")
@@ -234,8 +225,8 @@ async def test_newer_recs_replace_an_unsent_one(store: Store) -> None:
     assert len(t.sent) == 4  # the older recs frames were never sent
 
 
-async def test_http_post_events_goes_through_the_same_pipeline(store: Store) -> None:
-    manager = make_manager(store)
+async def test_http_post_events_goes_through_the_same_pipeline(memory_store: Store) -> None:
+    manager = make_manager(memory_store)
     app = Starlette(routes=[Route("/v1/events", post_events, methods=["POST"])])
     app.state.manager = manager
     t = PipeTransport()
