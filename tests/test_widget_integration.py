@@ -26,7 +26,6 @@ from .widgetsite import (
     WAIT_MS,
     ShopSite,
     Tab,
-    launch_browser,
     put_catalog,
     widget_tag,
 )
@@ -42,18 +41,6 @@ def stub_snippet() -> str:
     found = re.search(r"<!-- stub -->\s*```html\n(.*?)```", DOCS, re.S)
     assert found, "docs/widget.md lost its stub snippet"
     return found.group(1)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch_browser()
-
-
-@pytest.fixture(scope="module")
-def shop() -> Iterator[ShopSite]:
-    site = ShopSite()
-    yield site
-    site.close()
 
 
 def start(shop: ShopSite, port: int | None = None, **settings: Any) -> LiverecServer:
@@ -102,7 +89,7 @@ dataLayer.push({ event: "view_item", ecommerce: { currency: "EUR", value: 40.5,
 
 
 def test_ga4_datalayer_and_ga4_shaped_track_calls_become_events(
-    browser: Any, shop: ShopSite, server: LiverecServer
+    chromium: Any, shop: ShopSite, server: LiverecServer
 ) -> None:
     """The store's tracking code is untouched: the widget follows its dataLayer."""
     url = shop.page(
@@ -112,7 +99,7 @@ def test_ga4_datalayer_and_ga4_shaped_track_calls_become_events(
         head=GA4_HEAD,
         mark_item=False,  # a GA4 store: the view comes from its view_item push
     )
-    tab = Tab(browser)
+    tab = Tab(chromium)
     page = tab.page
     before = counts(server)
     page.goto(url)
@@ -176,13 +163,13 @@ def test_ga4_datalayer_and_ga4_shaped_track_calls_become_events(
 
 
 def test_logged_in_shoppers_hello_carries_their_token(
-    browser: Any, shop: ShopSite, server: LiverecServer
+    chromium: Any, shop: ShopSite, server: LiverecServer
 ) -> None:
     token = mint_token("user-42", SECRET)
     url = shop.page(
         "bulma", "sku-5", widget_tag(f"{server.base}/widget/liverec.js", user_token=token)
     )
-    tab = Tab(browser)
+    tab = Tab(chromium)
     page = tab.page
     page.goto(url)
     tab.synced()
@@ -197,10 +184,10 @@ def test_logged_in_shoppers_hello_carries_their_token(
 
 
 def test_set_user_token_after_login_says_hello_again(
-    browser: Any, shop: ShopSite, server: LiverecServer
+    chromium: Any, shop: ShopSite, server: LiverecServer
 ) -> None:
     url = shop.page("bootstrap", "sku-6", widget_tag(f"{server.base}/widget/liverec.js"))
-    tab = Tab(browser)
+    tab = Tab(chromium)
     page = tab.page
     page.goto(url)
     tab.synced()
@@ -229,7 +216,7 @@ def test_set_user_token_after_login_says_hello_again(
 
 
 def test_first_visit_with_the_server_down_breaks_nothing_and_loses_nothing(
-    browser: Any, shop: ShopSite
+    chromium: Any, shop: ShopSite
 ) -> None:
     """The script itself cannot load: the stub keeps the page's calls, in the tab's
     sessionStorage, until a page where it loads."""
@@ -237,7 +224,7 @@ def test_first_visit_with_the_server_down_breaks_nothing_and_loses_nothing(
     base = f"http://127.0.0.1:{port}"
     for sku in ("sku-7", "sku-8"):
         shop.page("bulma", sku, widget_tag(f"{base}/widget/liverec.js"), head=stub_snippet())
-    tab = Tab(browser)
+    tab = Tab(chromium)
     page = tab.page
     page.goto(f"{shop.origin}/product/sku-7")
     page.click("#add")  # onclick="liverec.track('add_to_cart', 'sku-7')": no ReferenceError
@@ -258,14 +245,14 @@ def test_first_visit_with_the_server_down_breaks_nothing_and_loses_nothing(
 
 
 def test_first_visit_with_the_socket_down_keeps_space_and_events(
-    browser: Any, shop: ShopSite
+    chromium: Any, shop: ShopSite
 ) -> None:
     """The store serves the widget itself and the liverec server is down: the row
     blanks after a while without moving anything, and the events wait for the server."""
     port = free_port()
     tag = widget_tag("/liverec.js", server=f"http://127.0.0.1:{port}", max_backoff_ms="500")
     url = shop.page("bulma", "sku-14", tag)
-    tab = Tab(browser)
+    tab = Tab(chromium)
     page = tab.page
     srv = None
     try:
@@ -292,7 +279,7 @@ def test_first_visit_with_the_socket_down_keeps_space_and_events(
 
 
 def test_server_down_later_keeps_events_and_the_viewed_item_out_of_the_cached_row(
-    browser: Any, shop: ShopSite
+    chromium: Any, shop: ShopSite
 ) -> None:
     """The store serves the widget itself; the liverec server goes away between pages."""
     port = free_port()
@@ -301,7 +288,7 @@ def test_server_down_later_keeps_events_and_the_viewed_item_out_of_the_cached_ro
     for sku in ITEMS:
         shop.page("bootstrap", sku, tag)
     srv = start(shop, port=port)
-    tab = Tab(browser)
+    tab = Tab(chromium)
     page = tab.page
     try:
         page.goto(f"{shop.origin}/product/sku-1")
@@ -333,11 +320,11 @@ def test_server_down_later_keeps_events_and_the_viewed_item_out_of_the_cached_ro
         srv.stop()
 
 
-def test_refused_origin_is_named_and_retries_stop(browser: Any, shop: ShopSite) -> None:
+def test_refused_origin_is_named_and_retries_stop(chromium: Any, shop: ShopSite) -> None:
     srv = start(shop, allowed_origins="http://shop.example")  # not this shop's origin
     tag = widget_tag(f"{srv.base}/widget/liverec.js", debug="", max_backoff_ms="400")
     url = shop.page("bulma", "sku-12", tag)
-    tab = Tab(browser)
+    tab = Tab(chromium)
     page = tab.page
     try:
         page.goto(url)
@@ -356,14 +343,14 @@ def test_refused_origin_is_named_and_retries_stop(browser: Any, shop: ShopSite) 
 
 
 def test_an_error_page_from_a_proxy_is_an_outage_not_a_refusal(
-    browser: Any, shop: ShopSite
+    chromium: Any, shop: ShopSite
 ) -> None:
     """A proxy in front of a stopped server answers the upgrade and every URL with an
     error page (here: the shop's own server, 404 under /proxy/): the widget keeps
     retrying past the refusal limit, so it is there again when the backend is."""
     tag = widget_tag("/liverec.js", server=f"{shop.origin}/proxy/", max_backoff_ms="300")
     url = shop.page("bootstrap", "sku-15", tag)
-    tab = Tab(browser)
+    tab = Tab(chromium)
     page = tab.page
     try:
         page.goto(url)

@@ -27,24 +27,11 @@ from .widgetsite import (
     WAIT_MS,
     ShopSite,
     Tab,
-    launch_browser,
     put_catalog,
     widget_tag,
 )
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch_browser()
-
-
-@pytest.fixture(scope="module")
-def shop() -> Iterator[ShopSite]:
-    site = ShopSite()
-    yield site
-    site.close()
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +68,11 @@ BOXES = """els => els.map(e => { const r = e.getBoundingClientRect();
 
 @pytest.mark.parametrize("theme", THEMES)
 def test_day_one_row_is_full_still_and_untouched_by_the_theme(
-    browser: Any, shop: ShopSite, server: LiverecServer, theme: str
+    chromium: Any, shop: ShopSite, server: LiverecServer, theme: str
 ) -> None:
     part = "<style>#recs liverec-recs::part(price) { color: rgb(0, 110, 60); }</style>"
     url = shop.page(theme, "sku-3", widget_tag(script_src(server, theme)), head=part)
-    tab = Tab(browser)
+    tab = Tab(chromium)
     page = tab.page
     page.goto(url)
     recs = tab.synced()
@@ -169,10 +156,10 @@ getComputedStyle(i).objectFit === 'cover')",
 
 @pytest.mark.parametrize("theme", THEMES)
 def test_phone_width_scrolls_with_the_arrows(
-    browser: Any, shop: ShopSite, server: LiverecServer, theme: str
+    chromium: Any, shop: ShopSite, server: LiverecServer, theme: str
 ) -> None:
     url = shop.page(theme, "sku-10", widget_tag(script_src(server, theme)))
-    tab = Tab(browser, 390, 844)
+    tab = Tab(chromium, 390, 844)
     page = tab.page
     page.goto(url)
     recs = tab.synced()
