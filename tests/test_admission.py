@@ -260,24 +260,45 @@ def test_connection_caps_refuse_at_exactly_their_value() -> None:
     assert m.refusal("a") is None  # 2 of 3 open: a third is admitted
     m.connections.add(object())  # type: ignore[arg-type]
     assert m.refusal("a") == "server at capacity"  # 3 of 3
+    m.connections.add(object())  # type: ignore[arg-type]
+    assert m.refusal("a") == "server at capacity"  # and above (a cap, not a point)
     m.connections.clear()
     m.address_connections["a"] = 1
     assert m.refusal("a") is None  # 1 of 2 from "a"
     m.address_connections["a"] = 2
     assert m.refusal("a") == "too many connections from this address"
+    m.address_connections["a"] = 3
+    assert m.refusal("a") == "too many connections from this address"
     assert m.refusal("b") is None  # counted per address
+
+
+def test_connection_caps_hold_at_large_values() -> None:
+    # Counts above 256 are distinct int objects: the caps compare values, not identity.
+    cap = 300
+    m = manager(max_connections=cap, max_connections_per_address=cap)
+    m.connections.update(object() for _ in range(cap - 1))  # type: ignore[arg-type]
+    assert m.refusal("a") is None
+    m.connections.add(object())  # type: ignore[arg-type]
+    assert m.refusal("a") == "server at capacity"
+    m.connections.clear()
+    m.address_connections["a"] = cap - 1
+    assert m.refusal("a") is None
+    m.address_connections["a"] += 1
+    assert m.refusal("a") == "too many connections from this address"
 
 
 def test_an_address_needs_one_whole_token_to_connect() -> None:
     clock = Clock()
-    m = clocked(clock, address_events_per_s=2.0, address_events_burst=1)
+    m = clocked(clock, address_events_per_s=2.0, address_events_burst=2)
     assert m.refusal("a") is None and "a" not in m.address_buckets  # asking takes nothing
-    assert m.address_allows("a")  # its only token, at t=0
+    assert m.address_allows("a", 2)  # both its tokens, at t=0
     clock.now = 0.25  # half a token
     assert m.refusal("a") == "this address is over its event rate"
     clock.now = 0.5  # exactly one
     assert m.refusal("a") is None
     assert m.address_buckets["a"].peek(0.5) == 1.0  # the refusal check took nothing
+    clock.now = 10.0  # full again: 2 tokens
+    assert m.refusal("a") is None
 
 
 def test_address_allows_takes_one_token_by_default() -> None:
@@ -301,6 +322,8 @@ def test_penalty_left_counts_down_in_seconds_from_the_penalty() -> None:
     assert m.penalty_left("a") == 8.0
     clock.now = 153.0
     assert m.penalty_left("a") == 5.0  # 20 tokens still owed, at 4/s
+    clock.now = 153.5
+    assert m.penalty_left("a") == 4.5
     clock.now = 158.0
     assert m.penalty_left("a") == 0.0  # served: the bucket is back at 0 ...
     assert m.refusal("a") == "this address is over its event rate"  # ... and still empty
