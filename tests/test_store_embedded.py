@@ -1,5 +1,6 @@
 """The embedded (SQLite) backend beyond the contract: crash safety, purging, isolation,
-writes on the event loop (NORMAL, memory://) or on the writer thread (FULL), checkpoints."""
+writes on the event loop (NORMAL, memory://; a file's COMMIT on its committer thread) or
+on the writer thread (FULL), checkpoints."""
 
 from __future__ import annotations
 
@@ -382,6 +383,45 @@ def test_where_writes_run() -> None:
     assert loop_writes("embedded://x.db") and loop_writes("embedded://x.db?synchronous=off")
     assert not loop_writes("embedded://x.db?synchronous=FULL")  # fsync per commit: a thread
     assert not loop_writes("embedded://x.db?synchronous=extra")
+
+
+async def test_a_file_store_commits_off_the_loop_and_acks_after_the_commit(
+    tmp_path: Path,
+) -> None:
+    # The loop runs a group's statements; the COMMIT runs on the committer thread, and
+    # no caller's call returns before the COMMIT of its group has begun there (its
+    # future is still pending when it starts). A read waits for a COMMIT in flight.
+    store = EmbeddedStore(str(tmp_path / "t.db"), StoreLimits())
+    await store.open()
+    loop_thread = threading.get_ident()
+    futures: list[asyncio.Future[Any]] = []
+    begun: list[str] = []
+    commits: list[tuple[bool, int]] = []  # of writes: (a caller was answered, thread)
+
+    def trace(statement: str) -> None:
+        if statement.startswith("BEGIN"):
+            begun.append(statement)
+        elif statement == "COMMIT" and begun.pop() == "BEGIN IMMEDIATE":
+            answered = any(f.done() for f in futures)
+            commits.append((answered, threading.get_ident()))
+
+    try:
+        conn = store._conn
+        assert conn is not None
+        conn.set_trace_callback(trace)
+        for group in range(3):
+            futures[:] = [
+                asyncio.ensure_future(store.record_event(ev(f"e{group}.{n}", item=f"i{n}")))
+                for n in range(5)
+            ]
+            await asyncio.sleep(0)  # the calls are made: one group, one transaction
+            read = asyncio.ensure_future(store.get_session("s1"))
+            assert await asyncio.gather(*futures) == [True] * 5
+            assert (await read) is not None
+        assert len(commits) == 3
+        assert all(not answered and thread != loop_thread for answered, thread in commits)
+    finally:
+        await store.close()
 
 
 @SYNC
