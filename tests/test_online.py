@@ -12,6 +12,7 @@ from liverec.config import Settings
 from liverec.errors import ConfigError
 from liverec.recommend.base import RecContext
 from liverec.recommend.online import OnlineRecommender
+from liverec.recommend.strongest import Strongest
 from liverec.types import Event
 
 HOUR = 3600.0
@@ -438,3 +439,21 @@ def test_neighbours_normalisers_are_at_most_cooc_refresh_s_old() -> None:
     assert dict(stale)["B"] > dict(fresh)["B"]  # scored with B's old normaliser
     clock.t += 10.0
     assert cached.neighbours("A") == exact.neighbours("A")
+
+
+def test_a_strongest_list_follows_its_edges_and_says_when_it_cannot_tell() -> None:
+    top = Strongest(2, 0.0, 0, 0, {"a": 3.0, "b": 2.0, "c": 1.0})
+    assert top.weights == {"a": 3.0, "b": 2.0} and top.ceiling == 1.0
+    assert top.follow("c", 2.5)  # enters; b leaves, and bounds those left out
+    assert top.weights == {"a": 3.0, "c": 2.5} and top.ceiling == 2.0
+    assert top.follow("d", 1.5) and top.follow("b", 1.8)  # left out, stay out
+    assert top.weights == {"a": 3.0, "c": 2.5} and top.ceiling == 2.0
+    assert top.follow("d", 2.7)  # above the least member (c): displaces it
+    assert top.weights == {"a": 3.0, "d": 2.7} and top.ceiling == 2.5
+    assert top.follow("a", 2.6)  # weaker, still above every one left out
+    assert top.follow("e", 2.65)  # displaces a
+    assert top.weights == {"d": 2.7, "e": 2.65} and top.ceiling == 2.6
+    assert not top.follow("d", 2.55)  # below a's 2.6: only a rebuild can tell
+    every = Strongest(3, 0.0, 0, 0, {"a": 1.0})  # room for all: nothing is left out
+    assert every.follow("b", 0.5) and every.follow("a", 0.1)
+    assert every.weights == {"a": 0.1, "b": 0.5} and every.ceiling == -math.inf

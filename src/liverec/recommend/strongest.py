@@ -14,13 +14,15 @@ again only when its edge changes (`follow`), and then it either enters the list
 itself; a member whose new weight falls below `ceiling` may now be weaker than one
 left out, so `follow` returns False and the owner rebuilds the list.
 
-No asyncio, no I/O; O(1) per `follow`, O(n) when the weakest member is not known
-(after it left), O(m log m) per `build` of m neighbours.
+No asyncio, no I/O; O(1) per `follow`, O(n) when a neighbour left out may enter
+(its weight is above `floor`, a lower bound of the members'), O(m log m) per `build`
+of m neighbours.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import islice
 
 __all__ = ["Strongest"]
 
@@ -28,7 +30,7 @@ __all__ = ["Strongest"]
 class Strongest:
     """One item's strongest neighbours with their weights (see the module)."""
 
-    __slots__ = ("at", "ceiling", "drops", "epoch", "n", "weakest", "weights")
+    __slots__ = ("at", "ceiling", "drops", "epoch", "floor", "n", "weights")
 
     def __init__(
         self, n: int, at: float, epoch: int, drops: int, weights: dict[str, float]
@@ -45,37 +47,34 @@ class Strongest:
             self.ceiling = weights[best[n]]
             weights = {b: weights[b] for b in best[:n]}
         self.weights = weights
-        self.weakest: str | None = None  # a member of least weight; None: not known
+        # <= every member's weight: a neighbour left out at or below it stays out
+        # without a look at the members (after a member leaves, the old least weight
+        # still bounds the new one)
+        self.floor = -math.inf
 
     def follow(self, b: str, w: float) -> bool:
         """Neighbour b's weight is now w. False when the list can no longer tell
         whether it holds the strongest `n` (rebuild it)."""
         weights = self.weights
-        weakest = self.weakest
         if b in weights:
             if w < self.ceiling:  # a neighbour left out may now be stronger
                 return False
             weights[b] = w
-            if weakest == b:
-                self.weakest = None
-            elif weakest is not None and w < weights[weakest]:
-                self.weakest = b
+            if w < self.floor:
+                self.floor = w
         elif len(weights) < self.n:  # every neighbour is in the list
             weights[b] = w
-            if weakest is not None and w < weights[weakest]:
-                self.weakest = b
+            if w < self.floor:
+                self.floor = w
         else:
-            if weakest is None:
-                weakest = min(weights, key=weights.__getitem__)
-            floor = weights[weakest]
-            if w <= floor:  # stays out
-                self.weakest = weakest
-                if w > self.ceiling:
-                    self.ceiling = w
-                return True
-            del weights[weakest]
-            weights[b] = w
-            if floor > self.ceiling:
-                self.ceiling = floor
-            self.weakest = None
+            if w > self.floor:
+                least = min(weights.values())
+                self.floor = least
+                if w > least:  # b displaces the first member of least weight
+                    values = list(weights.values())
+                    del weights[next(islice(weights, values.index(least), None))]
+                    weights[b] = w
+                    w = least  # the weight of the member that left
+            if w > self.ceiling:  # one left out
+                self.ceiling = w
         return True
