@@ -548,9 +548,10 @@ def settle_rss(pid: int, settle_s: float) -> int:
 def run_target(procs: Procs, target: str, args: argparse.Namespace, run: int) -> dict[str, Any]:
     port = free_port()
     store_url, tmp = args.store, None
-    if target == "liverec" and store_url.rstrip("/") == "embedded:":
+    base, _, options = store_url.partition("?")
+    if target == "liverec" and base.rstrip("/") == "embedded:":  # a fresh file per run
         tmp = tempfile.mkdtemp(prefix="liverec-load-")
-        store_url = f"embedded://{tmp}/bench.db"
+        store_url = f"embedded://{tmp}/bench.db" + (f"?{options}" if options else "")
     server = procs.start(server_cmd(target, port, store_url, args.liverec_arg), args.src)
     print(f"run {run + 1} {target}: server pid {server.pid}, port {port}", flush=True)
     try:
@@ -796,7 +797,10 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=5.0, help="max wait for late recs, s")
     parser.add_argument("--settle", type=float, default=1.0, help="wait before reading RSS, s")
     parser.add_argument(
-        "--store", default="memory://", help="liverec store: memory://, embedded://"
+        "--store",
+        default="memory://",
+        help="liverec store: memory://, embedded:// (a fresh file per run; options may "
+        "follow: embedded://?commit=loop)",
     )
     parser.add_argument("--items", type=int, default=5000, help="catalog size")
     parser.add_argument(

@@ -385,13 +385,15 @@ def test_where_writes_run() -> None:
     assert not loop_writes("embedded://x.db?synchronous=extra")
 
 
+@pytest.mark.parametrize("commit", ["thread", "loop"])
 async def test_a_file_store_commits_off_the_loop_and_acks_after_the_commit(
-    tmp_path: Path,
+    tmp_path: Path, commit: str
 ) -> None:
-    # The loop runs a group's statements; the COMMIT runs on the committer thread, and
-    # no caller's call returns before the COMMIT of its group has begun there (its
-    # future is still pending when it starts). A read waits for a COMMIT in flight.
-    store = EmbeddedStore(str(tmp_path / "t.db"), StoreLimits())
+    # The loop runs a group's statements; the COMMIT runs on the committer thread
+    # (commit=loop: on the loop), and no caller's call returns before the COMMIT of
+    # its group has begun (its future is still pending when it starts). A read waits
+    # for a COMMIT in flight.
+    store = EmbeddedStore(str(tmp_path / "t.db"), StoreLimits(), commit=commit)
     await store.open()
     loop_thread = threading.get_ident()
     futures: list[asyncio.Future[Any]] = []
@@ -419,7 +421,8 @@ async def test_a_file_store_commits_off_the_loop_and_acks_after_the_commit(
             assert await asyncio.gather(*futures) == [True] * 5
             assert (await read) is not None
         assert len(commits) == 3
-        assert all(not answered and thread != loop_thread for answered, thread in commits)
+        assert not any(answered for answered, _ in commits)
+        assert {thread == loop_thread for _, thread in commits} == {commit == "loop"}
     finally:
         await store.close()
 

@@ -82,6 +82,7 @@ Work = Callable[[sqlite3.Connection, float], Any]  # (connection, store clock no
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 SYNCING_MODES: Final = ("FULL", "EXTRA")  # a commit waits for fsync: write on a thread
+COMMIT_MODES: Final = ("thread", "loop")  # where a file's COMMIT runs with loop writes
 # Purging on the event loop: each round deletes up to LOOP_PURGE_CHUNK expired sessions,
 # profiles (with their rows: up to 200 items, 2 x 1000 purchases/ratings by default)
 # and remembered ids; a transaction adds rounds until LOOP_PURGE_BUDGET_S has passed,
@@ -113,6 +114,7 @@ class EmbeddedStore(Store):
         *,
         url: str | None = None,
         synchronous: str = "NORMAL",
+        commit: str = "thread",
         purge_interval_s: float = 300.0,
         max_batch: int = 1000,
         busy_timeout_s: float = 5.0,
@@ -124,6 +126,8 @@ class EmbeddedStore(Store):
         super().__init__(limits)
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
+        if commit not in COMMIT_MODES:
+            raise ConfigError(f"commit must be one of {', '.join(COMMIT_MODES)}")
         if purge_interval_s <= 0 or max_batch < 1:
             raise ConfigError("purge_interval_s must be > 0 and max_batch >= 1")
         if checkpoint_interval_s <= 0 or checkpoint_wal_bytes < 0 or checkpoint_hold_busy_s <= 0:
@@ -134,6 +138,7 @@ class EmbeddedStore(Store):
         self.path = path
         self.url = url or (f"embedded://{path}" if path is not None else "memory://")
         self.synchronous = synchronous.upper()
+        self.commit = commit
         self.purge_interval_s = purge_interval_s
         self.max_batch = max_batch
         self.busy_timeout_s = busy_timeout_s
@@ -165,12 +170,13 @@ class EmbeddedStore(Store):
 
     @classmethod
     def from_url(cls, url: str, limits: StoreLimits) -> EmbeddedStore:
-        """``embedded://PATH[?synchronous=FULL&purge_interval_s=300]`` or ``memory://``."""
+        """``embedded://PATH[?synchronous=FULL&commit=loop&purge_interval_s=300]`` or
+        ``memory://``."""
         scheme, _, rest = url.partition("://")
         target, _, query = rest.partition("?")
         options: dict[str, Any] = {}
         for key, value in parse_qsl(query, keep_blank_values=True):
-            if key == "synchronous":
+            if key in ("synchronous", "commit"):
                 options[key] = value
             elif key == "purge_interval_s":
                 try:
@@ -179,7 +185,8 @@ class EmbeddedStore(Store):
                     raise ConfigError(f"purge_interval_s: not a number: {value!r}") from None
             else:
                 raise ConfigError(
-                    f"unknown option {key!r} in store URL (known: synchronous, purge_interval_s)"
+                    f"unknown option {key!r} in store URL"
+                    " (known: synchronous, commit, purge_interval_s)"
                 )
         if scheme.lower() == "memory":
             if target:
@@ -455,7 +462,7 @@ class EmbeddedStore(Store):
             await asyncio.to_thread(_shut, c, checkpointer)
             raise StoreUnavailable(f"the store {self.url} was closed while opening")
         self._loop, self._conn, self._checkpointer = loop, c, checkpointer
-        if self.path is not None:  # a file: each COMMIT writes the WAL, off the loop
+        if self.path is not None and self.commit == "thread":  # the WAL write off the loop
             self._committer = Committer(loop, "liverec-sqlite-commit")
         delay = LOOP_PURGE_PAUSE_S if more else self.purge_interval_s
         self._purge_handle = loop.call_later(delay, self._on_purge)
