@@ -59,9 +59,9 @@ def ev(eid: str, session: str = "s1", item: str = "i", user: str | None = "u1") 
     return Event(eid, session, "purchase", item, 1.0, user)
 
 
-@SYNC
+@pytest.mark.parametrize("sync", ["NORMAL", "FULL", "NORMAL&commit=thread"])
 async def test_acked_events_survive_sigkill(tmp_path: Path, sync: str) -> None:
-    url = f"embedded://{tmp_path}/crash.db?synchronous={sync}"
+    url = f"embedded://{tmp_path}/crash.db?synchronous={sync}"  # (+ the commit option)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CHILD, url, stdout=asyncio.subprocess.PIPE
     )

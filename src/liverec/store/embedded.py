@@ -16,12 +16,15 @@ disk (`loop_writes`):
 * **On the event loop** (``memory://``, and files with synchronous NORMAL or OFF):
   a commit is a write() into the WAL, no fsync. The first call of a loop iteration
   schedules one flush (``call_soon``); every write made during that iteration joins
-  it, and the loop runs the group's statements itself. On a file the COMMIT (which
-  copies the group's pages, tens of KB per event, into the WAL) then runs on a
-  committer thread (`sqlite_commit.py`) with the GIL released, and the callers'
-  futures resolve once it has returned; writes made meanwhile wait for it and form
-  the next group. Reads run at once on the same connection (after a COMMIT in
-  flight).
+  it, and the loop runs the group's statements and its COMMIT itself. With
+  ``commit=thread`` (a file only) the COMMIT (which copies the group's pages, tens
+  of KB per event, into the WAL) runs on a committer thread instead
+  (`sqlite_commit.py`) with the GIL released, and the callers' futures resolve once
+  it has returned; writes made meanwhile wait for it and form the next group. Not
+  the default: measured at 1,000 events/s on 2 shared cores, it took no CPU off the
+  loop's thread (the hand-over costs what the COMMIT did), added the thread's, and
+  doubled event latency (docs/benchmarks.md). Reads run at once on the same
+  connection (after a COMMIT in flight).
   A thread with its own connection checkpoints the WAL into the main file and starts
   it over (`checkpoint_interval_s`, `checkpoint_wal_bytes`; see `Checkpointer`): no
   fsync runs on the loop, whose connection has wal_autocheckpoint=0. In WAL mode with
@@ -82,7 +85,7 @@ Work = Callable[[sqlite3.Connection, float], Any]  # (connection, store clock no
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 SYNCING_MODES: Final = ("FULL", "EXTRA")  # a commit waits for fsync: write on a thread
-COMMIT_MODES: Final = ("thread", "loop")  # where a file's COMMIT runs with loop writes
+COMMIT_MODES: Final = ("loop", "thread")  # where a file's COMMIT runs with loop writes
 # Purging on the event loop: each round deletes up to LOOP_PURGE_CHUNK expired sessions,
 # profiles (with their rows: up to 200 items, 2 x 1000 purchases/ratings by default)
 # and remembered ids; a transaction adds rounds until LOOP_PURGE_BUDGET_S has passed,
@@ -114,7 +117,7 @@ class EmbeddedStore(Store):
         *,
         url: str | None = None,
         synchronous: str = "NORMAL",
-        commit: str = "thread",
+        commit: str = "loop",
         purge_interval_s: float = 300.0,
         max_batch: int = 1000,
         busy_timeout_s: float = 5.0,
@@ -170,7 +173,7 @@ class EmbeddedStore(Store):
 
     @classmethod
     def from_url(cls, url: str, limits: StoreLimits) -> EmbeddedStore:
-        """``embedded://PATH[?synchronous=FULL&commit=loop&purge_interval_s=300]`` or
+        """``embedded://PATH[?synchronous=FULL&commit=thread&purge_interval_s=300]`` or
         ``memory://``."""
         scheme, _, rest = url.partition("://")
         target, _, query = rest.partition("?")
