@@ -234,7 +234,7 @@ class Settings:
     cooc_cache_items: int = _s(
         20_000,
         "co-occurrence: items whose strongest neighbours are cached (up to 64 each, "
-        "~100 B per neighbour); the least recently computed dropped",
+        "~3.3 KB per item); the least recently computed dropped",
     )
     popular_candidates: int = _s(
         512, "most popular items kept ranked (up to twice this) for cold-start lists and fills"
