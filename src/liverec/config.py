@@ -229,7 +229,7 @@ class Settings:
         10.0,
         "co-occurrence: seconds a context item's cached strongest neighbours keep the "
         "neighbours' occurrence weights they were scored with (its own counts are always "
-        "current); 0: rescored from all its neighbours at every list",
+        "current; processes may differ by that drift); 0: rescored at every list",
     )
     cooc_cache_items: int = _s(
         20_000,
