@@ -233,8 +233,13 @@ class Settings:
     )
     cooc_cache_items: int = _s(
         20_000,
-        "co-occurrence: items whose strongest neighbours are cached (up to 64 each, "
-        "~3.3 KB per item); the least recently computed dropped",
+        "co-occurrence: items whose strongest neighbours are cached (cooc_list_neighbours "
+        "each, ~3.3 KB per item at 64); the least recently computed dropped",
+    )
+    cooc_list_neighbours: int = _s(
+        64,
+        "co-occurrence: strongest neighbours of each context item that a list scores "
+        "(its cost per event is about proportional)",
     )
     popular_candidates: int = _s(
         512, "most popular items kept ranked (up to twice this) for cold-start lists and fills"
@@ -543,6 +548,7 @@ BOUNDS: tuple[tuple[str, Bound, str], ...] = (
     ("popular_refresh_s", AT_LEAST_0, "popular_refresh_s must be >= 0"),
     ("cooc_refresh_s", AT_LEAST_0, "cooc_refresh_s must be >= 0"),
     ("cooc_cache_items", AT_LEAST_1, "cooc_cache_items must be >= 1"),
+    ("cooc_list_neighbours", AT_LEAST_1, "cooc_list_neighbours must be >= 1"),
     (
         "feed_watch_s",
         Bound(1.5),

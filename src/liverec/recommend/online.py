@@ -23,7 +23,7 @@ value. Before exp() could overflow (every ~430 half-lives) t0 moves on: an epoch
 starts, the bounded top sets are converted at once and every other item lazily, when
 it is next touched (O(its neighbours)); nothing ever sweeps all items.
 
-Each item's strongest STRONGEST_N neighbours (by cooc[a][b] / (occ[b] + s)^beta)
+Each item's strongest S = `strongest_n` neighbours (by cooc[a][b] / (occ[b] + s)^beta)
 are cached for up to `cooc_cache_items` items and kept current by the edge updates
 of observe: a list read `cooc_refresh_s` or less after it was computed from all the
 item's neighbours has the item's current counts and neighbours' occurrence weights
@@ -43,18 +43,18 @@ Popular items come from a top set of `popular_size` to twice that items, kept ex
 incrementally, and, for lists with a catalog filter, a second one holding only items
 that passed the filter when they were last seen (an item back in stock rejoins at
 its next event). The rules (base.apply_rules) therefore see at most
-context_items * STRONGEST_N co-occurrence candidates plus 2 * popular_size popular
+context_items * strongest_n co-occurrence candidates plus 2 * popular_size popular
 ones, whatever the catalog and the traffic.
 
 Per-event cost, with W = cooc_window, N = max_neighbours, C = context_items,
 P = popular_size, R = the user's ratings and exclusions (bounded by
 profile_max_items):
 
-* observe: O(W) amortised (plus O(STRONGEST_N) for each of its 2W edge updates that
+* observe: O(W) amortised (plus O(S) for each of its 2W edge updates that
   moves a neighbour into a cached list or needs its weakest member, O(N) for a
   neighbour-list trim every N/4 new neighbours, O(P) for a top-set trim every P new
   members);
-* recommend: O(C * STRONGEST_N + P + R) (plus O(N log N) per context item whose
+* recommend: O(C * S + P + R) (plus O(N log N) per context item whose
   cached strongest neighbours are missing or older than `cooc_refresh_s`, O(P log P)
   for a re-sort of the top set at most every `popular_refresh_s`).
 
@@ -95,9 +95,6 @@ from .strongest import Strongest
 __all__ = ["DEFAULT_ACTION_WEIGHTS", "LOW_RATING", "OnlineRecommender", "OnlineStats"]
 
 _by_score = itemgetter(1)
-
-
-STRONGEST_N = 64  # neighbours of a context item considered per list
 
 
 class _Item:
@@ -145,14 +142,17 @@ class OnlineRecommender(Recommender):
         influence_contributors: int = 100_000,
         cooc_refresh_s: float = 10.0,
         cooc_cache_items: int = 20_000,
+        strongest_n: int = 64,
     ) -> None:
         problems = []
         if half_life_s <= 0 or cooc_half_life_s <= 0:
             problems.append("half-lives must be > 0 seconds")
         if min(cooc_window, max_neighbours, max_items, max_sessions) < 1:
             problems.append("cooc_window, max_neighbours, max_items, max_sessions must be >= 1")
-        if min(context_items, popular_size, cooc_cache_items) < 1:
-            problems.append("context_items, popular_size, cooc_cache_items must be >= 1")
+        if min(context_items, popular_size, cooc_cache_items, strongest_n) < 1:
+            problems.append(
+                "context_items, popular_size, cooc_cache_items, strongest_n must be >= 1"
+            )
         if popular_refresh_s < 0 or cooc_refresh_s < 0:
             problems.append("popular_refresh_s and cooc_refresh_s must be >= 0")
         if not 0.0 <= beta <= 1.0 or reverse_weight < 0 or not 0 <= shrink < math.inf:
@@ -165,6 +165,7 @@ class OnlineRecommender(Recommender):
         self._lists: dict[str, Strongest] = {}
         self.cooc_refresh_s = cooc_refresh_s
         self.cooc_cache_items = cooc_cache_items
+        self.strongest_n = strongest_n
         self._drops = 0  # items dropped (max_items) so far
         now = clock()
         self._pop = Decay(half_life_s, now)
@@ -207,6 +208,7 @@ class OnlineRecommender(Recommender):
             influence_contributors=settings.influence_contributors,
             cooc_refresh_s=settings.cooc_refresh_s,
             cooc_cache_items=settings.cooc_cache_items,
+            strongest_n=settings.cooc_list_neighbours,
         )
 
     @property
@@ -420,7 +422,7 @@ class OnlineRecommender(Recommender):
 
     def _strongest(self, src: _Item, now: float, shrink: float) -> dict[str, float]:
         """src's neighbours b with weight cooc[src][b] / (occ[b] + shrink)^beta, the
-        strongest STRONGEST_N of them (all when it has no more).
+        strongest `strongest_n` of them (all when it has no more).
 
         Cached for up to `cooc_cache_items` items; an edge update of src keeps its
         list current (`_add_edge`), so a list is computed from all of src's neighbours
@@ -452,7 +454,7 @@ class OnlineRecommender(Recommender):
                     weights[b] = c / (o + shrink) ** beta
         if cached is not None:
             del self._lists[key]  # re-inserted as the newest
-        cached = self._lists[key] = Strongest(STRONGEST_N, now, epoch, self._drops, weights)
+        cached = self._lists[key] = Strongest(self.strongest_n, now, epoch, self._drops, weights)
         if len(self._lists) > self.cooc_cache_items:
             del self._lists[next(iter(self._lists))]
         return cached.weights
