@@ -68,10 +68,10 @@ until their owner's next trim but are never recommended (only known items are).
 Thread-safety: none. Call every method from the event loop thread only; nothing here
 does I/O, so `recommend` runs inline (`recommend_sync`).
 
-Why ~600 lines in one module (some 70 of them this description): the decayed
+Why ~540 lines in one module (some 70 of them this description): the decayed
 popularity, the co-occurrence edges and the lists read from them are one data
-structure; the influence ledger and the decay and top-set helpers already live in
-influence.py and decay.py.
+structure; the influence ledger, the decay and top-set helpers and the cached
+strongest-neighbour lists already live in influence.py, decay.py and strongest.py.
 """
 
 from __future__ import annotations

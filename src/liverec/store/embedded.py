@@ -43,10 +43,11 @@ Expired rows (see `sqlite_ops.py`) are deleted by a purge step that runs on open
 every `purge_interval_s` (on the loop: transactions of at most `LOOP_PURGE_BUDGET_S`
 of work, spaced by `LOOP_PURGE_PAUSE_S` while a backlog lasts).
 
-Why one module of ~680 lines: the group commit, the two places it runs (the loop or
-a writer thread) and the open and close that choose between them share one queue and
-one connection's life; the SQL, the schema, WAL checkpoints and the error mapping
-already live beside it (sqlite_*.py).
+Why one module of ~790 lines: the group commit, the places it runs (the loop, its
+COMMIT optionally on the committer thread, or a writer thread) and the open and close
+that choose between them share one queue and one connection's life; the SQL, the
+schema, WAL checkpoints, the committer thread and the error mapping already live
+beside it (sqlite_*.py).
 """
 
 from __future__ import annotations
