@@ -13,7 +13,8 @@ generator process (one asyncio process, `websockets` client), and the figures:
   includes queueing. A recs frame also answers the earlier unanswered events of its
   socket (the server replaces stale recs by design: "superseded"); an event with no
   recs within `--drain` seconds counts as infinitely late ("lost");
-* over the same window: server CPU per event, and the share of time the server's
+* over the same window: server CPU per event (the process, and its event loop's
+  thread alone), and the share of time the server's
   event-loop thread was runnable but waiting for a CPU (/proc schedstat: on a shared
   machine this says how much of the latency is the neighbours'); for liverec, the
   server's own event -> recs-queued and store-write quantiles from /metrics, and with
@@ -392,6 +393,11 @@ def runq_wait_s(pid: int) -> float:
     return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
 
 
+def loop_cpu_s(pid: int) -> float:
+    """Seconds the process's main thread (the event loop) has run on a CPU."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
 def scrape(port: int) -> str:
     """liverec's /metrics text ("" when it cannot be read)."""
     try:
@@ -548,9 +554,10 @@ def settle_rss(pid: int, settle_s: float) -> int:
 def run_target(procs: Procs, target: str, args: argparse.Namespace, run: int) -> dict[str, Any]:
     port = free_port()
     store_url, tmp = args.store, None
-    if target == "liverec" and store_url.rstrip("/") == "embedded:":
+    base, _, options = store_url.partition("?")
+    if target == "liverec" and base.rstrip("/") == "embedded:":  # a fresh file per run
         tmp = tempfile.mkdtemp(prefix="liverec-load-")
-        store_url = f"embedded://{tmp}/bench.db"
+        store_url = f"embedded://{tmp}/bench.db" + (f"?{options}" if options else "")
     server = procs.start(server_cmd(target, port, store_url, args.liverec_arg), args.src)
     print(f"run {run + 1} {target}: server pid {server.pid}, port {port}", flush=True)
     try:
@@ -648,6 +655,7 @@ def drive(
         for client in clients:
             read_msg(client, "window_start", window)
         cpu0, wait0, load0 = cpu_s(server_pid), runq_wait_s(server_pid), loadavg()
+        loop0 = loop_cpu_s(server_pid)
         kids0 = children_cpu_s(server_pid)
         text0 = scrape(port) if metrics else ""
         if on_window is not None:
@@ -655,6 +663,7 @@ def drive(
         for client in clients:
             read_msg(client, "window_end", window)
         cpu1, wait1 = cpu_s(server_pid), runq_wait_s(server_pid)
+        loop1 = loop_cpu_s(server_pid)
         kids1 = children_cpu_s(server_pid)
         text1 = scrape(port) if metrics else ""
         parts = [read_msg(client, "result", window) for client in clients]
@@ -689,6 +698,8 @@ def drive(
         kib_per_loaded_socket=(rss2 - rss0) / sockets,
         server_cpu_ms_per_event=(cpu1 - cpu0) * 1000 / answered,
         server_cpu_share=(cpu1 - cpu0) / duration,
+        # the event loop's thread alone (a store's or a model's threads excluded)
+        loop_cpu_ms_per_event=(loop1 - loop0) * 1000 / answered,
         server_runq_wait_share=(wait1 - wait0) / duration,
         # the scoring worker (a child of the server), when the model runs in one
         worker_cpu_ms_per_event=(kids1 - kids0) * 1000 / answered,
@@ -739,6 +750,7 @@ COLUMNS = [  # (key, header, format)
     ("kib_per_idle_socket", "KiB/idle sock", "{:.1f}"),
     ("server_cpu_ms_per_event", "srv CPU ms/ev", "{:.3f}"),
     ("server_cpu_share", "srv CPU", "{:.0%}"),
+    ("loop_cpu_ms_per_event", "loop CPU ms/ev", "{:.3f}"),
     ("server_runq_wait_share", "loop runq wait", "{:.0%}"),
     ("lost", "lost", "{:.0f}"),
 ]
@@ -796,7 +808,10 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=5.0, help="max wait for late recs, s")
     parser.add_argument("--settle", type=float, default=1.0, help="wait before reading RSS, s")
     parser.add_argument(
-        "--store", default="memory://", help="liverec store: memory://, embedded://"
+        "--store",
+        default="memory://",
+        help="liverec store: memory://, embedded:// (a fresh file per run; options may "
+        "follow: embedded://?commit=loop)",
     )
     parser.add_argument("--items", type=int, default=5000, help="catalog size")
     parser.add_argument(

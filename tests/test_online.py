@@ -12,6 +12,7 @@ from liverec.config import Settings
 from liverec.errors import ConfigError
 from liverec.recommend.base import RecContext
 from liverec.recommend.online import OnlineRecommender
+from liverec.recommend.strongest import Strongest
 from liverec.types import Event
 
 HOUR = 3600.0
@@ -371,3 +372,88 @@ def test_the_influence_ledger_size_is_a_setting(contributors: int, x_weight: flo
     feed.session("b", ["Y"])
     feed.session("a", ["X"])
     assert rec.popularity("X") == pytest.approx(x_weight)
+
+
+def twins(**kwargs: object) -> tuple[OnlineRecommender, OnlineRecommender, Clock, Feed, Feed]:
+    """Two recommenders on one clock: `cached` as configured, `exact` with every list
+    rescored from all neighbours (cooc_refresh_s=0), fed the same events."""
+    clock = Clock()
+    cached = OnlineRecommender(clock=clock, popular_refresh_s=0.0, **kwargs)  # type: ignore[arg-type]
+    exact = OnlineRecommender(
+        clock=clock,
+        popular_refresh_s=0.0,
+        **{**kwargs, "cooc_refresh_s": 0.0},  # type: ignore[arg-type]
+    )
+    return cached, exact, clock, Feed(cached, clock), Feed(exact, clock)
+
+
+def star(feeds: tuple[Feed, ...], n: int) -> None:
+    """A with n neighbours X0..X{n-1}; X_i also seen in i sessions of its own, so the
+    weights of A's neighbours are distinct and decrease with i."""
+    for feed in feeds:
+        for i in range(n):
+            feed.session(f"a{i}", ["A", f"X{i}"])
+            for s in range(i):
+                feed.session(f"x{i}.{s}", [f"X{i}"])
+
+
+def test_cached_lists_follow_edge_updates_exactly() -> None:
+    # the clock stands still: no list is ever old, every change must come from the
+    # edge updates themselves (a neighbour left out entering, a member gaining)
+    cached, exact, _, feed, feed2 = twins(cooc_refresh_s=3600.0, max_neighbours=200)
+    star((feed, feed2), 70)
+    assert cached.neighbours("A", 64) == exact.neighbours("A", 64)  # cached now
+    assert "X64" not in dict(cached.neighbours("A", 64))
+    for f in (feed, feed2):
+        f.session("b1", ["A", "X66"])  # left out: enters, the weakest member leaves
+        f.session("b2", ["A", "X3"])  # a member gets stronger
+        f.session("b3", ["X7", "A"])  # the reverse edge into A
+    got, want = cached.neighbours("A", 64), exact.neighbours("A", 64)
+    assert [b for b, _ in got] == [b for b, _ in want]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want])
+    assert "X66" in dict(got) and "X63" not in dict(got)
+
+
+def test_a_member_weaker_than_one_left_out_recomputes_the_list() -> None:
+    cached, exact, _, feed, feed2 = twins(cooc_refresh_s=3600.0, max_neighbours=200)
+    star((feed, feed2), 65)  # the list holds X0..X63; X64 is left out
+    assert cached.neighbours("A", 64) == exact.neighbours("A", 64)
+    for f in (feed, feed2):
+        for s in range(300):  # X0 seen everywhere: its normaliser grows, no edge to A
+            f.session(f"y{s}", [f"Y{s}", "X0"])
+        f.session("b", ["A", "X0"])  # the edge update finds X0 below X64's weight
+    got, want = cached.neighbours("A", 64), exact.neighbours("A", 64)
+    assert [b for b, _ in got] == [b for b, _ in want]
+    assert "X0" not in dict(got) and "X64" in dict(got)
+
+
+def test_neighbours_normalisers_are_at_most_cooc_refresh_s_old() -> None:
+    cached, exact, clock, feed, feed2 = twins(cooc_refresh_s=10.0)
+    for f in (feed, feed2):
+        f.session("s", ["A", "B", "C"])
+    assert cached.neighbours("A") == exact.neighbours("A")  # A's list cached now
+    for f in (feed, feed2):
+        for s in range(5):  # B seen elsewhere: its occurrence weight grows
+            f.session(f"b{s}", ["B"])
+    stale, fresh = cached.neighbours("A"), exact.neighbours("A")
+    assert dict(stale)["B"] > dict(fresh)["B"]  # scored with B's old normaliser
+    clock.t += 10.0
+    assert cached.neighbours("A") == exact.neighbours("A")
+
+
+def test_a_strongest_list_follows_its_edges_and_says_when_it_cannot_tell() -> None:
+    top = Strongest(2, 0.0, 0, 0, {"a": 3.0, "b": 2.0, "c": 1.0})
+    assert top.weights == {"a": 3.0, "b": 2.0} and top.ceiling == 1.0
+    assert top.follow("c", 2.5)  # enters; b leaves, and bounds those left out
+    assert top.weights == {"a": 3.0, "c": 2.5} and top.ceiling == 2.0
+    assert top.follow("d", 1.5) and top.follow("b", 1.8)  # left out, stay out
+    assert top.weights == {"a": 3.0, "c": 2.5} and top.ceiling == 2.0
+    assert top.follow("d", 2.7)  # above the least member (c): displaces it
+    assert top.weights == {"a": 3.0, "d": 2.7} and top.ceiling == 2.5
+    assert top.follow("a", 2.6)  # weaker, still above every one left out
+    assert top.follow("e", 2.65)  # displaces a
+    assert top.weights == {"d": 2.7, "e": 2.65} and top.ceiling == 2.6
+    assert not top.follow("d", 2.55)  # below a's 2.6: only a rebuild can tell
+    every = Strongest(3, 0.0, 0, 0, {"a": 1.0})  # room for all: nothing is left out
+    assert every.follow("b", 0.5) and every.follow("a", 0.1)
+    assert every.weights == {"a": 0.1, "b": 0.5} and every.ceiling == -math.inf

@@ -1,5 +1,6 @@
 """The embedded (SQLite) backend beyond the contract: crash safety, purging, isolation,
-writes on the event loop (NORMAL, memory://) or on the writer thread (FULL), checkpoints."""
+writes on the event loop (NORMAL, memory://; a file's COMMIT on its committer thread) or
+on the writer thread (FULL), checkpoints."""
 
 from __future__ import annotations
 
@@ -58,9 +59,9 @@ def ev(eid: str, session: str = "s1", item: str = "i", user: str | None = "u1") 
     return Event(eid, session, "purchase", item, 1.0, user)
 
 
-@SYNC
+@pytest.mark.parametrize("sync", ["NORMAL", "FULL", "NORMAL&commit=thread"])
 async def test_acked_events_survive_sigkill(tmp_path: Path, sync: str) -> None:
-    url = f"embedded://{tmp_path}/crash.db?synchronous={sync}"
+    url = f"embedded://{tmp_path}/crash.db?synchronous={sync}"  # (+ the commit option)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CHILD, url, stdout=asyncio.subprocess.PIPE
     )
@@ -382,6 +383,48 @@ def test_where_writes_run() -> None:
     assert loop_writes("embedded://x.db") and loop_writes("embedded://x.db?synchronous=off")
     assert not loop_writes("embedded://x.db?synchronous=FULL")  # fsync per commit: a thread
     assert not loop_writes("embedded://x.db?synchronous=extra")
+
+
+@pytest.mark.parametrize("commit", ["thread", "loop"])
+async def test_a_file_store_commits_off_the_loop_and_acks_after_the_commit(
+    tmp_path: Path, commit: str
+) -> None:
+    # The loop runs a group's statements; the COMMIT runs on the committer thread
+    # (commit=loop: on the loop), and no caller's call returns before the COMMIT of
+    # its group has begun (its future is still pending when it starts). A read waits
+    # for a COMMIT in flight.
+    store = EmbeddedStore(str(tmp_path / "t.db"), StoreLimits(), commit=commit)
+    await store.open()
+    loop_thread = threading.get_ident()
+    futures: list[asyncio.Future[Any]] = []
+    begun: list[str] = []
+    commits: list[tuple[bool, int]] = []  # of writes: (a caller was answered, thread)
+
+    def trace(statement: str) -> None:
+        if statement.startswith("BEGIN"):
+            begun.append(statement)
+        elif statement == "COMMIT" and begun.pop() == "BEGIN IMMEDIATE":
+            answered = any(f.done() for f in futures)
+            commits.append((answered, threading.get_ident()))
+
+    try:
+        conn = store._conn
+        assert conn is not None
+        conn.set_trace_callback(trace)
+        for group in range(3):
+            futures[:] = [
+                asyncio.ensure_future(store.record_event(ev(f"e{group}.{n}", item=f"i{n}")))
+                for n in range(5)
+            ]
+            await asyncio.sleep(0)  # the calls are made: one group, one transaction
+            read = asyncio.ensure_future(store.get_session("s1"))
+            assert await asyncio.gather(*futures) == [True] * 5
+            assert (await read) is not None
+        assert len(commits) == 3
+        assert not any(answered for answered, _ in commits)
+        assert {thread == loop_thread for _, thread in commits} == {commit == "loop"}
+    finally:
+        await store.close()
 
 
 @SYNC

@@ -225,6 +225,22 @@ class Settings:
         "co-occurrence: weight added to each item's occurrence when normalising, so items "
         "only a few sessions saw cannot top a related list",
     )
+    cooc_refresh_s: float = _s(
+        10.0,
+        "co-occurrence: seconds a context item's cached strongest neighbours keep the "
+        "neighbours' occurrence weights they were scored with (its own counts are always "
+        "current; processes may differ by that drift); 0: rescored at every list",
+    )
+    cooc_cache_items: int = _s(
+        20_000,
+        "co-occurrence: items whose strongest neighbours are cached (cooc_list_neighbours "
+        "each, ~3.3 KB per item at 64); the least recently computed dropped",
+    )
+    cooc_list_neighbours: int = _s(
+        64,
+        "co-occurrence: strongest neighbours of each context item that a list scores "
+        "(its cost per event is about proportional)",
+    )
     popular_candidates: int = _s(
         512, "most popular items kept ranked (up to twice this) for cold-start lists and fills"
     )
@@ -530,6 +546,9 @@ BOUNDS: tuple[tuple[str, Bound, str], ...] = (
     ("flood_penalty_s", AT_LEAST_0, "flood_penalty_s must be >= 0"),
     ("follow_block_s", ABOVE_0, _FOLLOW),
     ("popular_refresh_s", AT_LEAST_0, "popular_refresh_s must be >= 0"),
+    ("cooc_refresh_s", AT_LEAST_0, "cooc_refresh_s must be >= 0"),
+    ("cooc_cache_items", AT_LEAST_1, "cooc_cache_items must be >= 1"),
+    ("cooc_list_neighbours", AT_LEAST_1, "cooc_list_neighbours must be >= 1"),
     (
         "feed_watch_s",
         Bound(1.5),

@@ -23,6 +23,14 @@ value. Before exp() could overflow (every ~430 half-lives) t0 moves on: an epoch
 starts, the bounded top sets are converted at once and every other item lazily, when
 it is next touched (O(its neighbours)); nothing ever sweeps all items.
 
+Each item's strongest S = `strongest_n` neighbours (by cooc[a][b] / (occ[b] + s)^beta)
+are cached for up to `cooc_cache_items` items and kept current by the edge updates
+of observe: a list read `cooc_refresh_s` or less after it was computed from all the
+item's neighbours has the item's current counts and neighbours' occurrence weights
+(and shrink, which moves with time in stored units) of up to that long ago. These
+move slowly once an item has a history (by about the interval over the age of that
+history: 1 s in a day is 0.001 %), so the lists are exact but for that drift.
+
 Scoring: a candidate b of the session's recent items a_j (most recent first,
 j = 0, 1, ...) scores sum_j 1/(j+1) * cooc[a_j][b] / ((occ[a_j] + s)^(1-beta) *
 (occ[b] + s)^beta) where occ is each item's decayed occurrence weight and s is
@@ -35,18 +43,20 @@ Popular items come from a top set of `popular_size` to twice that items, kept ex
 incrementally, and, for lists with a catalog filter, a second one holding only items
 that passed the filter when they were last seen (an item back in stock rejoins at
 its next event). The rules (base.apply_rules) therefore see at most
-context_items * STRONGEST_N co-occurrence candidates plus 2 * popular_size popular
+context_items * strongest_n co-occurrence candidates plus 2 * popular_size popular
 ones, whatever the catalog and the traffic.
 
 Per-event cost, with W = cooc_window, N = max_neighbours, C = context_items,
 P = popular_size, R = the user's ratings and exclusions (bounded by
 profile_max_items):
 
-* observe: O(W) amortised (plus O(N) for a neighbour-list trim every N/4 new
-  neighbours, O(P) for a top-set trim every P new members);
-* recommend: O(C * STRONGEST_N + P + R) (plus O(N) per context item whose strongest
-  neighbours are older than STRONGEST_REFRESH_S, O(P log P) for a re-sort of the
-  top set at most every `popular_refresh_s`).
+* observe: O(W) amortised (plus O(S) for each of its 2W edge updates that
+  moves a neighbour into a cached list or needs its weakest member, O(N) for a
+  neighbour-list trim every N/4 new neighbours, O(P) for a top-set trim every P new
+  members);
+* recommend: O(C * S + P + R) (plus O(N log N) per context item whose
+  cached strongest neighbours are missing or older than `cooc_refresh_s`, O(P log P)
+  for a re-sort of the top set at most every `popular_refresh_s`).
 
 Neither depends on the number of items, sessions or catalog entries.
 
@@ -58,10 +68,10 @@ until their owner's next trim but are never recommended (only known items are).
 Thread-safety: none. Call every method from the event loop thread only; nothing here
 does I/O, so `recommend` runs inline (`recommend_sync`).
 
-Why ~480 lines in one module (some 60 of them this description): the decayed
+Why ~540 lines in one module (some 70 of them this description): the decayed
 popularity, the co-occurrence edges and the lists read from them are one data
-structure; the influence ledger and the decay and top-set helpers already live in
-influence.py and decay.py.
+structure; the influence ledger, the decay and top-set helpers and the cached
+strongest-neighbour lists already live in influence.py, decay.py and strongest.py.
 """
 
 from __future__ import annotations
@@ -80,15 +90,11 @@ from ..types import Event, Rec
 from .base import RecContext, RecList, Recommender, apply_rules, blocked_items
 from .decay import Decay, Filter, TopSet
 from .influence import DEFAULT_ACTION_WEIGHTS, LOW_RATING, Ledger
+from .strongest import Strongest
 
 __all__ = ["DEFAULT_ACTION_WEIGHTS", "LOW_RATING", "OnlineRecommender", "OnlineStats"]
 
 _by_score = itemgetter(1)
-
-
-STRONGEST_N = 64  # neighbours of a context item considered per list
-STRONGEST_REFRESH_S = 1.0  # how stale a cached strongest-neighbour list may be
-STRONGEST_CACHED = 20_000  # items whose strongest neighbours are cached (~6 KB each)
 
 
 class _Item:
@@ -134,22 +140,33 @@ class OnlineRecommender(Recommender):
         item_cap: float = 3.0,
         influence_items: int = 50,
         influence_contributors: int = 100_000,
+        cooc_refresh_s: float = 10.0,
+        cooc_cache_items: int = 20_000,
+        strongest_n: int = 64,
     ) -> None:
         problems = []
         if half_life_s <= 0 or cooc_half_life_s <= 0:
             problems.append("half-lives must be > 0 seconds")
         if min(cooc_window, max_neighbours, max_items, max_sessions) < 1:
             problems.append("cooc_window, max_neighbours, max_items, max_sessions must be >= 1")
-        if min(context_items, popular_size) < 1 or popular_refresh_s < 0:
-            problems.append("context_items, popular_size >= 1 and popular_refresh_s >= 0")
+        if min(context_items, popular_size, cooc_cache_items, strongest_n) < 1:
+            problems.append(
+                "context_items, popular_size, cooc_cache_items, strongest_n must be >= 1"
+            )
+        if popular_refresh_s < 0 or cooc_refresh_s < 0:
+            problems.append("popular_refresh_s and cooc_refresh_s must be >= 0")
         if not 0.0 <= beta <= 1.0 or reverse_weight < 0 or not 0 <= shrink < math.inf:
             problems.append("beta must be in 0..1, reverse_weight and shrink >= 0")
         if problems:
             raise ConfigError("online recommender: " + "; ".join(problems))
         self._clock = clock
         self._ledger = Ledger(item_cap, influence_items, influence_contributors, action_weights)
-        # item -> (computed at, strongest neighbours); insertion-ordered, oldest evicted
-        self._strongest_cache: dict[str, tuple[float, list[tuple[str, float]]]] = {}
+        # item -> its strongest neighbours; insertion-ordered, the oldest computed evicted
+        self._lists: dict[str, Strongest] = {}
+        self.cooc_refresh_s = cooc_refresh_s
+        self.cooc_cache_items = cooc_cache_items
+        self.strongest_n = strongest_n
+        self._drops = 0  # items dropped (max_items) so far
         now = clock()
         self._pop = Decay(half_life_s, now)
         self._cooc = Decay(cooc_half_life_s, now)
@@ -189,6 +206,9 @@ class OnlineRecommender(Recommender):
             item_cap=settings.influence_item_cap,
             influence_items=settings.influence_session_items,
             influence_contributors=settings.influence_contributors,
+            cooc_refresh_s=settings.cooc_refresh_s,
+            cooc_cache_items=settings.cooc_cache_items,
+            strongest_n=settings.cooc_list_neighbours,
         )
 
     @property
@@ -239,10 +259,15 @@ class OnlineRecommender(Recommender):
         gw = gain * self._cooc.gain(t)
         item.occ += gw
         back = self.reverse_weight
+        shrink = self.shrink * self._cooc.gain(now)  # stored units, as lists read it
+        get = self._items.get
         for d, a in enumerate(reversed(sources), 1):
-            self._add_edge(a, b, gw / d)
+            src = get(a)
+            if src is None:  # dropped since it entered the session window
+                continue
+            self._add_edge(src, item, gw / d, shrink)
             if back:
-                self._add_edge(b, a, back * gw / d)
+                self._add_edge(item, src, back * gw / d, shrink)
 
     def forget(self, session_id: str) -> None:
         # the ledger entry stays: a reconnect must not earn the session new weight
@@ -256,7 +281,7 @@ class OnlineRecommender(Recommender):
             self._top_ok.rescale(factor)
         if self._cooc.due(t):
             self._cooc.advance(t)
-            self._strongest_cache = {}  # computed in the old epoch's units
+            self._lists = {}  # computed in the old epoch's units
 
     def _sync(self, item: _Item) -> None:
         """Convert the item's values to the current epochs (O(its neighbours), once
@@ -287,26 +312,34 @@ class OnlineRecommender(Recommender):
         item = items[item_id] = _Item(item_id, self._pop.epoch, self._cooc.epoch)
         if len(items) > self.max_items:
             old_id, old = items.popitem(last=False)
+            self._drops += 1
+            self._lists.pop(old_id, None)
             self._edges -= len(old.nbrs or ())
             self._top.remove(old_id)
             self._top_ok.remove(old_id)
         return item
 
-    def _add_edge(self, a: str, b: str, x: float) -> None:
-        src = self._items.get(a)
-        if src is None:  # dropped since it entered the session window
-            return
+    def _add_edge(self, src: _Item, dst: _Item, x: float, shrink: float) -> None:
+        """cooc[src][dst] += x; src's cached list follows (strongest.py)."""
         self._sync(src)
+        b = dst.key
         nbrs = src.nbrs
         if nbrs is None:
             nbrs = src.nbrs = {}
         if b in nbrs:
-            nbrs[b] += x
+            c = nbrs[b] = nbrs[b] + x
+        else:
+            c = nbrs[b] = x
+            self._edges += 1
+            if len(nbrs) > self.max_neighbours:
+                self._trim(src, nbrs)
+                return
+        cached = self._lists.get(src.key)
+        if cached is None or cached.epoch != self._cooc.epoch:
             return
-        nbrs[b] = x
-        self._edges += 1
-        if len(nbrs) > self.max_neighbours:
-            self._trim(src, nbrs)
+        occ = self._occ(dst)
+        if occ > 0.0 and not cached.follow(b, c / (occ + shrink) ** self.beta):
+            del self._lists[src.key]  # rebuilt when next read
 
     def _trim(self, src: _Item, nbrs: dict[str, float]) -> None:
         items = self._items
@@ -315,6 +348,7 @@ class OnlineRecommender(Recommender):
             live = heapq.nlargest(self._keep_on_trim, live, key=_by_score)
         self._edges -= len(nbrs) - len(live)
         src.nbrs = dict(live)
+        self._lists.pop(src.key, None)  # may hold neighbours just dropped
 
     # --- serving
 
@@ -344,8 +378,7 @@ class OnlineRecommender(Recommender):
         get = self._items.get
         beta = self.beta
         shrink = self.shrink * self._cooc.gain(now)
-        scores: dict[str, float] = {}
-        score_of = scores.get
+        scores: dict[str, float] | None = None
         seen: set[str] = set()
         j = 0
         for a in reversed(seq):
@@ -364,26 +397,49 @@ class OnlineRecommender(Recommender):
             if src.occ <= 0.0:
                 continue
             ra = 1.0 / (j * (src.occ + shrink) ** (1.0 - beta))
-            for b, w in self._strongest(src, now, shrink):
+            weights = self._strongest(src, now, shrink)
+            if scores is None:  # the first list: one comprehension, no lookups
+                scores = {b: ra * w for b, w in weights.items()}
+                continue
+            score_of = scores.get
+            for b, w in weights.items():
                 scores[b] = score_of(b, 0.0) + ra * w
+        if not scores or limit <= 0:
+            return []
         # rank the keys, not (key, score) tuples: a thousand short-lived tuples per
-        # call would set off the garbage collector every call
-        if len(scores) <= limit:
-            best = sorted(scores, key=scores.__getitem__, reverse=True)
+        # call would set off the garbage collector every call. The limit-th score is
+        # found among the bare floats (C), the few keys at or above it sorted (stable:
+        # ties keep the order in which the candidates came, as heapq.nlargest would)
+        if len(scores) > limit:
+            values = list(scores.values())
+            values.sort()
+            least = values[-limit]
+            best = [b for b, v in scores.items() if v >= least]
         else:
-            best = heapq.nlargest(limit, scores, key=scores.__getitem__)
-        return [(b, scores[b]) for b in best]
+            best = list(scores)
+        best.sort(key=scores.__getitem__, reverse=True)
+        return [(b, scores[b]) for b in best[:limit]]
 
-    def _strongest(self, src: _Item, now: float, shrink: float) -> list[tuple[str, float]]:
+    def _strongest(self, src: _Item, now: float, shrink: float) -> dict[str, float]:
         """src's neighbours b with weight cooc[src][b] / (occ[b] + shrink)^beta, the
-        strongest STRONGEST_N of them. Items with many neighbours (the popular ones,
-        which are in most sessions) keep the list for up to STRONGEST_REFRESH_S:
-        scanning every neighbour on every event was half of the server's CPU."""
+        strongest `strongest_n` of them (all when it has no more).
+
+        Cached for up to `cooc_cache_items` items; an edge update of src keeps its
+        list current (`_add_edge`), so a list is computed from all of src's neighbours
+        (O(max_neighbours)) only when it is older than `cooc_refresh_s` (occ[b] and the
+        shrink, in stored units, move with every event of b and with time: a list's
+        normalisers are up to that old), after a trim of src's neighbours, an epoch
+        change, or an update that leaves a member weaker than a neighbour left out."""
         assert src.nbrs is not None
-        cached = self._strongest_cache.get(src.key)
-        if cached is not None and now - cached[0] < STRONGEST_REFRESH_S:
-            return cached[1]
-        get, beta, epoch = self._items.get, self.beta, self._cooc.epoch
+        key, items, epoch = src.key, self._items, self._cooc.epoch
+        cached = self._lists.get(key)
+        if cached is not None and cached.epoch == epoch and now - cached.at < self.cooc_refresh_s:
+            if cached.drops == self._drops:
+                return cached.weights
+            if all(b in items for b in cached.weights):  # none of its members dropped
+                cached.drops = self._drops
+                return cached.weights
+        get, beta = items.get, self.beta
         weights: dict[str, float] = {}
         if epoch == 0:  # every value is in the first epoch's units (the first ~8 years)
             for b, c in src.nbrs.items():
@@ -396,14 +452,12 @@ class OnlineRecommender(Recommender):
                 if nb is not None and nb.occ > 0.0:
                     o = nb.occ if nb.cep == epoch else self._occ(nb)
                     weights[b] = c / (o + shrink) ** beta
-        if len(weights) <= STRONGEST_N:
-            return list(weights.items())  # cheap enough to redo every time
-        best = heapq.nlargest(STRONGEST_N, weights, key=weights.__getitem__)
-        strongest = [(b, weights[b]) for b in best]
-        self._strongest_cache[src.key] = (now, strongest)
-        if len(self._strongest_cache) > STRONGEST_CACHED:
-            del self._strongest_cache[next(iter(self._strongest_cache))]
-        return strongest
+        if cached is not None:
+            del self._lists[key]  # re-inserted as the newest
+        cached = self._lists[key] = Strongest(self.strongest_n, now, epoch, self._drops, weights)
+        if len(self._lists) > self.cooc_cache_items:
+            del self._lists[next(iter(self._lists))]
+        return cached.weights
 
     def _popular(self, available: Filter | None, now: float) -> list[tuple[str, float]]:
         """The ranked popular candidates for a list: the top set, or with a catalog
