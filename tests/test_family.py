@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from liverec.model.data import ItemIndex, Sessions
 from liverec.model.evaluate import evaluate
 from liverec.model.formats import load_sessions
 from liverec.model.moments import ScoreMoments
-from liverec.recommend.family import family_scorer, train_family, write_vsknn
+from liverec.recommend.family import family_scorer, search_weight, train_family, write_vsknn
 from liverec.recommend.hybrid import fuse, fuse_candidates, knn_bonus
 
 from .replay_helpers import assert_matches, replay
@@ -348,3 +350,33 @@ async def test_a_broken_directory_keeps_the_served_model(
         assert rec.version == "vsknn-broken"
     finally:
         await rec.close()
+
+
+def _peaked(peak: float) -> tuple[list[float], Callable[[float], dict[str, float]]]:
+    """A validation score rising up to the weight `peak`, falling after; the weights
+    asked for are recorded."""
+    asked: list[float] = []
+
+    def score(w: float) -> dict[str, float]:
+        asked.append(w)
+        return {"recall@20": 0.5 - abs(math.log2(w + 1) - math.log2(peak + 1)) / 100, "mrr@20": 0.2}
+
+    return asked, score
+
+
+def test_the_weight_search_goes_past_the_grid_only_while_the_top_keeps_winning() -> None:
+    grid = (0.0, 1.0, 4.0, 8.0)
+    asked, score = _peaked(2.0)  # inside the grid: nothing beyond it is tried
+    w, fig, tried = search_weight(score, grid, top=64.0)
+    assert w == 1.0 and asked == [0.0, 1.0, 4.0, 8.0]
+    assert set(tried) == {f"hybrid w={g:g}" for g in grid} and fig == score(w)
+    asked, score = _peaked(32.0)  # beyond it: doubled while it improves, then stops
+    w, fig, tried = search_weight(score, grid, top=64.0)
+    assert w == 32.0 and asked == [0.0, 1.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    assert list(tried)[-3:] == ["hybrid w=16", "hybrid w=32", "hybrid w=64"]
+    asked, score = _peaked(1000.0)  # still rising at the cap: the cap is the answer
+    w, _, _ = search_weight(score, grid, top=64.0)
+    assert w == 64.0 and asked[-1] == 64.0 and 128.0 not in asked
+    asked, score = _peaked(0.0)  # 0 (GRU4Rec alone) wins: kept, the grid's first
+    w, _, _ = search_weight(score, (0.0,), top=64.0)
+    assert w == 0.0 and asked == [0.0]

@@ -12,7 +12,9 @@ Validation: the sessions starting in the last `valid_days` days of the training 
 layout, whose sessions are stored in date order), its last `valid_fraction` of the
 sessions in file order (`last_fraction`) are scored, under the serving rules (the item
 just consumed is never a hit), by models trained or fitted on the sessions before
-them. The winner is the best Recall@20, MRR@20 breaking ties; then it is trained
+them. The hybrid's weight is the best of `WEIGHTS`, or, when that is the largest, the
+largest of its doublings up to `WEIGHT_MAX` that still improved (`search_weight`).
+The winner is the best Recall@20, MRR@20 breaking ties; then it is trained
 again on all the training data, with the chosen weight, and written.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,7 @@ from .hybrid import SESSIONS, HybridScorer, load_index, read_meta
 from .vsknn import VSKNNScorer
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # fusion weights tried on validation
+WEIGHT_MAX = 64.0  # a best weight at the grid's top is doubled up to this while it wins
 VALID_FRACTION = 0.08  # untimed data: the validation tail (~ a week of Diginetica)
 VSKNN_PARAMS = {  # SessionIndex parameters written into a vsknn or hybrid directory
     "neighbours": 50,
@@ -69,6 +73,34 @@ def _figures(scorer: StepScorer, index: ItemIndex, valid: Sessions) -> dict[str,
 
 def _key(fig: dict[str, float]) -> tuple[float, float]:
     return (fig["recall@20"], fig["mrr@20"])
+
+
+def search_weight(
+    score: Callable[[float], dict[str, float]],
+    grid: Sequence[float] = WEIGHTS,
+    top: float = WEIGHT_MAX,
+) -> tuple[float, dict[str, float], dict[str, dict[str, float]]]:
+    """The best fusion weight by `_key` of `score(w)` over `grid` (the first of equals
+    wins); when the best is the grid's largest weight, the weight is doubled while that
+    improves the score and stays <= `top` (a grid that stops where the figures still
+    rise would cap the choice). Returns (weight, its figures, every weight tried's)."""
+    tried: dict[str, dict[str, float]] = {}
+    best_w, best = grid[0], score(grid[0])
+    tried[f"hybrid w={grid[0]:g}"] = best
+    for w in grid[1:]:
+        fig = score(w)
+        tried[f"hybrid w={w:g}"] = fig
+        if _key(fig) > _key(best):
+            best_w, best = w, fig
+    w = 2 * best_w if best_w == grid[-1] and best_w > 0 else top + 1
+    while w <= top:
+        fig = score(w)
+        tried[f"hybrid w={w:g}"] = fig
+        if _key(fig) <= _key(best):
+            break
+        best_w, best = w, fig
+        w *= 2
+    return best_w, best, tried
 
 
 def write_vsknn(out: Path, train: Sessions, extra: dict[str, Any] | None = None) -> Path:
@@ -148,19 +180,18 @@ def train_family(
     result = train(tr, config, None, item_index=index, progress=False)
     knn = VSKNNScorer.fit(tr, index, **VSKNN_PARAMS)
     figures: dict[str, dict[str, float]] = {}
-    best: dict[str, float] | None
     if family == "auto":
         figures["gru4rec"] = _figures(GRUScorer(result.model), index, valid)
         figures["vsknn"] = _figures(knn, index, valid)
-    best_w, best = WEIGHTS[0], None
     moments = ScoreMoments(result.model.item_weight.data, result.model.item_bias.data)
-    for w in WEIGHTS:
+
+    def score(w: float) -> dict[str, float]:
         fig = _figures(HybridScorer(result.model, index, knn.index, w, moments), index, valid)
-        figures[f"hybrid w={w:g}"] = fig
         _log(f"valid hybrid w={w:g}: {fig}")
-        if best is None or _key(fig) > _key(best):
-            best_w, best = w, fig
-    assert best is not None
+        return fig
+
+    best_w, best, tried = search_weight(score)
+    figures.update(tried)
     figures["hybrid"] = best
     winner = "hybrid"
     if family == "auto":
