@@ -77,6 +77,26 @@ def knn_bonus(
     return cols, add
 
 
+def index_bonus(
+    knn: SessionIndex,
+    numbers: np.ndarray,
+    values: np.ndarray,
+    index: ItemIndex,
+    weight: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`knn_bonus` of `knn.neighbour_scores`' output (numbers, values), element by
+    element, with the item columns looked up once per item (`SessionIndex.columns`)."""
+    top = float(values.max()) if len(values) and weight else 0.0
+    if top <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    cols = knn.columns(numbers, index.index)
+    known = cols >= 0
+    if not known.all():
+        cols, values = cols[known], values[known]
+    add: np.ndarray = weight * values / top
+    return cols, add
+
+
 def zscore(g: np.ndarray, mean: float, sd: float) -> np.ndarray:
     """(g - mean) / sd in float64; `mean` and `sd` are over every item (ScoreMoments)."""
     z: np.ndarray = (g.astype(np.float64) - mean) / max(sd, 1e-9)
@@ -188,7 +208,8 @@ class HybridScorer:
             seq = self.slots[slot]
             seq.append(ids[item])
             del seq[: -self.knn.window]
-            cols, add = knn_bonus(self.knn.scores(seq), self.item_index, self.weight)
+            knn = self.knn.neighbour_scores(seq)
+            cols, add = index_bonus(self.knn, *knn, self.item_index, self.weight)
             out[r] = fuse(g[r], float(mean[r]), float(sd[r]), cols, add)
         return out
 
@@ -257,8 +278,8 @@ class HybridRecommender(Recommender):
         if served is None or not ctx.items or not known:
             return await self.fallback.recommend(ctx)
         window = ctx.items[-self.index.window :]
-        knn = self.index.scores(window, exclude=ctx.session_id)
-        cols, add = knn_bonus(knn, served.index, self.weight)
+        knn = self.index.neighbour_scores(window, exclude=ctx.session_id)
+        cols, add = index_bonus(self.index, *knn, served.index, self.weight)
         # the GRU's best `want` beat every other item outside cols (see fuse_candidates)
         want = ctx.k + len(ctx.ratings) + SPARE
         got = await self.gru.score(ctx, want, cols.tolist())
