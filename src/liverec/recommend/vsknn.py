@@ -36,6 +36,7 @@ import heapq
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from typing import Final
 
 import numpy as np
@@ -68,15 +69,15 @@ class _Session:
     def __init__(self, key: str, stamp: int, slot: int, uid: int) -> None:
         self.key = key
         self.stamp = stamp  # -1 once evicted: its entries in item queues are stale
-        self.slot = slot  # its row of the index's arrays while it is indexed (>= 1)
+        self.slot = slot  # its row of the index's arrays (>= 1); minus its uid once evicted
         self.uid = uid  # unique over the index's life (>= 1): tells stale entries apart
         self.items: dict[str, None] = {}  # distinct items, first occurrence order
 
 
 class _Queue(deque[_Session]):
-    """The sessions that most recently took one item, oldest first, and their keys
-    as an array (`SessionIndex._keys`), kept until the queue or a session in it
-    changes: the slot of a live session, minus the uid of a stale one."""
+    """The sessions that most recently took one item, oldest first, and their slots
+    as an array (`SessionIndex._keys`; a stale one's is minus its uid), kept up to
+    date as sessions join and rebuilt after one in it is evicted."""
 
     __slots__ = ("keys",)
 
@@ -85,6 +86,8 @@ class _Queue(deque[_Session]):
         self.keys: np.ndarray | None = None
 
 
+_slot_of = attrgetter("slot")
+_COLUMNS = np.arange(4096)
 _EMPTY_I = np.empty(0, dtype=np.int64)
 _EMPTY_F = np.empty(0, dtype=np.float64)
 
@@ -142,13 +145,15 @@ class SessionIndex:
         self._first = np.full(cap, NOWHERE, dtype=np.int64)  # scratch (NOWHERE between)
         self._free: list[int] = []
         self._next_slot = 1
+        self._evicted = False  # once true, queues may hold stale entries
         self._uids = 0
         # item numbers: assigned while an indexed session holds the item
         self._number: dict[str, int] = {}
         self._names: list[str] = []
         self._free_numbers: list[int] = []
         self._acc = np.zeros(cap, dtype=np.float64)  # per number: scratch (zeros between)
-        self._pos = np.full(cap, NOWHERE, dtype=np.int64)  # scratch (NOWHERE between)
+        self._pos = np.zeros(cap, dtype=np.int64)  # per number: scratch
+        self._support = np.zeros(cap, dtype=np.int64)  # per number: `support`, 0 if free
         self._cols = np.empty(0, dtype=np.int64)  # `columns`: number -> column, -2 unknown
         self._cols_of: dict[str, int] | None = None
 
@@ -184,11 +189,11 @@ class SessionIndex:
             if keys is not None:  # keep the cached keys: the oldest goes when it is full
                 queue.keys = np.append(keys[1:] if len(queue) == self.per_item else keys, slot)
             queue.append(s)
-            held = self.support.get(item, 0)
-            self.support[item] = held + 1
+            self.support[item] = self.support.get(item, 0) + 1
             number = self._number.get(item)
             if number is None:
                 number = self._name(item)
+            self._support[number] += 1
             self._items[slot, n] = number
             self._count[slot] = n + 1
         self._since_fill += 1
@@ -201,6 +206,8 @@ class SessionIndex:
             for item in items:
                 self.add(key, item)
         self._fill = None
+        for queue in self.by_item.values():  # scoring then finds every queue's keys
+            self._keys(queue)
         return n
 
     def _slot(self) -> int:
@@ -234,8 +241,12 @@ class SessionIndex:
             number = len(self._names)
             self._names.append(item)
             if number >= len(self._acc):
-                self._acc = np.zeros(2 * len(self._acc), dtype=np.float64)
-                self._pos = np.full(2 * len(self._pos), NOWHERE, dtype=np.int64)
+                size = 2 * len(self._acc)
+                self._acc = np.zeros(size, dtype=np.float64)
+                self._pos = np.zeros(size, dtype=np.int64)
+                support = self._support
+                self._support = np.zeros(size, dtype=np.int64)
+                self._support[: len(support)] = support
         self._number[item] = number
         return number
 
@@ -245,13 +256,18 @@ class SessionIndex:
         self._stamp[old.slot] = -1
         self._count[old.slot] = 0
         self._free.append(old.slot)
+        old.slot = -old.uid  # its entries left in queues stay distinct sessions
+        self._evicted = True
         for item in old.items:
             left = self.support[item] - 1
+            number = self._number[item]
+            self._support[number] = left
             if left:
                 self.support[item] = left
             else:
                 del self.support[item]
-                self._free_numbers.append(self._number.pop(item))
+                del self._number[item]
+                self._free_numbers.append(number)
             queue = self.by_item.get(item)
             if queue is None:  # emptied before: this session had left the queue
                 continue
@@ -267,9 +283,7 @@ class SessionIndex:
     def _keys(queue: _Queue) -> np.ndarray:
         keys = queue.keys
         if keys is None:
-            keys = queue.keys = np.fromiter(
-                (s.slot if s.stamp >= 0 else -s.uid for s in queue), np.int64, len(queue)
-            )
+            keys = queue.keys = np.fromiter(map(_slot_of, queue), np.int64, len(queue))
         return keys
 
     def neighbour_scores(
@@ -302,7 +316,7 @@ class SessionIndex:
         weight = np.repeat(weights, sizes)
         steps_at = np.repeat(steps, sizes)
         stale = 0  # distinct evicted sessions among the candidates (never neighbours)
-        if keys[0] < 0 or (keys < 0).any():
+        if self._evicted and keys.min() < 0:
             gone = keys < 0
             stale = len(np.unique(keys[gone]))
             keep = ~gone
@@ -332,9 +346,11 @@ class SessionIndex:
         gain = sim[live] / len(last) / step[live]
         slots = cand[live]
         count = self._count[slots]
-        held = self._items[slots][np.arange(self.session_items) < count[:, None]]  # row-major
-        heads = _first_places(held, self._pos)
-        numbers = held[heads]
+        width = int(count.max())
+        held = self._items[slots, :width][_COLUMNS[:width] < count[:, None]]  # row-major
+        at = _COLUMNS[: len(held)] if len(held) <= len(_COLUMNS) else np.arange(len(held))
+        self._pos[held] = at  # one position per distinct item stays (any one)
+        numbers = held[self._pos[held] == at]
         np.add.at(self._acc, held, np.repeat(gain, count))  # in neighbour order
         scores = self._acc[numbers]
         self._acc[numbers] = 0.0
@@ -352,13 +368,18 @@ class SessionIndex:
         """`ranked_items` of `neighbour_scores`' output: (item, score), best first, ties
         by item id; the best `limit` only when given (ties at the limit all sorted)."""
         n = len(values)
-        if limit is not None and limit < n:
-            floor = np.partition(values, n - limit)[n - limit]  # the limit-th largest
-            top = np.flatnonzero(values >= floor)
-            numbers, values = numbers[top], values[top]
         names = self._names
-        pairs = sorted(zip((-values).tolist(), [names[j] for j in numbers.tolist()], strict=True))
-        return [(i, -v) for v, i in pairs[:limit]]
+        if limit is None or limit >= n:
+            pairs = sorted(zip((-values).tolist(), [names[j] for j in numbers.tolist()]))
+            return [(i, -v) for v, i in pairs]
+        floor = np.partition(values, n - limit)[n - limit]  # the limit-th largest
+        above = np.flatnonzero(values > floor)
+        pairs = sorted(zip((-values[above]).tolist(), [names[j] for j in numbers[above].tolist()]))
+        out = [(i, -v) for v, i in pairs]
+        tied = [names[j] for j in numbers[values == floor].tolist()]  # the rest: by id
+        value = float(floor)
+        out += [(i, value) for i in heapq.nsmallest(limit - len(out), tied)]
+        return out
 
     def columns(self, numbers: np.ndarray, mapping: dict[str, int]) -> np.ndarray:
         """mapping[item] (-1 when absent) of the items `numbers`, int64; for one
@@ -385,7 +406,8 @@ class SessionIndex:
     def fill(self) -> list[str]:
         """The FILL items held by most indexed sessions (ties by id), for short lists."""
         if self._fill is None or self._since_fill >= FILL_REFRESH:
-            top = heapq.nsmallest(FILL, self.support.items(), key=lambda kv: (-kv[1], kv[0]))
+            held = np.flatnonzero(self._support[: len(self._names)])  # O(items), in C
+            top = self.ranked(held, self._support[held].astype(np.float64), FILL)
             self._fill, self._since_fill = [i for i, _ in top], 0
         return self._fill
 
