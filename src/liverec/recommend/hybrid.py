@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -123,17 +124,44 @@ def fuse_candidates(
     (item index, exact score) and the exact scores `extra` of the items `cols`. The
     values are `fuse`'s, element by element; any other item is below every one of
     the GRU's best that it does not beat by GRU score (no bonus, lower z)."""
-    idx = np.fromiter((i for i, _ in ranked), dtype=np.int64, count=len(ranked))
-    g = np.fromiter((v for _, v in ranked), dtype=np.float32, count=len(ranked))
-    z = zscore(g, mean, sd)
+    idx, fused = fused_order(ranked, extra, mean, sd, cols, add)
+    return list(zip(idx.tolist(), fused.tolist(), strict=True))
+
+
+def fused_order(
+    ranked: list[tuple[int, float]],
+    extra: list[float],
+    mean: float,
+    sd: float,
+    cols: np.ndarray,
+    add: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`fuse_candidates` as two arrays (item indices int64, fused scores float32),
+    best first: O((C + R) log(C + R)) for C = len(cols), R = len(ranked)."""
+    pairs = np.array(ranked, dtype=np.float64).reshape(-1, 2)  # exact: int and float32
+    idx = pairs[:, 0].astype(np.int64)
+    z = zscore(pairs[:, 1].astype(np.float32), mean, sd)
     if len(cols):
-        idx = np.concatenate([cols, idx])
-        z = np.concatenate([zscore(np.asarray(extra, dtype=np.float32), mean, sd) + add, z])
-        idx, first = np.unique(idx, return_index=True)  # an item in both: its cols entry
-        z = z[first]
+        ours = ~np.isin(idx, cols)  # an item in both: its cols entry
+        idx = np.concatenate([cols, idx[ours]])
+        z = np.concatenate([zscore(np.asarray(extra, dtype=np.float32), mean, sd) + add, z[ours]])
     fused = z.astype(np.float32)
     order = np.lexsort((idx, -fused))
-    return list(zip(idx[order].tolist(), fused[order].tolist(), strict=True))
+    return idx[order], fused[order]
+
+
+def _pairs(
+    idx: np.ndarray, fused: np.ndarray, ids: list[str], first: int
+) -> Iterator[tuple[str, float]]:
+    """(item id, score) of `fused_order`'s arrays, in order, converted `first` at a
+    time and then in growing chunks: the rules read only as far as they need."""
+    start, size = 0, max(first, 1)
+    while start < len(idx):
+        end = start + size
+        yield from zip(
+            map(ids.__getitem__, idx[start:end].tolist()), fused[start:end].tolist(), strict=True
+        )
+        start, size = end, 4 * size
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -309,5 +337,6 @@ class HybridRecommender(Recommender):
         ids: list[str],
     ) -> list[Rec]:
         assert extra is not None  # asked for: the scoring pass returns it
-        fused = fuse_candidates(ranked, extra.scores, extra.mean, extra.sd, cols, add)
-        return apply_rules(((ids[j], v) for j, v in fused), ctx)
+        idx, fused = fused_order(ranked, extra.scores, extra.mean, extra.sd, cols, add)
+        first = ctx.k + len(ctx.exclude) + len(ctx.ratings) + SPARE + 1
+        return apply_rules(_pairs(idx, fused, ids, first), ctx)

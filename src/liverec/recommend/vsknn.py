@@ -22,11 +22,26 @@ sum of the weights of the items c shares / number of distinct items; step(c) = L
 of the most recent shared item. The `neighbours` most similar add sim/step to each
 of their items. The current session is never its own neighbour.
 
+How it is computed. The dicts and queues above say which session holds what;
+arrays mirror them for the scoring, so that an event costs a fixed number of numpy
+calls over bounded arrays rather than a Python step per candidate: per session slot
+its stamp and its items as item numbers; per item queue its slots, kept as the queue
+changes. Sums run in the definition's order (sessions by most recent shared item,
+then queue order; neighbours by similarity, ties in that order; their items in first
+occurrence order), so the values, and therefore the lists, are those of the plain
+dict implementation (tests/vsknn_reference.py) to the last bit.
+
 Cost per event, all bounded by settings and independent of the index size:
-gathering O(window x per_item) dict reads, choosing O(C log sample) with C <= window
-x per_item, scoring O(neighbours x session_items), ordering O(R log R) for the R
-scored items; indexing an event is O(1) (amortised O(session_items) on an eviction).
-Memory: about 250 B per indexed session plus 60 B per (session, item) pair.
+gathering and choosing O(C) array work for the C <= window x per_item queue entries
+(plus O(sample log sample) to order the sample), scoring O(neighbours x
+session_items), ordering the best k + SPARE (+ blocked) of the R scored items O(R)
+plus a sort of those; indexing an event is O(1) (amortised O(session_items) on an
+eviction, O(per_item) to rebuild one queue's slots after one). A list the rules
+leave short reads the fill list: the FILL items most sessions hold, recomputed every
+FILL_REFRESH indexed events in O(items) array work.
+Memory: about 250 B per indexed session plus 60 B per (session, item) pair in the
+dicts, plus 4 x session_items + 28 B per session slot (arrays grow by doubling up to
+max_sessions) and 8 B per queue entry.
 Thread-safety: none; call from the event loop thread (nothing here does I/O).
 """
 
@@ -60,7 +75,6 @@ VERSION: Final = "vsknn"
 FILL: Final = 1100  # popular items kept for filling lists (> max_k + blocked items)
 FILL_REFRESH: Final = 10_000  # indexed events between refreshes of the fill list
 SPARE: Final = 16  # items ranked beyond k + blocked ones, for items the catalog drops
-NOWHERE: Final = np.iinfo(np.int64).max  # `_first_places`' scratch value
 
 
 class _Session:
@@ -74,32 +88,66 @@ class _Session:
         self.items: dict[str, None] = {}  # distinct items, first occurrence order
 
 
+_slot_of = attrgetter("slot")
+
+
 class _Queue(deque[_Session]):
     """The sessions that most recently took one item, oldest first, and their slots
-    as an array (`SessionIndex._keys`; a stale one's is minus its uid), kept up to
-    date as sessions join and rebuilt after one in it is evicted."""
+    (a stale one's is minus its uid) in an array, `keys`: a ring once the queue is
+    full (the oldest at `head`), kept up to date as sessions join (`push`) and
+    rebuilt after one in it is evicted (`parts`)."""
 
-    __slots__ = ("keys",)
+    __slots__ = ("head", "keys")
 
     def __init__(self, maxlen: int) -> None:
         super().__init__((), maxlen)
         self.keys: np.ndarray | None = None
+        self.head = 0
+
+    def push(self, s: _Session) -> None:
+        """Append `s` (O(1); amortised O(1) while the array grows to maxlen)."""
+        full = len(self) == self.maxlen
+        self.append(s)
+        keys = self.keys
+        if keys is None:
+            return
+        if full:  # the oldest entry's place takes the new one
+            keys[self.head] = s.slot
+            self.head = (self.head + 1) % len(keys)
+        elif len(self) <= len(keys):
+            keys[len(self) - 1] = s.slot
+        else:
+            assert self.maxlen is not None
+            grown = np.empty(min(2 * len(keys), self.maxlen), dtype=np.int64)
+            grown[: len(keys)] = keys
+            grown[len(keys)] = s.slot
+            self.keys = grown
+
+    def parts(self) -> tuple[np.ndarray, ...]:
+        """The slots in queue order: one array, or two when the ring has wrapped."""
+        keys = self.keys
+        if keys is None:
+            keys = self.keys = np.fromiter(map(_slot_of, self), np.int64, len(self))
+            self.head = 0
+        head = self.head
+        if head:
+            return keys[head:], keys[:head]
+        return (keys[: len(self)],)
 
 
-_slot_of = attrgetter("slot")
 _COLUMNS = np.arange(4096)
 _EMPTY_I = np.empty(0, dtype=np.int64)
 _EMPTY_F = np.empty(0, dtype=np.float64)
 
 
-def _first_places(values: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+def _first_places(values: np.ndarray, scratch: np.ndarray, base: int) -> np.ndarray:
     """The positions where each distinct value of `values` (>= 0) first appears, in
-    order; O(len(values)). `scratch` holds NOWHERE at every value and is left so."""
-    at = np.arange(len(values))
-    np.minimum.at(scratch, values, at)
-    heads = np.flatnonzero(scratch[values] == at)
-    scratch[values[heads]] = NOWHERE
-    return heads
+    order; O(len(values)). `scratch` must hold less than `base` at every value; it
+    is left holding at most base + len(values) there (the next call's base: more)."""
+    n = len(values)
+    rank = base + n - (_COLUMNS[:n] if n <= len(_COLUMNS) else np.arange(n))
+    np.maximum.at(scratch, values, rank)  # the first place has the highest rank
+    return np.flatnonzero(scratch[values] == rank)
 
 
 def ranked_items(scores: dict[str, float], limit: int | None = None) -> list[tuple[str, float]]:
@@ -142,7 +190,8 @@ class SessionIndex:
         self._count = np.zeros(cap, dtype=np.int32)
         self._items = np.zeros((cap, session_items), dtype=np.int32)
         self._sim = np.zeros(cap, dtype=np.float64)  # scoring's scratch (zeros between)
-        self._first = np.full(cap, NOWHERE, dtype=np.int64)  # scratch (NOWHERE between)
+        self._first = np.zeros(cap, dtype=np.int64)  # scratch (below `_base` between)
+        self._base = 1
         self._free: list[int] = []
         self._next_slot = 1
         self._evicted = False  # once true, queues may hold stale entries
@@ -185,10 +234,7 @@ class SessionIndex:
             queue = self.by_item.get(item)
             if queue is None:
                 queue = self.by_item[item] = _Queue(self.per_item)
-            keys = queue.keys
-            if keys is not None:  # keep the cached keys: the oldest goes when it is full
-                queue.keys = np.append(keys[1:] if len(queue) == self.per_item else keys, slot)
-            queue.append(s)
+            queue.push(s)
             self.support[item] = self.support.get(item, 0) + 1
             number = self._number.get(item)
             if number is None:
@@ -207,7 +253,7 @@ class SessionIndex:
                 self.add(key, item)
         self._fill = None
         for queue in self.by_item.values():  # scoring then finds every queue's keys
-            self._keys(queue)
+            queue.parts()
         return n
 
     def _slot(self) -> int:
@@ -227,7 +273,7 @@ class SessionIndex:
             self._items = np.zeros((size, self.session_items), dtype=np.int32)
             self._items[:cap] = items
             self._sim = np.zeros(size, dtype=np.float64)
-            self._first = np.full(size, NOWHERE, dtype=np.int64)
+            self._first = np.zeros(size, dtype=np.int64)
         return slot
 
     def _name(self, item: str) -> int:
@@ -279,13 +325,6 @@ class SessionIndex:
 
     # --- scoring ----------------------------------------------------------------------
 
-    @staticmethod
-    def _keys(queue: _Queue) -> np.ndarray:
-        keys = queue.keys
-        if keys is None:
-            keys = queue.keys = np.fromiter(map(_slot_of, queue), np.int64, len(queue))
-        return keys
-
     def neighbour_scores(
         self, items: Sequence[str], exclude: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -306,9 +345,10 @@ class SessionIndex:
             queue = by_item.get(window[p])
             if queue is None:
                 continue
-            parts.append(self._keys(queue))
-            weights.append((p + 1) / length)
-            steps.append(length - p)
+            for part in queue.parts():
+                parts.append(part)
+                weights.append((p + 1) / length)
+                steps.append(length - p)
         if not parts:
             return _EMPTY_I, _EMPTY_F
         sizes = [len(k) for k in parts]
@@ -323,7 +363,8 @@ class SessionIndex:
             keys, weight, steps_at = keys[keep], weight[keep], steps_at[keep]
         # the distinct sessions in the order they were gathered, their similarities
         # summed in that order (ufunc.at adds sequentially) and their steps
-        heads = _first_places(keys, self._first)
+        heads = _first_places(keys, self._first, self._base)
+        self._base += len(keys) + 1
         cand = keys[heads]
         np.add.at(self._sim, keys, weight)
         sim = self._sim[cand]
@@ -333,18 +374,21 @@ class SessionIndex:
         if me is not None and me.slot in cand:
             keep = cand != me.slot
             cand, sim, step = cand[keep], sim[keep], step[keep]
-        live = np.arange(len(cand))
-        if len(cand) + stale > self.sample:  # the `sample` most recent, newest first
-            stamp = self._stamp[cand]  # distinct: one per indexed event
-            if len(live) > self.sample:
-                live = np.argpartition(-stamp, self.sample - 1)[: self.sample]
-            live = live[np.argsort(-stamp[live])]
-        if len(live) > self.neighbours:  # the most similar, ties in the order above
-            live = live[np.argsort(-sim[live], kind="stable")[: self.neighbours]]
-        if not len(live):
+        if not len(cand):
             return _EMPTY_I, _EMPTY_F
-        gain = sim[live] / len(last) / step[live]
-        slots = cand[live]
+        if len(cand) + stale > self.sample:  # the `sample` most recent, newest first
+            stamp = -self._stamp[cand]  # distinct: one per indexed event
+            if len(cand) > self.sample:
+                live = np.argpartition(stamp, self.sample - 1)[: self.sample]
+                live = live[np.argsort(stamp[live])]
+            else:
+                live = np.argsort(stamp)
+            cand, sim, step = cand[live], sim[live], step[live]
+        if len(cand) > self.neighbours:  # the most similar, ties in the order above
+            live = np.argsort(-sim, kind="stable")[: self.neighbours]
+            cand, sim, step = cand[live], sim[live], step[live]
+        gain = sim / len(last) / step
+        slots = cand
         count = self._count[slots]
         width = int(count.max())
         held = self._items[slots, :width][_COLUMNS[:width] < count[:, None]]  # row-major
@@ -370,11 +414,15 @@ class SessionIndex:
         n = len(values)
         names = self._names
         if limit is None or limit >= n:
-            pairs = sorted(zip((-values).tolist(), [names[j] for j in numbers.tolist()]))
+            pairs = sorted(
+                zip((-values).tolist(), [names[j] for j in numbers.tolist()], strict=True)
+            )
             return [(i, -v) for v, i in pairs]
         floor = np.partition(values, n - limit)[n - limit]  # the limit-th largest
         above = np.flatnonzero(values > floor)
-        pairs = sorted(zip((-values[above]).tolist(), [names[j] for j in numbers[above].tolist()]))
+        pairs = sorted(
+            zip((-values[above]).tolist(), [names[j] for j in numbers[above].tolist()], strict=True)
+        )
         out = [(i, -v) for v, i in pairs]
         tied = [names[j] for j in numbers[values == floor].tolist()]  # the rest: by id
         value = float(floor)
@@ -390,7 +438,7 @@ class SessionIndex:
             grown = np.full(max(len(self._names), 2 * len(self._cols)), -2, dtype=np.int64)
             grown[: len(self._cols)] = self._cols
             self._cols = grown
-        cols = self._cols[numbers]
+        cols: np.ndarray = self._cols[numbers]
         missing = np.flatnonzero(cols == -2)
         if len(missing):
             names, get = self._names, mapping.get
