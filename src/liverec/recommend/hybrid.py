@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,7 @@ def fuse(gru: np.ndarray, mean: float, sd: float, cols: np.ndarray, add: np.ndar
 
 def fuse_candidates(
     ranked: list[tuple[int, float]],
-    extra: list[float],
+    extra: Sequence[float] | np.ndarray,
     mean: float,
     sd: float,
     cols: np.ndarray,
@@ -130,7 +130,7 @@ def fuse_candidates(
 
 def fused_order(
     ranked: list[tuple[int, float]],
-    extra: list[float],
+    extra: Sequence[float] | np.ndarray,
     mean: float,
     sd: float,
     cols: np.ndarray,
@@ -138,13 +138,15 @@ def fused_order(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`fuse_candidates` as two arrays (item indices int64, fused scores float32),
     best first: O((C + R) log(C + R)) for C = len(cols), R = len(ranked)."""
+    if len(cols):  # an item in both: its cols entry
+        asked = set(cols.tolist())
+        ranked = [(i, v) for i, v in ranked if i not in asked]
     pairs = np.array(ranked, dtype=np.float64).reshape(-1, 2)  # exact: int and float32
     idx = pairs[:, 0].astype(np.int64)
     z = zscore(pairs[:, 1].astype(np.float32), mean, sd)
     if len(cols):
-        ours = ~np.isin(idx, cols)  # an item in both: its cols entry
-        idx = np.concatenate([cols, idx[ours]])
-        z = np.concatenate([zscore(np.asarray(extra, dtype=np.float32), mean, sd) + add, z[ours]])
+        idx = np.concatenate([cols, idx])
+        z = np.concatenate([zscore(np.asarray(extra, dtype=np.float32), mean, sd) + add, z])
     fused = z.astype(np.float32)
     order = np.lexsort((idx, -fused))
     return idx[order], fused[order]
@@ -310,14 +312,14 @@ class HybridRecommender(Recommender):
         cols, add = index_bonus(self.index, *knn, served.index, self.weight)
         # the GRU's best `want` beat every other item outside cols (see fuse_candidates)
         want = ctx.k + len(ctx.ratings) + SPARE
-        got = await self.gru.score(ctx, want, cols.tolist())
+        got = await self.gru.score(ctx, want, cols)
         if got is None:
             return await self.fallback.recommend(ctx)
         ids = served.index.ids
         ranked, extra = got
         items = self._listed(ranked, extra, cols, add, ctx, ids)
         if len(items) < ctx.k and len(ranked) >= want:  # the rules dropped many: rank all
-            got = await self.gru.score(ctx, len(ids), cols.tolist())
+            got = await self.gru.score(ctx, len(ids), cols)
             if got is not None:
                 items = self._listed(*got, cols, add, ctx, ids)
         items = demote_low_rated(items, ctx.ratings)
