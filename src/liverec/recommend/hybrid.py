@@ -22,8 +22,11 @@ parameters...}}`; its V-SkNN index is built at start from the directory's
 carved by time from the training data (`liverec train --family hybrid|auto`).
 
 Cost per event on the event loop: the V-SkNN scoring of vsknn.py (bounded by its
-window, per_item, sample and neighbours) and the fusion of at most k + SPARE +
-ratings + the V-SkNN's items; in the scoring worker, the GRU's (gru/scoring.py) plus
+window, per_item, sample and neighbours), the item columns of the V-SkNN's items
+(looked up once per item, `SessionIndex.columns`), and the fusion of at most
+k + SPARE + ratings + the V-SkNN's items as arrays (one sort), of which the rules
+read only as many as they need; the V-SkNN's items go to the worker and their exact
+scores come back as arrays. In the scoring worker, the GRU's (gru/scoring.py) plus
 O(H^2) for the moments and O(H) per V-SkNN item. A new directory at the served path
 replaces this one while serving (reloading.py).
 """

@@ -41,7 +41,7 @@ leave short reads the fill list: the FILL items most sessions hold, recomputed e
 FILL_REFRESH indexed events in O(items) array work.
 Memory: about 250 B per indexed session plus 60 B per (session, item) pair in the
 dicts, plus 4 x session_items + 28 B per session slot (arrays grow by doubling up to
-max_sessions) and 8 B per queue entry.
+max_sessions + 2), 32 B per item and about 110 B + 8 B per entry per item queue.
 Thread-safety: none; call from the event loop thread (nothing here does I/O).
 """
 
