@@ -136,6 +136,11 @@ class _Queue(deque[_Session]):
 
 
 _COLUMNS = np.arange(4096)
+
+
+def _upto(n: int) -> np.ndarray:
+    """0, 1, ..., n - 1 (a view of one shared array when it is long enough)."""
+    return _COLUMNS[:n] if n <= len(_COLUMNS) else np.arange(n)
 _EMPTY_I = np.empty(0, dtype=np.int64)
 _EMPTY_F = np.empty(0, dtype=np.float64)
 
@@ -145,7 +150,7 @@ def _first_places(values: np.ndarray, scratch: np.ndarray, base: int) -> np.ndar
     order; O(len(values)). `scratch` must hold less than `base` at every value; it
     is left holding at most base + len(values) there (the next call's base: more)."""
     n = len(values)
-    rank = base + n - (_COLUMNS[:n] if n <= len(_COLUMNS) else np.arange(n))
+    rank = base + n - _upto(n)
     np.maximum.at(scratch, values, rank)  # the first place has the highest rank
     return np.flatnonzero(scratch[values] == rank)
 
@@ -184,7 +189,7 @@ class SessionIndex:
         self.clock = 0  # stamps: one per indexed event
         self._fill: list[str] | None = None
         self._since_fill = 0
-        # session slots (0 is never used: its stamp stays -1, stale keys read it)
+        # session slots (0 is never used)
         cap = 1024
         self._stamp = np.full(cap, -1, dtype=np.int64)
         self._count = np.zeros(cap, dtype=np.int32)
@@ -391,8 +396,8 @@ class SessionIndex:
         slots = cand
         count = self._count[slots]
         width = int(count.max())
-        held = self._items[slots, :width][_COLUMNS[:width] < count[:, None]]  # row-major
-        at = _COLUMNS[: len(held)] if len(held) <= len(_COLUMNS) else np.arange(len(held))
+        held = self._items[slots, :width][_upto(width) < count[:, None]]  # row-major
+        at = _upto(len(held))
         self._pos[held] = at  # one position per distinct item stays (any one)
         numbers = held[self._pos[held] == at]
         np.add.at(self._acc, held, np.repeat(gain, count))  # in neighbour order
