@@ -43,6 +43,10 @@ Memory: about 250 B per indexed session plus 60 B per (session, item) pair in th
 dicts, plus 4 x session_items + 28 B per session slot (arrays grow by doubling up to
 max_sessions + 2), 32 B per item and about 110 B + 8 B per entry per item queue.
 Thread-safety: none; call from the event loop thread (nothing here does I/O).
+
+Why one module of ~600 lines: the index's dicts, their array mirror and the scoring
+that reads the arrays change together (an update that one of them misses, or a sum
+taken in another order, changes the lists), so they are kept side by side.
 """
 
 from __future__ import annotations
@@ -141,6 +145,8 @@ _COLUMNS = np.arange(4096)
 def _upto(n: int) -> np.ndarray:
     """0, 1, ..., n - 1 (a view of one shared array when it is long enough)."""
     return _COLUMNS[:n] if n <= len(_COLUMNS) else np.arange(n)
+
+
 _EMPTY_I = np.empty(0, dtype=np.int64)
 _EMPTY_F = np.empty(0, dtype=np.float64)
 
