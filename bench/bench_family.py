@@ -18,6 +18,10 @@ and random initial weights (its lists are meaningless; its cost is a trained one
 weight 8, the default index parameters:
 
     python bench/bench_family.py --untrained OUT --train TRAIN --test TEST --preset diginetica
+
+`--cost DIR --stream load` times the events of bench/load.py's traffic instead (1,000
+live sessions over the ids '0'..'4999', as `load.py --item-format '{}'` sends them),
+after 20,000 untimed ones: full item queues, long sessions.
 """
 
 from __future__ import annotations
@@ -53,37 +57,70 @@ def _children_cpu_s() -> float:
     return total
 
 
-async def cost(model_dir: Path, test_path: str, events: int, start: bool) -> None:
+def test_steps(test_path: str, events: int) -> list[tuple[str, list[str]]]:
+    """(session, its items so far) per event: the test sessions one after another."""
+    test = load_sessions(test_path)
+    steps: list[tuple[str, list[str]]] = []
+    for s in range(test.n_sessions):
+        items = test.session(s).tolist()
+        steps += [(f"s{s}", items[: pos + 1]) for pos in range(len(items))]
+        if len(steps) >= events:
+            break
+    return steps
+
+
+def load_steps(events: int, warm: int, seed: int) -> list[tuple[str, list[str]]]:
+    """(session, its last 200 items) per event, in bench/load.py's traffic: 1,000 live
+    sessions taking turns at random, each browsing its default catalog (5,000 ids
+    '0'..'4999', Zipf 1.0, half of the steps to a related item); `warm` events first."""
+    import random
+
+    from traffic import Catalog  # bench/, this script's directory
+
+    catalog, rnd = Catalog(5000, 1.0, seed, fmt="{}"), random.Random(seed)
+    current: list[int | None] = [None] * 1000
+    seqs: list[list[str]] = [[] for _ in range(1000)]
+    steps = []
+    for _ in range(warm + events):
+        s = rnd.randrange(1000)
+        current[s] = catalog.step(current[s], rnd)
+        seqs[s] = [*seqs[s][-199:], catalog.ids[current[s]]]
+        steps.append((f"s{s}", seqs[s]))
+    return steps
+
+
+async def cost(
+    model_dir: Path, steps: list[tuple[str, list[str]]], events: int, start: bool
+) -> None:
     """CPU µs per event of the served family (`observe` + `recommend` of a list of 20,
-    as the session manager calls them) over the test sessions, beside the online
-    recommender in the same run. `start`: start it as the server does (a GRU4Rec or
-    hybrid then scores in its worker process: the CPU here is the event loop's, the
-    worker's is reported apart); else its scoring runs on a thread here, counted in."""
+    as the session manager calls them) over `steps`, beside the online recommender in
+    the same run; only the last `events` are timed. `start`: start it as the server
+    does (a GRU4Rec or hybrid then scores in its worker process: the CPU here is the
+    event loop's, the worker's is reported apart); else its scoring runs on a thread
+    here, counted in."""
     from liverec.config import Settings
     from liverec.recommend import build_recommender
     from liverec.recommend.base import RecContext
     from liverec.types import Event
 
-    test = load_sessions(test_path)
     settings = Settings(model_path=str(model_dir))
     served = build_recommender(settings)
     rows = {"online": build_recommender(Settings()), "served": served}
+    timed = max(len(steps) - events, 0)
     for name, rec in rows.items():
         if start:
             await rec.start()
         times: list[float] = []
-        n = 0
-        worker0 = _children_cpu_s()
-        for s in range(test.n_sessions):
-            items = test.session(s).tolist()
-            for pos, item in enumerate(items):
-                t0 = time.process_time()
-                rec.observe(Event(f"e{n}", f"s{s}", "view", item, 1000.0 + n))
-                await rec.recommend(RecContext(f"s{s}", items[: pos + 1], 20, current_item=item))
+        worker0 = 0.0
+        for n, (session, items) in enumerate(steps):
+            if n == timed:
+                worker0 = _children_cpu_s()
+            t0 = time.process_time()
+            rec.observe(Event(f"e{n}", session, "view", items[-1], 1000.0 + n))
+            await rec.recommend(RecContext(session, items, 20, current_item=items[-1]))
+            if n >= timed:
                 times.append(time.process_time() - t0)
-                n += 1
-            if n >= events:
-                break
+        n = len(times)
         worker_us = round((_children_cpu_s() - worker0) / n * 1e6)
         if start:
             await rec.close()
@@ -138,6 +175,12 @@ def main() -> None:
     p.add_argument("--untrained", default=None, help="write OUT/hybrid, OUT/vsknn (see above)")
     p.add_argument("--events", type=int, default=5000)
     p.add_argument("--start", action="store_true", help="--cost: start it as the server does")
+    p.add_argument(
+        "--stream",
+        choices=("test", "load"),
+        default="test",
+        help="--cost: the --test sessions, or bench/load.py's traffic after 20,000 warm events",
+    )
     p.add_argument("--train", default=None)
     p.add_argument("--test", required=True)
     p.add_argument("--preset", default="rsc15")
@@ -151,7 +194,12 @@ def main() -> None:
     if args.cost is not None:
         import asyncio
 
-        asyncio.run(cost(Path(args.cost), args.test, args.events, args.start))
+        if args.stream == "load":
+            steps = load_steps(args.events, 20_000, args.seed)
+        else:
+            steps = test_steps(args.test, args.events)
+        timed = args.events if args.stream == "load" else len(steps)  # test: every step
+        asyncio.run(cost(Path(args.cost), steps, timed, args.start))
         return
     data, test = load_sessions(args.train), load_sessions(args.test)
     config = dataclasses.replace(get_preset(args.preset), seed=args.seed, threads=1)

@@ -23,7 +23,7 @@ from liverec.model.evaluate import evaluate
 from liverec.model.formats import load_sessions
 from liverec.model.moments import ScoreMoments
 from liverec.recommend.family import family_scorer, search_weight, train_family, write_vsknn
-from liverec.recommend.hybrid import fuse, fuse_candidates, knn_bonus
+from liverec.recommend.hybrid import _pairs, fuse, fuse_candidates, fused_order, knn_bonus
 
 from .replay_helpers import assert_matches, replay
 from .servers import LiverecServer
@@ -126,6 +126,20 @@ def test_fusion_over_candidates_equals_the_fusion_over_every_item() -> None:
         fused = fuse_candidates(ranked, g[cols].tolist(), mean, sd, cols, add)
         assert [j for j, _ in fused[:want]] == best
         assert [v for _, v in fused[:want]] == every[best].tolist()
+
+
+def test_fused_candidates_are_read_in_chunks_in_the_same_order() -> None:
+    rng = np.random.default_rng(7)
+    ids = [f"i{j}" for j in range(500)]
+    ranked = [(int(j), float(v)) for j, v in zip(range(0, 60, 2), rng.normal(size=30), strict=True)]
+    cols = rng.choice(500, size=200, replace=False)
+    extra = rng.normal(size=200).astype(np.float32).tolist()
+    add = rng.random(200)
+    idx, fused = fused_order(ranked, extra, 0.1, 1.3, cols, add)
+    whole = [(ids[j], v) for j, v in fuse_candidates(ranked, extra, 0.1, 1.3, cols, add)]
+    assert len(whole) == len(set(idx.tolist())) == 200 + sum(j not in cols for j, _ in ranked)
+    for first in (0, 1, 7, 37, 229, 1000):
+        assert list(_pairs(idx, fused, ids, first)) == whole
 
 
 def test_hybrid_weight_is_chosen_on_the_last_day_of_the_training_data(

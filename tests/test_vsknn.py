@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ from liverec.errors import ConfigError
 from liverec.model.data import ItemIndex
 from liverec.model.evaluate import evaluate
 from liverec.model.formats import load_sessions, write_sessions
+from liverec.recommend import vsknn
 from liverec.recommend.base import RecContext
+from liverec.recommend.hybrid import index_bonus, knn_bonus
 from liverec.recommend.online import OnlineRecommender
 from liverec.recommend.vsknn import SessionIndex, VSKNNRecommender, VSKNNScorer, index_params
 from liverec.types import Event
@@ -22,6 +25,7 @@ from liverec.types import Event
 from .replay_helpers import assert_matches, replay
 from .servers import LiverecServer
 from .tiny_model import walks
+from .vsknn_reference import RefIndex, ref_ranked
 from .wsclient import Client
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "demo"
@@ -71,6 +75,62 @@ def test_more_recent_shared_items_weigh_more() -> None:
     index.add_sessions([["a", "after-a"], ["b", "after-b"]])
     scores = index.scores(["a", "b"])  # b is the latest: weight 2/2, a: 1/2 and step 2
     assert scores["after-b"] > scores["after-a"] > 0
+
+
+def _streams(seed: int) -> tuple[dict[str, int], list[tuple[str, str, list[str], str | None]]]:
+    """Index parameters and (session, item, query window, excluded session) steps of a
+    random stream: few items (ties), small bounds (evictions, stale queue entries,
+    both sampling branches), sessions that repeat items and come back."""
+    rnd = random.Random(seed)
+    params = {
+        "neighbours": rnd.choice([1, 3, 50]),
+        "sample": rnd.choice([2, 10, 250]),
+        "per_item": rnd.choice([2, 5, 100]),
+        "window": rnd.choice([1, 3, 10]),
+        "session_items": rnd.choice([2, 5, 50]),
+        "max_sessions": rnd.choice([3, 20, 1000]),
+    }
+    n_sessions, n_items = rnd.choice([5, 30, 200]), rnd.choice([5, 20, 300])
+    seqs: dict[str, list[str]] = {}
+    steps = []
+    for _ in range(800):
+        s = f"s{rnd.randrange(n_sessions)}"
+        popular = min(int(rnd.paretovariate(1.0)), n_items)
+        item = f"i{popular if rnd.random() < 0.7 else rnd.randrange(n_items)}"
+        seqs.setdefault(s, []).append(item)
+        q = f"s{rnd.randrange(n_sessions)}"
+        steps.append((s, item, list(seqs.get(q) or [item]), q if rnd.random() < 0.8 else None))
+    return params, steps
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_array_scoring_equals_the_plain_definition(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every score, ranking, fill list and hybrid bonus of the array index equals the
+    dict implementation's (tests/vsknn_reference.py), exactly: same values, same
+    ties broken the same way, through evictions and stale queue entries."""
+    params, steps = _streams(seed)
+    monkeypatch.setattr(vsknn, "FILL", 7)  # the fill list's boundary falls among ties
+    index, ref = SessionIndex(**params), RefIndex(**params)
+    columns = ItemIndex([f"i{j}" for j in range(0, 300, 3)])  # knows a third of the items
+    for n, (session, item, window, exclude) in enumerate(steps):
+        index.add(session, item)
+        ref.add(session, item)
+        want = ref.scores(window, exclude)
+        numbers, values = index.neighbour_scores(window, exclude)
+        assert index.scores(window, exclude) == want
+        for limit in (None, 1, 5, 37):
+            assert index.ranked(numbers, values, limit) == ref_ranked(want, limit)
+        cols, add = index_bonus(index, numbers, values, columns, 4.0)
+        ref_cols, ref_add = knn_bonus(want, columns, 4.0)
+        assert sorted(zip(cols.tolist(), add.tolist(), strict=True)) == sorted(
+            zip(ref_cols.tolist(), ref_add.tolist(), strict=True)
+        )
+        if n % 100 == 0:
+            index._fill = None
+            assert index.fill() == ref.fill(7)
+    assert list(index.sessions) == list(ref.sessions) and index.support == ref.support
 
 
 async def test_recommender_falls_back_without_evidence_and_obeys_the_rules() -> None:

@@ -22,8 +22,11 @@ parameters...}}`; its V-SkNN index is built at start from the directory's
 carved by time from the training data (`liverec train --family hybrid|auto`).
 
 Cost per event on the event loop: the V-SkNN scoring of vsknn.py (bounded by its
-window, per_item, sample and neighbours) and the fusion of at most k + SPARE +
-ratings + the V-SkNN's items; in the scoring worker, the GRU's (gru/scoring.py) plus
+window, per_item, sample and neighbours), the item columns of the V-SkNN's items
+(looked up once per item, `SessionIndex.columns`), and the fusion of at most
+k + SPARE + ratings + the V-SkNN's items as arrays (one sort), of which the rules
+read only as many as they need; the V-SkNN's items go to the worker and their exact
+scores come back as arrays. In the scoring worker, the GRU's (gru/scoring.py) plus
 O(H^2) for the moments and O(H) per V-SkNN item. A new directory at the served path
 replaces this one while serving (reloading.py).
 """
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -77,6 +81,26 @@ def knn_bonus(
     return cols, add
 
 
+def index_bonus(
+    knn: SessionIndex,
+    numbers: np.ndarray,
+    values: np.ndarray,
+    index: ItemIndex,
+    weight: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`knn_bonus` of `knn.neighbour_scores`' output (numbers, values), element by
+    element, with the item columns looked up once per item (`SessionIndex.columns`)."""
+    top = float(values.max()) if len(values) and weight else 0.0
+    if top <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    cols = knn.columns(numbers, index.index)
+    known = cols >= 0
+    if not known.all():
+        cols, values = cols[known], values[known]
+    add: np.ndarray = weight * values / top
+    return cols, add
+
+
 def zscore(g: np.ndarray, mean: float, sd: float) -> np.ndarray:
     """(g - mean) / sd in float64; `mean` and `sd` are over every item (ScoreMoments)."""
     z: np.ndarray = (g.astype(np.float64) - mean) / max(sd, 1e-9)
@@ -93,7 +117,7 @@ def fuse(gru: np.ndarray, mean: float, sd: float, cols: np.ndarray, add: np.ndar
 
 def fuse_candidates(
     ranked: list[tuple[int, float]],
-    extra: list[float],
+    extra: Sequence[float] | np.ndarray,
     mean: float,
     sd: float,
     cols: np.ndarray,
@@ -103,17 +127,46 @@ def fuse_candidates(
     (item index, exact score) and the exact scores `extra` of the items `cols`. The
     values are `fuse`'s, element by element; any other item is below every one of
     the GRU's best that it does not beat by GRU score (no bonus, lower z)."""
-    idx = np.fromiter((i for i, _ in ranked), dtype=np.int64, count=len(ranked))
-    g = np.fromiter((v for _, v in ranked), dtype=np.float32, count=len(ranked))
-    z = zscore(g, mean, sd)
+    idx, fused = fused_order(ranked, extra, mean, sd, cols, add)
+    return list(zip(idx.tolist(), fused.tolist(), strict=True))
+
+
+def fused_order(
+    ranked: list[tuple[int, float]],
+    extra: Sequence[float] | np.ndarray,
+    mean: float,
+    sd: float,
+    cols: np.ndarray,
+    add: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`fuse_candidates` as two arrays (item indices int64, fused scores float32),
+    best first: O((C + R) log(C + R)) for C = len(cols), R = len(ranked)."""
+    if len(cols):  # an item in both: its cols entry
+        asked = set(cols.tolist())
+        ranked = [(i, v) for i, v in ranked if i not in asked]
+    pairs = np.array(ranked, dtype=np.float64).reshape(-1, 2)  # exact: int and float32
+    idx = pairs[:, 0].astype(np.int64)
+    z = zscore(pairs[:, 1].astype(np.float32), mean, sd)
     if len(cols):
         idx = np.concatenate([cols, idx])
         z = np.concatenate([zscore(np.asarray(extra, dtype=np.float32), mean, sd) + add, z])
-        idx, first = np.unique(idx, return_index=True)  # an item in both: its cols entry
-        z = z[first]
     fused = z.astype(np.float32)
     order = np.lexsort((idx, -fused))
-    return list(zip(idx[order].tolist(), fused[order].tolist(), strict=True))
+    return idx[order], fused[order]
+
+
+def _pairs(
+    idx: np.ndarray, fused: np.ndarray, ids: list[str], first: int
+) -> Iterator[tuple[str, float]]:
+    """(item id, score) of `fused_order`'s arrays, in order, converted `first` at a
+    time and then in growing chunks: the rules read only as far as they need."""
+    start, size = 0, max(first, 1)
+    while start < len(idx):
+        end = start + size
+        yield from zip(
+            map(ids.__getitem__, idx[start:end].tolist()), fused[start:end].tolist(), strict=True
+        )
+        start, size = end, 4 * size
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -188,7 +241,8 @@ class HybridScorer:
             seq = self.slots[slot]
             seq.append(ids[item])
             del seq[: -self.knn.window]
-            cols, add = knn_bonus(self.knn.scores(seq), self.item_index, self.weight)
+            knn = self.knn.neighbour_scores(seq)
+            cols, add = index_bonus(self.knn, *knn, self.item_index, self.weight)
             out[r] = fuse(g[r], float(mean[r]), float(sd[r]), cols, add)
         return out
 
@@ -257,18 +311,18 @@ class HybridRecommender(Recommender):
         if served is None or not ctx.items or not known:
             return await self.fallback.recommend(ctx)
         window = ctx.items[-self.index.window :]
-        knn = self.index.scores(window, exclude=ctx.session_id)
-        cols, add = knn_bonus(knn, served.index, self.weight)
+        knn = self.index.neighbour_scores(window, exclude=ctx.session_id)
+        cols, add = index_bonus(self.index, *knn, served.index, self.weight)
         # the GRU's best `want` beat every other item outside cols (see fuse_candidates)
         want = ctx.k + len(ctx.ratings) + SPARE
-        got = await self.gru.score(ctx, want, cols.tolist())
+        got = await self.gru.score(ctx, want, cols)
         if got is None:
             return await self.fallback.recommend(ctx)
         ids = served.index.ids
         ranked, extra = got
         items = self._listed(ranked, extra, cols, add, ctx, ids)
         if len(items) < ctx.k and len(ranked) >= want:  # the rules dropped many: rank all
-            got = await self.gru.score(ctx, len(ids), cols.tolist())
+            got = await self.gru.score(ctx, len(ids), cols)
             if got is not None:
                 items = self._listed(*got, cols, add, ctx, ids)
         items = demote_low_rated(items, ctx.ratings)
@@ -288,5 +342,6 @@ class HybridRecommender(Recommender):
         ids: list[str],
     ) -> list[Rec]:
         assert extra is not None  # asked for: the scoring pass returns it
-        fused = fuse_candidates(ranked, extra.scores, extra.mean, extra.sd, cols, add)
-        return apply_rules(((ids[j], v) for j, v in fused), ctx)
+        idx, fused = fused_order(ranked, extra.scores, extra.mean, extra.sd, cols, add)
+        first = ctx.k + len(ctx.exclude) + len(ctx.ratings) + SPARE + 1
+        return apply_rules(_pairs(idx, fused, ids, first), ctx)

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -227,7 +228,7 @@ class GRURecommender(Recommender):
         return RecList(items, served.version)
 
     async def score(
-        self, ctx: RecContext, want: int, extra: list[int] | None = None
+        self, ctx: RecContext, want: int, extra: np.ndarray | None = None
     ) -> tuple[Ranked, Extra | None] | None:
         """The session advanced to ctx.position and scored: the `want` best items by
         exact score (blocked ones excluded), best first, and with `extra` (item

@@ -61,7 +61,7 @@ class ScoreInput:
     want: int  # items to return (beyond the blocked ones)
     # a hybrid's: items whose exact scores are wanted, with the moments of every
     # item's score (served.Extra); the model must be prepared with the moments
-    extra: list[int] | None = None
+    extra: np.ndarray | None = None  # int64; travels to the worker as an array
 
 
 Scored = tuple[Ranked, Tensor, Extra | None]  # ranked, new hidden state (L, H), extra

@@ -99,7 +99,7 @@ class ServeOptions:
 class Extra:
     """What a hybrid asks of a scoring pass beside the list (ScoreInput.extra)."""
 
-    scores: list[float]  # exact scores of the asked items, in the asked order
+    scores: np.ndarray  # exact scores of the asked items, in the asked order (float32)
     mean: float  # mean and standard deviation of every item's score (ScoreMoments)
     sd: float
 
@@ -191,7 +191,7 @@ class ServedModel:
             self.options.quantize, self.options.rank, self.options.quantize_gru, True
         )
 
-    def extras(self, out: Tensor, asked: list[tuple[int, list[int]]]) -> list[Extra]:
+    def extras(self, out: Tensor, asked: list[tuple[int, np.ndarray]]) -> list[Extra]:
         """For each (row r of out (B, H), item indices): their exact scores and the
         moments of every item's score for that row."""
         if self.moments is None:
@@ -203,7 +203,7 @@ class ServedModel:
         for k, (r, items) in enumerate(asked):
             idx = torch.tensor(items, dtype=torch.int64)
             scores = torch.mv(weight.index_select(0, idx), out[r]).add_(bias[idx])  # (len,)
-            got.append(Extra(scores.tolist(), float(mean[k]), float(sd[k])))
+            got.append(Extra(scores.numpy(), float(mean[k]), float(sd[k])))
         return got
 
     def item_scores(self, out: Tensor) -> Tensor:
