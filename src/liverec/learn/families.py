@@ -2,7 +2,7 @@
 
 Owns: which candidates a round builds for a family set (gru4rec: the GRU4Rec
 candidate, as before; vsknn: a session index of the training part; hybrid: the two
-fused, its weight chosen from `liverec.recommend.family.WEIGHTS`; auto: all three), how
+fused, its weight chosen by `liverec.recommend.family.search_weight`; auto: all three), how
 each is scored on the round's held-out sessions, the winner (the best Recall@20,
 MRR@20 breaking ties: the rule of `liverec train --family auto`), the scorer of a
 served directory of any family, and writing the winner's directory. The winner is
@@ -25,7 +25,13 @@ from ..model.evaluate import StepScorer
 from ..model.formats import write_sessions
 from ..model.moments import ScoreMoments
 from ..model.scorer import GRUScorer
-from ..recommend.family import VSKNN_PARAMS, WEIGHTS, family_scorer, hybrid_meta, write_vsknn
+from ..recommend.family import (
+    VSKNN_PARAMS,
+    family_scorer,
+    hybrid_meta,
+    search_weight,
+    write_vsknn,
+)
 from ..recommend.hybrid import SESSIONS, HybridScorer
 from ..recommend.vsknn import SessionIndex, VSKNNScorer
 from .finetune import Candidate
@@ -91,15 +97,14 @@ def choose(
         figures["vsknn"] = run(VSKNNScorer(knn, union))
     weight = None
     if gru is not None and knn is not None and "hybrid" in wanted:
-        best: dict[str, float] | None = None
         moments = ScoreMoments(gru.model.item_weight.data, gru.model.item_bias.data)
-        for w in WEIGHTS:
-            scorer = HybridScorer(gru.model, gru.item_index, knn, w, moments)
-            fig = run(mapped(scorer, gru.item_index))
-            figures[f"hybrid w={w:g}"] = fig
-            if best is None or _key(fig) > _key(best):
-                weight, best = w, fig
-        assert best is not None
+        model, index, sessions = gru.model, gru.item_index, knn
+
+        def score(w: float) -> dict[str, float]:
+            return run(mapped(HybridScorer(model, index, sessions, w, moments), index))
+
+        weight, best, tried = search_weight(score)
+        figures.update(tried)
         figures["hybrid"] = best
     winner = max((f for f in wanted if f in figures), key=lambda f: _key(figures[f]))
     return Choice(winner, weight, figures, knn)
