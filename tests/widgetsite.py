@@ -231,8 +231,25 @@ class Tab:
         ws.on("framesent", lambda payload: self.sent.append(str(payload)))
 
     def synced(self) -> list[str]:
-        self.page.wait_for_function(SYNCED, timeout=WAIT_MS)
+        try:
+            self.page.wait_for_function(SYNCED, timeout=WAIT_MS)
+        except Exception as exc:  # say where the widget stood, not only "timeout"
+            raise AssertionError(f"widget not synced: {self.where()}") from exc
         return self.recs()
+
+    def where(self) -> str:
+        """The widget's state, the sockets made and the last console lines and errors."""
+        try:
+            state = self.page.evaluate(
+                "() => window.liverec && {state: liverec.state, pending: liverec.pending, "
+                "lastEventId: liverec.lastEventId, renderedFor: liverec.renderedFor}"
+            )
+        except Exception as exc:  # the page itself is gone
+            state = f"unreadable ({exc})"
+        return (
+            f"{state}; sockets {self.sockets[-5:]}; sent {self.sent[-6:]}; "
+            f"console {self.console[-12:]}; errors {self.errors[-5:]}"
+        )
 
     def recs(self) -> list[str]:
         ids: list[str] = self.page.eval_on_selector_all(
