@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from liverec.model.evaluate import evaluate
 from liverec.model.formats import load_sessions
 from liverec.model.moments import ScoreMoments
 from liverec.recommend.family import family_scorer, search_weight, train_family, write_vsknn
-from liverec.recommend.hybrid import _pairs, fuse, fuse_candidates, fused_order, knn_bonus
+from liverec.recommend.hybrid import _pairs, fuse, fused_order, knn_bonus
 
 from .replay_helpers import assert_matches, replay
 from .servers import LiverecServer
@@ -31,6 +32,16 @@ from .tiny_model import REPLAY_CONFIG, train_tiny, walks
 from .wsclient import Client
 
 DAY = 86400.0
+
+
+def fuse_candidates(
+    ranked: list[tuple[int, float]], extra: Any, mean: float, sd: float, cols: Any, add: Any
+) -> list[tuple[int, float]]:
+    """`fused_order` as (item index, fused score) pairs, best first."""
+    idx, fused = fused_order(ranked, extra, mean, sd, cols, add)
+    return list(zip(idx.tolist(), fused.tolist(), strict=True))
+
+
 CONFIG = REPLAY_CONFIG
 
 

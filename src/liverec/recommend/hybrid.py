@@ -2,7 +2,7 @@
 
 Owns: the fusion (z-scored GRU4Rec scores plus `weight` x the V-SkNN scores divided
 by their maximum, per event; the fusion of bench/bench_hybrid.py) over every item
-(`fuse`, offline) or over candidates only (`fuse_candidates`, served: the same values
+(`fuse`, offline) or over candidates only (`fused_order`, served: the same values
 item by item), `HybridRecommender` (the served family) and `HybridScorer` (the same
 scores for `liverec.model.evaluate`, so the offline figures are what is served).
 
@@ -115,22 +115,6 @@ def fuse(gru: np.ndarray, mean: float, sd: float, cols: np.ndarray, add: np.ndar
     return out
 
 
-def fuse_candidates(
-    ranked: list[tuple[int, float]],
-    extra: Sequence[float] | np.ndarray,
-    mean: float,
-    sd: float,
-    cols: np.ndarray,
-    add: np.ndarray,
-) -> list[tuple[int, float]]:
-    """`fuse` on candidates only, best first, ties by item index: the GRU's best
-    (item index, exact score) and the exact scores `extra` of the items `cols`. The
-    values are `fuse`'s, element by element; any other item is below every one of
-    the GRU's best that it does not beat by GRU score (no bonus, lower z)."""
-    idx, fused = fused_order(ranked, extra, mean, sd, cols, add)
-    return list(zip(idx.tolist(), fused.tolist(), strict=True))
-
-
 def fused_order(
     ranked: list[tuple[int, float]],
     extra: Sequence[float] | np.ndarray,
@@ -139,8 +123,12 @@ def fused_order(
     cols: np.ndarray,
     add: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`fuse_candidates` as two arrays (item indices int64, fused scores float32),
-    best first: O((C + R) log(C + R)) for C = len(cols), R = len(ranked)."""
+    """`fuse` on candidates only, best first, ties by item index: the GRU's best
+    (item index, exact score) and the exact scores `extra` of the items `cols`, as two
+    arrays (item indices int64, fused scores float32). The values are `fuse`'s,
+    element by element; any other item is below every one of the GRU's best that it
+    does not beat by GRU score (no bonus, lower z). O((C + R) log(C + R)) for
+    C = len(cols), R = len(ranked)."""
     if len(cols):  # an item in both: its cols entry
         asked = set(cols.tolist())
         ranked = [(i, v) for i, v in ranked if i not in asked]
@@ -254,7 +242,7 @@ class HybridRecommender(Recommender):
     The GRU half is a `GRURecommender` of the same directory prepared with the
     moments: its session states, micro-batches and scoring worker; per event it
     returns the GRU's best items, the exact scores of the V-SkNN's items and the
-    moments, and the fusion ranks only those (`fuse_candidates`)."""
+    moments, and the fusion ranks only those (`fused_order`)."""
 
     def __init__(self, path: Path, gru: GRURecommender, *, live: bool = True) -> None:
         """`gru`: a GRURecommender of `path` made with `moments=True` (it owns the
@@ -313,7 +301,7 @@ class HybridRecommender(Recommender):
         window = ctx.items[-self.index.window :]
         knn = self.index.neighbour_scores(window, exclude=ctx.session_id)
         cols, add = index_bonus(self.index, *knn, served.index, self.weight)
-        # the GRU's best `want` beat every other item outside cols (see fuse_candidates)
+        # the GRU's best `want` beat every other item outside cols (see fused_order)
         want = ctx.k + len(ctx.ratings) + SPARE
         got = await self.gru.score(ctx, want, cols)
         if got is None:
