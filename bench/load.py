@@ -811,7 +811,7 @@ def main() -> None:
         "--store",
         default="memory://",
         help="liverec store: memory://, embedded:// (a fresh file per run; options may "
-        "follow: embedded://?commit=loop)",
+        "follow: embedded://?synchronous=FULL)",
     )
     parser.add_argument("--items", type=int, default=5000, help="catalog size")
     parser.add_argument(

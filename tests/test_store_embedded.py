@@ -1,6 +1,5 @@
 """The embedded (SQLite) backend beyond the contract: crash safety, purging, isolation,
-writes on the event loop (NORMAL, memory://; a file's COMMIT on its committer thread) or
-on the writer thread (FULL), checkpoints."""
+writes on the event loop (NORMAL, memory://) or on the writer thread (FULL), checkpoints."""
 
 from __future__ import annotations
 
@@ -59,9 +58,9 @@ def ev(eid: str, session: str = "s1", item: str = "i", user: str | None = "u1") 
     return Event(eid, session, "purchase", item, 1.0, user)
 
 
-@pytest.mark.parametrize("sync", ["NORMAL", "FULL", "NORMAL&commit=thread"])
+@pytest.mark.parametrize("sync", ["NORMAL", "FULL"])
 async def test_acked_events_survive_sigkill(tmp_path: Path, sync: str) -> None:
-    url = f"embedded://{tmp_path}/crash.db?synchronous={sync}"  # (+ the commit option)
+    url = f"embedded://{tmp_path}/crash.db?synchronous={sync}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CHILD, url, stdout=asyncio.subprocess.PIPE
     )
@@ -385,15 +384,13 @@ def test_where_writes_run() -> None:
     assert not loop_writes("embedded://x.db?synchronous=extra")
 
 
-@pytest.mark.parametrize("commit", ["thread", "loop"])
-async def test_a_file_store_commits_off_the_loop_and_acks_after_the_commit(
-    tmp_path: Path, commit: str
+async def test_a_file_store_commits_on_the_loop_and_acks_after_the_commit(
+    tmp_path: Path,
 ) -> None:
-    # The loop runs a group's statements; the COMMIT runs on the committer thread
-    # (commit=loop: on the loop), and no caller's call returns before the COMMIT of
-    # its group has begun (its future is still pending when it starts). A read waits
-    # for a COMMIT in flight.
-    store = EmbeddedStore(str(tmp_path / "t.db"), StoreLimits(), commit=commit)
+    # The loop runs a group's statements and its COMMIT, and no caller's call returns
+    # before the COMMIT of its group has begun (its future is still pending when it
+    # starts). A read made meanwhile is answered too.
+    store = EmbeddedStore(str(tmp_path / "t.db"), StoreLimits())
     await store.open()
     loop_thread = threading.get_ident()
     futures: list[asyncio.Future[Any]] = []
@@ -422,7 +419,7 @@ async def test_a_file_store_commits_off_the_loop_and_acks_after_the_commit(
             assert (await read) is not None
         assert len(commits) == 3
         assert not any(answered for answered, _ in commits)
-        assert {thread == loop_thread for _, thread in commits} == {commit == "loop"}
+        assert {thread for _, thread in commits} == {loop_thread}
     finally:
         await store.close()
 

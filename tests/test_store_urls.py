@@ -17,9 +17,6 @@ def test_embedded_paths() -> None:
     relative = open_store("embedded://./data/liverec.db", StoreLimits())
     assert isinstance(relative, EmbeddedStore)
     assert relative.path == "./data/liverec.db" and relative.synchronous == "NORMAL"
-    assert relative.commit == "loop"
-    threaded = open_store("embedded://x.db?commit=thread", StoreLimits())
-    assert isinstance(threaded, EmbeddedStore) and threaded.commit == "thread"
     absolute = open_store("embedded:///var/lib/liverec/liverec.db?synchronous=full", StoreLimits())
     assert isinstance(absolute, EmbeddedStore)
     assert absolute.path == "/var/lib/liverec/liverec.db" and absolute.synchronous == "FULL"
@@ -49,7 +46,7 @@ def test_redis_options() -> None:
         ("embedded://", "needs a file path"),
         ("memory://somewhere", "takes no path"),
         ("embedded://x.db?synchronous=SOMETIMES", "synchronous must be one of"),
-        ("embedded://x.db?commit=later", "commit must be one of loop, thread"),
+        ("embedded://x.db?commit=thread", "unknown option 'commit'"),
         ("embedded://x.db?fsync=1", "unknown option 'fsync'"),
         ("redis://localhost:6379/0?sokcet_timeout=1", "unknown option 'sokcet_timeout'"),
         ("redis://localhost:6379/0?socket_timeout=soon", "not a number"),

@@ -16,15 +16,11 @@ disk (`loop_writes`):
 * **On the event loop** (``memory://``, and files with synchronous NORMAL or OFF):
   a commit is a write() into the WAL, no fsync. The first call of a loop iteration
   schedules one flush (``call_soon``); every write made during that iteration joins
-  it, and the loop runs the group's statements and its COMMIT itself. With
-  ``commit=thread`` (a file only) the COMMIT (which copies the group's pages, tens
-  of KB per event, into the WAL) runs on a committer thread instead
-  (`sqlite_commit.py`) with the GIL released, and the callers' futures resolve once
-  it has returned; writes made meanwhile wait for it and form the next group. Not
-  the default: measured at 1,000 events/s on 2 shared cores, it took no CPU off the
-  loop's thread (the hand-over costs what the COMMIT did), added the thread's, and
-  doubled event latency (docs/benchmarks.md). Reads run at once on the same
-  connection (after a COMMIT in flight).
+  it, and the loop runs the group's statements and its COMMIT itself. Reads run at
+  once on the same connection. (A COMMIT on a committer thread was built and
+  measured at 1,000 events/s on 2 shared cores: it took no CPU off the loop's thread,
+  added the thread's and doubled event latency, so it was removed; see
+  docs/benchmarks.md.)
   A thread with its own connection checkpoints the WAL into the main file and starts
   it over (`checkpoint_interval_s`, `checkpoint_wal_bytes`; see `Checkpointer`): no
   fsync runs on the loop, whose connection has wal_autocheckpoint=0. In WAL mode with
@@ -32,9 +28,8 @@ disk (`loop_writes`):
   power loss. When the write lock is taken (by another process such as ``liverec
   catalog``, or held for a WAL restart) a flush waits with ``call_later``, never in
   SQLite's busy handler on the loop.
-  Why not the whole transaction on a thread: a thread must take the GIL back after
-  every SQLite call, and while the loop is busy each take waits up to the
-  interpreter's switch interval; the committer takes it back once per group.
+  Why not a thread: a thread must take the GIL back after every SQLite call, and
+  while the loop is busy each take waits up to the interpreter's switch interval.
 * **On a writer thread** (synchronous FULL or EXTRA): each commit fsyncs, which must
   not stall the loop. The thread owns the connection, takes everything queued, runs
   it in one transaction (one fsync for the group), checkpoints and purges.
@@ -43,11 +38,10 @@ Expired rows (see `sqlite_ops.py`) are deleted by a purge step that runs on open
 every `purge_interval_s` (on the loop: transactions of at most `LOOP_PURGE_BUDGET_S`
 of work, spaced by `LOOP_PURGE_PAUSE_S` while a backlog lasts).
 
-Why one module of ~790 lines: the group commit, the places it runs (the loop, its
-COMMIT optionally on the committer thread, or a writer thread) and the open and close
-that choose between them share one queue and one connection's life; the SQL, the
-schema, WAL checkpoints, the committer thread and the error mapping already live
-beside it (sqlite_*.py).
+Why one module of ~700 lines: the group commit, the places it runs (the loop or a
+writer thread) and the open and close that choose between them share one queue and
+one connection's life; the SQL, the schema, WAL checkpoints and the error mapping
+already live beside it (sqlite_*.py).
 """
 
 from __future__ import annotations
@@ -75,7 +69,6 @@ from .sqlite_checkpoint import (
     HOLD_BUSY_S,
     Checkpointer,
 )
-from .sqlite_commit import Committer
 from .sqlite_errors import busy, open_error, store_error
 from .sqlite_ops import PURGE_CHUNK, SqliteOps
 from .sqlite_schema import ensure_schema
@@ -86,7 +79,6 @@ Work = Callable[[sqlite3.Connection, float], Any]  # (connection, store clock no
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 SYNCING_MODES: Final = ("FULL", "EXTRA")  # a commit waits for fsync: write on a thread
-COMMIT_MODES: Final = ("loop", "thread")  # where a file's COMMIT runs with loop writes
 # Purging on the event loop: each round deletes up to LOOP_PURGE_CHUNK expired sessions,
 # profiles (with their rows: up to 200 items, 2 x 1000 purchases/ratings by default)
 # and remembered ids; a transaction adds rounds until LOOP_PURGE_BUDGET_S has passed,
@@ -118,7 +110,6 @@ class EmbeddedStore(Store):
         *,
         url: str | None = None,
         synchronous: str = "NORMAL",
-        commit: str = "loop",
         purge_interval_s: float = 300.0,
         max_batch: int = 1000,
         busy_timeout_s: float = 5.0,
@@ -130,8 +121,6 @@ class EmbeddedStore(Store):
         super().__init__(limits)
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
-        if commit not in COMMIT_MODES:
-            raise ConfigError(f"commit must be one of {', '.join(COMMIT_MODES)}")
         if purge_interval_s <= 0 or max_batch < 1:
             raise ConfigError("purge_interval_s must be > 0 and max_batch >= 1")
         if checkpoint_interval_s <= 0 or checkpoint_wal_bytes < 0 or checkpoint_hold_busy_s <= 0:
@@ -142,7 +131,6 @@ class EmbeddedStore(Store):
         self.path = path
         self.url = url or (f"embedded://{path}" if path is not None else "memory://")
         self.synchronous = synchronous.upper()
-        self.commit = commit
         self.purge_interval_s = purge_interval_s
         self.max_batch = max_batch
         self.busy_timeout_s = busy_timeout_s
@@ -166,21 +154,18 @@ class EmbeddedStore(Store):
         self._purge_handle: asyncio.Handle | None = None
         self._busy_since: float | None = None  # monotonic: first BUSY of the waiting flush
         self._checkpointer: Checkpointer | None = None
-        # file stores on the loop: the COMMIT of each group runs on this thread
-        self._committer: Committer | None = None
-        self._committing: asyncio.Future[None] | None = None  # set while it runs
         self._sql = SqliteOps(limits)
         self._delivered: dict[str, int] = {}  # follow(): group -> last position delivered
 
     @classmethod
     def from_url(cls, url: str, limits: StoreLimits) -> EmbeddedStore:
-        """``embedded://PATH[?synchronous=FULL&commit=thread&purge_interval_s=300]`` or
+        """``embedded://PATH[?synchronous=FULL&purge_interval_s=300]`` or
         ``memory://``."""
         scheme, _, rest = url.partition("://")
         target, _, query = rest.partition("?")
         options: dict[str, Any] = {}
         for key, value in parse_qsl(query, keep_blank_values=True):
-            if key in ("synchronous", "commit"):
+            if key == "synchronous":
                 options[key] = value
             elif key == "purge_interval_s":
                 try:
@@ -190,7 +175,7 @@ class EmbeddedStore(Store):
             else:
                 raise ConfigError(
                     f"unknown option {key!r} in store URL"
-                    " (known: synchronous, commit, purge_interval_s)"
+                    " (known: synchronous, purge_interval_s)"
                 )
         if scheme.lower() == "memory":
             if target:
@@ -328,11 +313,6 @@ class EmbeddedStore(Store):
             if loop is not self._loop:
                 raise StoreError(f"the store {self.url} is used by the event loop that opened it")
             if not write:  # short and indexed (or bounded by the caller's limit): run it now
-                while self._committing is not None:  # the connection is the committer's
-                    await asyncio.shield(self._committing)
-                c = self._conn
-                if self._closed or c is None:
-                    raise StoreUnavailable(f"the store {self.url} is not open")
                 try:
                     return self._transaction(c, [work], False, self._clock())[0]
                 except Exception as exc:
@@ -342,8 +322,8 @@ class EmbeddedStore(Store):
                     raise error from exc
             future: asyncio.Future[Any] = loop.create_future()
             self._pending.append(_Op(work, True, future, loop))
-            if self._flush_handle is None and self._committing is None:
-                self._flush_handle = loop.call_soon(self._on_flush)  # first of this iteration
+            if self._flush_handle is None:  # the first write of this loop iteration
+                self._flush_handle = loop.call_soon(self._on_flush)
             return await future
         future = loop.create_future()
         with self._lock:
@@ -466,8 +446,6 @@ class EmbeddedStore(Store):
             await asyncio.to_thread(_shut, c, checkpointer)
             raise StoreUnavailable(f"the store {self.url} was closed while opening")
         self._loop, self._conn, self._checkpointer = loop, c, checkpointer
-        if self.path is not None and self.commit == "thread":  # the WAL write off the loop
-            self._committer = Committer(loop, "liverec-sqlite-commit")
         delay = LOOP_PURGE_PAUSE_S if more else self.purge_interval_s
         self._purge_handle = loop.call_later(delay, self._on_purge)
 
@@ -494,39 +472,30 @@ class EmbeddedStore(Store):
             if handle is not None:
                 handle.cancel()
         self._flush_handle = self._purge_handle = None
-        while self._pending or self._committing is not None:
-            if self._committing is not None:
-                await asyncio.shield(self._committing)
-                continue
+        while self._pending:
             delay = self._flush()
             if delay is not None:
                 await asyncio.sleep(delay)
         c, self._conn = self._conn, None
         checkpointer, self._checkpointer = self._checkpointer, None
-        committer, self._committer = self._committer, None
-        if committer is not None:
-            await asyncio.to_thread(committer.stop)
         await asyncio.to_thread(_shut, c, checkpointer)
 
     def _on_flush(self) -> None:
         self._flush_handle = None
-        if self._committing is not None:
-            return  # _committed flushes what came meanwhile
         delay = self._flush()
         if self._loop is None:
             return
         if delay is not None:
             self._flush_handle = self._loop.call_later(delay, self._on_flush)
-        elif self._pending and self._committing is None:  # more than max_batch
+        elif self._pending:  # more than max_batch: the rest in the next iteration
             self._flush_handle = self._loop.call_soon(self._on_flush)
 
     def _flush(self) -> float | None:
         """Run up to `max_batch` pending writes in one transaction on the loop, then
-        settle their futures (with a committer: its thread commits, `_committed`
-        settles). Returns a delay when another process holds the write lock: the
-        writes stay pending until then (up to `busy_timeout_s` in all)."""
+        settle their futures. Returns a delay when another process holds the write
+        lock: the writes stay pending until then (up to `busy_timeout_s` in all)."""
         c = self._conn
-        if c is None or not self._pending or self._committing is not None:
+        if c is None or not self._pending:
             return None
         failure: BaseException | None = None
         if self._checkpointer is not None and self._checkpointer.holding:
@@ -551,9 +520,6 @@ class EmbeddedStore(Store):
             return None
         self._busy_since = None
         ops = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch))]
-        if self._committer is not None:
-            self._hand_over(c, ops, self._committer)
-            return None
         try:
             outcomes = self._run_ops(c, ops, begun=True)
         except BaseException:  # KeyboardInterrupt and the like: nobody waits for ever
@@ -564,48 +530,6 @@ class EmbeddedStore(Store):
             _settle(op.future, result, error)
         return None
 
-    def _hand_over(self, c: sqlite3.Connection, ops: list[_Op], committer: Committer) -> None:
-        """Run the group's statements here, in the transaction begun on `c`; its COMMIT
-        on the committer thread (`_committed` settles the futures)."""
-        now = self._clock()
-        try:
-            results = [op.work(c, now) for op in ops]
-            self._sql.trim_log(c)
-        except Exception:  # one op failed: the group is rolled back, each op alone
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            for op, (result, error) in zip(ops, self._one_by_one(c, ops, now), strict=True):
-                _settle(op.future, result, error)
-            return
-        except BaseException:  # KeyboardInterrupt and the like: nobody waits for ever
-            for op in ops:
-                _settle(op.future, None, StoreUnavailable(f"the store {self.url} failed"))
-            raise
-        assert self._loop is not None
-        self._committing = self._loop.create_future()
-        committer.commit(c, lambda error: self._committed(ops, results, now, error))
-
-    def _committed(
-        self, ops: list[_Op], results: list[Any], now: float, error: BaseException | None
-    ) -> None:
-        """On the loop, after the committer ran the COMMIT of `ops` (rolled back when
-        `error`): settle their futures, then flush what came meanwhile."""
-        committing, self._committing = self._committing, None
-        c = self._conn
-        if error is None:
-            for op, result in zip(ops, results, strict=True):
-                _settle(op.future, result, None)
-        elif c is None:
-            for op in ops:
-                _settle(op.future, None, store_error(error))
-        else:  # as on the loop: each op again in a transaction of its own
-            for op, (result, exc) in zip(ops, self._one_by_one(c, ops, now), strict=True):
-                _settle(op.future, result, exc)
-        if committing is not None:
-            committing.set_result(None)
-        if self._pending and self._flush_handle is None and self._loop is not None:
-            self._flush_handle = self._loop.call_soon(self._on_flush)
-
     def _fail_pending(self, failure: BaseException) -> None:
         while self._pending:
             _settle(self._pending.popleft().future, None, failure)
@@ -615,10 +539,8 @@ class EmbeddedStore(Store):
         c, loop = self._conn, self._loop
         if c is None or loop is None or self._closed:
             return
-        if self._committing is not None or (
-            self._checkpointer is not None and self._checkpointer.holding
-        ):
-            more = True  # the connection is the committer's, or writes are held: soon
+        if self._checkpointer is not None and self._checkpointer.holding:
+            more = True  # writes are held: try again soon
         else:
             try:
                 more = self._purge_step(c, self._clock(), LOOP_PURGE_CHUNK, LOOP_PURGE_BUDGET_S)
