@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +29,7 @@ from .widgetsite import (
     WAIT_MS,
     ShopSite,
     Tab,
+    catalog,
     put_catalog,
     widget_tag,
 )
@@ -48,6 +52,19 @@ def start(shop: ShopSite, port: int | None = None, **settings: Any) -> LiverecSe
     srv = LiverecServer("memory://", port=port, jwt_secret=SECRET, **settings).start()
     put_catalog(srv, shop.origin)
     return srv
+
+
+def start_with_catalog(shop: ShopSite, port: int, store: Path) -> LiverecServer:
+    """A server on `port` whose catalog is in its store before it takes a socket: a
+    widget that reconnects at once gets titled lists (with `start`, its first recs
+    could come before the catalog's PUT, and nothing titled is drawn until the next
+    event). The store file keeps what earlier servers on it recorded."""
+    items = store.with_suffix(".items.jsonl")
+    items.write_text("".join(json.dumps(it) + "\n" for it in catalog(shop.origin)))
+    url = f"embedded://{store}"
+    cmd = [sys.executable, "-m", "liverec.cli", "catalog", "import", str(items), "--store", url]
+    subprocess.run([*cmd, "--quiet"], check=True, capture_output=True, timeout=120)
+    return LiverecServer(url, port=port, jwt_secret=SECRET, allowed_origins=shop.origin).start()
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +262,7 @@ def test_first_visit_with_the_server_down_breaks_nothing_and_loses_nothing(
 
 
 def test_first_visit_with_the_socket_down_keeps_space_and_events(
-    chromium: Any, shop: ShopSite
+    chromium: Any, shop: ShopSite, tmp_path: Path
 ) -> None:
     """The store serves the widget itself and the liverec server is down: the row
     blanks after a while without moving anything, and the events wait for the server."""
@@ -266,7 +283,7 @@ def test_first_visit_with_the_socket_down_keeps_space_and_events(
         )
         tab.cls()
         assert page.evaluate("liverec.state") != "refused"  # down is not refused: it retries
-        srv = start(shop, port=port)
+        srv = start_with_catalog(shop, port, tmp_path / "shop.db")
         recs = tab.synced()
         assert len(recs) == 8 and "sku-14" not in recs
         status, body = session_items(srv, page.evaluate("liverec.sessionId"))
@@ -279,7 +296,7 @@ def test_first_visit_with_the_socket_down_keeps_space_and_events(
 
 
 def test_server_down_later_keeps_events_and_the_viewed_item_out_of_the_cached_row(
-    chromium: Any, shop: ShopSite
+    chromium: Any, shop: ShopSite, tmp_path: Path
 ) -> None:
     """The store serves the widget itself; the liverec server goes away between pages."""
     port = free_port()
@@ -287,7 +304,7 @@ def test_server_down_later_keeps_events_and_the_viewed_item_out_of_the_cached_ro
     tag = widget_tag("/liverec.js", server=base, max_backoff_ms="500")
     for sku in ITEMS:
         shop.page("bootstrap", sku, tag)
-    srv = start(shop, port=port)
+    srv = start_with_catalog(shop, port, tmp_path / "shop.db")
     tab = Tab(chromium)
     page = tab.page
     try:
@@ -310,10 +327,10 @@ def test_server_down_later_keeps_events_and_the_viewed_item_out_of_the_cached_ro
         page.wait_for_function("() => liverec.state !== 'connecting'", timeout=WAIT_MS)
         assert page.evaluate("liverec.pending") == 2  # still kept
         tab.cls()
-        srv = start(shop, port=port)  # back: the widget reconnects on its own
-        tab.synced()
+        srv = start_with_catalog(shop, port, tmp_path / "shop.db")  # back, on the same store
+        tab.synced()  # the widget reconnected on its own and resumed its session
         status, body = session_items(srv, page.evaluate("liverec.sessionId"))
-        assert status == 200 and body["items"] == [viewed, viewed]  # a fresh memory:// store
+        assert status == 200 and body["items"] == ["sku-1", viewed, viewed]
         assert page.evaluate("liverec.state") == "open"
     finally:
         tab.close()
