@@ -87,6 +87,9 @@ async def test_recommender_defaults() -> None:
     await rec.start()
     assert rec.version_for("any-session") == "fixed-1"
     assert rec.is_ready() is True and rec.figures() == {}
+    # a promotion notice finds no new model in a recommender that serves no model file
+    # (an A/B pair reports a switch when either side made one: ab.py)
+    assert await rec.check_model() is False
     rec.forget("any-session")
     got = await rec.recommend(RecContext("s", ["a"], 2, current_item="a"))
     assert got == RecList([Rec("b", 4.0), Rec("c", 3.0)], "fixed-1")
