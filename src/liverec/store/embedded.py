@@ -174,8 +174,7 @@ class EmbeddedStore(Store):
                     raise ConfigError(f"purge_interval_s: not a number: {value!r}") from None
             else:
                 raise ConfigError(
-                    f"unknown option {key!r} in store URL"
-                    " (known: synchronous, purge_interval_s)"
+                    f"unknown option {key!r} in store URL (known: synchronous, purge_interval_s)"
                 )
         if scheme.lower() == "memory":
             if target:
