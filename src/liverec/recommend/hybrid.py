@@ -24,11 +24,14 @@ carved by time from the training data (`liverec train --family hybrid|auto`).
 Cost per event on the event loop: the V-SkNN scoring of vsknn.py (bounded by its
 window, per_item, sample and neighbours), the item columns of the V-SkNN's items
 (looked up once per item, `SessionIndex.columns`), and the fusion of at most
-k + SPARE + ratings + the V-SkNN's items as arrays (one sort), of which the rules
-read only as many as they need; the V-SkNN's items go to the worker and their exact
-scores come back as arrays. In the scoring worker, the GRU's (gru/scoring.py) plus
-O(H^2) for the moments and O(H) per V-SkNN item. A new directory at the served path
-replaces this one while serving (reloading.py).
+k + SPARE + ratings + the V-SkNN's items as arrays (a fixed number of array calls:
+one scratch of item columns for the items in both, one argsort of int64 keys), of
+which the rules read only as many as they need; the V-SkNN's items go to the worker
+as int32 bytes and their exact scores come back as float32 bytes. In the scoring
+worker, the GRU's (gru/scoring.py) plus O(H^2) for the moments and O(H) per V-SkNN
+item (a gather of its item row from memory: the largest part of the worker's cost
+beyond GRU4Rec's, before the moments). A new directory at the served path replaces
+this one while serving (reloading.py).
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ server's side of the pipe either: a thread that sends, waits and unpickles must 
 the GIL back from the loop after each blocking call, with the same waits; so the
 loop itself writes each request to the worker's socket and hands each answer to its
 caller from the socket's data callback (an asyncio Protocol). The worker receives
-plain lists and hidden-state bytes and returns the same; the server keeps the session
-states, so a worker that dies is replaced without losing any session.
+plain lists and hidden-state bytes and returns the same (a hybrid's extra items and
+their scores as raw bytes too); the server keeps the session states, so a worker
+that dies is replaced without losing any session.
 """
 
 from __future__ import annotations
