@@ -24,7 +24,7 @@ from liverec.model.evaluate import evaluate
 from liverec.model.formats import load_sessions
 from liverec.model.moments import ScoreMoments
 from liverec.recommend.family import family_scorer, search_weight, train_family, write_vsknn
-from liverec.recommend.hybrid import _pairs, fuse, fused_order, knn_bonus
+from liverec.recommend.hybrid import _pairs, fuse, fused_order, knn_bonus, order_keys
 
 from .replay_helpers import assert_matches, replay
 from .servers import LiverecServer
@@ -151,6 +151,36 @@ def test_fused_candidates_are_read_in_chunks_in_the_same_order() -> None:
     assert len(whole) == len(set(idx.tolist())) == 200 + sum(j not in cols for j, _ in ranked)
     for first in (0, 1, 7, 37, 229, 1000):
         assert list(_pairs(idx, fused, ids, first)) == whole
+
+
+def test_order_keys_sort_as_the_fused_score_then_the_item_index() -> None:
+    rng = np.random.default_rng(11)
+    special = [0.0, -0.0, 1.0, -1.0, 3.4e38, -3.4e38, 1e-45, -1e-45, np.inf, -np.inf]
+    for trial in range(50):
+        n = int(rng.integers(1, 400))
+        fused = rng.normal(size=n).astype(np.float32)
+        if trial % 2:  # many ties, and both zeros
+            fused = rng.choice(np.array(special, dtype=np.float32), size=n)
+        idx = rng.choice(2**31 - 1, size=n, replace=False).astype(np.int64)
+        expected = np.lexsort((idx, -fused))
+        assert np.argsort(order_keys(idx, fused)).tolist() == expected.tolist()
+
+
+def test_fused_order_marks_nothing_for_good_and_needs_no_scratch() -> None:
+    rng = np.random.default_rng(13)
+    ranked = [(int(j), float(v)) for j, v in zip(range(0, 90, 3), rng.normal(size=30), strict=True)]
+    cols = rng.choice(300, size=120, replace=False)
+    extra = rng.normal(size=120).astype(np.float32)
+    add = rng.random(120)
+    mark = np.zeros(300, dtype=bool)
+    with_mark = fused_order(ranked, extra, 0.2, 0.9, cols, add, mark)
+    alone = fused_order(ranked, extra, 0.2, 0.9, cols, add)
+    assert not mark.any()
+    assert with_mark[0].tolist() == alone[0].tolist()
+    assert with_mark[1].tobytes() == alone[1].tobytes()
+    assert len(alone[0]) == len(set(alone[0].tolist()))  # an item in both counts once
+    none = fused_order(ranked, [], 0.2, 0.9, np.empty(0, np.int64), np.empty(0))
+    assert none[0].tolist() == [j for j, _ in sorted(ranked, key=lambda p: (-p[1], p[0]))]
 
 
 def test_hybrid_weight_is_chosen_on_the_last_day_of_the_training_data(

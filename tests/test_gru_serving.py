@@ -351,6 +351,34 @@ async def test_worker_process_scores_like_the_thread_and_survives_its_death(
         await remote.close()
 
 
+async def test_a_hybrids_extra_scores_and_moments_come_back_from_the_worker_unchanged(
+    checkpoint: Path,
+) -> None:
+    """The exact scores of asked items and the moments travel as raw bytes (int32
+    items out, float32 scores back): the worker's answer is the thread's to the bit."""
+    options: dict[str, Any] = {"poll_s": None, "quantize_gru": False, "moments": True}
+    local = GRURecommender(checkpoint, OnlineRecommender(), process=False, **options)
+    remote = GRURecommender(checkpoint, OnlineRecommender(), process=True, **options)
+    await local.start()
+    await remote.start()
+    try:
+        n = len(local.served.index) if local.served is not None else 0
+        asked = np.array([n - 1, 0, 7, 3, n // 2], dtype=np.int64)
+        for i, seq in enumerate([["f1-0", "f1-1"], ["f4-3"], ["f0-7", "f2-2", "f2-3"]]):
+            c = ctx(f"s{i}", seq)
+            want = await local.score(c, 5, asked)
+            got = await remote.score(c, 5, asked)
+            assert want is not None and got is not None
+            assert want[0] == got[0]
+            w, g = want[1], got[1]
+            assert w is not None and g is not None
+            assert g.scores.dtype == np.float32 and g.scores.tobytes() == w.scores.tobytes()
+            assert (g.mean, g.sd) == (w.mean, w.sd)
+    finally:
+        await local.close()
+        await remote.close()
+
+
 def test_int8_gru_layers_stay_close_to_float32(checkpoint: Path) -> None:
     exact = ServedModel.load(checkpoint, quantize=False)
     small = ServedModel.load(checkpoint, quantize=True, quantize_gru=True)

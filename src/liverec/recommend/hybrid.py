@@ -24,11 +24,14 @@ carved by time from the training data (`liverec train --family hybrid|auto`).
 Cost per event on the event loop: the V-SkNN scoring of vsknn.py (bounded by its
 window, per_item, sample and neighbours), the item columns of the V-SkNN's items
 (looked up once per item, `SessionIndex.columns`), and the fusion of at most
-k + SPARE + ratings + the V-SkNN's items as arrays (one sort), of which the rules
-read only as many as they need; the V-SkNN's items go to the worker and their exact
-scores come back as arrays. In the scoring worker, the GRU's (gru/scoring.py) plus
-O(H^2) for the moments and O(H) per V-SkNN item. A new directory at the served path
-replaces this one while serving (reloading.py).
+k + SPARE + ratings + the V-SkNN's items as arrays (a fixed number of array calls:
+one scratch of item columns for the items in both, one argsort of int64 keys), of
+which the rules read only as many as they need; the V-SkNN's items go to the worker
+as int32 bytes and their exact scores come back as float32 bytes. In the scoring
+worker, the GRU's (gru/scoring.py) plus O(H^2) for the moments and O(H) per V-SkNN
+item (a gather of its item row from memory: the largest part of the worker's cost
+beyond GRU4Rec's, before the moments). A new directory at the served path replaces
+this one while serving (reloading.py).
 """
 
 from __future__ import annotations
@@ -122,25 +125,45 @@ def fused_order(
     sd: float,
     cols: np.ndarray,
     add: np.ndarray,
+    mark: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`fuse` on candidates only, best first, ties by item index: the GRU's best
     (item index, exact score) and the exact scores `extra` of the items `cols`, as two
     arrays (item indices int64, fused scores float32). The values are `fuse`'s,
     element by element; any other item is below every one of the GRU's best that it
     does not beat by GRU score (no bonus, lower z). O((C + R) log(C + R)) for
-    C = len(cols), R = len(ranked)."""
-    if len(cols):  # an item in both: its cols entry
-        asked = set(cols.tolist())
-        ranked = [(i, v) for i, v in ranked if i not in asked]
+    C = len(cols), R = len(ranked), in a fixed number of array calls.
+
+    `mark`: a scratch of n_items booleans, all False (left so), to tell the GRU's
+    items that are in cols too (their cols entry counts); made here when not given."""
     pairs = np.array(ranked, dtype=np.float64).reshape(-1, 2)  # exact: int and float32
     idx = pairs[:, 0].astype(np.int64)
-    z = zscore(pairs[:, 1].astype(np.float32), mean, sd)
+    g = pairs[:, 1].astype(np.float32)
     if len(cols):
-        idx = np.concatenate([cols, idx])
-        z = np.concatenate([zscore(np.asarray(extra, dtype=np.float32), mean, sd) + add, z])
+        if mark is None:
+            mark = np.zeros(int(max(cols.max(), idx.max(initial=0))) + 1, dtype=bool)
+        mark[cols] = True
+        alone = ~mark[idx]
+        mark[cols] = False
+        idx = np.concatenate([cols, idx[alone]])
+        g = np.concatenate([np.asarray(extra, dtype=np.float32), g[alone]])
+    z = zscore(g, mean, sd)
+    if len(cols):
+        z[: len(cols)] += add
     fused = z.astype(np.float32)
-    order = np.lexsort((idx, -fused))
+    order = np.argsort(order_keys(idx, fused))
     return idx[order], fused[order]
+
+
+def order_keys(idx: np.ndarray, fused: np.ndarray) -> np.ndarray:
+    """One int64 per candidate that sorts as (-fused, idx) does: the float32 bits made
+    monotone (-0.0 counted as 0.0, as a float comparison does) and negated, above the
+    item index (< 2^31). Distinct per item, so one plain argsort orders the candidates
+    as `np.lexsort((idx, -fused))` does, at half its cost."""
+    bits = (fused + np.float32(0.0)).view(np.int32)  # -0.0 + 0.0 = 0.0
+    ordered = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))  # monotone in the float
+    keys: np.ndarray = (-ordered.astype(np.int64) << 32) | idx
+    return keys
 
 
 def _pairs(
@@ -261,6 +284,7 @@ class HybridRecommender(Recommender):
         if gru.served is None:
             raise ModelError(f"no checkpoint at {path}")
         self.index = load_index(path, params)
+        self._mark = np.zeros(0, dtype=bool)  # fused_order's scratch, one per item column
         log.info(
             "hybrid %s: weight %g, %d indexed sessions", self.version, self.weight, len(self.index)
         )
@@ -330,6 +354,9 @@ class HybridRecommender(Recommender):
         ids: list[str],
     ) -> list[Rec]:
         assert extra is not None  # asked for: the scoring pass returns it
-        idx, fused = fused_order(ranked, extra.scores, extra.mean, extra.sd, cols, add)
+        if len(self._mark) != len(ids):
+            self._mark = np.zeros(len(ids), dtype=bool)
+        mark = self._mark
+        idx, fused = fused_order(ranked, extra.scores, extra.mean, extra.sd, cols, add, mark)
         first = ctx.k + len(ctx.exclude) + len(ctx.ratings) + SPARE + 1
         return apply_rules(_pairs(idx, fused, ids, first), ctx)

@@ -149,6 +149,7 @@ def _upto(n: int) -> np.ndarray:
 
 _EMPTY_I = np.empty(0, dtype=np.int64)
 _EMPTY_F = np.empty(0, dtype=np.float64)
+_NEVER = np.iinfo(np.int64).max  # a first-place mark above every rank
 
 
 def _first_places(values: np.ndarray, scratch: np.ndarray, base: int) -> np.ndarray:
@@ -373,31 +374,38 @@ class SessionIndex:
             keep = ~gone
             keys, weight, steps_at = keys[keep], weight[keep], steps_at[keep]
         # the distinct sessions in the order they were gathered, their similarities
-        # summed in that order (ufunc.at adds sequentially) and their steps
-        heads = _first_places(keys, self._first, self._base)
+        # summed in that order (ufunc.at adds sequentially) and their steps; the
+        # current session is never its own neighbour: a first-place mark above any
+        # rank keeps its slot out of the heads (slot 0, never used, when none)
+        me = self.sessions.get(exclude) if exclude is not None else None
+        mine = me.slot if me is not None else 0
+        first = self._first
+        first[mine] = _NEVER
+        heads = _first_places(keys, first, self._base)
+        first[mine] = 0
         self._base += len(keys) + 1
         cand = keys[heads]
         np.add.at(self._sim, keys, weight)
         sim = self._sim[cand]
         self._sim[cand] = 0.0
+        self._sim[mine] = 0.0
         step = steps_at[heads]
-        me = self.sessions.get(exclude) if exclude is not None else None
-        if me is not None and me.slot in cand:
-            keep = cand != me.slot
-            cand, sim, step = cand[keep], sim[keep], step[keep]
         if not len(cand):
             return _EMPTY_I, _EMPTY_F
+        pick = None  # positions in cand of the neighbours, in order, once chosen
         if len(cand) + stale > self.sample:  # the `sample` most recent, newest first
             stamp = -self._stamp[cand]  # distinct: one per indexed event
             if len(cand) > self.sample:
-                live = np.argpartition(stamp, self.sample - 1)[: self.sample]
-                live = live[np.argsort(stamp[live])]
+                pick = np.argpartition(stamp, self.sample - 1)[: self.sample]
+                pick = pick[np.argsort(stamp[pick])]
             else:
-                live = np.argsort(stamp)
-            cand, sim, step = cand[live], sim[live], step[live]
-        if len(cand) > self.neighbours:  # the most similar, ties in the order above
-            live = np.argsort(-sim, kind="stable")[: self.neighbours]
-            cand, sim, step = cand[live], sim[live], step[live]
+                pick = np.argsort(stamp)
+        if len(cand if pick is None else pick) > self.neighbours:
+            # the most similar, ties in the order above
+            best = np.argsort(-(sim if pick is None else sim[pick]), kind="stable")
+            pick = best[: self.neighbours] if pick is None else pick[best[: self.neighbours]]
+        if pick is not None:
+            cand, sim, step = cand[pick], sim[pick], step[pick]
         gain = sim / len(last) / step
         slots = cand
         count = self._count[slots]
