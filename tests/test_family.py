@@ -24,7 +24,7 @@ from liverec.model.evaluate import evaluate
 from liverec.model.formats import load_sessions
 from liverec.model.moments import ScoreMoments
 from liverec.recommend.family import family_scorer, search_weight, train_family, write_vsknn
-from liverec.recommend.hybrid import _pairs, fuse, fused_order, knn_bonus, order_keys
+from liverec.recommend.hybrid import fuse, fused_order, fused_pairs, knn_bonus, order_keys
 
 from .replay_helpers import assert_matches, replay
 from .servers import LiverecServer
@@ -150,7 +150,7 @@ def test_fused_candidates_are_read_in_chunks_in_the_same_order() -> None:
     whole = [(ids[j], v) for j, v in fuse_candidates(ranked, extra, 0.1, 1.3, cols, add)]
     assert len(whole) == len(set(idx.tolist())) == 200 + sum(j not in cols for j, _ in ranked)
     for first in (0, 1, 7, 37, 229, 1000):
-        assert list(_pairs(idx, fused, ids, first)) == whole
+        assert list(fused_pairs(idx, fused, ids, first)) == whole
 
 
 def test_order_keys_sort_as_the_fused_score_then_the_item_index() -> None:

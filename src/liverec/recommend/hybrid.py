@@ -166,7 +166,7 @@ def order_keys(idx: np.ndarray, fused: np.ndarray) -> np.ndarray:
     return keys
 
 
-def _pairs(
+def fused_pairs(
     idx: np.ndarray, fused: np.ndarray, ids: list[str], first: int
 ) -> Iterator[tuple[str, float]]:
     """(item id, score) of `fused_order`'s arrays, in order, converted `first` at a
@@ -359,4 +359,4 @@ class HybridRecommender(Recommender):
         mark = self._mark
         idx, fused = fused_order(ranked, extra.scores, extra.mean, extra.sd, cols, add, mark)
         first = ctx.k + len(ctx.exclude) + len(ctx.ratings) + SPARE + 1
-        return apply_rules(_pairs(idx, fused, ids, first), ctx)
+        return apply_rules(fused_pairs(idx, fused, ids, first), ctx)
