@@ -23,7 +23,14 @@ from liverec.model.data import ItemIndex, Sessions
 from liverec.model.evaluate import evaluate
 from liverec.model.formats import load_sessions
 from liverec.model.moments import ScoreMoments
-from liverec.recommend.family import family_scorer, search_weight, train_family, write_vsknn
+from liverec.recommend.family import (
+    balanced,
+    family_scorer,
+    recall_first,
+    search_weight,
+    train_family,
+    write_vsknn,
+)
 from liverec.recommend.hybrid import fuse, fused_order, fused_pairs, knn_bonus, order_keys
 
 from .replay_helpers import assert_matches, replay
@@ -435,3 +442,32 @@ def test_the_weight_search_goes_past_the_grid_only_while_the_top_keeps_winning()
     asked, score = _peaked(0.0)  # 0 (GRU4Rec alone) wins: kept, the grid's first
     w, _, _ = search_weight(score, (0.0,), top=64.0)
     assert w == 0.0 and asked == [0.0]
+
+
+def test_the_balanced_choice_wants_both_figures_above_the_better_single_family() -> None:
+    # YooChoose seed 1's validation figures: Recall@20 alone takes W = 16, which pays
+    # for recall with MRR@20; the balanced key keeps W = 8, whose smaller margin over
+    # the better single family (GRU4Rec's recall, V-SkNN's MRR) is the larger one.
+    gru, knn = {"recall@20": 0.3797, "mrr@20": 0.1727}, {"recall@20": 0.3794, "mrr@20": 0.1754}
+    by_w = {
+        0.0: gru,
+        4.0: {"recall@20": 0.4008, "mrr@20": 0.1878},
+        8.0: {"recall@20": 0.4057, "mrr@20": 0.1879},
+        16.0: {"recall@20": 0.4092, "mrr@20": 0.1861},
+        32.0: {"recall@20": 0.4052, "mrr@20": 0.1843},
+    }
+    key = balanced([gru, knn])
+    assert key(by_w[8.0]) > key(by_w[16.0]) and recall_first(by_w[16.0]) > recall_first(by_w[8.0])
+    r, m = 0.4057 / 0.3797, 0.1879 / 0.1754  # the best of each figure is the reference
+    assert key(by_w[8.0]) == (min(r, m), r + m)
+    grid = (0.0, 4.0, 8.0)
+    assert search_weight(by_w.__getitem__, grid, top=32.0)[0] == 16.0  # recall first
+    assert search_weight(by_w.__getitem__, grid, top=32.0, key=key)[0] == 8.0
+    # a family below the better one on either figure never beats one at or above both
+    assert key(gru) < key({"recall@20": 0.3797, "mrr@20": 0.1754}) <= (1.0, 2.0)
+    assert max((gru, knn, by_w[8.0]), key=key) is by_w[8.0]
+    # equal worse ratios: the sum decides
+    assert key({"recall@20": 0.3797, "mrr@20": 0.19}) > key({"recall@20": 0.3797, "mrr@20": 0.18})
+    # no usable reference: Recall@20 first
+    assert balanced([]) is recall_first
+    assert balanced([{"recall@20": 0.0, "mrr@20": 0.1}]) is recall_first

@@ -3,8 +3,10 @@
 Owns: which candidates a round builds for a family set (gru4rec: the GRU4Rec
 candidate, as before; vsknn: a session index of the training part; hybrid: the two
 fused, its weight chosen by `liverec.recommend.family.search_weight`; auto: all three), how
-each is scored on the round's held-out sessions, the winner (the best Recall@20,
-MRR@20 breaking ties: the rule of `liverec train --family auto`), the scorer of a
+each is scored on the round's held-out sessions, the winner (by
+`liverec.recommend.family.balanced` against the single families, GRU4Rec and
+V-SkNN, scored too when only the hybrid is wanted: the rule of `liverec train
+--family auto`), the scorer of a
 served directory of any family, and writing the winner's directory. The winner is
 then judged against the served model by the learner's usual rule (learner.py).
 
@@ -26,7 +28,9 @@ from ..model.formats import write_sessions
 from ..model.moments import ScoreMoments
 from ..model.scorer import GRUScorer
 from ..recommend.family import (
+    RULE,
     VSKNN_PARAMS,
+    balanced,
     family_scorer,
     hybrid_meta,
     search_weight,
@@ -42,7 +46,6 @@ FAMILY_SETS: Final = {
     "hybrid": ("hybrid",),
     "auto": ("gru4rec", "vsknn", "hybrid"),
 }
-RULE: Final = "best Recall@20 on the held-out sessions (serving rules), MRR@20 breaks ties"
 
 Run = Callable[[StepScorer], dict[str, float]]  # held-out figures of a scorer
 Mapped = Callable[[GRUScorer | HybridScorer, ItemIndex], StepScorer]  # onto the round's items
@@ -72,10 +75,6 @@ class Choice:
         }
 
 
-def _key(fig: dict[str, float]) -> tuple[float, float]:
-    return (fig["recall@20"], fig["mrr@20"])
-
-
 def choose(
     families: str,
     gru: Candidate | None,
@@ -88,13 +87,14 @@ def choose(
     wanted = FAMILY_SETS[families]
     figures: dict[str, dict[str, float]] = {}
     knn = None
-    if gru is not None and "gru4rec" in wanted:
+    hybrid = "hybrid" in wanted  # the single families are its reference: scored too
+    if gru is not None and ("gru4rec" in wanted or hybrid):
         figures["gru4rec"] = run(mapped(GRUScorer(gru.model), gru.item_index))
-    if "vsknn" in wanted or "hybrid" in wanted:
+    if "vsknn" in wanted or hybrid:
         knn = SessionIndex(**VSKNN_PARAMS)
         knn.add_sessions(train.session(s).tolist() for s in range(train.n_sessions))
-    if knn is not None and "vsknn" in wanted:
         figures["vsknn"] = run(VSKNNScorer(knn, union))
+    key = balanced([figures[f] for f in ("gru4rec", "vsknn") if f in figures])
     weight = None
     if gru is not None and knn is not None and "hybrid" in wanted:
         moments = ScoreMoments(gru.model.item_weight.data, gru.model.item_bias.data)
@@ -103,10 +103,10 @@ def choose(
         def score(w: float) -> dict[str, float]:
             return run(mapped(HybridScorer(model, index, sessions, w, moments), index))
 
-        weight, best, tried = search_weight(score)
+        weight, best, tried = search_weight(score, key=key)
         figures.update(tried)
         figures["hybrid"] = best
-    winner = max((f for f in wanted if f in figures), key=lambda f: _key(figures[f]))
+    winner = max((f for f in wanted if f in figures), key=lambda f: key(figures[f]))
     return Choice(winner, weight, figures, knn)
 
 
