@@ -183,7 +183,17 @@ async def test_pending_connections_capped_per_address_while_others_are_served(
     finally:
         for s in held:
             s.close()
+        # The server releases the attacker's count when it sees each close; the module's
+        # other tests share this server, so wait for that before handing it on.
+        attacker_admitted_again(server)
     assert "too many connections from this address" in server.log()
+
+
+def attacker_admitted_again(srv: LiverecServer, within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while request(srv, "GET", "/healthz", source=ATTACKER)[0] != 200:
+        assert time.monotonic() < deadline, "the attacker's closed sockets were never released"
+        time.sleep(0.05)
 
 
 async def test_descriptor_limit_refuses_cleanly_and_keeps_existing_sockets() -> None:
