@@ -23,6 +23,7 @@ from liverec.model.data import ItemIndex, Sessions
 from liverec.model.evaluate import evaluate
 from liverec.model.formats import load_sessions
 from liverec.model.moments import ScoreMoments
+from liverec.model.scorer import GRUScorer
 from liverec.recommend.family import (
     balanced,
     family_scorer,
@@ -31,7 +32,14 @@ from liverec.recommend.family import (
     train_family,
     write_vsknn,
 )
-from liverec.recommend.hybrid import fuse, fused_order, fused_pairs, knn_bonus, order_keys
+from liverec.recommend.hybrid import (
+    HybridScorer,
+    fuse,
+    fused_order,
+    fused_pairs,
+    knn_bonus,
+    order_keys,
+)
 
 from .replay_helpers import assert_matches, replay
 from .servers import LiverecServer
@@ -198,10 +206,25 @@ def test_hybrid_weight_is_chosen_on_the_last_day_of_the_training_data(
     train = load_sessions(data[0])
     last_day = train.start_times() >= float(train.times.max()) - DAY
     assert selection["valid_sessions"] == int(last_day.sum()) > 0
-    tried = {k: v for k, v in selection["validation"].items() if k.startswith("hybrid w=")}
-    best = max(tried.values(), key=lambda f: (f["recall@20"], f["mrr@20"]))
+    figures = selection["validation"]
+    tried = {k: v for k, v in figures.items() if k.startswith("hybrid w=")}
+    best = max(tried.values(), key=balanced([figures["gru4rec"], figures["vsknn"]]))
     assert meta["hybrid"]["weight"] == selection["weight"]
     assert tried[f"hybrid w={selection['weight']:g}"] == best
+
+
+def test_a_hybrid_of_weight_0_ranks_as_its_gru(
+    models: dict[str, Path], data: tuple[Path, Path]
+) -> None:
+    _, hybrid, index = family_scorer(models["hybrid"])
+    assert isinstance(hybrid, HybridScorer)
+    test = load_sessions(data[1])
+    zero = HybridScorer(hybrid.gru.model, index, hybrid.knn, 0.0)
+    gru = GRUScorer(hybrid.gru.model)
+    a = evaluate(zero, index, test, ks=(5, 20), serving_rules=True)
+    b = evaluate(gru, index, test, ks=(5, 20), serving_rules=True)
+    del a["seconds"], b["seconds"]
+    assert a == b and a["cases"] > 0
 
 
 def test_auto_writes_the_validation_winner_and_evaluate_scores_it(
@@ -211,8 +234,12 @@ def test_auto_writes_the_validation_winner_and_evaluate_scores_it(
     selection = train_family("auto", load_sessions(data[0]), CONFIG, out)
     figures = selection["validation"]
     assert {"gru4rec", "vsknn", "hybrid"} <= set(figures)
-    key = lambda f: (figures[f]["recall@20"], figures[f]["mrr@20"])  # noqa: E731
-    assert selection["winner"] == max(("gru4rec", "vsknn", "hybrid"), key=key)
+    rule = balanced([figures["gru4rec"], figures["vsknn"]])
+    assert selection["winner"] == max(
+        ("gru4rec", "vsknn", "hybrid"), key=lambda f: rule(figures[f])
+    )
+    # weight 0 is scored as GRU4Rec (the same ranking: see the test below)
+    assert figures["hybrid w=0"] == figures["gru4rec"]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["family"] == selection["winner"] and meta["selection"] == selection
     code = liverec_main(

@@ -220,6 +220,8 @@ def train_family(
     moments = ScoreMoments(result.model.item_weight.data, result.model.item_bias.data)
 
     def score(w: float) -> dict[str, float]:
+        if w == 0:  # no V-SkNN bonus: the z-score is monotone, so GRU4Rec's ranking
+            return figures["gru4rec"]
         fig = _figures(HybridScorer(result.model, index, knn.index, w, moments), index, valid)
         _log(f"valid hybrid w={w:g}: {fig}")
         return fig
