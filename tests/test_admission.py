@@ -147,7 +147,7 @@ class FailingTransport:
     async def receive(self) -> str | bytes | None:
         return None
 
-    async def send(self, data: str | bytes) -> None:
+    async def send(self, data: str | bytes, more: bool = False) -> None:
         raise ConnectionResetError("peer gone")
 
 
@@ -171,7 +171,7 @@ class SlowTransport:
     async def receive(self) -> str | bytes | None:
         return None
 
-    async def send(self, data: str | bytes) -> None:
+    async def send(self, data: str | bytes, more: bool = False) -> None:
         await asyncio.sleep(0)
         self.sent.append(data)
 
@@ -360,7 +360,7 @@ class ScriptedTransport:
         self.read += 1
         return frame  # type: ignore[no-any-return]
 
-    async def send(self, data: str | bytes) -> None:
+    async def send(self, data: str | bytes, more: bool = False) -> None:
         assert isinstance(data, str)
         self.sent.append(json.loads(data))
 

@@ -24,15 +24,17 @@ class GatedTransport:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.sent: list[str | bytes] = []
+        self.more: list[bool] = []  # each send's "another frame follows at once"
         self.waiting = asyncio.Event()  # set once a send is blocked on the gate
 
     async def receive(self) -> str | bytes | None:
         return None
 
-    async def send(self, data: str | bytes) -> None:
+    async def send(self, data: str | bytes, more: bool = False) -> None:
         self.waiting.set()
         await self.gate.wait()
         self.sent.append(data)
+        self.more.append(more)
 
 
 def recs(n: int) -> Recs:
@@ -97,6 +99,24 @@ async def test_connection_sends_only_the_newest_recs_to_a_stalled_peer() -> None
     expected = [Welcome("s", False, "m"), *map(ack, range(5)), recs(4)]
     assert sent == [frame.wire() for frame in expected]
     assert "liverec_replaced_recs_total 4" in metrics.render()
+    # the welcome went alone; of the rest every frame but the last says another
+    # follows, so the socket writes them together
+    assert transport.more == [False] + [True] * 5 + [False]
+
+
+async def test_an_events_ack_and_recs_are_handed_over_as_one_write() -> None:
+    transport = GatedTransport()
+    transport.gate.set()
+    conn = Connection(transport, Settings(), Metrics(), "127.0.0.1")
+    conn.push(ack(1))
+    conn.push(recs(1))
+    assert conn.writer is not None
+    await conn.writer
+    conn.push(PONG)  # alone in the queue: nothing follows it
+    assert conn.writer is not None
+    await conn.writer
+    assert [json.loads(d)["type"] for d in transport.sent] == ["ack", "recs", "pong"]
+    assert transport.more == [True, False, False]
 
 
 async def test_connection_raises_slow_consumer_once_the_queue_is_full() -> None:

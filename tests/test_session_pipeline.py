@@ -51,7 +51,7 @@ class PipeTransport:
             self.idle.set()
         return await self.inbox.get()
 
-    async def send(self, data: str | bytes) -> None:
+    async def send(self, data: str | bytes, more: bool = False) -> None:
         if not self.gate.is_set():
             self.blocked.set()
             await self.gate.wait()

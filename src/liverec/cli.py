@@ -88,6 +88,7 @@ def uvicorn_config(app: Any, settings: Settings, stock_http: bool = False) -> An
     import uvicorn
 
     from .server import edge
+    from .server.wsproto import BatchingWSProtocol
 
     return uvicorn.Config(
         app,
@@ -95,7 +96,7 @@ def uvicorn_config(app: Any, settings: Settings, stock_http: bool = False) -> An
         port=settings.port,
         http="h11" if stock_http else edge.protocol_class(settings),
         backlog=2048 if stock_http else settings.accept_backlog,
-        ws="websockets-sansio",
+        ws=BatchingWSProtocol,  # websockets-sansio, one write per event (wsproto.py)
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ping_interval_s,

@@ -65,7 +65,8 @@ class Transport(Protocol):
     async def receive(self) -> str | bytes | None:
         """The next message; None once the peer has gone."""
 
-    async def send(self, data: str | bytes) -> None: ...
+    async def send(self, data: str | bytes, more: bool = False) -> None:
+        """Send one message; `more`: another follows at once (may be written with it)."""
 
 
 @dataclass(slots=True)
@@ -235,7 +236,8 @@ class Connection:
         try:
             while self.outbox.frames:
                 frame = self.outbox.frames.pop(0)
-                await self.transport.send(protocol.encode(frame.wire(), self.encoding))
+                data = protocol.encode(frame.wire(), self.encoding)
+                await self.transport.send(data, bool(self.outbox.frames))
         except Exception as exc:  # the socket is gone; the reader sees it too
             self.failure = exc
         finally:

@@ -21,6 +21,7 @@ from .close_codes import (
     close_code_for,
 )
 from .origins import OriginPolicy
+from .wsproto import MORE
 
 log = logging.getLogger("liverec.server")
 
@@ -61,11 +62,17 @@ class StarletteTransport:
         data = message.get("bytes")
         return bytes(data) if data is not None else b""
 
-    async def send(self, data: str | bytes) -> None:
-        if isinstance(data, str):
-            await self.ws.send_text(data)
+    async def send(self, data: str | bytes, more: bool = False) -> None:
+        """`more`: another frame follows at once (wsproto.py writes both together)."""
+        if not more:
+            if isinstance(data, str):
+                await self.ws.send_text(data)
+            else:
+                await self.ws.send_bytes(data)
+        elif isinstance(data, str):
+            await self.ws.send({"type": "websocket.send", "text": data, MORE: True})
         else:
-            await self.ws.send_bytes(data)
+            await self.ws.send({"type": "websocket.send", "bytes": data, MORE: True})
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
