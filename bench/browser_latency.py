@@ -43,21 +43,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET = ROOT / "web" / "widget" / "liverec.js"
-CHROMIUM = os.environ.get("LIVEREC_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SYNCED = (
-    "() => window.liverec && liverec.state === 'open' && liverec.pending === 0"
-    " && liverec.renderedFor !== undefined && liverec.renderedFor === liverec.lastEventId"
-)
+
+sys.path.insert(0, str(ROOT))
+# the same Chromium, flags and "the widget has drawn the last event" as the widget tests
+from tests.widgetsite import ARGS, CHROMIUM, SYNCED  # noqa: E402
+
 INSTRUMENT = """() => {
   window.__lat = [];
   let started = null;
