@@ -68,14 +68,18 @@ def _serve_one(settings: Settings, sock: socket.socket | None = None) -> int:
 
     from .server import edge
     from .server.app import create_app
+    from .server.gate import DirectSockets
     from .server.guard import StartupGuard
+    from .server.ws import websocket_endpoint
 
-    app = StartupGuard(create_app(settings))
+    starlette = create_app(settings)
+    guard = StartupGuard(starlette)
+    app = DirectSockets(guard, starlette, settings, {"/v1/ws": websocket_endpoint})
     server = uvicorn.Server(uvicorn_config(app, settings))
     try:
         asyncio.run(edge.serve(server, settings, None if sock is None else [sock]))
     except SystemExit:  # uvicorn exits 3 when start-up failed: say why, in one line
-        app.raise_startup_error()
+        guard.raise_startup_error()
         raise
     return 0
 

@@ -158,7 +158,7 @@ def create_app(
     # the server's own origin needs no CORS. Bearer tokens travel in a header, never in
     # cookies. The gate (Host allowlist, forwarded headers, GET rates) comes first.
     middleware = [
-        Middleware(Gate, settings=settings, direct={"/v1/ws": websocket_endpoint}),
+        Middleware(Gate, settings=settings),
         Middleware(
             _OriginCORS,
             policy=origins,

@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
@@ -128,32 +128,23 @@ class HostList:
 
 
 class Gate:
-    """ASGI middleware in front of every route (outermost but for CORS).
+    """ASGI middleware in front of every route (outermost but for CORS)."""
 
-    `direct`: WebSocket paths whose endpoint the gate calls itself once the checks
-    pass, without the rest of the middleware stack and the router in between (CORS
-    and the exception handlers do nothing for a WebSocket; each layer is a suspended
-    frame per open socket and a call on every frame sent): ~5 KB per idle socket
-    and the sender wrappers on every frame."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        settings: Settings,
-        direct: dict[str, Callable[[WebSocket], Awaitable[None]]] | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.direct = direct or {}
         self.settings = settings
         self.forwarding = ForwardingPolicy(settings.trusted_proxies)
         self.hosts = HostList(settings)
         self.buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or await self.passes(scope, receive, send):
             await self.app(scope, receive, send)
-            return
+
+    async def passes(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Resolve the client and scheme into `scope`; False after answering a request
+        that may not pass (a Host not allowed, a GET over its rate)."""
+        kind = scope["type"]
         headers = Headers(scope=scope)
         peer, port = scope.get("client") or ("", 0)
         client, scheme, trusted = self.forwarding.resolve(peer, headers, scope["scheme"])
@@ -165,10 +156,10 @@ class Gate:
         if not self.hosts.allows(headers.get("host")):
             if kind == "websocket":  # before the handshake: HTTP 403
                 await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
-                return
+                return False
             response = PlainTextResponse("host not allowed (see allowed_hosts)\n", 400)
             await response(scope, receive, send)
-            return
+            return False
         if kind == "http" and scope["method"] in ("GET", "HEAD"):
             wait = self._take(client, scope["path"])
             if wait > 0:
@@ -178,13 +169,8 @@ class Gate:
                     headers={"retry-after": str(math.ceil(wait))},
                 )
                 await response(scope, receive, send)
-                return
-        if kind == "websocket" and not scope.get("root_path"):  # else: the router's path
-            endpoint = self.direct.get(scope["path"])
-            if endpoint is not None:
-                await endpoint(WebSocket(scope, receive, send))
-                return
-        await self.app(scope, receive, send)
+                return False
+        return True
 
     def _take(self, client: str, path: str) -> float:
         """0 when a GET may pass, else the seconds until the bucket has a token."""
@@ -203,3 +189,35 @@ class Gate:
         if bucket.take(now):
             return 0.0
         return (1.0 - bucket.tokens) / bucket.rate
+
+
+class DirectSockets:
+    """The outermost ASGI layer: a WebSocket on one of `endpoints`' paths goes to its
+    endpoint once the gate's checks pass, with `scope["app"]` set to `starlette` as
+    its router would; everything else (HTTP, other paths, a scope under a root_path,
+    lifespan) goes to `app`, the whole stack.
+
+    What it skips does nothing for a WebSocket (Starlette's error and exception
+    layers, CORS, the router), but each layer is a suspended frame for as long as a
+    socket is open and a call on every frame sent: about 5 KB per idle socket."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        starlette: ASGIApp,
+        settings: Settings,
+        endpoints: Mapping[str, Callable[[WebSocket], Awaitable[None]]],
+    ) -> None:
+        self.app, self.starlette = app, starlette
+        self.gate = Gate(app, settings)  # its GET buckets are never used here
+        self.endpoints = dict(endpoints)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and not scope.get("root_path"):
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self.starlette
+                if await self.gate.passes(scope, receive, send):
+                    await endpoint(WebSocket(scope, receive, send))
+                return
+        await self.app(scope, receive, send)
