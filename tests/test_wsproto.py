@@ -45,7 +45,7 @@ async def endpoint(ws: WebSocket) -> None:
     await out.send("first-frame", more=True)
     await out.send(b"second-frame")  # bytes and text alike
     await ws.receive_text()
-    await out.send("third-frame", more=True)  # a close, not a send, comes next
+    await out.send(b"third-frame", more=True)  # a close, not a send, comes next
     await ws.close(1000, "done")
 
 
@@ -78,7 +78,7 @@ async def test_frames_marked_more_leave_with_the_next_write(url: str) -> None:
         assert await client.recv() == "first-frame"
         assert await client.recv() == b"second-frame"
         await client.send("go on")
-        assert await client.recv() == "third-frame"
+        assert await client.recv() == b"third-frame"
         with pytest.raises(websockets.ConnectionClosedOK):
             await client.recv()
         assert client.close_code == 1000
