@@ -471,6 +471,13 @@ def test_the_weight_search_goes_past_the_grid_only_while_the_top_keeps_winning()
     assert w == 0.0 and asked == [0.0]
 
 
+def test_known_figures_at_weight_0_are_not_scored_again() -> None:
+    asked, score = _peaked(4.0)
+    gru = {"recall@20": 0.3, "mrr@20": 0.1}  # what GRU4Rec scored on the same data
+    w, _, tried = search_weight(score, (0.0, 1.0, 4.0, 8.0), top=64.0, zero=gru)
+    assert w == 4.0 and asked == [1.0, 4.0, 8.0] and tried["hybrid w=0"] is gru
+
+
 def test_the_balanced_choice_wants_both_figures_above_the_better_single_family() -> None:
     # YooChoose seed 1's validation figures: Recall@20 alone takes W = 16, which pays
     # for recall with MRR@20; the balanced key keeps W = 8, whose smaller margin over

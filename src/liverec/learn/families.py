@@ -103,7 +103,7 @@ def choose(
         def score(w: float) -> dict[str, float]:
             return run(mapped(HybridScorer(model, index, sessions, w, moments), index))
 
-        weight, best, tried = search_weight(score, key=key)
+        weight, best, tried = search_weight(score, key=key, zero=figures.get("gru4rec"))
         figures.update(tried)
         figures["hybrid"] = best
     winner = max((f for f in wanted if f in figures), key=lambda f: key(figures[f]))

@@ -113,16 +113,24 @@ def search_weight(
     top: float = WEIGHT_MAX,
     *,
     key: Key = recall_first,
+    zero: dict[str, float] | None = None,
 ) -> tuple[float, dict[str, float], dict[str, dict[str, float]]]:
     """The best fusion weight by `key` of `score(w)` over `grid` (the first of equals
     wins); when the best is the grid's largest weight, the weight is doubled while that
     improves the score and stays <= `top` (a grid that stops where the figures still
-    rise would cap the choice). Returns (weight, its figures, every weight tried's)."""
+    rise would cap the choice). `zero`: the figures at weight 0 when already known
+    (GRU4Rec's: without a V-SkNN bonus the z-score is monotone, so the ranking is the
+    GRU's), used instead of scoring it again. Returns (weight, its figures, every
+    weight tried's)."""
     tried: dict[str, dict[str, float]] = {}
-    best_w, best = grid[0], score(grid[0])
+
+    def figures(w: float) -> dict[str, float]:
+        return zero if w == 0 and zero is not None else score(w)
+
+    best_w, best = grid[0], figures(grid[0])
     tried[f"hybrid w={grid[0]:g}"] = best
     for w in grid[1:]:
-        fig = score(w)
+        fig = figures(w)
         tried[f"hybrid w={w:g}"] = fig
         if key(fig) > key(best):
             best_w, best = w, fig
@@ -220,13 +228,11 @@ def train_family(
     moments = ScoreMoments(result.model.item_weight.data, result.model.item_bias.data)
 
     def score(w: float) -> dict[str, float]:
-        if w == 0:  # no V-SkNN bonus: the z-score is monotone, so GRU4Rec's ranking
-            return figures["gru4rec"]
         fig = _figures(HybridScorer(result.model, index, knn.index, w, moments), index, valid)
         _log(f"valid hybrid w={w:g}: {fig}")
         return fig
 
-    best_w, best, tried = search_weight(score, key=key)
+    best_w, best, tried = search_weight(score, key=key, zero=figures["gru4rec"])
     figures.update(tried)
     figures["hybrid"] = best
     winner = "hybrid"

@@ -149,8 +149,7 @@ class Gate:
         peer, port = scope.get("client") or ("", 0)
         client, scheme, trusted = self.forwarding.resolve(peer, headers, scope["scheme"])
         # in place, as Starlette sets its keys (a copy would be kept per open socket)
-        if (client, port) != scope.get("client"):
-            scope["client"] = (client, port)
+        scope["client"] = (client, port)
         scope["scheme"] = scheme
         scope[PEER_TRUSTED] = trusted
         if not self.hosts.allows(headers.get("host")):
