@@ -64,15 +64,8 @@ class StarletteTransport:
 
     async def send(self, data: str | bytes, more: bool = False) -> None:
         """`more`: another frame follows at once (wsproto.py writes both together)."""
-        if not more:
-            if isinstance(data, str):
-                await self.ws.send_text(data)
-            else:
-                await self.ws.send_bytes(data)
-        elif isinstance(data, str):
-            await self.ws.send({"type": "websocket.send", "text": data, MORE: True})
-        else:
-            await self.ws.send({"type": "websocket.send", "bytes": data, MORE: True})
+        kind = "text" if isinstance(data, str) else "bytes"
+        await self.ws.send({"type": "websocket.send", kind: data, MORE: more})
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
